@@ -1,0 +1,95 @@
+//! A plain host tensor: f32, row-major, contiguous. NCHW is the interchange layout.
+
+use crate::bail;
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// Build a tensor; the data length must match the shape.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!(
+                "shape {:?} needs {} values but {} were given",
+                shape,
+                n,
+                data.len()
+            );
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Same data, another shape with the same number of elements.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != self.data.len() {
+            bail!("cannot reshape {:?} to {:?}", self.shape, shape);
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Fails with a message naming `what` if any value is NaN or infinite.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        if let Some(i) = self.data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{what} contains a non-finite value ({}) at flat index {i}; clean the input first",
+                self.data[i]
+            );
+        }
+        Ok(())
+    }
+
+    /// View an image stack as (N, 1, H, W). Accepts (H, W), (1, H, W) and (N, 1, H, W).
+    pub fn into_image_batch(self, what: &str) -> Result<Self> {
+        let s = self.shape.clone();
+        let nchw = match s.as_slice() {
+            [h, w] => vec![1, 1, *h, *w],
+            [1, h, w] => vec![1, 1, *h, *w],
+            [n, 1, h, w] => vec![*n, 1, *h, *w],
+            _ => bail!(
+                "{what} has shape {s:?}; expected (H, W), (1, H, W) or (N, 1, H, W) with one channel"
+            ),
+        };
+        if nchw.iter().any(|&d| d == 0) {
+            bail!("{what} has an empty dimension in shape {s:?}");
+        }
+        self.reshape(&nchw)
+    }
+}
