@@ -1,1 +1,7 @@
+//! diffrecon: diffusion-prior reconstruction of degraded images.
+pub mod error;
+pub mod rng;
+pub mod tensor;
 
+pub use error::{Error, Result};
+pub use tensor::Tensor;
