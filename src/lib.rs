@@ -5,3 +5,4 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+pub mod backend;

@@ -1,0 +1,210 @@
+//! GroupNorm (affine, eps 1e-5) with an optional fused SiLU, and its input-VJP. Statistics are
+//! accumulated in f64 and recomputed in the VJP rather than stored.
+
+use rayon::prelude::*;
+
+pub const GN_EPS: f64 = 1e-5;
+
+/// Shapes of one GroupNorm call over an (n, c, h, w) tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct GnGeom {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub groups: usize,
+}
+
+impl GnGeom {
+    fn group_len(&self) -> usize {
+        self.c / self.groups * self.hw
+    }
+}
+
+/// Mean and 1/sqrt(var + eps) of one group's values (biased variance, as PyTorch).
+fn stats(x: &[f32]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, 1.0 / (var + GN_EPS).sqrt())
+}
+
+#[inline]
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+#[inline]
+pub fn silu(z: f32) -> f32 {
+    z * sigmoid(z)
+}
+
+/// d silu(z) / dz.
+#[inline]
+pub fn silu_grad(z: f32) -> f32 {
+    let s = sigmoid(z);
+    s * (1.0 + z * (1.0 - s))
+}
+
+/// y = GroupNorm(x)·gamma + beta, then SiLU when `fuse_silu`.
+pub fn group_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    g: &GnGeom,
+    fuse_silu: bool,
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), g.n * g.c * g.hw);
+    assert_eq!(y.len(), x.len());
+    let cpg = g.c / g.groups;
+    y.par_chunks_mut(g.group_len())
+        .zip(x.par_chunks(g.group_len()))
+        .enumerate()
+        .for_each(|(ng, (yg, xg))| {
+            let (mean, rstd) = stats(xg);
+            let c0 = (ng % g.groups) * cpg;
+            for (j, (yc, xc)) in yg.chunks_mut(g.hw).zip(xg.chunks(g.hw)).enumerate() {
+                let scale = (gamma[c0 + j] as f64 * rstd) as f32;
+                let shift = (beta[c0 + j] as f64 - mean * gamma[c0 + j] as f64 * rstd) as f32;
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    let z = v * scale + shift;
+                    *o = if fuse_silu { silu(z) } else { z };
+                }
+            }
+        });
+}
+
+/// dx for `group_norm` given dy (the gradient of its output, after SiLU when fused).
+pub fn group_norm_vjp(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    g: &GnGeom,
+    fuse_silu: bool,
+    dy: &[f32],
+    dx: &mut [f32],
+) {
+    assert_eq!(x.len(), g.n * g.c * g.hw);
+    assert_eq!(dy.len(), x.len());
+    assert_eq!(dx.len(), x.len());
+    let cpg = g.c / g.groups;
+    dx.par_chunks_mut(g.group_len())
+        .zip(
+            x.par_chunks(g.group_len())
+                .zip(dy.par_chunks(g.group_len())),
+        )
+        .enumerate()
+        .for_each(|(ng, (dxg, (xg, dyg)))| {
+            let (mean, rstd) = stats(xg);
+            let c0 = (ng % g.groups) * cpg;
+            // g_xhat = dL/d(xhat) = dy · silu'(z) · gamma, with xhat = (x - mean)·rstd.
+            let mut sum_g = 0.0f64;
+            let mut sum_gx = 0.0f64;
+            for (j, (dxc, (xc, dyc))) in dxg
+                .chunks_mut(g.hw)
+                .zip(xg.chunks(g.hw).zip(dyg.chunks(g.hw)))
+                .enumerate()
+            {
+                let gam = gamma[c0 + j] as f64;
+                for (o, (&v, &d)) in dxc.iter_mut().zip(xc.iter().zip(dyc)) {
+                    let xhat = (v as f64 - mean) * rstd;
+                    let dz = if fuse_silu {
+                        let z = (xhat * gam + beta[c0 + j] as f64) as f32;
+                        d as f64 * silu_grad(z) as f64
+                    } else {
+                        d as f64
+                    };
+                    let gx = dz * gam;
+                    sum_g += gx;
+                    sum_gx += gx * xhat;
+                    *o = gx as f32; // stash g_xhat; finished below
+                }
+            }
+            let m = xg.len() as f64;
+            let (mean_g, mean_gx) = (sum_g / m, sum_gx / m);
+            for (o, &v) in dxg.iter_mut().zip(xg) {
+                let xhat = (v as f64 - mean) * rstd;
+                *o = (rstd * (*o as f64 - mean_g - xhat * mean_gx)) as f32;
+            }
+        });
+}
+
+/// GroupNorm's group count: the largest divisor of `c` that is at most 32.
+pub fn groups_for(c: usize) -> usize {
+    (1..=c.min(32)).rev().find(|d| c % d == 0).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn group_counts() {
+        assert_eq!(groups_for(64), 32);
+        assert_eq!(groups_for(36), 18);
+        assert_eq!(groups_for(24), 24);
+        assert_eq!(groups_for(48), 24);
+        assert_eq!(groups_for(7), 7);
+        assert_eq!(groups_for(1), 1);
+    }
+
+    #[test]
+    fn normalised_groups_have_zero_mean_unit_variance() {
+        let g = GnGeom {
+            n: 2,
+            c: 6,
+            hw: 10,
+            groups: 3,
+        };
+        let mut rng = Rng::new(2);
+        let x: Vec<f32> = rng.normal_vec(120).iter().map(|v| 3.0 * v + 1.5).collect();
+        let mut y = vec![f32::NAN; 120];
+        group_norm(&x, &[1.0; 6], &[0.0; 6], &g, false, &mut y);
+        for grp in y.chunks(20) {
+            let m: f32 = grp.iter().sum::<f32>() / 20.0;
+            let v: f32 = grp.iter().map(|a| (a - m) * (a - m)).sum::<f32>() / 20.0;
+            assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-3, "mean {m} var {v}");
+        }
+    }
+
+    /// Finite differences in f64 on a scalar loss <y, r>.
+    #[test]
+    fn vjp_matches_finite_differences() {
+        let g = GnGeom {
+            n: 1,
+            c: 4,
+            hw: 6,
+            groups: 2,
+        };
+        let mut rng = Rng::new(5);
+        let x = rng.normal_vec(24);
+        let gamma = rng.normal_vec(4);
+        let beta = rng.normal_vec(4);
+        let r = rng.normal_vec(24);
+        for fuse in [false, true] {
+            let loss = |x: &[f32]| {
+                let mut y = vec![0.0; 24];
+                group_norm(x, &gamma, &beta, &g, fuse, &mut y);
+                y.iter()
+                    .zip(&r)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+            };
+            let mut dx = vec![f32::NAN; 24];
+            group_norm_vjp(&x, &gamma, &beta, &g, fuse, &r, &mut dx);
+            for i in 0..24 {
+                let h = 1e-2f32;
+                let (mut xp, mut xm) = (x.clone(), x.clone());
+                xp[i] += h;
+                xm[i] -= h;
+                let fd = (loss(&xp) - loss(&xm)) / (2.0 * h as f64);
+                assert!(
+                    (fd - dx[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()),
+                    "fuse {fuse} i {i}: fd {fd} vs {}",
+                    dx[i]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The reference backend: plain f32 on the host, multi-threaded, convolutions through GEMM.
+
+pub mod attention;
+pub mod blur;
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod groupnorm;
+
+use super::{AttnParams, Backend};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuBackend;
+
+fn out_like(shape: &[usize]) -> Tensor {
+    Tensor::zeros(shape)
+}
+
+fn dims4(t: &Tensor) -> (usize, usize, usize, usize) {
+    match *t.shape() {
+        [n, c, h, w] => (n, c, h, w),
+        ref s => panic!("expected an NCHW tensor, got shape {s:?}"),
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Tensor;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn download(&self, b: &Tensor) -> Result<Tensor> {
+        Ok(b.clone())
+    }
+
+    fn shape<'a>(&self, b: &'a Tensor) -> &'a [usize] {
+        b.shape()
+    }
+
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Tensor> {
+        let g = geom(x.shape(), w.shape(), stride, pad);
+        let (ho, wo) = g.out_hw();
+        let mut out = out_like(&[g.n, g.cout, ho, wo]);
+        conv::conv2d(x.data(), w.data(), b.data(), &g, out.data_mut());
+        Ok(out)
+    }
+
+    fn conv2d_vjp(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        in_shape: &[usize],
+        stride: usize,
+        pad: usize,
+    ) -> Result<Tensor> {
+        let g = geom(in_shape, w.shape(), stride, pad);
+        let mut dx = out_like(in_shape);
+        conv::conv2d_vjp_input(dy.data(), w.data(), &g, dx.data_mut());
+        Ok(dx)
+    }
+
+    fn group_norm(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        groups: usize,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let g = gn_geom(x, groups);
+        let mut y = out_like(x.shape());
+        groupnorm::group_norm(x.data(), gamma.data(), beta.data(), &g, silu, y.data_mut());
+        Ok(y)
+    }
+
+    fn group_norm_vjp(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        groups: usize,
+        silu: bool,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
+        let g = gn_geom(x, groups);
+        let mut dx = out_like(x.shape());
+        groupnorm::group_norm_vjp(
+            x.data(),
+            gamma.data(),
+            beta.data(),
+            &g,
+            silu,
+            dy.data(),
+            dx.data_mut(),
+        );
+        Ok(dx)
+    }
+
+    fn attention(&self, y: &Tensor, p: &AttnParams<Tensor>, heads: usize) -> Result<Tensor> {
+        let (n, c, h, w) = dims4(y);
+        let mut out = out_like(y.shape());
+        attention::attention(y.data(), &attn_view(p), n, c, h * w, heads, out.data_mut());
+        Ok(out)
+    }
+
+    fn attention_vjp(
+        &self,
+        y: &Tensor,
+        p: &AttnParams<Tensor>,
+        heads: usize,
+        dout: &Tensor,
+    ) -> Result<Tensor> {
+        let (n, c, h, w) = dims4(y);
+        let mut dy = out_like(y.shape());
+        attention::attention_vjp(
+            y.data(),
+            &attn_view(p),
+            n,
+            c,
+            h * w,
+            heads,
+            dout.data(),
+            dy.data_mut(),
+        );
+        Ok(dy)
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor, b: &Tensor, silu_input: bool) -> Result<Tensor> {
+        let (n, fin) = (x.shape()[0], x.shape()[1]);
+        let mut out = out_like(&[n, b.len()]);
+        elementwise::linear(
+            x.data(),
+            w.data(),
+            b.data(),
+            fin,
+            silu_input,
+            out.data_mut(),
+        );
+        Ok(out)
+    }
+
+    fn add_channel_bias(&self, h: &mut Tensor, v: &Tensor) -> Result<()> {
+        let (_, _, hh, ww) = dims4(h);
+        elementwise::add_channel_bias(h.data_mut(), v.data(), hh * ww);
+        Ok(())
+    }
+
+    fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
+        elementwise::add_assign(a.data_mut(), b.data());
+        Ok(())
+    }
+
+    fn upsample2x(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = dims4(x);
+        let mut out = out_like(&[n, c, 2 * h, 2 * w]);
+        elementwise::upsample2x(x.data(), n * c, h, w, out.data_mut());
+        Ok(out)
+    }
+
+    fn upsample2x_vjp(&self, dy: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = dims4(dy);
+        let mut dx = out_like(&[n, c, h / 2, w / 2]);
+        elementwise::upsample2x_vjp(dy.data(), n * c, h / 2, w / 2, dx.data_mut());
+        Ok(dx)
+    }
+
+    fn concat_channels(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (n, ca, h, w) = dims4(a);
+        let cb = b.shape()[1];
+        let mut out = out_like(&[n, ca + cb, h, w]);
+        elementwise::concat_channels(a.data(), b.data(), n, h * w, out.data_mut());
+        Ok(out)
+    }
+
+    fn split_channels(&self, x: &Tensor, ca: usize) -> Result<(Tensor, Tensor)> {
+        let (n, c, h, w) = dims4(x);
+        let mut a = out_like(&[n, ca, h, w]);
+        let mut b = out_like(&[n, c - ca, h, w]);
+        elementwise::split_channels(x.data(), n, ca * h * w, a.data_mut(), b.data_mut());
+        Ok((a, b))
+    }
+
+    fn blur(&self, x: &Tensor, kernel: &Tensor, adjoint: bool) -> Result<Tensor> {
+        let (_, _, h, w) = dims4(x);
+        let mut out = out_like(x.shape());
+        blur::blur(
+            x.data(),
+            h,
+            w,
+            kernel.data(),
+            kernel.shape()[0],
+            adjoint,
+            out.data_mut(),
+        );
+        Ok(out)
+    }
+
+    fn lincomb(&self, a: &Tensor, ca: f32, b: &Tensor, cb: f32) -> Result<Tensor> {
+        let mut out = out_like(a.shape());
+        elementwise::lincomb(a.data(), ca, b.data(), cb, out.data_mut());
+        Ok(out)
+    }
+
+    fn predict_x0(&self, x: &Tensor, eps: &Tensor, sab: f32, s1m: f32) -> Result<Tensor> {
+        let mut out = out_like(x.shape());
+        elementwise::predict_x0(x.data(), eps.data(), sab, s1m, out.data_mut());
+        Ok(out)
+    }
+
+    fn clamp(&self, x: &mut Tensor, lo: f32, hi: f32) -> Result<()> {
+        elementwise::clamp(x.data_mut(), lo, hi);
+        Ok(())
+    }
+
+    fn clamp_vjp(&self, reference: &Tensor, lo: f32, hi: f32, d: &mut Tensor) -> Result<()> {
+        elementwise::clamp_vjp(reference.data(), lo, hi, d.data_mut());
+        Ok(())
+    }
+
+    fn sum_sq_per_item(&self, x: &Tensor) -> Result<Vec<f64>> {
+        Ok(elementwise::sum_sq_per_item(x.data(), x.shape()[0]))
+    }
+}
+
+fn geom(in_shape: &[usize], w_shape: &[usize], stride: usize, pad: usize) -> conv::ConvGeom {
+    conv::ConvGeom {
+        n: in_shape[0],
+        cin: in_shape[1],
+        h: in_shape[2],
+        w: in_shape[3],
+        cout: w_shape[0],
+        k: w_shape[2],
+        stride,
+        pad,
+    }
+}
+
+fn gn_geom(x: &Tensor, groups: usize) -> groupnorm::GnGeom {
+    let (n, c, h, w) = dims4(x);
+    groupnorm::GnGeom {
+        n,
+        c,
+        hw: h * w,
+        groups,
+    }
+}
+
+fn attn_view(p: &AttnParams<Tensor>) -> attention::AttnWeights<'_> {
+    attention::AttnWeights {
+        in_w: p.in_w.data(),
+        in_b: p.in_b.data(),
+        out_w: p.out_w.data(),
+        out_b: p.out_b.data(),
+    }
+}

@@ -1,0 +1,107 @@
+//! The op set every backend implements, each op with its input-VJP where the UNet needs one.
+//! The UNet, its VJP and the samplers are written once over this trait.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Attention parameters as backend buffers.
+pub struct AttnParams<B> {
+    pub in_w: B,
+    pub in_b: B,
+    pub out_w: B,
+    pub out_b: B,
+}
+
+/// Tensors are NCHW f32 at the interface. Ops allocate their outputs; shapes are validated by
+/// the callers (the UNet and samplers check their inputs once at the top).
+pub trait Backend: Sync {
+    type Buf: Clone + Send + Sync;
+
+    fn name(&self) -> String;
+    fn upload(&self, t: &Tensor) -> Result<Self::Buf>;
+    fn download(&self, b: &Self::Buf) -> Result<Tensor>;
+    fn shape<'a>(&self, b: &'a Self::Buf) -> &'a [usize];
+
+    // --- UNet ops -------------------------------------------------------------------------
+    /// conv2d with bias, square kernel (weight (cout, cin, k, k)).
+    fn conv2d(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self::Buf>;
+    /// dL/dx of conv2d for an input of shape `in_shape`.
+    fn conv2d_vjp(
+        &self,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        in_shape: &[usize],
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self::Buf>;
+    /// GroupNorm (affine, eps 1e-5) with optional fused SiLU.
+    fn group_norm(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        groups: usize,
+        silu: bool,
+    ) -> Result<Self::Buf>;
+    fn group_norm_vjp(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        groups: usize,
+        silu: bool,
+        dy: &Self::Buf,
+    ) -> Result<Self::Buf>;
+    /// Multi-head self-attention over the h·w tokens (no residual).
+    fn attention(
+        &self,
+        y: &Self::Buf,
+        p: &AttnParams<Self::Buf>,
+        heads: usize,
+    ) -> Result<Self::Buf>;
+    fn attention_vjp(
+        &self,
+        y: &Self::Buf,
+        p: &AttnParams<Self::Buf>,
+        heads: usize,
+        dout: &Self::Buf,
+    ) -> Result<Self::Buf>;
+    /// (n, fin) → (n, fout): x·wᵀ + b, SiLU applied to x first when `silu_input`.
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        silu_input: bool,
+    ) -> Result<Self::Buf>;
+    /// h[n, c] += v[n, c] over all pixels (the time-embedding add; its VJP is the identity).
+    fn add_channel_bias(&self, h: &mut Self::Buf, v: &Self::Buf) -> Result<()>;
+    fn add_assign(&self, a: &mut Self::Buf, b: &Self::Buf) -> Result<()>;
+    fn upsample2x(&self, x: &Self::Buf) -> Result<Self::Buf>;
+    fn upsample2x_vjp(&self, dy: &Self::Buf) -> Result<Self::Buf>;
+    fn concat_channels(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf>;
+    /// Split along channels after the first `ca` channels.
+    fn split_channels(&self, x: &Self::Buf, ca: usize) -> Result<(Self::Buf, Self::Buf)>;
+
+    // --- operator and sampler ops ----------------------------------------------------------
+    /// Blur every slice with a k×k kernel (a (k, k) buffer); `adjoint` applies Kᵀ.
+    fn blur(&self, x: &Self::Buf, kernel: &Self::Buf, adjoint: bool) -> Result<Self::Buf>;
+    /// ca·a + cb·b.
+    fn lincomb(&self, a: &Self::Buf, ca: f32, b: &Self::Buf, cb: f32) -> Result<Self::Buf>;
+    /// (x − s1m·eps) / sab, unclamped.
+    fn predict_x0(&self, x: &Self::Buf, eps: &Self::Buf, sab: f32, s1m: f32) -> Result<Self::Buf>;
+    fn clamp(&self, x: &mut Self::Buf, lo: f32, hi: f32) -> Result<()>;
+    /// Zero `d` where `reference` lies outside [lo, hi] (the clamp's VJP).
+    fn clamp_vjp(&self, reference: &Self::Buf, lo: f32, hi: f32, d: &mut Self::Buf) -> Result<()>;
+    /// Σ x² over each batch item.
+    fn sum_sq_per_item(&self, x: &Self::Buf) -> Result<Vec<f64>>;
+}

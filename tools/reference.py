@@ -1,0 +1,570 @@
+"""PyTorch reference for diffrecon, written from shared/REFERENCE.md.
+
+This module is the ground truth the Rust engine is checked against. It holds:
+
+* ``DiffusionUNet`` - the noise predictor, whose ``state_dict()`` keys are exactly the
+  names the engine reads from a safetensors file;
+* the cosine schedule (float32) and the sampling timestep lists;
+* the motion-blur and Gaussian kernels, the operator ``K`` and its adjoint ``K^T``;
+* ``x0_hat``, the deterministic DDIM step, the DPS gradient and both samplers;
+* MSE / PSNR / SSIM as the course notebook computes them;
+* ``synthetic_state_dict`` - hash-based deterministic weights that the Rust side regenerates
+  bit-exactly (see the spec in the docstring).
+
+Conventions that REFERENCE.md leaves open, and how they are fixed here:
+
+* ``upsamples.{j}`` is indexed by the up level j it starts (j = 0 is the deepest level and has
+  no upsample), so a model with L levels has ``upsamples.1 .. upsamples.{L-1}`` and no
+  ``upsamples.0``. ``downsamples.{l}`` exists for l = 0 .. L-2. (``tools/convert_ippy.py``
+  also accepts checkpoints numbered ``upsamples.0 .. upsamples.{L-2}`` and renumbers them.)
+* The same ``attn_levels`` apply to the down path and the up path (``up_blocks.{j}`` has an
+  attention block when its level ``l = L-1-j`` is an attention level).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+T_DEFAULT = 400
+COSINE_S = 0.008
+
+NOTEBOOK_CONFIG = {
+    "in_ch": 1,
+    "base_ch": 64,
+    "channel_mults": [1, 2, 4],
+    "time_dim": 256,
+    "attn_levels": [1, 2],
+    "num_heads": 4,
+}
+
+
+# --------------------------------------------------------------------------------------
+# UNet
+# --------------------------------------------------------------------------------------
+
+def num_groups(channels: int) -> int:
+    """Largest divisor of ``channels`` that is <= 32."""
+    for g in range(min(32, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    raise ValueError(f"bad channel count {channels}")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding, float32: [sin(t*f), cos(t*f)] (+ a zero column if dim is odd).
+
+    Float32 evaluation order: ``freq = exp((-ln(10000) * i) / half)`` with i as float32 and
+    ``-ln(10000)`` rounded to float32; ``arg = t_f32 * freq``.
+    """
+    half = dim // 2
+    t = t.to(torch.float32).reshape(-1)
+    idx = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(10000.0) * idx / half)
+    args = t[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if dim % 2 == 1:
+        emb = torch.cat([emb, torch.zeros(emb.shape[0], 1, dtype=emb.dtype, device=emb.device)], dim=1)
+    return emb
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, time_dim: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups(c_in), c_in, eps=1e-5, affine=True)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, c_out))
+        self.norm2 = nn.GroupNorm(num_groups(c_out), c_out, eps=1e-5, affine=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_proj(temb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class SelfAttention2d(nn.Module):
+    def __init__(self, channels: int, num_heads: int):
+        super().__init__()
+        if channels % num_heads != 0:
+            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+        self.norm = nn.GroupNorm(num_groups(channels), channels, eps=1e-5, affine=True)
+        self.attn = nn.MultiheadAttention(channels, num_heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x).reshape(b, c, h * w).transpose(1, 2)  # (B, HW, C), row-major tokens
+        out, _ = self.attn(y, y, y, need_weights=False)
+        return out.transpose(1, 2).reshape(b, c, h, w) + x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DiffusionUNet(nn.Module):
+    def __init__(
+        self,
+        in_ch: int = 1,
+        base_ch: int = 64,
+        channel_mults: Sequence[int] = (1, 2, 4),
+        time_dim: int = 256,
+        attn_levels: Sequence[int] = (1, 2),
+        num_heads: int = 4,
+    ):
+        super().__init__()
+        self.in_ch = int(in_ch)
+        self.base_ch = int(base_ch)
+        self.channel_mults = [int(m) for m in channel_mults]
+        self.time_dim = int(time_dim)
+        self.attn_levels = sorted(int(a) for a in attn_levels)
+        self.num_heads = int(num_heads)
+        n_levels = len(self.channel_mults)
+        if n_levels < 1:
+            raise ValueError("channel_mults must not be empty")
+        for a in self.attn_levels:
+            if not 0 <= a < n_levels:
+                raise ValueError(f"attention level {a} out of range 0..{n_levels - 1}")
+        chans = [self.base_ch * m for m in self.channel_mults]
+        self.level_channels = chans
+        td = self.time_dim
+
+        self.init = nn.Conv2d(self.in_ch, self.base_ch, 3, padding=1)
+        self.time_mlp = nn.Sequential(nn.Linear(td, 4 * td), nn.SiLU(), nn.Linear(4 * td, td))
+
+        self.down_blocks = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        c_prev = self.base_ch
+        for l, c in enumerate(chans):
+            blocks = [ResBlock(c_prev, c, td), ResBlock(c, c, td)]
+            if l in self.attn_levels:
+                blocks.append(SelfAttention2d(c, self.num_heads))
+            self.down_blocks.append(nn.ModuleList(blocks))
+            if l < n_levels - 1:
+                self.downsamples.append(Downsample(c))
+            c_prev = c
+
+        c_mid = chans[-1]
+        self.mid_block1 = ResBlock(c_mid, c_mid, td)
+        self.mid_attn = SelfAttention2d(c_mid, self.num_heads)
+        self.mid_block2 = ResBlock(c_mid, c_mid, td)
+
+        self.up_blocks = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        c_h = c_mid
+        for j in range(n_levels):
+            l = n_levels - 1 - j
+            c = chans[l]
+            # index j of upsamples: Identity (no parameters) for j = 0, so the state-dict keys
+            # are upsamples.1 .. upsamples.{L-1}, matching up_blocks.{j}.
+            self.upsamples.append(nn.Identity() if j == 0 else Upsample(c_h))
+            blocks = [ResBlock(c_h + c, c, td), ResBlock(c, c, td)]
+            if l in self.attn_levels:
+                blocks.append(SelfAttention2d(c, self.num_heads))
+            self.up_blocks.append(nn.ModuleList(blocks))
+            c_h = c
+
+        self.out_norm = nn.GroupNorm(num_groups(self.base_ch), self.base_ch, eps=1e-5, affine=True)
+        self.out_conv = nn.Conv2d(self.base_ch, self.in_ch, 3, padding=1)
+
+    def config(self) -> dict:
+        return {
+            "in_ch": self.in_ch,
+            "base_ch": self.base_ch,
+            "channel_mults": list(self.channel_mults),
+            "time_dim": self.time_dim,
+            "attn_levels": list(self.attn_levels),
+            "num_heads": self.num_heads,
+        }
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(t):
+            t = torch.tensor(t)
+        t = t.reshape(-1)
+        if t.numel() == 1 and x.shape[0] > 1:
+            t = t.expand(x.shape[0])
+        temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        n_levels = len(self.channel_mults)
+
+        h = self.init(x)
+        skips: List[torch.Tensor] = []
+        for l in range(n_levels):
+            blocks = self.down_blocks[l]
+            h = blocks[0](h, temb)
+            h = blocks[1](h, temb)
+            if len(blocks) > 2:
+                h = blocks[2](h)
+            skips.append(h)
+            if l < n_levels - 1:
+                h = self.downsamples[l](h)
+
+        h = self.mid_block1(h, temb)
+        h = self.mid_attn(h)
+        h = self.mid_block2(h, temb)
+
+        for j in range(n_levels):
+            l = n_levels - 1 - j
+            if j > 0:
+                h = self.upsamples[j](h)
+            h = torch.cat([h, skips[l]], dim=1)
+            blocks = self.up_blocks[j]
+            h = blocks[0](h, temb)
+            h = blocks[1](h, temb)
+            if len(blocks) > 2:
+                h = blocks[2](h)
+
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+
+def build_model(config: dict) -> DiffusionUNet:
+    return DiffusionUNet(
+        in_ch=config["in_ch"],
+        base_ch=config["base_ch"],
+        channel_mults=tuple(config["channel_mults"]),
+        time_dim=config["time_dim"],
+        attn_levels=tuple(config["attn_levels"]),
+        num_heads=config.get("num_heads", 4),
+    )
+
+
+def config_json(config: dict) -> str:
+    """Canonical JSON string of a config (the safetensors ``config`` metadata value)."""
+    return json.dumps(
+        {
+            "in_ch": int(config["in_ch"]),
+            "base_ch": int(config["base_ch"]),
+            "channel_mults": [int(m) for m in config["channel_mults"]],
+            "time_dim": int(config["time_dim"]),
+            "attn_levels": [int(a) for a in config["attn_levels"]],
+            "num_heads": int(config["num_heads"]),
+        },
+        separators=(",", ":"),
+    )
+
+
+def safetensors_metadata(config: dict) -> Dict[str, str]:
+    return {"num_heads": str(int(config["num_heads"])), "config": config_json(config)}
+
+
+def save_weights(path: str, state_dict: Dict[str, torch.Tensor], config: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state_dict.items()}
+    save_file(tensors, path, metadata=safetensors_metadata(config))
+
+
+def load_weights(path: str) -> Tuple[DiffusionUNet, dict]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    if "num_heads" in meta:
+        config["num_heads"] = int(meta["num_heads"])
+    model = build_model(config)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return model, config
+
+
+def param_count(model: nn.Module) -> Tuple[int, int]:
+    sd = model.state_dict()
+    return sum(v.numel() for v in sd.values()), len(sd)
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic deterministic weights (bit-exact spec shared with the Rust side)
+# --------------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & _MASK64
+    return h
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def synthetic_tensor(name: str, shape: Sequence[int], seed: int) -> np.ndarray:
+    """Deterministic tensor for ``name`` (see ``synthetic_state_dict``). Returns float32."""
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape)) if shape else 1
+    s = (int(seed) ^ fnv1a64(name.encode("utf-8"))) & _MASK64
+    with np.errstate(over="ignore"):
+        j1 = np.arange(1, n + 1, dtype=np.uint64)
+        z = _mix64(np.uint64(s) + j1 * np.uint64(GOLDEN))
+    u = (z >> np.uint64(40)).astype(np.float64) / float(1 << 24)
+    v = 2.0 * u - 1.0
+    parts = name.split(".")
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))
+        vals = v / math.sqrt(fan_in)
+    elif len(parts) >= 2 and "norm" in parts[-2] and parts[-1] == "weight":
+        vals = 1.0 + 0.1 * v
+    else:
+        vals = 0.1 * v
+    return vals.astype(np.float32).reshape(shape)
+
+
+def synthetic_state_dict(config: dict, seed: int) -> Dict[str, torch.Tensor]:
+    """Deterministic weights for ``config`` that the Rust side reproduces bit-exactly.
+
+    All integer arithmetic is mod 2^64::
+
+        GOLDEN = 0x9E3779B97F4A7C15
+        mix(z): z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+                return z ^ (z >> 31)
+        fnv1a64(name utf-8): h = 0xcbf29ce484222325; per byte b: h ^= b; h *= 0x100000001b3
+        s = seed ^ fnv1a64(name)
+        element j (0-based, row-major): z = mix(s + (j+1)*GOLDEN); u = (z >> 40) / 2**24
+        v = 2u - 1 (float64); then, rounded to float32:
+            rank >= 2:                                    v / sqrt(prod(shape[1:]))
+            rank 1, name[-2] contains "norm", name[-1] == "weight":   1 + 0.1 v
+            other rank 1:                                 0.1 v
+    """
+    model = build_model(config)
+    out = {}
+    for name, p in model.state_dict().items():
+        out[name] = torch.from_numpy(synthetic_tensor(name, p.shape, seed))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Schedule
+# --------------------------------------------------------------------------------------
+
+def cosine_alpha_bars(T: int = T_DEFAULT, s: float = COSINE_S) -> torch.Tensor:
+    """alpha_bars (length T, float32) of the cosine schedule, all in float32.
+
+    Note: ``torch.cumprod`` on CPU accumulates in float64 and rounds each output to float32.
+    """
+    u = torch.linspace(0, T, T + 1, dtype=torch.float32)
+    f = torch.cos(((u / T) + s) / (1 + s) * math.pi / 2) ** 2
+    ab = f / f[0]
+    betas = torch.clamp(1 - ab[1:] / ab[:-1], 1e-5, 0.999)
+    alphas = 1.0 - betas
+    return torch.cumprod(alphas, dim=0)
+
+
+def timesteps(S: int, T: int = T_DEFAULT) -> List[int]:
+    return [int(v) for v in torch.linspace(T - 1, 0, S, dtype=torch.long)]
+
+
+def _gather(vals: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
+    t = t.reshape(-1).to(torch.long)
+    return vals.gather(0, t).reshape(t.shape[0], *([1] * (ndim - 1)))
+
+
+def _as_t(t, batch: int) -> torch.Tensor:
+    if torch.is_tensor(t):
+        t = t.reshape(-1).to(torch.long)
+    else:
+        t = torch.tensor([int(t)], dtype=torch.long) if np.isscalar(t) else torch.tensor(list(t), dtype=torch.long)
+    if t.numel() == 1 and batch > 1:
+        t = t.expand(batch)
+    return t
+
+
+def x0_hat(x_t: torch.Tensor, eps: torch.Tensor, t, alpha_bars: torch.Tensor) -> torch.Tensor:
+    t = _as_t(t, x_t.shape[0])
+    s1 = _gather((1 - alpha_bars).sqrt(), t, x_t.ndim)
+    s0 = _gather(alpha_bars.sqrt(), t, x_t.ndim)
+    return (x_t - s1 * eps) / s0
+
+
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, t_next: int, alpha_bars: torch.Tensor) -> torch.Tensor:
+    if t_next < 0:
+        return x0
+    ab = alpha_bars[t_next]
+    return torch.sqrt(ab) * x0 + torch.sqrt(1 - ab) * eps
+
+
+# --------------------------------------------------------------------------------------
+# Operator
+# --------------------------------------------------------------------------------------
+
+def motion_kernel(k: int, angle_deg: float) -> torch.Tensor:
+    if k <= 0 or k % 2 == 0:
+        raise ValueError(f"motion kernel size must be odd and positive, got {k}")
+    K = torch.zeros(k, k, dtype=torch.float32)
+    c = k // 2
+    ca = math.cos(math.radians(angle_deg))
+    sa = math.sin(math.radians(angle_deg))
+    for i in range(k):
+        x = int(c + (i - c) * ca)
+        y = int(c + (i - c) * sa)
+        if 0 <= x < k and 0 <= y < k:
+            K[y, x] = 1.0
+    return K / K.sum()
+
+
+def gaussian_kernel(k: int, variance: float) -> torch.Tensor:
+    """exp(-(i^2+j^2)/(2 variance)) on the centred grid, normalised; computed in float64 and
+    rounded to float32 at the end."""
+    if k <= 0 or k % 2 == 0:
+        raise ValueError(f"gaussian kernel size must be odd and positive, got {k}")
+    c = k // 2
+    r = np.arange(k, dtype=np.float64) - c
+    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * variance))
+    g = g / g.sum()
+    return torch.from_numpy(g.astype(np.float32))
+
+
+def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """K(x): cross-correlation, zero padding, same size (per channel)."""
+    c = x.shape[1]
+    w = kernel.to(x.dtype)[None, None].expand(c, 1, *kernel.shape).contiguous()
+    return F.conv2d(x, w, padding="same", groups=c)
+
+
+def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """K^T(y): the same with the kernel flipped in both axes."""
+    return blur(y, torch.flip(kernel, dims=(0, 1)))
+
+
+def relative_noise(y: torch.Tensor, noise_level: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """e = n / ||n|| * ||y|| * noise_level (norms over the whole tensor)."""
+    n = torch.randn(y.shape, generator=generator, dtype=y.dtype)
+    return n / torch.linalg.norm(n.reshape(-1)) * torch.linalg.norm(y.reshape(-1)) * noise_level
+
+
+# --------------------------------------------------------------------------------------
+# Samplers
+# --------------------------------------------------------------------------------------
+
+def dps_loss_and_grad(model, x, t, y, kernel, sigma_y, alpha_bars):
+    """One DPS gradient evaluation at one timestep t (shared by all batch items).
+
+    L = sum_i mean_pixels_i((K(x0_i) - y_i)^2) / (2 sigma_y^2),  x0 = clamp(x0_hat, -1, 1).
+    Returns (grad dL/dx, L, eps, x0 clamped).
+    """
+    x = x.detach().requires_grad_(True)
+    tt = _as_t(t, x.shape[0])
+    eps = model(x, tt)
+    x0 = x0_hat(x, eps, tt, alpha_bars).clamp(-1.0, 1.0)
+    r = (blur(x0, kernel) - y) ** 2
+    loss = r.reshape(r.shape[0], -1).mean(dim=1).sum() / (2 * sigma_y ** 2)
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad.detach(), loss.detach(), eps.detach(), x0.detach()
+
+
+def dps_sample(model, y, kernel, alpha_bars, x_T, steps=40, guidance=0.15, sigma_y=0.01, T=T_DEFAULT,
+               return_states=False):
+    sched = timesteps(steps, T)
+    x = x_T.clone()
+    states, x0s = [], []
+    for i in range(len(sched) - 1):
+        t_cur, t_next = sched[i], sched[i + 1]
+        grad, _, eps, x0 = dps_loss_and_grad(model, x, t_cur, y, kernel, sigma_y, alpha_bars)
+        with torch.no_grad():
+            x_next = ddim_step(x0, eps, t_next, alpha_bars)
+            x = (x_next - guidance * grad).clamp(-1.0, 1.0)
+        states.append(x.clone())
+        x0s.append(x0.clone())
+    with torch.no_grad():
+        t0 = torch.zeros(x.shape[0], dtype=torch.long)
+        eps = model(x, t0)
+        out = x0_hat(x, eps, t0, alpha_bars).clamp(-1.0, 1.0)
+    if return_states:
+        return out, states, x0s
+    return out
+
+
+def diffpir_sample(model, y, kernel, alpha_bars, steps=40, tau=0.6, T=T_DEFAULT, return_states=False):
+    sched = timesteps(steps, T)
+    x = y.clone()
+    states, x0s = [], []
+    with torch.no_grad():
+        for i in range(len(sched) - 1):
+            t_cur, t_next = sched[i], sched[i + 1]
+            tt = _as_t(t_cur, x.shape[0])
+            eps = model(x, tt)
+            x0 = x0_hat(x, eps, tt, alpha_bars).clamp(-1.0, 1.0)
+            xp = ddim_step(x0, eps, t_next, alpha_bars)
+            x = (xp - tau * blur_adjoint(blur(xp, kernel) - y, kernel)).clamp(-1.0, 1.0)
+            states.append(x.clone())
+            x0s.append(x0.clone())
+        out = x.clamp(-1.0, 1.0)
+    if return_states:
+        return out, states, x0s
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Metrics (notebook style, float32 torch, on images mapped to [0, 1])
+# --------------------------------------------------------------------------------------
+
+def to01(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp((x + 1) / 2, 0, 1)
+
+
+def mse(x: torch.Tensor, y: torch.Tensor) -> float:
+    return torch.mean((to01(x.detach()) - to01(y.detach())) ** 2).item()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    m = mse(x, y)
+    return float("inf") if m == 0 else -10 * math.log10(m)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5,
+         c1: float = 0.01 ** 2, c2: float = 0.03 ** 2) -> float:
+    a = to01(x.detach())
+    b = to01(y.detach())
+    ch = a.shape[1]
+    coords = torch.arange(window_size, dtype=a.dtype) - window_size // 2
+    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    win = torch.outer(g, g).expand(ch, 1, window_size, window_size).contiguous()
+    pad = window_size // 2
+
+    def filt(z):
+        return F.conv2d(z, win, padding=pad, groups=ch)
+
+    mu_a, mu_b = filt(a), filt(b)
+    mu_a2, mu_b2, mu_ab = mu_a ** 2, mu_b ** 2, mu_a * mu_b
+    var_a = filt(a * a) - mu_a2
+    var_b = filt(b * b) - mu_b2
+    cov = filt(a * b) - mu_ab
+    smap = ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_a2 + mu_b2 + c1) * (var_a + var_b + c2))
+    return smap.mean().item()
+
+
+if __name__ == "__main__":
+    m = build_model(NOTEBOOK_CONFIG)
+    n, k = param_count(m)
+    print(f"notebook config: {n} parameters, {k} tensors")
+    assert (n, k) == (12_356_161, 198), (n, k)
