@@ -6,3 +6,4 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub mod backend;
+pub mod unet;

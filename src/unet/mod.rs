@@ -1,0 +1,584 @@
+//! The notebook's DiffusionUNet (a noise predictor eps(x_t, t)), written once over the backend
+//! trait: the forward pass, a forward that records a tape, and the manual input-VJP that walks
+//! the tape backwards (no weight gradients, no autograd).
+
+pub mod config;
+pub mod weights;
+
+use crate::backend::cpu::groupnorm::groups_for;
+use crate::backend::{AttnParams, Backend};
+use crate::bail;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+pub use config::UNetConfig;
+use weights::Params;
+
+struct Conv<T> {
+    w: T,
+    b: T,
+}
+
+struct Norm<T> {
+    gamma: T,
+    beta: T,
+    groups: usize,
+}
+
+struct ResBlock<T> {
+    norm1: Norm<T>,
+    conv1: Conv<T>,
+    time_proj: Conv<T>,
+    norm2: Norm<T>,
+    conv2: Conv<T>,
+    skip: Option<Conv<T>>,
+}
+
+struct Attn<T> {
+    norm: Norm<T>,
+    p: AttnParams<T>,
+}
+
+struct Level<T> {
+    res0: ResBlock<T>,
+    res1: ResBlock<T>,
+    attn: Option<Attn<T>>,
+}
+
+/// The model's parameters on backend `B`.
+pub struct UNet<B: Backend> {
+    pub cfg: UNetConfig,
+    init: Conv<B::Buf>,
+    time_mlp0: Conv<B::Buf>,
+    time_mlp2: Conv<B::Buf>,
+    down: Vec<Level<B::Buf>>,
+    downsamples: Vec<Conv<B::Buf>>,
+    mid1: ResBlock<B::Buf>,
+    mid_attn: Attn<B::Buf>,
+    mid2: ResBlock<B::Buf>,
+    up: Vec<Level<B::Buf>>,
+    upsamples: Vec<Conv<B::Buf>>,
+    out_norm: Norm<B::Buf>,
+    out_conv: Conv<B::Buf>,
+}
+
+/// What the VJP needs from a ResBlock's forward: its input and the input of norm2.
+struct ResTape<T> {
+    x: T,
+    h: T,
+}
+
+/// What the VJP needs from an attention block: its input and the normalised tokens.
+struct AttnTape<T> {
+    x: T,
+    y: T,
+}
+
+struct LevelTape<T> {
+    res0: ResTape<T>,
+    res1: ResTape<T>,
+    attn: Option<AttnTape<T>>,
+}
+
+/// Everything recorded by `forward_with_tape` for one (x, t).
+pub struct Tape<T> {
+    x_shape: Vec<usize>,
+    down: Vec<LevelTape<T>>,
+    /// Input shape of each level's downsampling conv.
+    down_in: Vec<Vec<usize>>,
+    mid1: ResTape<T>,
+    mid_attn: AttnTape<T>,
+    mid2: ResTape<T>,
+    up: Vec<LevelTape<T>>,
+    /// Shape of the upsampled tensor each up level's conv reads (None at the deepest level).
+    up_in: Vec<Option<Vec<usize>>>,
+    /// Channels of the decoder half of each concat.
+    concat_split: Vec<usize>,
+    out_in: T,
+}
+
+/// Builds the model's structs from the parameter map, uploading as it goes.
+struct Loader<'a, B: Backend> {
+    be: &'a B,
+    params: &'a Params,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn buf(&self, name: &str) -> Result<B::Buf> {
+        let t = self
+            .params
+            .get(name)
+            .ok_or_else(|| Error::input(format!("weights have no tensor '{name}'")))?;
+        self.be.upload(t)
+    }
+
+    fn conv(&self, p: &str) -> Result<Conv<B::Buf>> {
+        Ok(Conv {
+            w: self.buf(&format!("{p}.weight"))?,
+            b: self.buf(&format!("{p}.bias"))?,
+        })
+    }
+
+    fn norm(&self, p: &str, c: usize) -> Result<Norm<B::Buf>> {
+        Ok(Norm {
+            gamma: self.buf(&format!("{p}.weight"))?,
+            beta: self.buf(&format!("{p}.bias"))?,
+            groups: groups_for(c),
+        })
+    }
+
+    fn resblock(&self, p: &str, cin: usize, cout: usize) -> Result<ResBlock<B::Buf>> {
+        Ok(ResBlock {
+            norm1: self.norm(&format!("{p}.norm1"), cin)?,
+            conv1: self.conv(&format!("{p}.conv1"))?,
+            time_proj: self.conv(&format!("{p}.time_proj.1"))?,
+            norm2: self.norm(&format!("{p}.norm2"), cout)?,
+            conv2: self.conv(&format!("{p}.conv2"))?,
+            skip: if cin != cout {
+                Some(self.conv(&format!("{p}.skip"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn attn(&self, p: &str, c: usize) -> Result<Attn<B::Buf>> {
+        Ok(Attn {
+            norm: self.norm(&format!("{p}.norm"), c)?,
+            p: AttnParams {
+                in_w: self.buf(&format!("{p}.attn.in_proj_weight"))?,
+                in_b: self.buf(&format!("{p}.attn.in_proj_bias"))?,
+                out_w: self.buf(&format!("{p}.attn.out_proj.weight"))?,
+                out_b: self.buf(&format!("{p}.attn.out_proj.bias"))?,
+            },
+        })
+    }
+
+    fn level(&self, p: &str, cin: usize, c: usize, attn: bool) -> Result<Level<B::Buf>> {
+        Ok(Level {
+            res0: self.resblock(&format!("{p}.0"), cin, c)?,
+            res1: self.resblock(&format!("{p}.1"), c, c)?,
+            attn: if attn {
+                Some(self.attn(&format!("{p}.2"), c)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// Sinusoidal embedding (sin block, then cos block, a zero appended for odd dims): (n, dim).
+pub fn timestep_embedding(t: &[f32], dim: usize) -> Tensor {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10000f32.ln()) * i as f32 / half as f32).exp())
+        .collect();
+    let mut data = Vec::with_capacity(t.len() * dim);
+    for &tv in t {
+        let args: Vec<f32> = freqs.iter().map(|f| tv * f).collect();
+        data.extend(args.iter().map(|a| a.sin()));
+        data.extend(args.iter().map(|a| a.cos()));
+        if dim % 2 == 1 {
+            data.push(0.0);
+        }
+    }
+    Tensor::new(vec![t.len(), dim], data).expect("sized above")
+}
+
+impl<B: Backend> UNet<B> {
+    /// Upload validated parameters (from `weights::load` or `weights::synthetic`).
+    pub fn new(be: &B, cfg: UNetConfig, params: &Params) -> Result<Self> {
+        cfg.validate()?;
+        let ld = Loader { be, params };
+        let levels = cfg.levels();
+        let mut down = Vec::new();
+        let mut downsamples = Vec::new();
+        let mut c_prev = cfg.base_ch;
+        for l in 0..levels {
+            let c = cfg.channels(l);
+            down.push(ld.level(&format!("down_blocks.{l}"), c_prev, c, cfg.has_attention(l))?);
+            if l + 1 < levels {
+                downsamples.push(ld.conv(&format!("downsamples.{l}.conv"))?);
+            }
+            c_prev = c;
+        }
+        let c_mid = c_prev;
+        let mut up = Vec::new();
+        let mut upsamples = Vec::new();
+        for j in 0..levels {
+            let l = levels - 1 - j;
+            let c = cfg.channels(l);
+            if j > 0 {
+                upsamples.push(ld.conv(&config::upsample_name(j))?);
+            }
+            up.push(ld.level(
+                &format!("up_blocks.{j}"),
+                c_prev + c,
+                c,
+                cfg.has_attention(l),
+            )?);
+            c_prev = c;
+        }
+        Ok(UNet {
+            init: ld.conv("init")?,
+            time_mlp0: ld.conv("time_mlp.0")?,
+            time_mlp2: ld.conv("time_mlp.2")?,
+            mid1: ld.resblock("mid_block1", c_mid, c_mid)?,
+            mid_attn: ld.attn("mid_attn", c_mid)?,
+            mid2: ld.resblock("mid_block2", c_mid, c_mid)?,
+            out_norm: ld.norm("out_norm", cfg.base_ch)?,
+            out_conv: ld.conv("out_conv")?,
+            down,
+            downsamples,
+            up,
+            upsamples,
+            cfg,
+        })
+    }
+
+    /// Shape and timestep checks shared by every entry point.
+    pub fn check_input(&self, shape: &[usize], t: &[f32]) -> Result<()> {
+        let m = self.cfg.size_multiple();
+        match *shape {
+            [n, c, h, w] if c == self.cfg.in_ch && n > 0 && h > 0 && w > 0 && h % m == 0 && w % m == 0 => {
+                if t.len() != 1 && t.len() != n {
+                    bail!("{} timesteps given for a batch of {n}; give one per item or a single one", t.len());
+                }
+                Ok(())
+            }
+            _ => bail!(
+                "input shape {shape:?} does not fit the model: expected (N, {}, H, W) with H and W positive multiples of {m}",
+                self.cfg.in_ch
+            ),
+        }
+    }
+
+    /// eps(x, t): one timestep per batch item, or one for all.
+    pub fn forward(&self, be: &B, x: &B::Buf, t: &[f32]) -> Result<B::Buf> {
+        self.run(be, x, t, None)
+    }
+
+    /// As `forward`, also returning what `vjp` needs.
+    pub fn forward_with_tape(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        t: &[f32],
+    ) -> Result<(B::Buf, Tape<B::Buf>)> {
+        let mut tape = None;
+        let eps = self.run(be, x, t, Some(&mut tape))?;
+        Ok((eps, tape.expect("run fills the tape when asked")))
+    }
+
+    fn time_vector(&self, be: &B, t: &[f32], n: usize) -> Result<B::Buf> {
+        let ts: Vec<f32> = if t.len() == 1 {
+            vec![t[0]; n]
+        } else {
+            t.to_vec()
+        };
+        let emb = be.upload(&timestep_embedding(&ts, self.cfg.time_dim))?;
+        let hidden = be.linear(&emb, &self.time_mlp0.w, &self.time_mlp0.b, false)?;
+        be.linear(&hidden, &self.time_mlp2.w, &self.time_mlp2.b, true)
+    }
+
+    fn run(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        t: &[f32],
+        tape_out: Option<&mut Option<Tape<B::Buf>>>,
+    ) -> Result<B::Buf> {
+        let x_shape = be.shape(x).to_vec();
+        self.check_input(&x_shape, t)?;
+        let record = tape_out.is_some();
+        let temb = self.time_vector(be, t, x_shape[0])?;
+        let mut h = be.conv2d(x, &self.init.w, &self.init.b, 1, 1)?;
+        let mut skips = Vec::new();
+        let (mut down_t, mut down_in) = (Vec::new(), Vec::new());
+        for (l, level) in self.down.iter().enumerate() {
+            let lt;
+            (h, lt) = self.level_forward(be, level, h, &temb, record)?;
+            down_t.extend(lt);
+            skips.push(h.clone());
+            if let Some(ds) = self.downsamples.get(l) {
+                down_in.push(be.shape(&h).to_vec());
+                h = be.conv2d(&h, &ds.w, &ds.b, 2, 1)?;
+            }
+        }
+        let (h1, m1) = self.res_forward(be, &self.mid1, h, &temb, record)?;
+        let (h2, ma) = self.attn_forward(be, &self.mid_attn, h1, record)?;
+        let (mut h, m2) = self.res_forward(be, &self.mid2, h2, &temb, record)?;
+        let (mut up_t, mut up_in, mut concat_split) = (Vec::new(), Vec::new(), Vec::new());
+        for (j, level) in self.up.iter().enumerate() {
+            up_in.push(None);
+            if j > 0 {
+                let us = &self.upsamples[j - 1];
+                let u = be.upsample2x(&h)?;
+                up_in[j] = Some(be.shape(&u).to_vec());
+                h = be.conv2d(&u, &us.w, &us.b, 1, 1)?;
+            }
+            concat_split.push(be.shape(&h)[1]);
+            let skip = skips.pop().expect("one skip per level");
+            h = be.concat_channels(&h, &skip)?;
+            let lt;
+            (h, lt) = self.level_forward(be, level, h, &temb, record)?;
+            up_t.extend(lt);
+        }
+        let a = be.group_norm(
+            &h,
+            &self.out_norm.gamma,
+            &self.out_norm.beta,
+            self.out_norm.groups,
+            true,
+        )?;
+        let eps = be.conv2d(&a, &self.out_conv.w, &self.out_conv.b, 1, 1)?;
+        if let Some(slot) = tape_out {
+            *slot = Some(Tape {
+                x_shape,
+                down: down_t,
+                down_in,
+                mid1: m1.expect("recorded"),
+                mid_attn: ma.expect("recorded"),
+                mid2: m2.expect("recorded"),
+                up: up_t,
+                up_in,
+                concat_split,
+                out_in: h,
+            });
+        }
+        Ok(eps)
+    }
+
+    /// dL/dx given r = dL/d eps at the taped point: Jᵀ r.
+    pub fn vjp(&self, be: &B, tape: &Tape<B::Buf>, r: &B::Buf) -> Result<B::Buf> {
+        let da = be.conv2d_vjp(r, &self.out_conv.w, be.shape(&tape.out_in), 1, 1)?;
+        let n = &self.out_norm;
+        let mut dh = be.group_norm_vjp(&tape.out_in, &n.gamma, &n.beta, n.groups, true, &da)?;
+        let mut d_skips = Vec::new();
+        for j in (0..self.up.len()).rev() {
+            dh = self.level_vjp(be, &self.up[j], &tape.up[j], dh)?;
+            let (d_dec, d_skip) = be.split_channels(&dh, tape.concat_split[j])?;
+            d_skips.push(d_skip); // pushed for up levels L-1..0 = down levels 0..L-1
+            dh = d_dec;
+            if let Some(shape) = &tape.up_in[j] {
+                let du = be.conv2d_vjp(&dh, &self.upsamples[j - 1].w, shape, 1, 1)?;
+                dh = be.upsample2x_vjp(&du)?;
+            }
+        }
+        dh = self.res_vjp(be, &self.mid2, &tape.mid2, dh)?;
+        dh = self.attn_vjp(be, &self.mid_attn, &tape.mid_attn, dh)?;
+        dh = self.res_vjp(be, &self.mid1, &tape.mid1, dh)?;
+        for l in (0..self.down.len()).rev() {
+            if let Some(ds) = self.downsamples.get(l) {
+                dh = be.conv2d_vjp(&dh, &ds.w, &tape.down_in[l], 2, 1)?;
+            }
+            be.add_assign(&mut dh, &d_skips[l])?;
+            dh = self.level_vjp(be, &self.down[l], &tape.down[l], dh)?;
+        }
+        be.conv2d_vjp(&dh, &self.init.w, &tape.x_shape, 1, 1)
+    }
+
+    fn level_forward(
+        &self,
+        be: &B,
+        level: &Level<B::Buf>,
+        h: B::Buf,
+        temb: &B::Buf,
+        record: bool,
+    ) -> Result<(B::Buf, Option<LevelTape<B::Buf>>)> {
+        let (h, r0) = self.res_forward(be, &level.res0, h, temb, record)?;
+        let (mut h, r1) = self.res_forward(be, &level.res1, h, temb, record)?;
+        let mut at = None;
+        if let Some(a) = &level.attn {
+            (h, at) = self.attn_forward(be, a, h, record)?;
+        }
+        let tape = record.then(|| LevelTape {
+            res0: r0.expect("recorded"),
+            res1: r1.expect("recorded"),
+            attn: at,
+        });
+        Ok((h, tape))
+    }
+
+    fn level_vjp(
+        &self,
+        be: &B,
+        level: &Level<B::Buf>,
+        tape: &LevelTape<B::Buf>,
+        mut d: B::Buf,
+    ) -> Result<B::Buf> {
+        if let (Some(a), Some(at)) = (&level.attn, &tape.attn) {
+            d = self.attn_vjp(be, a, at, d)?;
+        }
+        d = self.res_vjp(be, &level.res1, &tape.res1, d)?;
+        self.res_vjp(be, &level.res0, &tape.res0, d)
+    }
+
+    fn res_forward(
+        &self,
+        be: &B,
+        rb: &ResBlock<B::Buf>,
+        x: B::Buf,
+        temb: &B::Buf,
+        record: bool,
+    ) -> Result<(B::Buf, Option<ResTape<B::Buf>>)> {
+        let a = be.group_norm(&x, &rb.norm1.gamma, &rb.norm1.beta, rb.norm1.groups, true)?;
+        let mut h = be.conv2d(&a, &rb.conv1.w, &rb.conv1.b, 1, 1)?;
+        let tp = be.linear(temb, &rb.time_proj.w, &rb.time_proj.b, true)?;
+        be.add_channel_bias(&mut h, &tp)?;
+        let b = be.group_norm(&h, &rb.norm2.gamma, &rb.norm2.beta, rb.norm2.groups, true)?;
+        let mut out = be.conv2d(&b, &rb.conv2.w, &rb.conv2.b, 1, 1)?;
+        match &rb.skip {
+            Some(s) => be.add_assign(&mut out, &be.conv2d(&x, &s.w, &s.b, 1, 0)?)?,
+            None => be.add_assign(&mut out, &x)?,
+        }
+        Ok((out, record.then_some(ResTape { x, h })))
+    }
+
+    fn res_vjp(
+        &self,
+        be: &B,
+        rb: &ResBlock<B::Buf>,
+        tape: &ResTape<B::Buf>,
+        d: B::Buf,
+    ) -> Result<B::Buf> {
+        let x_shape = be.shape(&tape.x).to_vec();
+        let d_skip = match &rb.skip {
+            Some(s) => be.conv2d_vjp(&d, &s.w, &x_shape, 1, 0)?,
+            None => d.clone(),
+        };
+        let db = be.conv2d_vjp(&d, &rb.conv2.w, be.shape(&tape.h), 1, 1)?;
+        let dh = be.group_norm_vjp(
+            &tape.h,
+            &rb.norm2.gamma,
+            &rb.norm2.beta,
+            rb.norm2.groups,
+            true,
+            &db,
+        )?;
+        let da = be.conv2d_vjp(&dh, &rb.conv1.w, &x_shape, 1, 1)?;
+        let mut dx = be.group_norm_vjp(
+            &tape.x,
+            &rb.norm1.gamma,
+            &rb.norm1.beta,
+            rb.norm1.groups,
+            true,
+            &da,
+        )?;
+        be.add_assign(&mut dx, &d_skip)?;
+        Ok(dx)
+    }
+
+    fn attn_forward(
+        &self,
+        be: &B,
+        a: &Attn<B::Buf>,
+        x: B::Buf,
+        record: bool,
+    ) -> Result<(B::Buf, Option<AttnTape<B::Buf>>)> {
+        let y = be.group_norm(&x, &a.norm.gamma, &a.norm.beta, a.norm.groups, false)?;
+        let mut out = be.attention(&y, &a.p, self.cfg.num_heads)?;
+        be.add_assign(&mut out, &x)?;
+        Ok((out, record.then_some(AttnTape { x, y })))
+    }
+
+    fn attn_vjp(
+        &self,
+        be: &B,
+        a: &Attn<B::Buf>,
+        tape: &AttnTape<B::Buf>,
+        d: B::Buf,
+    ) -> Result<B::Buf> {
+        let dy = be.attention_vjp(&tape.y, &a.p, self.cfg.num_heads, &d)?;
+        let mut dx = be.group_norm_vjp(
+            &tape.x,
+            &a.norm.gamma,
+            &a.norm.beta,
+            a.norm.groups,
+            false,
+            &dy,
+        )?;
+        be.add_assign(&mut dx, &d)?;
+        Ok(dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::rng::Rng;
+
+    fn tiny() -> UNetConfig {
+        UNetConfig {
+            in_ch: 1,
+            base_ch: 4,
+            channel_mults: vec![1, 2],
+            time_dim: 8,
+            attn_levels: vec![0, 1],
+            num_heads: 2,
+        }
+    }
+
+    fn dot(a: &Tensor, b: &Tensor) -> f64 {
+        a.data()
+            .iter()
+            .zip(b.data())
+            .map(|(p, q)| *p as f64 * *q as f64)
+            .sum()
+    }
+
+    /// Directional finite differences of <eps(x), r> against <Jᵀr, v>.
+    #[test]
+    fn vjp_matches_directional_finite_differences() {
+        let be = CpuBackend;
+        let cfg = tiny();
+        let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 3)).unwrap();
+        let mut rng = Rng::new(4);
+        let shape = [2, 1, 8, 6];
+        let x = Tensor::new(shape.to_vec(), rng.normal_vec(96)).unwrap();
+        let r = Tensor::new(shape.to_vec(), rng.normal_vec(96)).unwrap();
+        let t = [17.0, 250.0];
+        let (eps, tape) = net.forward_with_tape(&be, &x, &t).unwrap();
+        assert_eq!(
+            eps,
+            net.forward(&be, &x, &t).unwrap(),
+            "taped and plain forward differ"
+        );
+        let g = net.vjp(&be, &tape, &r).unwrap();
+        for seed in 0..3 {
+            let v = Tensor::new(shape.to_vec(), Rng::new(100 + seed).normal_vec(96)).unwrap();
+            let h = 1e-2f32;
+            let shifted = |s: f32| {
+                let xs = be.lincomb(&x, 1.0, &v, s).unwrap();
+                dot(&net.forward(&be, &xs, &t).unwrap(), &r)
+            };
+            let fd = (shifted(h) - shifted(-h)) / (2.0 * h as f64);
+            let an = dot(&g, &v);
+            assert!(
+                (fd - an).abs() < 1e-2 * an.abs().max(1.0),
+                "fd {fd} vs vjp {an}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_shapes_and_timesteps_are_input_errors() {
+        let be = CpuBackend;
+        let cfg = tiny();
+        let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 3)).unwrap();
+        let odd = Tensor::zeros(&[1, 1, 7, 8]);
+        assert_eq!(net.forward(&be, &odd, &[1.0]).unwrap_err().exit_code(), 2);
+        let two_ch = Tensor::zeros(&[1, 2, 8, 8]);
+        assert_eq!(
+            net.forward(&be, &two_ch, &[1.0]).unwrap_err().exit_code(),
+            2
+        );
+        let ok = Tensor::zeros(&[2, 1, 8, 8]);
+        assert_eq!(
+            net.forward(&be, &ok, &[1.0, 2.0, 3.0])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+    }
+}
