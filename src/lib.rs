@@ -7,3 +7,8 @@ pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub mod backend;
 pub mod unet;
+pub mod operators;
+pub mod schedule;
+pub mod samplers;
+pub mod engine;
+pub mod progress;

@@ -1,0 +1,136 @@
+//! The public entry point: a loaded model on a backend, and the computations the CLI offers.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::bail;
+use crate::error::Result;
+use crate::operators::Kernel;
+use crate::samplers::{diffpir, dps, Problem, Progress};
+use crate::schedule::{Schedule, T_DEFAULT};
+use crate::tensor::Tensor;
+use crate::unet::weights::{self, Params};
+use crate::unet::{UNet, UNetConfig};
+use std::path::Path;
+use std::str::FromStr;
+
+/// `--device auto|cpu|cuda[:N]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(format!("unknown device '{s}': use auto, cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+/// The backend for a device choice. This build has only the CPU backend.
+pub fn select_backend(device: Device) -> Result<CpuBackend> {
+    match device {
+        Device::Cpu => Ok(CpuBackend),
+        Device::Auto => {
+            eprintln!("note: this build has no CUDA backend; running on the CPU");
+            Ok(CpuBackend)
+        }
+        Device::Cuda(_) => bail!("this build has no CUDA backend yet; run with --device cpu (or auto)"),
+    }
+}
+
+pub struct Engine<B: Backend = CpuBackend> {
+    pub be: B,
+    pub net: UNet<B>,
+    pub schedule: Schedule,
+}
+
+impl Engine<CpuBackend> {
+    /// Load and validate a weights file onto the chosen device.
+    pub fn load(path: &Path, heads: Option<usize>, device: Device) -> Result<Self> {
+        let (cfg, params) = weights::load(path, heads)?;
+        Self::from_params(select_backend(device)?, cfg, &params)
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    pub fn from_params(be: B, cfg: UNetConfig, params: &Params) -> Result<Self> {
+        let net = UNet::new(&be, cfg, params)?;
+        Ok(Engine { be, net, schedule: Schedule::cosine(T_DEFAULT) })
+    }
+
+    fn check_timestep(&self, t: f64) -> Result<usize> {
+        let max = self.schedule.len() - 1;
+        if !(t.is_finite() && t >= 0.0 && t.fract() == 0.0 && t <= max as f64) {
+            bail!("timestep {t} is not an integer in 0..={max}");
+        }
+        Ok(t as usize)
+    }
+
+    /// Noise prediction for a batch; one timestep per item or one for all.
+    pub fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor> {
+        x.check_finite("the input")?;
+        let ts = t.iter().map(|&v| self.check_timestep(v).map(|t| t as f32)).collect::<Result<Vec<_>>>()?;
+        let out = self.net.forward(&self.be, &self.be.upload(x)?, &ts)?;
+        self.be.download(&out)
+    }
+
+    fn with_problem<R>(&self, y: &Tensor, kernel: &Kernel, f: impl FnOnce(&Problem<B>) -> Result<R>) -> Result<R> {
+        y.check_finite("the measurement")?;
+        let (yb, kb) = (self.be.upload(y)?, self.be.upload(&kernel.to_tensor())?);
+        let p = Problem { be: &self.be, net: &self.net, schedule: &self.schedule, y: &yb, kernel: &kb };
+        p.check().map_err(|e| e.context("measurement"))?;
+        f(&p)
+    }
+
+    /// The DPS gradient dL/dx at state x and timestep t.
+    pub fn dps_grad(&self, x: &Tensor, t: f64, y: &Tensor, kernel: &Kernel, sigma_y: f64) -> Result<Tensor> {
+        x.check_finite("the input")?;
+        crate::samplers::check_param("--sigma-y", sigma_y, true)?;
+        let t = self.check_timestep(t)?;
+        if x.shape() != y.shape() {
+            bail!("input shape {:?} and measurement shape {:?} differ", x.shape(), y.shape());
+        }
+        self.with_problem(y, kernel, |p| {
+            let g = dps::gradient(p, &self.be.upload(x)?, t, sigma_y)?;
+            self.be.download(&g.grad)
+        })
+    }
+
+    pub fn dps(&self, y: &Tensor, kernel: &Kernel, x_t: &Tensor, params: &dps::DpsParams, progress: Progress) -> Result<Tensor> {
+        x_t.check_finite("the starting noise (--init)")?;
+        self.with_problem(y, kernel, |p| {
+            let out = dps::run(p, self.be.upload(x_t)?, params, progress)?;
+            self.be.download(&out)
+        })
+    }
+
+    pub fn diffpir(&self, y: &Tensor, kernel: &Kernel, params: &diffpir::DiffPirParams, progress: Progress) -> Result<Tensor> {
+        self.with_problem(y, kernel, |p| {
+            let out = diffpir::run(p, params, progress)?;
+            self.be.download(&out)
+        })
+    }
+
+    /// ‖K x − y‖ / ‖y‖ per slice.
+    pub fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
+        if x.shape() != y.shape() {
+            bail!("reconstruction shape {:?} and measurement shape {:?} differ", x.shape(), y.shape());
+        }
+        self.with_problem(y, kernel, |p| p.residual_ratio(&self.be.upload(x)?))
+    }
+}
+
+/// K(x) on the CPU, for simulating measurements without a model.
+pub fn blur(x: &Tensor, kernel: &Kernel) -> Result<Tensor> {
+    CpuBackend.blur(x, &kernel.to_tensor(), false)
+}

@@ -1,0 +1,65 @@
+//! The notebook's two samplers, written once over the backend trait, plus what they share:
+//! the measurement model on the backend and the data-consistency residual.
+
+pub mod diffpir;
+pub mod dps;
+
+use crate::backend::Backend;
+use crate::bail;
+use crate::error::Result;
+use crate::schedule::Schedule;
+use crate::unet::UNet;
+
+/// Everything a sampler needs besides its own parameters.
+pub struct Problem<'a, B: Backend> {
+    pub be: &'a B,
+    pub net: &'a UNet<B>,
+    pub schedule: &'a Schedule,
+    /// The measurement y, (N, C, H, W) in model space.
+    pub y: &'a B::Buf,
+    /// The blur kernel K as a (k, k) buffer.
+    pub kernel: &'a B::Buf,
+}
+
+impl<B: Backend> Problem<'_, B> {
+    /// Validates y against the model; every sampler calls this first.
+    pub fn check(&self) -> Result<()> {
+        self.net.check_input(self.be.shape(self.y), &[0.0])
+    }
+
+    /// K(x) − y.
+    pub fn residual(&self, x: &B::Buf) -> Result<B::Buf> {
+        let kx = self.be.blur(x, self.kernel, false)?;
+        self.be.lincomb(&kx, 1.0, self.y, -1.0)
+    }
+
+    /// ‖K x − y‖ / ‖y‖ for each slice (0 where y is zero).
+    pub fn residual_ratio(&self, x: &B::Buf) -> Result<Vec<f64>> {
+        let r = self.be.sum_sq_per_item(&self.residual(x)?)?;
+        let y = self.be.sum_sq_per_item(self.y)?;
+        Ok(r.iter().zip(&y).map(|(r, y)| if *y > 0.0 { (r / y).sqrt() } else { r.sqrt() }).collect())
+    }
+
+    /// Deterministic DDIM step to `t_next` (x0 itself past the end).
+    pub fn ddim(&self, x0: &B::Buf, eps: &B::Buf, t_next: Option<usize>) -> Result<B::Buf> {
+        match t_next {
+            Some(tn) => {
+                let (sab, s1m) = self.schedule.coeffs(tn);
+                self.be.lincomb(x0, sab, eps, s1m)
+            }
+            None => Ok(x0.clone()),
+        }
+    }
+}
+
+/// A non-negative finite parameter, or a message naming the flag.
+pub fn check_param(name: &str, v: f64, strictly_positive: bool) -> Result<()> {
+    if !v.is_finite() || v < 0.0 || (strictly_positive && v == 0.0) {
+        let need = if strictly_positive { "a positive" } else { "a non-negative" };
+        bail!("{name} must be {need} finite number, got {v}");
+    }
+    Ok(())
+}
+
+/// Called after each sampler step with (steps done, steps in all).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
