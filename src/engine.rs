@@ -30,7 +30,9 @@ impl FromStr for Device {
             "cuda" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse) {
                 Some(Ok(n)) => Ok(Device::Cuda(n)),
-                _ => Err(format!("unknown device '{s}': use auto, cpu, cuda or cuda:N")),
+                _ => Err(format!(
+                    "unknown device '{s}': use auto, cpu, cuda or cuda:N"
+                )),
             },
         }
     }
@@ -44,7 +46,9 @@ pub fn select_backend(device: Device) -> Result<CpuBackend> {
             eprintln!("note: this build has no CUDA backend; running on the CPU");
             Ok(CpuBackend)
         }
-        Device::Cuda(_) => bail!("this build has no CUDA backend yet; run with --device cpu (or auto)"),
+        Device::Cuda(_) => {
+            bail!("this build has no CUDA backend yet; run with --device cpu (or auto)")
+        }
     }
 }
 
@@ -65,7 +69,11 @@ impl Engine<CpuBackend> {
 impl<B: Backend> Engine<B> {
     pub fn from_params(be: B, cfg: UNetConfig, params: &Params) -> Result<Self> {
         let net = UNet::new(&be, cfg, params)?;
-        Ok(Engine { be, net, schedule: Schedule::cosine(T_DEFAULT) })
+        Ok(Engine {
+            be,
+            net,
+            schedule: Schedule::cosine(T_DEFAULT),
+        })
     }
 
     fn check_timestep(&self, t: f64) -> Result<usize> {
@@ -79,26 +87,51 @@ impl<B: Backend> Engine<B> {
     /// Noise prediction for a batch; one timestep per item or one for all.
     pub fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor> {
         x.check_finite("the input")?;
-        let ts = t.iter().map(|&v| self.check_timestep(v).map(|t| t as f32)).collect::<Result<Vec<_>>>()?;
+        let ts = t
+            .iter()
+            .map(|&v| self.check_timestep(v).map(|t| t as f32))
+            .collect::<Result<Vec<_>>>()?;
         let out = self.net.forward(&self.be, &self.be.upload(x)?, &ts)?;
         self.be.download(&out)
     }
 
-    fn with_problem<R>(&self, y: &Tensor, kernel: &Kernel, f: impl FnOnce(&Problem<B>) -> Result<R>) -> Result<R> {
+    fn with_problem<R>(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        f: impl FnOnce(&Problem<B>) -> Result<R>,
+    ) -> Result<R> {
         y.check_finite("the measurement")?;
         let (yb, kb) = (self.be.upload(y)?, self.be.upload(&kernel.to_tensor())?);
-        let p = Problem { be: &self.be, net: &self.net, schedule: &self.schedule, y: &yb, kernel: &kb };
+        let p = Problem {
+            be: &self.be,
+            net: &self.net,
+            schedule: &self.schedule,
+            y: &yb,
+            kernel: &kb,
+        };
         p.check().map_err(|e| e.context("measurement"))?;
         f(&p)
     }
 
     /// The DPS gradient dL/dx at state x and timestep t.
-    pub fn dps_grad(&self, x: &Tensor, t: f64, y: &Tensor, kernel: &Kernel, sigma_y: f64) -> Result<Tensor> {
+    pub fn dps_grad(
+        &self,
+        x: &Tensor,
+        t: f64,
+        y: &Tensor,
+        kernel: &Kernel,
+        sigma_y: f64,
+    ) -> Result<Tensor> {
         x.check_finite("the input")?;
         crate::samplers::check_param("--sigma-y", sigma_y, true)?;
         let t = self.check_timestep(t)?;
         if x.shape() != y.shape() {
-            bail!("input shape {:?} and measurement shape {:?} differ", x.shape(), y.shape());
+            bail!(
+                "input shape {:?} and measurement shape {:?} differ",
+                x.shape(),
+                y.shape()
+            );
         }
         self.with_problem(y, kernel, |p| {
             let g = dps::gradient(p, &self.be.upload(x)?, t, sigma_y)?;
@@ -106,7 +139,14 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    pub fn dps(&self, y: &Tensor, kernel: &Kernel, x_t: &Tensor, params: &dps::DpsParams, progress: Progress) -> Result<Tensor> {
+    pub fn dps(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        x_t: &Tensor,
+        params: &dps::DpsParams,
+        progress: Progress,
+    ) -> Result<Tensor> {
         x_t.check_finite("the starting noise (--init)")?;
         self.with_problem(y, kernel, |p| {
             let out = dps::run(p, self.be.upload(x_t)?, params, progress)?;
@@ -114,7 +154,13 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    pub fn diffpir(&self, y: &Tensor, kernel: &Kernel, params: &diffpir::DiffPirParams, progress: Progress) -> Result<Tensor> {
+    pub fn diffpir(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        params: &diffpir::DiffPirParams,
+        progress: Progress,
+    ) -> Result<Tensor> {
         self.with_problem(y, kernel, |p| {
             let out = diffpir::run(p, params, progress)?;
             self.be.download(&out)
@@ -124,7 +170,11 @@ impl<B: Backend> Engine<B> {
     /// ‖K x − y‖ / ‖y‖ per slice.
     pub fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
         if x.shape() != y.shape() {
-            bail!("reconstruction shape {:?} and measurement shape {:?} differ", x.shape(), y.shape());
+            bail!(
+                "reconstruction shape {:?} and measurement shape {:?} differ",
+                x.shape(),
+                y.shape()
+            );
         }
         self.with_problem(y, kernel, |p| p.residual_ratio(&self.be.upload(x)?))
     }

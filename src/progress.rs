@@ -11,7 +11,11 @@ pub struct ProgressBar {
 
 impl ProgressBar {
     pub fn new(label: &str) -> Self {
-        ProgressBar { label: label.to_string(), enabled: std::io::stderr().is_terminal(), start: Instant::now() }
+        ProgressBar {
+            label: label.to_string(),
+            enabled: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+        }
     }
 
     pub fn update(&mut self, done: usize, total: usize) {

@@ -19,17 +19,19 @@ impl Schedule {
         let tf = t_max as f32;
         let f: Vec<f32> = (0..=t_max)
             .map(|u| {
-                let arg = ((u as f32 / tf) + COSINE_S) / (1.0 + COSINE_S) * std::f32::consts::PI * 0.5;
+                let arg =
+                    ((u as f32 / tf) + COSINE_S) / (1.0 + COSINE_S) * std::f32::consts::PI * 0.5;
                 arg.cos().powi(2)
             })
             .collect();
         let ab: Vec<f32> = f.iter().map(|v| v / f[0]).collect();
-        let mut prod = 1.0f32;
+        // PyTorch's CPU cumprod accumulates in f64 and rounds each output to f32.
+        let mut prod = 1.0f64;
         let alpha_bars = (0..t_max)
             .map(|i| {
                 let beta = (1.0 - ab[i + 1] / ab[i]).clamp(1e-5, 0.999);
-                prod *= 1.0 - beta;
-                prod
+                prod *= (1.0 - beta) as f64;
+                prod as f32
             })
             .collect();
         Schedule { alpha_bars }
@@ -76,8 +78,9 @@ mod tests {
     #[test]
     fn notebook_timesteps_for_40_steps() {
         let want = [
-            399, 388, 378, 368, 358, 347, 337, 327, 317, 306, 296, 286, 276, 266, 255, 245, 235, 225, 214, 204, 194,
-            184, 173, 163, 153, 143, 133, 122, 112, 102, 92, 81, 71, 61, 51, 40, 30, 20, 10, 0,
+            399, 388, 378, 368, 358, 347, 337, 327, 317, 306, 296, 286, 276, 266, 255, 245, 235,
+            225, 214, 204, 194, 184, 173, 163, 153, 143, 133, 122, 112, 102, 92, 81, 71, 61, 51,
+            40, 30, 20, 10, 0,
         ];
         assert_eq!(Schedule::cosine(400).timesteps(40).unwrap(), want);
     }

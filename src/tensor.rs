@@ -87,7 +87,7 @@ impl Tensor {
                 "{what} has shape {s:?}; expected (H, W), (1, H, W) or (N, 1, H, W) with one channel"
             ),
         };
-        if nchw.iter().any(|&d| d == 0) {
+        if nchw.contains(&0) {
             bail!("{what} has an empty dimension in shape {s:?}");
         }
         self.reshape(&nchw)

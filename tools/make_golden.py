@@ -96,11 +96,14 @@ class Writer:
         np.save(os.path.join(self.case_dir(case), fname), a, allow_pickle=False)
         return {"file": fname, "shape": list(a.shape)}
 
-    def json(self, rel: str, obj) -> None:
+    def json(self, rel: str, obj, compact: bool = False) -> None:
         path = os.path.join(self.root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
+            if compact:
+                json.dump(obj, f, separators=(",", ":"), allow_nan=False)
+            else:
+                json.dump(obj, f, indent=1, allow_nan=False)
             f.write("\n")
 
 
@@ -254,7 +257,7 @@ def main():
     # ---------------------------------------------------------------- schedule
     W.npy("schedule", "alpha_bars.npy", alpha_bars)
     lists = {str(S): R.timesteps(S) for S in (2, 3, 4, 7, 10, 40, 50, 100, 399, 400)}
-    W.json("schedule/timesteps.json", {"T": T, "lists": lists})
+    W.json("schedule/timesteps.json", {"T": T, "lists": lists}, compact=True)
     report["schedule"] = {"alpha_bars[0]": float(alpha_bars[0]), "alpha_bars[250]": float(alpha_bars[250]),
                           "alpha_bars[399]": float(alpha_bars[399])}
 
@@ -274,7 +277,7 @@ def main():
     for k, var in ((3, 0.5), (5, 1.0), (9, 2.0), (7, 10.0)):
         kern = R.gaussian_kernel(k, var)
         gauss_cases.append({"k": k, "variance": var, "kernel": [float(v) for v in kern.reshape(-1).tolist()]})
-    W.json("kernels.json", {"motion": motion_cases, "gaussian": gauss_cases})
+    W.json("kernels.json", {"motion": motion_cases, "gaussian": gauss_cases}, compact=True)
     report["kernels"] = {"motion_cases": len(motion_cases), "gaussian_cases": len(gauss_cases)}
 
     # ---------------------------------------------------------------- blur

@@ -205,7 +205,7 @@ class DiffusionUNet(nn.Module):
         t = t.reshape(-1)
         if t.numel() == 1 and x.shape[0] > 1:
             t = t.expand(x.shape[0])
-        temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        temb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
         n_levels = len(self.channel_mults)
 
         h = self.init(x)
@@ -269,10 +269,30 @@ def safetensors_metadata(config: dict) -> Dict[str, str]:
 
 
 def save_weights(path: str, state_dict: Dict[str, torch.Tensor], config: dict) -> None:
-    from safetensors.torch import save_file
+    """Write a float32 safetensors file with ``safetensors_metadata(config)``.
 
-    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state_dict.items()}
-    save_file(tensors, path, metadata=safetensors_metadata(config))
+    Written by hand (the format is an 8-byte little-endian header length, a JSON header, then
+    the raw little-endian data) so that the bytes are deterministic: the safetensors library
+    emits the metadata map in a random order. Tensors are stored in sorted-name order; the
+    header is padded with spaces to a multiple of 8 bytes, as the library does.
+    """
+    names = sorted(state_dict)
+    header: Dict[str, object] = {"__metadata__": safetensors_metadata(config)}
+    blobs = []
+    offset = 0
+    for name in names:
+        a = np.ascontiguousarray(state_dict[name].detach().cpu().to(torch.float32).numpy().astype("<f4"))
+        b = a.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    hdr = json.dumps(header, separators=(",", ":"), sort_keys=False).encode("utf-8")
+    hdr += b" " * ((8 - len(hdr) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(len(hdr).to_bytes(8, "little"))
+        f.write(hdr)
+        for b in blobs:
+            f.write(b)
 
 
 def load_weights(path: str) -> Tuple[DiffusionUNet, dict]:

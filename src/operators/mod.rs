@@ -72,7 +72,10 @@ impl Kernel {
         if t.data().iter().all(|&v| v == 0.0) {
             bail!("--kernel-file holds an all-zero kernel");
         }
-        Ok(Kernel { size: k, data: t.data().to_vec() })
+        Ok(Kernel {
+            size: k,
+            data: t.data().to_vec(),
+        })
     }
 
     fn normalised(k: usize, mut data: Vec<f32>) -> Result<Self> {
@@ -96,8 +99,16 @@ pub fn relative_noise(kx: &Tensor, level: f64, rng: &mut Rng) -> Result<Tensor> 
     let mut out = Vec::with_capacity(kx.len());
     for slice in kx.data().chunks(per) {
         let noise = rng.normal_vec(per);
-        let nn = noise.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-        let nk = slice.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+        let nn = noise
+            .iter()
+            .map(|&v| v as f64 * v as f64)
+            .sum::<f64>()
+            .sqrt();
+        let nk = slice
+            .iter()
+            .map(|&v| v as f64 * v as f64)
+            .sum::<f64>()
+            .sqrt();
         let s = if nn > 0.0 { nk * level / nn } else { 0.0 };
         out.extend(noise.iter().map(|&v| (v as f64 * s) as f32));
     }

@@ -16,7 +16,11 @@ pub struct DpsParams {
 
 impl Default for DpsParams {
     fn default() -> Self {
-        DpsParams { steps: 40, guidance: 0.15, sigma_y: 0.01 }
+        DpsParams {
+            steps: 40,
+            guidance: 0.15,
+            sigma_y: 0.01,
+        }
     }
 }
 
@@ -37,7 +41,12 @@ pub struct DpsGrad<T> {
 }
 
 /// g = dL/dx with L = Σ_slices mean((K x0 − y)²) / (2σ²), x0 = clamp(x0_hat(x, eps(x, t))).
-pub fn gradient<B: Backend>(p: &Problem<B>, x: &B::Buf, t: usize, sigma_y: f64) -> Result<DpsGrad<B::Buf>> {
+pub fn gradient<B: Backend>(
+    p: &Problem<B>,
+    x: &B::Buf,
+    t: usize,
+    sigma_y: f64,
+) -> Result<DpsGrad<B::Buf>> {
     let be = p.be;
     let (eps, tape) = p.net.forward_with_tape(be, x, &[t as f32])?;
     let (sab, s1m) = p.schedule.coeffs(t);
@@ -56,22 +65,43 @@ pub fn gradient<B: Backend>(p: &Problem<B>, x: &B::Buf, t: usize, sigma_y: f64) 
     Ok(DpsGrad { grad, eps, x0 })
 }
 
+/// One DPS step from timestep t to t_next: clamp(DDIM(x0, eps, t_next) − guidance·g, −1, 1).
+pub fn step<B: Backend>(
+    p: &Problem<B>,
+    x: &B::Buf,
+    t: usize,
+    t_next: usize,
+    params: &DpsParams,
+) -> Result<B::Buf> {
+    let be = p.be;
+    let g = gradient(p, x, t, params.sigma_y)?;
+    let prior = p.ddim(&g.x0, &g.eps, Some(t_next))?;
+    let mut x = be.lincomb(&prior, 1.0, &g.grad, -params.guidance as f32)?;
+    be.clamp(&mut x, -1.0, 1.0)?;
+    Ok(x)
+}
+
 /// Run DPS from the starting noise `x_t` (same shape as y).
-pub fn run<B: Backend>(p: &Problem<B>, x_t: B::Buf, params: &DpsParams, progress: Progress) -> Result<B::Buf> {
+pub fn run<B: Backend>(
+    p: &Problem<B>,
+    x_t: B::Buf,
+    params: &DpsParams,
+    progress: Progress,
+) -> Result<B::Buf> {
     p.check()?;
     params.check()?;
     let be = p.be;
     if be.shape(&x_t) != be.shape(p.y) {
-        bail!("--init has shape {:?} but the measurement has {:?}", be.shape(&x_t), be.shape(p.y));
+        bail!(
+            "--init has shape {:?} but the measurement has {:?}",
+            be.shape(&x_t),
+            be.shape(p.y)
+        );
     }
     let ts = p.schedule.timesteps(params.steps)?;
     let mut x = x_t;
     for (i, pair) in ts.windows(2).enumerate() {
-        let (t, t_next) = (pair[0], pair[1]);
-        let g = gradient(p, &x, t, params.sigma_y)?;
-        let prior = p.ddim(&g.x0, &g.eps, Some(t_next))?;
-        x = be.lincomb(&prior, 1.0, &g.grad, -params.guidance as f32)?;
-        be.clamp(&mut x, -1.0, 1.0)?;
+        x = step(p, &x, pair[0], pair[1], params)?;
         progress(i + 1, ts.len());
     }
     let eps = p.net.forward(be, &x, &[0.0])?;

@@ -37,7 +37,10 @@ impl<B: Backend> Problem<'_, B> {
     pub fn residual_ratio(&self, x: &B::Buf) -> Result<Vec<f64>> {
         let r = self.be.sum_sq_per_item(&self.residual(x)?)?;
         let y = self.be.sum_sq_per_item(self.y)?;
-        Ok(r.iter().zip(&y).map(|(r, y)| if *y > 0.0 { (r / y).sqrt() } else { r.sqrt() }).collect())
+        Ok(r.iter()
+            .zip(&y)
+            .map(|(r, y)| if *y > 0.0 { (r / y).sqrt() } else { r.sqrt() })
+            .collect())
     }
 
     /// Deterministic DDIM step to `t_next` (x0 itself past the end).
@@ -55,7 +58,11 @@ impl<B: Backend> Problem<'_, B> {
 /// A non-negative finite parameter, or a message naming the flag.
 pub fn check_param(name: &str, v: f64, strictly_positive: bool) -> Result<()> {
     if !v.is_finite() || v < 0.0 || (strictly_positive && v == 0.0) {
-        let need = if strictly_positive { "a positive" } else { "a non-negative" };
+        let need = if strictly_positive {
+            "a positive"
+        } else {
+            "a non-negative"
+        };
         bail!("{name} must be {need} finite number, got {v}");
     }
     Ok(())

@@ -176,9 +176,10 @@ impl UNetConfig {
     }
 }
 
-/// `upsamples` is a contiguous list in the notebook library: up level j ≥ 1 uses entry j − 1.
+/// The upsampling conv that starts up level j ≥ 1 is `upsamples.{j}` (numbered by up level,
+/// like `up_blocks.{j}`); files numbered 0..L-2 are renumbered on load.
 pub fn upsample_name(up_level: usize) -> String {
-    format!("upsamples.{}.conv", up_level - 1)
+    format!("upsamples.{up_level}.conv")
 }
 
 fn conv(t: &mut ParamTable, p: &str, cout: usize, cin: usize, k: usize) {

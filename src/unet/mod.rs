@@ -547,7 +547,8 @@ mod tests {
         let g = net.vjp(&be, &tape, &r).unwrap();
         for seed in 0..3 {
             let v = Tensor::new(shape.to_vec(), Rng::new(100 + seed).normal_vec(96)).unwrap();
-            let h = 1e-2f32;
+            // Small groups make the net strongly curved: h = 3e-3 balances curvature and f32 noise.
+            let h = 3e-3f32;
             let shifted = |s: f32| {
                 let xs = be.lincomb(&x, 1.0, &v, s).unwrap();
                 dot(&net.forward(&be, &xs, &t).unwrap(), &r)

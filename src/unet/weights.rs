@@ -72,24 +72,22 @@ fn heads_from_metadata(metadata: &HashMap<String, String>) -> Result<usize> {
     }
 }
 
-/// Accept files whose `upsamples` list is numbered by up level (1..L-1) as well as the
-/// contiguous numbering (0..L-2) the engine uses.
+/// Accept files whose `upsamples` list is numbered contiguously from 0 (a plain ModuleList)
+/// as well as by up level (1..L-1), the numbering the engine uses.
 fn normalise_upsample_names(params: &mut Params) {
-    if params.contains_key("upsamples.0.conv.weight")
-        || !params.contains_key("upsamples.1.conv.weight")
-    {
+    if !params.contains_key("upsamples.0.conv.weight") {
         return;
     }
-    let renamed: Vec<(String, String)> = params
+    let mut renamed: Vec<(usize, String, String)> = params
         .keys()
         .filter_map(|k| {
-            let rest = k.strip_prefix("upsamples.")?;
-            let (idx, tail) = rest.split_once('.')?;
+            let (idx, tail) = k.strip_prefix("upsamples.")?.split_once('.')?;
             let i: usize = idx.parse().ok()?;
-            Some((k.clone(), format!("upsamples.{}.{tail}", i.checked_sub(1)?)))
+            Some((i, k.clone(), format!("upsamples.{}.{tail}", i + 1)))
         })
         .collect();
-    for (old, new) in renamed {
+    renamed.sort_by(|a, b| b.0.cmp(&a.0)); // highest first, so no rename overwrites a source
+    for (_, old, new) in renamed {
         let t = params.remove(&old).expect("key listed above");
         params.insert(new, t);
     }
@@ -299,12 +297,12 @@ mod tests {
     }
 
     #[test]
-    fn up_level_numbered_upsamples_are_accepted() {
+    fn contiguously_numbered_upsamples_are_accepted() {
         let cfg = small();
         let mut p = synthetic(&cfg, 1);
         for suffix in ["weight", "bias"] {
-            let t = p.remove(&format!("upsamples.0.conv.{suffix}")).unwrap();
-            p.insert(format!("upsamples.1.conv.{suffix}"), t);
+            let t = p.remove(&format!("upsamples.1.conv.{suffix}")).unwrap();
+            p.insert(format!("upsamples.0.conv.{suffix}"), t);
         }
         assert_eq!(
             parse(&to_bytes(&p, HashMap::new()), Some(2)).unwrap().0,

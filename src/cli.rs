@@ -1,0 +1,506 @@
+//! The command line: flag names are a contract (tests and users depend on them).
+
+use crate::backend::Backend;
+use crate::engine::{self, Device, Engine};
+use crate::error::{Error, Result};
+use crate::metrics::{self, Quality};
+use crate::operators::{self, Kernel};
+use crate::progress::ProgressBar;
+use crate::rng::Rng;
+use crate::samplers::diffpir::DiffPirParams;
+use crate::samplers::dps::DpsParams;
+use crate::tensor::Tensor;
+use crate::{bail, figure, io, phantom};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "diffrecon",
+    version,
+    about = "Diffusion-prior reconstruction of blurred, noisy images (DPS and DiffPIR-style)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Noise prediction eps(x, t) for a batch.
+    Eps {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Input x_t: .npy of shape (H,W), (1,H,W) or (N,1,H,W).
+        #[arg(long)]
+        input: PathBuf,
+        /// Timesteps: one per batch item, or one for all (comma-separated integers).
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        t: Vec<f64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The DPS gradient dL/dx at state x and timestep t.
+    DpsGrad {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, allow_negative_numbers = true)]
+        t: f64,
+        #[arg(long)]
+        measurement: PathBuf,
+        #[command(flatten)]
+        op: OperatorArgs,
+        #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+        sigma_y: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Blur an image and add relative Gaussian noise: y = K x + e.
+    Simulate {
+        /// Ground truth: .png (pixels in [0,1]) or .npy (model space [-1,1]).
+        #[arg(long)]
+        image: PathBuf,
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// ‖e‖ = noise_level · ‖K x‖ per slice.
+        #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+        noise_level: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Reconstruct x from a measurement y with DPS or the DiffPIR-style sampler.
+    Reconstruct {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        measurement: PathBuf,
+        #[command(flatten)]
+        op: OperatorArgs,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+        /// DPS's starting noise x_T (same shape as y); DiffPIR-style ignores it.
+        #[arg(long, conflicts_with = "seed")]
+        init: Option<PathBuf>,
+        /// Seed of DPS's starting noise when no --init is given.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Ground truth, to print MSE, PSNR and SSIM.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The notebook's experiment end to end on the built-in test phantom.
+    Demo {
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long)]
+        num_heads: Option<usize>,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[arg(long, default_value = "demo-out")]
+        out_dir: PathBuf,
+        /// Seed of the measurement noise and of DPS's starting noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
+    },
+    /// Synthetic CT-like phantoms (8-bit quantised), for training and evaluation.
+    Phantoms {
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// A .npy file (N,1,S,S) in model space, or a directory of PNGs.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Weights (safetensors with the notebook library's state-dict names).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Attention heads (default: the file's metadata, else 4).
+    #[arg(long)]
+    pub num_heads: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Engine> {
+        Engine::load(&self.weights, self.num_heads, self.device)
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorKind {
+    Motion,
+    Gaussian,
+    Custom,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OperatorArgs {
+    #[arg(long, value_enum, default_value_t = OperatorKind::Motion)]
+    pub operator: OperatorKind,
+    #[arg(long, default_value_t = 9, allow_negative_numbers = true)]
+    pub kernel_size: i64,
+    /// Motion direction in degrees.
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+    pub angle: f64,
+    /// Gaussian variance (pixels²).
+    #[arg(long, allow_negative_numbers = true)]
+    pub variance: Option<f64>,
+    /// A (k, k) .npy kernel for --operator custom, used as given.
+    #[arg(long)]
+    pub kernel_file: Option<PathBuf>,
+}
+
+impl OperatorArgs {
+    pub fn kernel(&self) -> Result<Kernel> {
+        let size = || -> Result<usize> {
+            if self.kernel_size <= 0 {
+                bail!(
+                    "--kernel-size must be a positive odd number, got {}",
+                    self.kernel_size
+                );
+            }
+            Ok(self.kernel_size as usize)
+        };
+        match self.operator {
+            OperatorKind::Motion => Kernel::motion(size()?, self.angle),
+            OperatorKind::Gaussian => match self.variance {
+                Some(v) => Kernel::gaussian(size()?, v),
+                None => bail!("--operator gaussian needs --variance V"),
+            },
+            OperatorKind::Custom => match &self.kernel_file {
+                Some(p) => {
+                    Kernel::custom(&io::npy::read_npy(p)?).map_err(|e| e.context(p.display()))
+                }
+                None => bail!("--operator custom needs --kernel-file K.npy"),
+            },
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    Dps,
+    Diffpir,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
+    #[arg(long, value_enum)]
+    pub sampler: SamplerKind,
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+    pub steps: i64,
+    /// DPS guidance scale.
+    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
+    pub guidance: f64,
+    /// DPS measurement noise level in the likelihood.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub sigma_y: f64,
+    /// DiffPIR-style data step size.
+    #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
+    pub tau: f64,
+}
+
+fn steps(v: i64) -> Result<usize> {
+    if v < 2 {
+        bail!("--steps must be at least 2, got {v}");
+    }
+    Ok(v as usize)
+}
+
+/// Read an image stack as (N,1,H,W), rejecting NaN/Inf.
+fn read_stack(path: &Path, what: &str) -> Result<Tensor> {
+    let t = io::read_image(path)?
+        .into_image_batch(what)
+        .map_err(|e| e.context(path.display()))?;
+    t.check_finite(what)
+        .map_err(|e| e.context(path.display()))?;
+    Ok(t)
+}
+
+fn write(path: &Path, t: &Tensor) -> Result<()> {
+    for p in io::write_image(path, t)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eps {
+            model,
+            input,
+            t,
+            out,
+        } => {
+            let x = read_stack(&input, "--input")?;
+            if t.is_empty() {
+                bail!("--t needs at least one timestep");
+            }
+            let eps = model.load()?.eps(&x, &t)?;
+            write(&out, &eps)
+        }
+        Command::DpsGrad {
+            model,
+            input,
+            t,
+            measurement,
+            op,
+            sigma_y,
+            out,
+        } => {
+            let kernel = op.kernel()?;
+            let x = read_stack(&input, "--input")?;
+            let y = read_stack(&measurement, "--measurement")?;
+            let g = model.load()?.dps_grad(&x, t, &y, &kernel, sigma_y)?;
+            write(&out, &g)
+        }
+        Command::Simulate {
+            image,
+            op,
+            noise_level,
+            seed,
+            out,
+        } => {
+            let kernel = op.kernel()?;
+            let x = read_stack(&image, "--image")?;
+            let y = simulate(&x, &kernel, noise_level, seed)?;
+            write(&out, &y)
+        }
+        Command::Reconstruct {
+            model,
+            measurement,
+            op,
+            sampler,
+            init,
+            seed,
+            truth,
+            out,
+        } => {
+            let kernel = op.kernel()?;
+            let y = read_stack(&measurement, "--measurement")?;
+            let truth = truth.map(|p| read_stack(&p, "--truth")).transpose()?;
+            let x_t = match &init {
+                Some(p) => read_stack(p, "--init")?,
+                None => starting_noise(y.shape(), seed.unwrap_or(0))?,
+            };
+            let engine = model.load()?;
+            let start = Instant::now();
+            let x = run_sampler(&engine, &sampler, &y, &kernel, &x_t)?;
+            let secs = start.elapsed().as_secs_f64();
+            let res = engine.residual_ratio(&x, &y, &kernel)?;
+            for (i, r) in res.iter().enumerate() {
+                println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
+            }
+            if let Some(truth) = truth {
+                for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
+                    println!(
+                        "slice {i}: MSE {:.6} | PSNR {:.3} dB | SSIM {:.4}",
+                        q.mse, q.psnr, q.ssim
+                    );
+                }
+            }
+            println!(
+                "{} on {}: {secs:.2} s",
+                sampler_name(sampler.sampler),
+                engine.be.name()
+            );
+            write(&out, &x)
+        }
+        Command::Demo {
+            weights,
+            num_heads,
+            device,
+            out_dir,
+            seed,
+            steps,
+        } => demo(weights, num_heads, device, &out_dir, seed, steps),
+        Command::Phantoms {
+            count,
+            seed,
+            size,
+            out,
+        } => {
+            if count == 0 || size < 16 {
+                bail!("--count must be positive and --size at least 16");
+            }
+            let t = phantom::phantoms(count, seed, size);
+            write(&out, &t)
+        }
+    }
+}
+
+fn sampler_name(s: SamplerKind) -> &'static str {
+    match s {
+        SamplerKind::Dps => "DPS",
+        SamplerKind::Diffpir => "DiffPIR-style",
+    }
+}
+
+fn run_sampler(
+    engine: &Engine,
+    args: &SamplerArgs,
+    y: &Tensor,
+    kernel: &Kernel,
+    x_t: &Tensor,
+) -> Result<Tensor> {
+    let steps = steps(args.steps)?;
+    let mut bar = ProgressBar::new(sampler_name(args.sampler));
+    let mut progress = |d: usize, t: usize| bar.update(d, t);
+    match args.sampler {
+        SamplerKind::Dps => {
+            let p = DpsParams {
+                steps,
+                guidance: args.guidance,
+                sigma_y: args.sigma_y,
+            };
+            engine.dps(y, kernel, x_t, &p, &mut progress)
+        }
+        SamplerKind::Diffpir => engine.diffpir(
+            y,
+            kernel,
+            &DiffPirParams {
+                steps,
+                tau: args.tau,
+            },
+            &mut progress,
+        ),
+    }
+}
+
+/// Standard normal x_T of the given shape.
+pub fn starting_noise(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::new(shape.to_vec(), Rng::new(seed).normal_vec(n))
+}
+
+/// y = K x + e with relative noise; the noise stream is seeded independently of DPS's.
+pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Result<Tensor> {
+    let kx = engine::blur(x, kernel)?;
+    let e = operators::relative_noise(&kx, noise_level, &mut Rng::new(seed ^ 0x5EED_0F_401_5E))?;
+    let data = kx.data().iter().zip(e.data()).map(|(a, b)| a + b).collect();
+    Tensor::new(kx.shape().to_vec(), data)
+}
+
+/// The seed of the built-in demo phantom (outside any training range the engine uses).
+pub const DEMO_PHANTOM_SEED: u64 = 1_000_003;
+
+fn demo(
+    weights: Option<PathBuf>,
+    heads: Option<usize>,
+    device: Device,
+    out_dir: &Path,
+    seed: u64,
+    n_steps: usize,
+) -> Result<()> {
+    let Some(weights) = weights.or_else(crate::default_weights) else {
+        bail!("no bundled prior in this build yet: pass --weights W.safetensors");
+    };
+    let engine = Engine::load(&weights, heads, device)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
+    let size = 64 - 64 % engine.net.cfg.size_multiple();
+    let truth = phantom::phantoms(1, DEMO_PHANTOM_SEED, size);
+    let kernel = Kernel::motion(9, 20.0)?;
+    let y = simulate(&truth, &kernel, 0.01, seed)?;
+    println!("diffrecon demo: motion blur k=9, angle 20, noise 0.01, {n_steps} steps, weights {}, device {}", weights.display(), engine.be.name());
+    let x_t = starting_noise(y.shape(), seed)?;
+    let timed = |name: &str,
+                 f: &mut dyn FnMut(&mut dyn FnMut(usize, usize)) -> Result<Tensor>|
+     -> Result<(Tensor, f64)> {
+        let mut bar = ProgressBar::new(name);
+        let start = Instant::now();
+        let x = f(&mut |d, t| bar.update(d, t))?;
+        Ok((x, start.elapsed().as_secs_f64()))
+    };
+    let (x_dps, t_dps) = timed("DPS", &mut |p| {
+        engine.dps(
+            &y,
+            &kernel,
+            &x_t,
+            &DpsParams {
+                steps: n_steps,
+                ..Default::default()
+            },
+            p,
+        )
+    })?;
+    let (x_pir, t_pir) = timed("DiffPIR-style", &mut |p| {
+        engine.diffpir(
+            &y,
+            &kernel,
+            &DiffPirParams {
+                steps: n_steps,
+                ..Default::default()
+            },
+            p,
+        )
+    })?;
+    let rows: Vec<(&str, &Tensor, Option<f64>)> = vec![
+        ("Observation", &y, None),
+        ("DPS", &x_dps, Some(t_dps)),
+        ("DiffPIR-style", &x_pir, Some(t_pir)),
+    ];
+    let mut panels = vec![panel(&truth, "Ground truth", vec![])];
+    for (name, img, secs) in &rows {
+        let q: Quality = metrics::quality(img, &truth)?[0];
+        let res = engine.residual_ratio(img, &y, &kernel)?[0];
+        let time = secs.map(|s| format!(" | {s:.2} s")).unwrap_or_default();
+        println!(
+            "{name:>14} | MSE: {:.6} | PSNR: {:.3} dB | SSIM: {:.4} | residual {res:.4}{time}",
+            q.mse, q.psnr, q.ssim
+        );
+        panels.push(panel(
+            img,
+            name,
+            vec![
+                format!("PSNR {:.2} dB", q.psnr),
+                format!("SSIM {:.3}", q.ssim),
+            ],
+        ));
+    }
+    for (file, t) in [
+        ("truth.png", &truth),
+        ("observation.png", &y),
+        ("dps.png", &x_dps),
+        ("diffpir.png", &x_pir),
+    ] {
+        io::write_image(&out_dir.join(file), t)?;
+    }
+    let fig = out_dir.join("comparison.png");
+    figure::comparison_figure(&panels, 4, &fig)?;
+    println!("wrote images and {} ", fig.display());
+    Ok(())
+}
+
+fn panel(t: &Tensor, title: &str, caption: Vec<String>) -> figure::Panel {
+    let (h, w) = (t.shape()[2], t.shape()[3]);
+    figure::Panel {
+        image: t.data()[..h * w].to_vec(),
+        h,
+        w,
+        title: title.to_string(),
+        caption,
+    }
+}
+
+/// Exit code and message for an error at the top level.
+pub fn report(e: &Error) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code()
+}

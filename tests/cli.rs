@@ -1,0 +1,433 @@
+//! The command line as a user meets it: each bad input gets a message and exit code 2, never a
+//! panic; the happy paths write what they promise.
+
+use diffrecon::io::npy::{read_npy, write_npy};
+use diffrecon::tensor::Tensor;
+use diffrecon::unet::weights;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn golden(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(p)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("diffrecon-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_diffrecon"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Exit code 2, no panic, and a message containing `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {err}");
+    assert!(!err.contains("panicked"), "args {args:?} panicked: {err}");
+    assert!(
+        err.contains(needle),
+        "args {args:?}: expected '{needle}' in: {err}"
+    );
+}
+
+fn write(name: &str, t: &Tensor) -> PathBuf {
+    let p = tmp(name);
+    write_npy(&p, t).unwrap();
+    p
+}
+
+fn image(name: &str, h: usize, w: usize, value: f32) -> PathBuf {
+    write(
+        name,
+        &Tensor::new(vec![1, 1, h, w], vec![value; h * w]).unwrap(),
+    )
+}
+
+fn small() -> String {
+    s(&golden("small.safetensors")).to_string()
+}
+
+fn reconstruct_args<'a>(w: &'a str, y: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "reconstruct",
+        "--weights",
+        w,
+        "--measurement",
+        y,
+        "--out",
+        out,
+    ];
+    if !extra.contains(&"--device") {
+        a.extend_from_slice(&["--device", "cpu"]);
+    }
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn eps_command_reproduces_the_golden_output() {
+    let out = tmp("eps.npy");
+    let x = golden("eps_small/x.npy");
+    let o = run(&[
+        "eps",
+        "--weights",
+        &small(),
+        "--input",
+        s(&x),
+        "--t",
+        "37,311",
+        "--out",
+        s(&out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (got, want) = (
+        read_npy(&out).unwrap(),
+        read_npy(&golden("eps_small/eps.npy")).unwrap(),
+    );
+    let err = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(err < 1e-4, "max abs error {err}");
+}
+
+#[test]
+fn weight_file_errors() {
+    let y = image("y_w.npy", 32, 32, 0.0);
+    let out = tmp("x_w.npy");
+    fails_with(
+        &reconstruct_args(
+            s(&tmp("missing.safetensors")),
+            s(&y),
+            s(&out),
+            &["--sampler", "diffpir"],
+        ),
+        "missing.safetensors",
+    );
+
+    let bytes = std::fs::read(golden("small.safetensors")).unwrap();
+    let trunc = tmp("trunc.safetensors");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &reconstruct_args(s(&trunc), s(&y), s(&out), &["--sampler", "diffpir"]),
+        "truncated",
+    );
+
+    let (_, mut params) = weights::load(&golden("small.safetensors"), None).unwrap();
+    params.remove("mid_block2.conv2.bias");
+    let missing = tmp("missing_tensor.safetensors");
+    weights::save(&missing, &params, Default::default()).unwrap();
+    fails_with(
+        &reconstruct_args(s(&missing), s(&y), s(&out), &["--sampler", "diffpir"]),
+        "mid_block2.conv2.bias",
+    );
+
+    // A float16 tensor among float32 ones.
+    let f16 = tmp("f16.safetensors");
+    let half: Vec<u8> = vec![0u8; 2 * 16];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![16], &half).unwrap();
+    let (_, params) = weights::load(&golden("small.safetensors"), None).unwrap();
+    let raw: Vec<(String, Vec<u8>, Vec<usize>)> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "init.bias")
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape().to_vec(),
+            )
+        })
+        .collect();
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> = raw
+        .iter()
+        .map(|(k, b, sh)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, sh.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    views.push(("init.bias".into(), view));
+    std::fs::write(&f16, safetensors::serialize(views, &None).unwrap()).unwrap();
+    fails_with(
+        &reconstruct_args(s(&f16), s(&y), s(&out), &["--sampler", "diffpir"]),
+        "float32",
+    );
+
+    // Heads that do not divide the attention width.
+    fails_with(
+        &reconstruct_args(
+            &small(),
+            s(&y),
+            s(&out),
+            &["--sampler", "diffpir", "--num-heads", "3"],
+        ),
+        "num_heads 3",
+    );
+}
+
+#[test]
+fn measurement_errors() {
+    let w = small();
+    let out = tmp("x_m.npy");
+    let odd = image("odd.npy", 30, 30, 0.0);
+    fails_with(
+        &reconstruct_args(&w, s(&odd), s(&out), &["--sampler", "diffpir"]),
+        "multiples of 4",
+    );
+    let two_ch = write("two_ch.npy", &Tensor::zeros(&[1, 2, 32, 32]));
+    fails_with(
+        &reconstruct_args(&w, s(&two_ch), s(&out), &["--sampler", "diffpir"]),
+        "one channel",
+    );
+    let mut nan = Tensor::zeros(&[1, 1, 32, 32]);
+    nan.data_mut()[7] = f32::NAN;
+    let nan = write("nan.npy", &nan);
+    fails_with(
+        &reconstruct_args(&w, s(&nan), s(&out), &["--sampler", "diffpir"]),
+        "non-finite",
+    );
+    let y = image("y_m.npy", 32, 32, 0.1);
+    let mut inf = Tensor::zeros(&[1, 1, 32, 32]);
+    inf.data_mut()[0] = f32::INFINITY;
+    let inf = write("inf.npy", &inf);
+    fails_with(
+        &reconstruct_args(&w, s(&y), s(&out), &["--sampler", "dps", "--init", s(&inf)]),
+        "non-finite",
+    );
+    let wrong_init = image("wrong_init.npy", 16, 16, 0.0);
+    fails_with(
+        &reconstruct_args(
+            &w,
+            s(&y),
+            s(&out),
+            &["--sampler", "dps", "--init", s(&wrong_init)],
+        ),
+        "--init has shape",
+    );
+    let bytes = std::fs::read(&y).unwrap();
+    let trunc = tmp("trunc.npy");
+    std::fs::write(&trunc, &bytes[..bytes.len() - 10]).unwrap();
+    fails_with(
+        &reconstruct_args(&w, s(&trunc), s(&out), &["--sampler", "diffpir"]),
+        "trunc.npy",
+    );
+    fails_with(
+        &reconstruct_args(&w, s(&tmp("nope.npy")), s(&out), &["--sampler", "diffpir"]),
+        "nope.npy",
+    );
+    let txt = tmp("y.txt");
+    std::fs::write(&txt, "1 2 3").unwrap();
+    fails_with(
+        &reconstruct_args(&w, s(&txt), s(&out), &["--sampler", "diffpir"]),
+        "y.txt",
+    );
+}
+
+#[test]
+fn parameter_errors() {
+    let w = small();
+    let y = image("y_p.npy", 32, 32, 0.1);
+    let out = tmp("x_p.npy");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--sampler", "diffpir", "--kernel-size", "8"], "odd"),
+        (vec!["--sampler", "diffpir", "--kernel-size", "0"], "odd"),
+        (vec!["--sampler", "diffpir", "--kernel-size", "-3"], "odd"),
+        (vec!["--sampler", "diffpir", "--steps", "1"], "--steps"),
+        (vec!["--sampler", "diffpir", "--steps", "401"], "--steps"),
+        (vec!["--sampler", "dps", "--guidance", "-0.1"], "--guidance"),
+        (vec!["--sampler", "diffpir", "--tau", "-1"], "--tau"),
+        (vec!["--sampler", "dps", "--sigma-y", "-0.01"], "--sigma-y"),
+        (vec!["--sampler", "dps", "--sigma-y", "0"], "--sigma-y"),
+        (vec!["--sampler", "diffpir", "--operator", "radon"], "radon"),
+        (
+            vec!["--sampler", "diffpir", "--operator", "gaussian"],
+            "--variance",
+        ),
+        (
+            vec![
+                "--sampler",
+                "diffpir",
+                "--operator",
+                "gaussian",
+                "--variance",
+                "-2",
+            ],
+            "--variance",
+        ),
+        (
+            vec!["--sampler", "diffpir", "--operator", "custom"],
+            "--kernel-file",
+        ),
+        (vec!["--sampler", "magic"], "magic"),
+        (vec!["--sampler", "diffpir", "--device", "cuda"], "CUDA"),
+        (vec!["--sampler", "diffpir", "--device", "tpu"], "tpu"),
+    ];
+    for (extra, needle) in cases {
+        fails_with(&reconstruct_args(&w, s(&y), s(&out), &extra), needle);
+    }
+    let even = write(
+        "even_kernel.npy",
+        &Tensor::new(vec![2, 2], vec![0.25; 4]).unwrap(),
+    );
+    fails_with(
+        &reconstruct_args(
+            &w,
+            s(&y),
+            s(&out),
+            &[
+                "--sampler",
+                "diffpir",
+                "--operator",
+                "custom",
+                "--kernel-file",
+                s(&even),
+            ],
+        ),
+        "odd",
+    );
+    let img = image("img.npy", 32, 32, 0.2);
+    fails_with(
+        &[
+            "simulate",
+            "--image",
+            s(&img),
+            "--noise-level",
+            "-0.5",
+            "--out",
+            s(&tmp("ys.npy")),
+        ],
+        "--noise-level",
+    );
+    let x = golden("eps_small/x.npy");
+    fails_with(
+        &[
+            "eps",
+            "--weights",
+            &w,
+            "--input",
+            s(&x),
+            "--t",
+            "1,2,3",
+            "--out",
+            s(&out),
+            "--device",
+            "cpu",
+        ],
+        "timesteps",
+    );
+    fails_with(
+        &[
+            "eps",
+            "--weights",
+            &w,
+            "--input",
+            s(&x),
+            "--t",
+            "400",
+            "--out",
+            s(&out),
+            "--device",
+            "cpu",
+        ],
+        "timestep 400",
+    );
+    fails_with(
+        &[
+            "eps",
+            "--weights",
+            &w,
+            "--input",
+            s(&x),
+            "--t",
+            "-1",
+            "--out",
+            s(&out),
+            "--device",
+            "cpu",
+        ],
+        "timestep -1",
+    );
+}
+
+#[test]
+fn simulate_then_reconstruct_reports_residual_and_quality() {
+    let truth = golden("dps_traj_small/x_true.npy");
+    let y = tmp("sim_y.npy");
+    let o = run(&[
+        "simulate",
+        "--image",
+        s(&truth),
+        "--noise-level",
+        "0.01",
+        "--seed",
+        "3",
+        "--out",
+        s(&y),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_npy(&y).unwrap().shape(), &[1, 1, 32, 32]);
+    for sampler in ["dps", "diffpir"] {
+        let out = tmp(&format!("rec_{sampler}.png"));
+        let o = run(&reconstruct_args(
+            &small(),
+            s(&y),
+            s(&out),
+            &[
+                "--sampler",
+                sampler,
+                "--steps",
+                "3",
+                "--seed",
+                "1",
+                "--truth",
+                s(&truth),
+            ],
+        ));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(text.contains("data-consistency residual"), "{text}");
+        assert!(text.contains("PSNR"), "{text}");
+        assert!(out.exists());
+    }
+}
+
+#[test]
+fn demo_runs_with_given_weights() {
+    let dir = tmp("demo");
+    let o = run(&[
+        "demo",
+        "--weights",
+        &small(),
+        "--out-dir",
+        s(&dir),
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for row in ["Observation", "DPS", "DiffPIR-style"] {
+        assert!(text.contains(row), "{text}");
+    }
+    assert!(dir.join("comparison.png").exists());
+}

@@ -1,0 +1,305 @@
+//! Golden tests: the engine against the PyTorch reference (tools/reference.py) on the files in
+//! tests/golden (made by tools/make_golden.py). Errors are relative L2 unless stated; each test
+//! prints its measured error so `cargo test -- --nocapture` gives the numbers for the notes.
+
+use diffrecon::backend::cpu::CpuBackend;
+use diffrecon::engine::Engine;
+use diffrecon::io::npy::read_npy;
+use diffrecon::metrics;
+use diffrecon::operators::Kernel;
+use diffrecon::samplers::diffpir::DiffPirParams;
+use diffrecon::samplers::dps::DpsParams;
+use diffrecon::schedule::Schedule;
+use diffrecon::tensor::Tensor;
+use diffrecon::unet::weights;
+use diffrecon::unet::UNetConfig;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn npy(case: &str, file: &str) -> Tensor {
+    read_npy(&dir().join(case).join(file)).unwrap()
+}
+
+fn meta(case: &str) -> Value {
+    let path = dir().join(case).join("meta.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn json(file: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join(file)).unwrap()).unwrap()
+}
+
+fn engine(weights_file: &str) -> Engine {
+    Engine::load(
+        &dir().join(weights_file),
+        None,
+        diffrecon::engine::Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.shape(), want.shape(), "shape mismatch");
+    let num: f64 = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let den: f64 = want.data().iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn check(case: &str, got: &Tensor, want: &Tensor, bound: f64) {
+    let e = rel_l2(got, want);
+    println!("golden {case}: relative L2 error {e:.3e} (bound {bound:.0e})");
+    assert!(
+        e <= bound,
+        "{case}: relative error {e:.3e} exceeds {bound:.0e}"
+    );
+}
+
+fn kernel_of(op: &Value) -> Kernel {
+    let k = op["k"].as_u64().unwrap() as usize;
+    match op["type"].as_str().unwrap() {
+        "motion" => Kernel::motion(k, op["angle"].as_f64().unwrap()).unwrap(),
+        "gaussian" => Kernel::gaussian(k, op["variance"].as_f64().unwrap()).unwrap(),
+        other => panic!("unknown operator {other}"),
+    }
+}
+
+fn times(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+        x => vec![x.as_f64().unwrap()],
+    }
+}
+
+fn eps_case(case: &str) {
+    let m = meta(case);
+    let e = engine(m["weights"].as_str().unwrap());
+    let got = e.eps(&npy(case, "x.npy"), &times(&m["t"])).unwrap();
+    check(case, &got, &npy(case, "eps.npy"), 1e-4);
+}
+
+#[test]
+fn eps_small_config() {
+    eps_case("eps_small");
+}
+
+#[test]
+fn eps_odd_config_non_square_odd_time_dim() {
+    eps_case("eps_odd");
+}
+
+#[test]
+fn eps_full_notebook_config_with_synthetic_weights() {
+    let m = meta("eps_full");
+    let cfg = UNetConfig::notebook();
+    let params = weights::synthetic(&cfg, m["synthetic_seed"].as_u64().unwrap());
+    // The generator agrees with the reference's, value for value.
+    let check_vals = &json("manifest.json")["synthetic_check"];
+    for name in ["init.weight", "out_norm.weight"] {
+        let want: Vec<f32> = check_vals[format!("{name}[:3]")]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(&params[name].data()[..3], &want[..], "{name}");
+    }
+    let e = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    let got = e.eps(&npy("eps_full", "x.npy"), &times(&m["t"])).unwrap();
+    check("eps_full", &got, &npy("eps_full", "eps.npy"), 1e-4);
+}
+
+fn dps_grad_case(case: &str) {
+    let m = meta(case);
+    let e = engine(m["weights"].as_str().unwrap());
+    let k = kernel_of(&m["operator"]);
+    let got = e
+        .dps_grad(
+            &npy(case, "x.npy"),
+            m["t"].as_f64().unwrap(),
+            &npy(case, "y.npy"),
+            &k,
+            m["sigma_y"].as_f64().unwrap(),
+        )
+        .unwrap();
+    check(case, &got, &npy(case, "grad.npy"), 1e-4);
+}
+
+#[test]
+fn dps_gradient_batch_1() {
+    dps_grad_case("dps_grad_small");
+}
+
+#[test]
+fn dps_gradient_batch_2_per_slice_loss() {
+    dps_grad_case("dps_grad_small_b2");
+}
+
+#[test]
+fn dps_four_step_trajectory() {
+    let case = "dps_traj_small";
+    let m = meta(case);
+    let e = engine(m["weights"].as_str().unwrap());
+    let p = DpsParams {
+        steps: m["steps"].as_u64().unwrap() as usize,
+        guidance: m["guidance"].as_f64().unwrap(),
+        sigma_y: m["sigma_y"].as_f64().unwrap(),
+    };
+    let got = e
+        .dps(
+            &npy(case, "y.npy"),
+            &kernel_of(&m["operator"]),
+            &npy(case, "x_T.npy"),
+            &p,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    check(case, &got, &npy(case, "out.npy"), 1e-4);
+}
+
+#[test]
+fn diffpir_four_step_trajectory() {
+    let case = "diffpir_traj_small";
+    let m = meta(case);
+    let e = engine(m["weights"].as_str().unwrap());
+    let p = DiffPirParams {
+        steps: m["steps"].as_u64().unwrap() as usize,
+        tau: m["tau"].as_f64().unwrap(),
+    };
+    let got = e
+        .diffpir(
+            &npy(case, "y.npy"),
+            &kernel_of(&m["operator"]),
+            &p,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    check(case, &got, &npy(case, "out.npy"), 1e-4);
+}
+
+#[test]
+fn schedule_and_timesteps() {
+    let s = Schedule::cosine(400);
+    let want = read_npy(&dir().join("schedule/alpha_bars.npy")).unwrap();
+    let got = Tensor::new(vec![400], s.alpha_bars.clone()).unwrap();
+    check("alpha_bars", &got, &want, 1e-6);
+    let lists = json("schedule/timesteps.json");
+    for (steps, list) in lists["lists"].as_object().unwrap() {
+        let want: Vec<usize> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            s.timesteps(steps.parse().unwrap()).unwrap(),
+            want,
+            "timesteps for S = {steps}"
+        );
+    }
+}
+
+#[test]
+fn motion_kernels_exact_and_gaussian_kernels_close() {
+    let k = json("kernels.json");
+    for case in k["motion"].as_array().unwrap() {
+        let (size, angle) = (
+            case["k"].as_u64().unwrap() as usize,
+            case["angle"].as_f64().unwrap(),
+        );
+        let want: Vec<f32> = case["kernel"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(
+            Kernel::motion(size, angle).unwrap().data,
+            want,
+            "motion k={size} angle={angle}"
+        );
+    }
+    for case in k["gaussian"].as_array().unwrap() {
+        let (size, var) = (
+            case["k"].as_u64().unwrap() as usize,
+            case["variance"].as_f64().unwrap(),
+        );
+        let want: Vec<f32> = case["kernel"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let got = Kernel::gaussian(size, var).unwrap().data;
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 1e-7, "gaussian k={size} var={var}: max error {err}");
+    }
+}
+
+#[test]
+fn blur_and_adjoint_match_conv2d() {
+    let m = meta("blur");
+    let be = CpuBackend;
+    use diffrecon::backend::Backend;
+    let (x, y) = (npy("blur", "x.npy"), npy("blur", "y.npy"));
+    let km = kernel_of(&m["operator"]).to_tensor();
+    let kg = kernel_of(&m["gaussian"]).to_tensor();
+    check(
+        "blur K(x)",
+        &be.blur(&x, &km, false).unwrap(),
+        &npy("blur", "Kx.npy"),
+        1e-6,
+    );
+    check(
+        "blur K^T(y)",
+        &be.blur(&y, &km, true).unwrap(),
+        &npy("blur", "KTy.npy"),
+        1e-6,
+    );
+    check(
+        "blur gaussian",
+        &be.blur(&x, &kg, false).unwrap(),
+        &npy("blur", "Kx_gauss.npy"),
+        1e-6,
+    );
+}
+
+#[test]
+fn metrics_match_the_notebook_functions() {
+    let m = json("metrics/metrics.json");
+    for pair in m["pairs"].as_array().unwrap() {
+        let a = npy("metrics", pair["a"].as_str().unwrap());
+        let b = npy("metrics", pair["b"].as_str().unwrap());
+        let q = metrics::quality(&a, &b).unwrap()[0];
+        let (mse, ssim) = (
+            pair["mse"].as_f64().unwrap(),
+            pair["ssim"].as_f64().unwrap(),
+        );
+        println!(
+            "golden metrics {}: mse {:.3e} vs {mse:.3e}, ssim {:.6} vs {ssim:.6}",
+            pair["a"], q.mse, q.ssim
+        );
+        assert!(
+            (q.mse - mse).abs() <= 1e-6 * mse.max(1e-12),
+            "mse {} vs {mse}",
+            q.mse
+        );
+        assert!((q.ssim - ssim).abs() <= 1e-5, "ssim {} vs {ssim}", q.ssim);
+        match pair["psnr"].as_f64() {
+            Some(p) => assert!((q.psnr - p).abs() < 1e-4, "psnr {} vs {p}", q.psnr),
+            None => assert!(q.psnr.is_infinite()),
+        }
+    }
+}
