@@ -2,7 +2,8 @@
 //! nn.MultiheadAttention with packed in-projection, and its input-VJP. Everything stays
 //! channel-major ((c, tokens) per image), which is what the NCHW layout gives for free.
 
-use super::gemm::{sgemm, View};
+use super::gemm::{sgemm, sgemm_serial, View};
+use super::math::exp;
 use rayon::prelude::*;
 
 /// Attention weights: in_w (3c, c) rows q,k,v; in_b (3c); out_w (c, c); out_b (c).
@@ -13,15 +14,8 @@ pub struct AttnWeights<'a> {
     pub out_b: &'a [f32],
 }
 
-/// Per-image projections and probabilities, kept by the forward for the VJP.
-struct Heads {
-    /// (3c, t): q, k, v rows, channel-major.
-    qkv: Vec<f32>,
-    /// (heads, t, t): softmax probabilities, row = query.
-    probs: Vec<f32>,
-    /// (c, t): concatenated head outputs before out_proj.
-    ctx: Vec<f32>,
-}
+/// Queries per task: a block's scores (this × tokens) stay in cache between the two GEMMs.
+const QUERY_BLOCK: usize = 64;
 
 /// `out = attention(y)` for each image (no residual; the caller adds it).
 pub fn attention(
@@ -35,15 +29,14 @@ pub fn attention(
 ) {
     assert_eq!(y.len(), n * c * t);
     assert_eq!(out.len(), y.len());
-    out.par_chunks_mut(c * t)
-        .zip(y.par_chunks(c * t))
-        .for_each(|(o, yi)| {
-            let hs = forward_heads(yi, wts, c, t, heads);
-            project_out(&hs.ctx, wts, c, t, o);
-        });
+    for (o, yi) in out.chunks_mut(c * t).zip(y.chunks(c * t)) {
+        let qkv = project_in(yi, wts, c, t);
+        let ctx = attend(&qkv, c, t, heads);
+        project_out(&ctx, wts, c, t, o);
+    }
 }
 
-/// dy for `attention` given dout.
+/// dy for `attention` given dout. Probabilities are recomputed block by block, never stored.
 pub fn attention_vjp(
     y: &[f32],
     wts: &AttnWeights,
@@ -57,16 +50,38 @@ pub fn attention_vjp(
     assert_eq!(y.len(), n * c * t);
     assert_eq!(dout.len(), y.len());
     assert_eq!(dy.len(), y.len());
-    dy.par_chunks_mut(c * t)
-        .zip(y.par_chunks(c * t).zip(dout.par_chunks(c * t)))
-        .for_each(|(dyi, (yi, douti))| {
-            let hs = forward_heads(yi, wts, c, t, heads);
-            backward_image(&hs, wts, c, t, heads, douti, dyi);
-        });
+    for (dyi, (yi, douti)) in dy
+        .chunks_mut(c * t)
+        .zip(y.chunks(c * t).zip(dout.chunks(c * t)))
+    {
+        let qkv = project_in(yi, wts, c, t);
+        // dctx (c×t) = out_wᵀ · dout.
+        let mut dctx = vec![0.0f32; c * t];
+        sgemm(
+            c,
+            c,
+            t,
+            View::transposed(wts.out_w, c),
+            View::rows(douti, t),
+            0.0,
+            &mut dctx,
+        );
+        let dqkv = attend_vjp(&qkv, &dctx, c, t, heads);
+        // dy (c×t) = in_wᵀ · dqkv.
+        sgemm(
+            c,
+            3 * c,
+            t,
+            View::transposed(wts.in_w, c),
+            View::rows(&dqkv, t),
+            0.0,
+            dyi,
+        );
+    }
 }
 
-fn forward_heads(y: &[f32], wts: &AttnWeights, c: usize, t: usize, heads: usize) -> Heads {
-    let d = c / heads;
+/// (3c, t) = in_w · y + in_b: q, k, v rows, channel-major.
+fn project_in(y: &[f32], wts: &AttnWeights, c: usize, t: usize) -> Vec<f32> {
     let mut qkv = vec![0.0f32; 3 * c * t];
     for (r, row) in qkv.chunks_mut(t).enumerate() {
         row.fill(wts.in_b[r]);
@@ -80,30 +95,7 @@ fn forward_heads(y: &[f32], wts: &AttnWeights, c: usize, t: usize, heads: usize)
         1.0,
         &mut qkv,
     );
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut probs = vec![0.0f32; heads * t * t];
-    let mut ctx = vec![0.0f32; c * t];
-    probs
-        .par_chunks_mut(t * t)
-        .zip(ctx.par_chunks_mut(d * t))
-        .enumerate()
-        .for_each(|(h, (p, ctx_h))| {
-            let (q, k, v) = head_rows(&qkv, c, t, d, h);
-            // scores[i][j] = q_i · k_j: A = q^T (t×d), B = k (d×t).
-            sgemm(t, d, t, View::transposed(q, t), View::rows(k, t), 0.0, p);
-            p.chunks_mut(t).for_each(|row| softmax_scaled(row, scale));
-            // ctx^T (d×t) = v (d×t) · P^T.
-            sgemm(
-                d,
-                t,
-                t,
-                View::rows(v, t),
-                View::transposed(p, t),
-                0.0,
-                ctx_h,
-            );
-        });
-    Heads { qkv, probs, ctx }
+    qkv
 }
 
 fn project_out(ctx: &[f32], wts: &AttnWeights, c: usize, t: usize, out: &mut [f32]) {
@@ -127,89 +119,139 @@ fn head_rows(qkv: &[f32], c: usize, t: usize, d: usize, h: usize) -> (&[f32], &[
     (row(0), row(1), row(2))
 }
 
-/// Softmax of `scale · row` in place (max-subtracted, sum in f64).
-fn softmax_scaled(row: &mut [f32], scale: f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let mut sum = 0.0f64;
-    for v in row.iter_mut() {
-        *v = (*v * scale - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    row.iter_mut().for_each(|v| *v *= inv);
+/// Softmax probabilities of queries i0..i0+nq of one head: (nq × t), row = query.
+fn probs_block(q: &[f32], k: &[f32], t: usize, d: usize, i0: usize, nq: usize) -> Vec<f32> {
+    let mut p = vec![0.0f32; nq * t];
+    // scores = q_blockᵀ (nq×d) · k (d×t).
+    let qb = View {
+        data: &q[i0..],
+        rs: 1,
+        cs: t,
+    };
+    sgemm_serial(nq, d, t, qb, View::rows(k, t), 0.0, &mut p);
+    let scale = 1.0 / (d as f32).sqrt();
+    p.chunks_mut(t).for_each(|row| softmax_scaled(row, scale));
+    p
 }
 
-fn backward_image(
-    hs: &Heads,
-    wts: &AttnWeights,
-    c: usize,
-    t: usize,
-    heads: usize,
-    dout: &[f32],
-    dy: &mut [f32],
-) {
+/// Concatenated head outputs ctx (c×t), computed per (head, query block) in parallel.
+fn attend(qkv: &[f32], c: usize, t: usize, heads: usize) -> Vec<f32> {
     let d = c / heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    // dctx (c×t) = out_w^T · dout.
-    let mut dctx = vec![0.0f32; c * t];
-    sgemm(
-        c,
-        c,
-        t,
-        View::transposed(wts.out_w, c),
-        View::rows(dout, t),
-        0.0,
-        &mut dctx,
-    );
-    let mut dqkv = vec![0.0f32; 3 * c * t];
-    let (dq_all, rest) = dqkv.split_at_mut(c * t);
-    let (dk_all, dv_all) = rest.split_at_mut(c * t);
-    dq_all
-        .par_chunks_mut(d * t)
-        .zip(
-            dk_all
-                .par_chunks_mut(d * t)
-                .zip(dv_all.par_chunks_mut(d * t)),
-        )
-        .enumerate()
-        .for_each(|(h, (dq, (dk, dv)))| {
-            let (q, k, v) = head_rows(&hs.qkv, c, t, d, h);
-            let p = &hs.probs[h * t * t..(h + 1) * t * t];
-            let dctx_h = &dctx[h * d * t..(h + 1) * d * t];
-            // dv (d×t) = dctx_h · P.
-            sgemm(d, t, t, View::rows(dctx_h, t), View::rows(p, t), 0.0, dv);
-            // dP (t×t) = dctx_h^T · v.
-            let mut ds = vec![0.0f32; t * t];
-            sgemm(
-                t,
+    let blocks = t.div_ceil(QUERY_BLOCK);
+    let parts: Vec<Vec<f32>> = (0..heads * blocks)
+        .into_par_iter()
+        .map(|task| {
+            let (h, i0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+            let nq = QUERY_BLOCK.min(t - i0);
+            let (q, k, v) = head_rows(qkv, c, t, d, h);
+            let p = probs_block(q, k, t, d, i0, nq);
+            // ctx block (d×nq) = v (d×t) · pᵀ.
+            let mut cb = vec![0.0f32; d * nq];
+            sgemm_serial(
                 d,
                 t,
-                View::transposed(dctx_h, t),
+                nq,
                 View::rows(v, t),
+                View::transposed(&p, t),
                 0.0,
-                &mut ds,
+                &mut cb,
             );
-            // Softmax backward, folding in the score scale: dS = scale · P ⊙ (dP − <dP, P>_row).
-            for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
-                let dot: f64 = dsr.iter().zip(pr).map(|(a, b)| *a as f64 * *b as f64).sum();
-                for (g, &pv) in dsr.iter_mut().zip(pr) {
-                    *g = scale * pv * (*g - dot as f32);
+            cb
+        })
+        .collect();
+    let mut ctx = vec![0.0f32; c * t];
+    for (task, cb) in parts.iter().enumerate() {
+        let (h, i0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+        let nq = cb.len() / d;
+        for (e, row) in cb.chunks(nq).enumerate() {
+            ctx[(h * d + e) * t + i0..(h * d + e) * t + i0 + nq].copy_from_slice(row);
+        }
+    }
+    ctx
+}
+
+/// Gradients of q, k, v (3c×t) given dctx, one task per head, query blocks in sequence.
+fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Vec<f32> {
+    let d = c / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let per_head: Vec<[Vec<f32>; 3]> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let (q, k, v) = head_rows(qkv, c, t, d, h);
+            let dctx_h = &dctx[h * d * t..(h + 1) * d * t];
+            let (mut dq, mut dk, mut dv) = (
+                vec![0.0f32; d * t],
+                vec![0.0f32; d * t],
+                vec![0.0f32; d * t],
+            );
+            for i0 in (0..t).step_by(QUERY_BLOCK) {
+                let nq = QUERY_BLOCK.min(t - i0);
+                let p = probs_block(q, k, t, d, i0, nq);
+                let dctx_b = View {
+                    data: &dctx_h[i0..],
+                    rs: t,
+                    cs: 1,
+                };
+                // dv (d×t) += dctx_b (d×nq) · p (nq×t).
+                sgemm_serial(d, nq, t, dctx_b, View::rows(&p, t), 1.0, &mut dv);
+                // dp (nq×t) = dctx_bᵀ · v.
+                let mut ds = vec![0.0f32; nq * t];
+                let dctx_bt = View {
+                    data: &dctx_h[i0..],
+                    rs: 1,
+                    cs: t,
+                };
+                sgemm_serial(nq, d, t, dctx_bt, View::rows(v, t), 0.0, &mut ds);
+                // Softmax backward with the score scale folded in: ds = scale·p ⊙ (dp − <dp, p>).
+                for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
+                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    dsr.iter_mut()
+                        .zip(pr)
+                        .for_each(|(g, &pv)| *g = scale * pv * (*g - dot));
                 }
+                // dq block (d×nq) = k (d×t) · dsᵀ ; dk (d×t) += q_block (d×nq) · ds.
+                let mut dqb = vec![0.0f32; d * nq];
+                sgemm_serial(
+                    d,
+                    t,
+                    nq,
+                    View::rows(k, t),
+                    View::transposed(&ds, t),
+                    0.0,
+                    &mut dqb,
+                );
+                for (e, row) in dqb.chunks(nq).enumerate() {
+                    dq[e * t + i0..e * t + i0 + nq].copy_from_slice(row);
+                }
+                let qb = View {
+                    data: &q[i0..],
+                    rs: t,
+                    cs: 1,
+                };
+                sgemm_serial(d, nq, t, qb, View::rows(&ds, t), 1.0, &mut dk);
             }
-            // dq (d×t) = k · dS^T ; dk (d×t) = q · dS.
-            sgemm(d, t, t, View::rows(k, t), View::transposed(&ds, t), 0.0, dq);
-            sgemm(d, t, t, View::rows(q, t), View::rows(&ds, t), 0.0, dk);
-        });
-    // dy (c×t) = in_w^T · dqkv.
-    sgemm(
-        c,
-        3 * c,
-        t,
-        View::transposed(wts.in_w, c),
-        View::rows(&dqkv, t),
-        0.0,
-        dy,
-    );
+            [dq, dk, dv]
+        })
+        .collect();
+    let mut dqkv = vec![0.0f32; 3 * c * t];
+    for (h, parts) in per_head.iter().enumerate() {
+        for (part, g) in parts.iter().enumerate() {
+            dqkv[(part * c + h * d) * t..(part * c + (h + 1) * d) * t].copy_from_slice(g);
+        }
+    }
+    dqkv
+}
+
+/// Softmax of `scale · row` in place (max-subtracted).
+fn softmax_scaled(row: &mut [f32], scale: f32) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = exp(*v * scale - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(test)]
@@ -289,7 +331,7 @@ mod tests {
     #[test]
     fn forward_matches_textbook_attention() {
         let mut rng = Rng::new(21);
-        let (c, t, heads) = (6, 7, 3);
+        let (c, t, heads) = (6, 70, 3); // 70 tokens: two query blocks
         let w = weights(&mut rng, c);
         let y = rng.normal_vec(2 * c * t);
         let mut out = vec![f32::NAN; y.len()];
@@ -309,7 +351,7 @@ mod tests {
     #[test]
     fn vjp_matches_finite_differences() {
         let mut rng = Rng::new(22);
-        let (c, t, heads) = (4, 5, 2);
+        let (c, t, heads) = (4, 70, 2); // two query blocks
         let w = weights(&mut rng, c);
         let y = rng.normal_vec(c * t);
         let r = rng.normal_vec(c * t);
@@ -322,7 +364,7 @@ mod tests {
                 .map(|(a, b)| *a as f64 * *b as f64)
                 .sum::<f64>()
         };
-        for i in 0..c * t {
+        for i in (0..c * t).step_by(7) {
             let h = 1e-2f32;
             let (mut yp, mut ym) = (y.clone(), y.clone());
             yp[i] += h;

@@ -1,7 +1,7 @@
 //! 2-D convolution (cross-correlation, NCHW, square kernel, zero padding) and its input-VJP,
 //! both through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
 
-use super::gemm::{sgemm, View};
+use super::gemm::{sgemm, sgemm_serial, View};
 use rayon::prelude::*;
 
 /// Shapes of one convolution call.
@@ -34,37 +34,70 @@ impl ConvGeom {
     }
 }
 
+/// Output pixels per task: the unfolded chunk (cin·k·k × this) stays in cache for its GEMM.
+const PIXELS_PER_TASK: usize = 256;
+
 /// out = conv(x, weight) + bias; x is (n, cin, h, w), weight (cout, cin, k, k), out (n, cout, ho, wo).
 pub fn conv2d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom, out: &mut [f32]) {
     let (ho, wo) = g.out_hw();
-    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * ho * wo);
+    let (in_len, npix) = (g.cin * g.h * g.w, ho * wo);
     assert_eq!(x.len(), g.n * in_len);
-    assert_eq!(out.len(), g.n * out_len);
+    assert_eq!(out.len(), g.n * g.cout * npix);
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
-    out.par_chunks_mut(out_len)
-        .zip(x.par_chunks(in_len))
-        .for_each(|(o, xi)| {
-            for (co, row) in o.chunks_mut(ho * wo).enumerate() {
-                row.fill(bias[co]);
-            }
-            let col;
-            let b = if g.is_pointwise() {
-                xi
-            } else {
-                col = im2col(xi, g);
-                &col
-            };
-            sgemm(
+    if g.is_pointwise() {
+        out.chunks_mut(g.cout * npix)
+            .zip(x.chunks(in_len))
+            .for_each(|(o, xi)| {
+                fill_bias(o, bias, npix);
+                sgemm(
+                    g.cout,
+                    g.cin,
+                    npix,
+                    View::rows(weight, g.cin),
+                    View::rows(xi, npix),
+                    1.0,
+                    o,
+                );
+            });
+        return;
+    }
+    // Tasks are (image, pixel chunk): each unfolds only its chunk, then multiplies.
+    let chunks = npix.div_ceil(PIXELS_PER_TASK);
+    let results: Vec<Vec<f32>> = (0..g.n * chunks)
+        .into_par_iter()
+        .map(|task| {
+            let (img, p0) = (task / chunks, (task % chunks) * PIXELS_PER_TASK);
+            let np = PIXELS_PER_TASK.min(npix - p0);
+            let col = im2col_chunk(&x[img * in_len..(img + 1) * in_len], g, p0, np);
+            let mut c = vec![0.0f32; g.cout * np];
+            fill_bias(&mut c, bias, np);
+            sgemm_serial(
                 g.cout,
                 g.col_rows(),
-                ho * wo,
+                np,
                 View::rows(weight, g.col_rows()),
-                View::rows(b, ho * wo),
+                View::rows(&col, np),
                 1.0,
-                o,
+                &mut c,
             );
-        });
+            c
+        })
+        .collect();
+    for (task, c) in results.iter().enumerate() {
+        let (img, p0) = (task / chunks, (task % chunks) * PIXELS_PER_TASK);
+        let np = c.len() / g.cout;
+        let o = &mut out[img * g.cout * npix..(img + 1) * g.cout * npix];
+        for (co, row) in c.chunks(np).enumerate() {
+            o[co * npix + p0..co * npix + p0 + np].copy_from_slice(row);
+        }
+    }
+}
+
+fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
+    for (row, &b) in c.chunks_mut(cols).zip(bias) {
+        row.fill(b);
+    }
 }
 
 /// dx = conv^T(dy): the gradient of `conv2d` with respect to its input.
@@ -73,22 +106,34 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * ho * wo);
     assert_eq!(dy.len(), g.n * out_len);
     assert_eq!(dx.len(), g.n * in_len);
-    dx.par_chunks_mut(in_len)
-        .zip(dy.par_chunks(out_len))
-        .for_each(|(dxi, dyi)| {
-            let wt = View::transposed(weight, g.col_rows());
-            if g.is_pointwise() {
-                sgemm(
-                    g.cin,
-                    g.cout,
-                    ho * wo,
-                    wt,
-                    View::rows(dyi, ho * wo),
-                    0.0,
-                    dxi,
-                );
-            } else {
+    if g.is_pointwise() {
+        for (dxi, dyi) in dx.chunks_mut(in_len).zip(dy.chunks(out_len)) {
+            sgemm(
+                g.cin,
+                g.cout,
+                ho * wo,
+                View::transposed(weight, g.cin),
+                View::rows(dyi, ho * wo),
+                0.0,
+                dxi,
+            );
+        }
+    } else if g.stride == 1 && 2 * g.pad + 1 == g.k {
+        // A same-size stride-1 conv's adjoint is the conv with the kernel flipped and the
+        // channel axes swapped: a gather, so it reuses the fast forward path.
+        let flipped = flip_transpose(weight, g);
+        let gt = ConvGeom {
+            cin: g.cout,
+            cout: g.cin,
+            ..*g
+        };
+        conv2d(dy, &flipped, &vec![0.0; g.cin], &gt, dx);
+    } else {
+        dx.par_chunks_mut(in_len)
+            .zip(dy.par_chunks(out_len))
+            .for_each(|(dxi, dyi)| {
                 let mut dcol = vec![0.0f32; g.col_rows() * ho * wo];
+                let wt = View::transposed(weight, g.col_rows());
                 sgemm(
                     g.col_rows(),
                     g.cout,
@@ -99,32 +144,47 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
                     &mut dcol,
                 );
                 col2im(&dcol, g, dxi);
-            }
-        });
+            });
+    }
 }
 
-/// Unfold one image into (cin·k·k) rows of (ho·wo) columns; out-of-image taps are zero.
-fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let (ho, wo) = g.out_hw();
-    let mut col = vec![0.0f32; g.col_rows() * ho * wo];
-    col.par_chunks_mut(ho * wo)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let (ci, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
-            let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-            for oy in 0..ho {
-                let Some(iy) = tap(oy, ky, g.stride, g.pad, g.h) else {
-                    continue;
-                };
-                let src = &plane[iy * g.w..(iy + 1) * g.w];
-                let dst = &mut row[oy * wo..(oy + 1) * wo];
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    if let Some(ix) = tap(ox, kx, g.stride, g.pad, g.w) {
-                        *d = src[ix];
-                    }
-                }
+/// W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx].
+fn flip_transpose(weight: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut out = vec![0.0f32; weight.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let src = &weight[(co * g.cin + ci) * kk..(co * g.cin + ci + 1) * kk];
+            let dst = &mut out[(ci * g.cout + co) * kk..(ci * g.cout + co + 1) * kk];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
             }
-        });
+        }
+    }
+    out
+}
+
+/// Unfold output pixels p0..p0+np of one image into (cin·k·k) rows of np columns.
+fn im2col_chunk(x: &[f32], g: &ConvGeom, p0: usize, np: usize) -> Vec<f32> {
+    let (_, wo) = g.out_hw();
+    let mut col = vec![0.0f32; g.col_rows() * np];
+    for (r, row) in col.chunks_mut(np).enumerate() {
+        let (ci, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        let (mut oy, mut ox) = (p0 / wo, p0 % wo);
+        let mut iy = tap(oy, ky, g.stride, g.pad, g.h);
+        for d in row.iter_mut() {
+            if let (Some(y), Some(xx)) = (iy, tap(ox, kx, g.stride, g.pad, g.w)) {
+                *d = plane[y * g.w + xx];
+            }
+            ox += 1;
+            if ox == wo {
+                ox = 0;
+                oy += 1;
+                iy = tap(oy, ky, g.stride, g.pad, g.h);
+            }
+        }
+    }
     col
 }
 
@@ -214,6 +274,8 @@ mod tests {
             g(1, 5, 8, 6, 3, 3, 2, 1),
             g(2, 4, 9, 7, 6, 3, 2, 1),
             g(1, 6, 5, 3, 2, 1, 1, 0),
+            g(2, 3, 23, 19, 5, 3, 1, 1),
+            g(1, 2, 9, 11, 3, 5, 1, 2),
         ]
     }
 

@@ -1,7 +1,7 @@
 //! Small memory-bound ops of the UNet and the samplers: channel bias, nearest upsampling,
 //! channel concatenation, linear layers of the time path, and the sampler arithmetic.
 
-use super::groupnorm::silu;
+use super::math::silu;
 use rayon::prelude::*;
 
 /// Parallel chunk length for elementwise loops (small tensors stay on one thread).

@@ -38,6 +38,35 @@ unsafe impl Sync for SendPtr {}
 /// Columns per parallel task: small GEMMs run on one thread.
 const MIN_COLS_PER_TASK: usize = 128;
 
+/// As `sgemm` on the calling thread only: for GEMMs inside an already parallel loop.
+pub fn sgemm_serial(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+    assert_eq!(c.len(), m * n, "sgemm: C has the wrong size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_bounds(m, k, a, "A");
+    check_bounds(k, n, b, "B");
+    // SAFETY: bounds checked above; C is exclusively borrowed.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
 /// `C = A·B + beta·C` for A (m×k), B (k×n), C row-major m×n (contiguous, `c.len() == m*n`).
 pub fn sgemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
     assert_eq!(c.len(), m * n, "sgemm: C has the wrong size");

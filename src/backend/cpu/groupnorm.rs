@@ -1,6 +1,7 @@
 //! GroupNorm (affine, eps 1e-5) with an optional fused SiLU, and its input-VJP. Statistics are
 //! accumulated in f64 and recomputed in the VJP rather than stored.
 
+use super::math::{silu, silu_grad};
 use rayon::prelude::*;
 
 pub const GN_EPS: f64 = 1e-5;
@@ -26,23 +27,6 @@ fn stats(x: &[f32]) -> (f64, f64) {
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
     (mean, 1.0 / (var + GN_EPS).sqrt())
-}
-
-#[inline]
-pub fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-#[inline]
-pub fn silu(z: f32) -> f32 {
-    z * sigmoid(z)
-}
-
-/// d silu(z) / dz.
-#[inline]
-pub fn silu_grad(z: f32) -> f32 {
-    let s = sigmoid(z);
-    s * (1.0 + z * (1.0 - s))
 }
 
 /// y = GroupNorm(x)·gamma + beta, then SiLU when `fuse_silu`.

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod groupnorm;
+pub mod math;
 
 use super::{AttnParams, Backend};
 use crate::error::Result;
