@@ -204,7 +204,7 @@ fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Ve
                 sgemm_serial(nq, d, t, dctx_bt, View::rows(v, t), 0.0, &mut ds);
                 // Softmax backward with the score scale folded in: ds = scale·p ⊙ (dp − <dp, p>).
                 for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
-                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    let dot = dot(dsr, pr);
                     dsr.iter_mut()
                         .zip(pr)
                         .for_each(|(g, &pv)| *g = scale * pv * (*g - dot));
@@ -242,16 +242,45 @@ fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Ve
     dqkv
 }
 
-/// Softmax of `scale · row` in place (max-subtracted).
+/// Softmax of `scale · row` in place (max-subtracted). Written as separate passes with
+/// lane-wise reductions so that each pass vectorises.
 fn softmax_scaled(row: &mut [f32], scale: f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = exp(*v * scale - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max) * scale;
+    row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+    let inv = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
     row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Reduce with 8 independent accumulators (a vector register's worth), then across them.
+fn lanes_reduce(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] = f(acc[l], c[l]);
+        }
+    }
+    tail.iter()
+        .fold(acc.into_iter().fold(init, &f), |a, &b| f(a, b))
+}
+
+/// Dot product with lane-wise accumulation.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -164,25 +164,39 @@ fn flip_transpose(weight: &[f32], g: &ConvGeom) -> Vec<f32> {
     out
 }
 
-/// Unfold output pixels p0..p0+np of one image into (cin·k·k) rows of np columns.
+/// Unfold output pixels p0..p0+np of one image into (cin·k·k) rows of np columns. The chunk
+/// arrives zeroed, so padding taps are simply skipped; stride-1 runs are plain copies.
 fn im2col_chunk(x: &[f32], g: &ConvGeom, p0: usize, np: usize) -> Vec<f32> {
     let (_, wo) = g.out_hw();
     let mut col = vec![0.0f32; g.col_rows() * np];
     for (r, row) in col.chunks_mut(np).enumerate() {
         let (ci, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        let (mut oy, mut ox) = (p0 / wo, p0 % wo);
-        let mut iy = tap(oy, ky, g.stride, g.pad, g.h);
-        for d in row.iter_mut() {
-            if let (Some(y), Some(xx)) = (iy, tap(ox, kx, g.stride, g.pad, g.w)) {
-                *d = plane[y * g.w + xx];
+        // Walk the chunk one output row segment at a time.
+        let mut j = 0;
+        while j < np {
+            let (oy, ox0) = ((p0 + j) / wo, (p0 + j) % wo);
+            let seg = (wo - ox0).min(np - j);
+            if let Some(iy) = tap(oy, ky, g.stride, g.pad, g.h) {
+                let src = &plane[iy * g.w..(iy + 1) * g.w];
+                let dst = &mut row[j..j + seg];
+                if g.stride == 1 {
+                    // ix = ox + kx - pad must lie in 0..w.
+                    let lo = g.pad.saturating_sub(kx).max(ox0);
+                    let hi = (g.w + g.pad).saturating_sub(kx).min(ox0 + seg);
+                    if lo < hi {
+                        let ix0 = lo + kx - g.pad;
+                        dst[lo - ox0..hi - ox0].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    }
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        if let Some(ix) = tap(ox0 + i, kx, g.stride, g.pad, g.w) {
+                            *d = src[ix];
+                        }
+                    }
+                }
             }
-            ox += 1;
-            if ox == wo {
-                ox = 0;
-                oy += 1;
-                iy = tap(oy, ky, g.stride, g.pad, g.h);
-            }
+            j += seg;
         }
     }
     col
@@ -276,6 +290,7 @@ mod tests {
             g(1, 6, 5, 3, 2, 1, 1, 0),
             g(2, 3, 23, 19, 5, 3, 1, 1),
             g(1, 2, 9, 11, 3, 5, 1, 2),
+            g(1, 2, 1, 3, 2, 5, 1, 2),
         ]
     }
 
