@@ -3,6 +3,7 @@
 use crate::backend::Backend;
 use crate::engine::{self, Device, Engine};
 use crate::error::{Error, Result};
+use crate::evaluate::{self, Spec};
 use crate::metrics::{self, Quality};
 use crate::operators::{self, Kernel};
 use crate::progress::ProgressBar;
@@ -10,7 +11,7 @@ use crate::rng::Rng;
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::dps::DpsParams;
 use crate::tensor::Tensor;
-use crate::{bail, figure, io, phantom};
+use crate::{bail, baselines, figure, io, phantom};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -97,19 +98,53 @@ pub enum Command {
     },
     /// The notebook's experiment end to end on the built-in test phantom.
     Demo {
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        #[arg(long)]
-        num_heads: Option<usize>,
-        #[arg(long, default_value = "auto")]
-        device: Device,
+        #[command(flatten)]
+        model: OptionalModelArgs,
         #[arg(long, default_value = "demo-out")]
         out_dir: PathBuf,
         /// Seed of the measurement noise and of DPS's starting noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value_t = 40)]
-        steps: usize,
+        #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+        steps: i64,
+    },
+    /// Unconditional DDIM (eta = 0) samples from the prior, as a grid PNG (and .npy beside it).
+    Sample {
+        #[command(flatten)]
+        model: OptionalModelArgs,
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+        steps: i64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The quality table on held-out phantoms: observation, Tikhonov and TV (best λ), DPS,
+    /// DiffPIR-style; with --sweep also the guidance and tau sweeps on separate phantoms.
+    Evaluate {
+        #[command(flatten)]
+        model: OptionalModelArgs,
+        #[arg(long, default_value_t = 32)]
+        count: usize,
+        #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+        steps: i64,
+        #[command(flatten)]
+        op: OperatorArgs,
+        #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+        noise_level: f64,
+        #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
+        guidance: f64,
+        #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
+        tau: f64,
+        /// Also run the DPS guidance and DiffPIR tau sweeps (on phantoms outside the table's set).
+        #[arg(long)]
+        sweep: bool,
+        #[arg(long, default_value_t = 8)]
+        sweep_count: usize,
     },
     /// Synthetic CT-like phantoms (8-bit quantised), for training and evaluation.
     Phantoms {
@@ -140,6 +175,31 @@ pub struct ModelArgs {
 impl ModelArgs {
     fn load(&self) -> Result<Engine> {
         Engine::load(&self.weights, self.num_heads, self.device)
+    }
+}
+
+/// As `ModelArgs`, with the bundled prior as the default weights.
+#[derive(Args, Debug)]
+pub struct OptionalModelArgs {
+    /// Weights (default: the bundled prior).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long)]
+    pub num_heads: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+}
+
+impl OptionalModelArgs {
+    fn load(&self) -> Result<(Engine, PathBuf)> {
+        let path = self.weights.clone().or_else(crate::default_weights);
+        let Some(path) = path else {
+            bail!(
+                "no bundled prior found (weights/{}); pass --weights W.safetensors",
+                crate::DEFAULT_WEIGHTS
+            );
+        };
+        Ok((Engine::load(&path, self.num_heads, self.device)?, path))
     }
 }
 
@@ -198,6 +258,10 @@ impl OperatorArgs {
 pub enum SamplerKind {
     Dps,
     Diffpir,
+    /// Classical baseline: argmin ‖Kx − y‖² + λ‖x‖² by conjugate gradients.
+    Tikhonov,
+    /// Classical baseline: argmin ½‖Kx − y‖² + λ·TV(x) by a primal-dual solver.
+    Tv,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -215,6 +279,9 @@ pub struct SamplerArgs {
     /// DiffPIR-style data step size.
     #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
     pub tau: f64,
+    /// Regularisation weight of the tikhonov and tv baselines (default: their best on held-out phantoms).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lambda: Option<f64>,
 }
 
 fn steps(v: i64) -> Result<usize> {
@@ -324,24 +391,125 @@ pub fn run(cli: Cli) -> Result<()> {
             write(&out, &x)
         }
         Command::Demo {
-            weights,
-            num_heads,
-            device,
+            model,
             out_dir,
             seed,
-            steps,
-        } => demo(weights, num_heads, device, &out_dir, seed, steps),
+            steps: n,
+        } => demo(&model, &out_dir, seed, steps(n)?),
         Command::Phantoms {
             count,
             seed,
             size,
             out,
         } => {
-            if count == 0 || size < 16 {
-                bail!("--count must be positive and --size at least 16");
+            if count == 0 {
+                bail!("--count must be positive");
             }
+            phantom::check_size(size)?;
             let t = phantom::phantoms(count, seed, size);
-            write(&out, &t)
+            if out.extension().is_some() {
+                return write(&out, &t);
+            }
+            std::fs::create_dir_all(&out).map_err(|e| crate::error::io_error(&out, e))?;
+            for (i, slice) in t.data().chunks(size * size).enumerate() {
+                let p01: Vec<f32> = slice.iter().map(|v| (v + 1.0) / 2.0).collect();
+                io::png::write_png_gray(
+                    &out.join(format!("phantom_{i:05}.png")),
+                    &p01,
+                    size,
+                    size,
+                    8,
+                )?;
+            }
+            println!("wrote {count} PNGs to {}", out.display());
+            Ok(())
+        }
+        Command::Sample {
+            model,
+            count,
+            steps: n,
+            seed,
+            size,
+            out,
+        } => {
+            if count == 0 {
+                bail!("--count must be positive");
+            }
+            let (engine, _) = model.load()?;
+            let x_t = starting_noise(&[count, engine.net.cfg.in_ch, size, size], seed)?;
+            let mut bar = ProgressBar::new("DDIM");
+            let x = engine.sample(&x_t, steps(n)?, &mut |d, t| bar.update(d, t))?;
+            let slices: Vec<Vec<f32>> = x.data().chunks(size * size).map(|c| c.to_vec()).collect();
+            let cols = (count as f64).sqrt().ceil() as usize;
+            figure::image_grid(&slices, size, size, cols, 2, &out)?;
+            let npy = out.with_extension("npy");
+            io::npy::write_npy(&npy, &x)?;
+            println!("wrote {} and {}", out.display(), npy.display());
+            Ok(())
+        }
+        Command::Evaluate {
+            model,
+            count,
+            steps: n,
+            op,
+            noise_level,
+            guidance,
+            tau,
+            sweep,
+            sweep_count,
+        } => {
+            if count == 0 {
+                bail!("--count must be positive");
+            }
+            crate::samplers::check_param("--tau", tau, false)?;
+            crate::samplers::check_param("--noise-level", noise_level, false)?;
+            let (engine, path) = model.load()?;
+            let spec = Spec {
+                count,
+                seed: evaluate::EVAL_SEED,
+                size: 64 - 64 % engine.net.cfg.size_multiple(),
+                noise_level,
+                kernel: op.kernel()?,
+                dps: DpsParams {
+                    steps: steps(n)?,
+                    guidance,
+                    sigma_y: 0.01,
+                },
+                diffpir: DiffPirParams {
+                    steps: steps(n)?,
+                    tau,
+                },
+            };
+            spec.dps.check()?;
+            println!(
+                "evaluate: {count} held-out phantoms (seed {}), weights {}, {n} steps, noise {noise_level}, device {}",
+                spec.seed,
+                path.display(),
+                engine.be.name()
+            );
+            let rows = evaluate::evaluate(&engine, &spec, &mut |m| eprintln!("running {m} ..."))?;
+            println!("{}", evaluate::format_table(&rows));
+            if sweep {
+                let sweep_spec = Spec {
+                    count: sweep_count,
+                    seed: evaluate::SWEEP_SEED,
+                    ..spec
+                };
+                let g = [0.05, 0.1, 0.15, 0.3, 0.6, 1.0];
+                let t = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2];
+                let res = evaluate::sweeps(&engine, &sweep_spec, &g, &t, &mut |m| {
+                    eprintln!("sweep {m} ...")
+                })?;
+                println!(
+                    "sweeps on {sweep_count} other phantoms (seed {}):",
+                    sweep_spec.seed
+                );
+                println!("| parameter | value | PSNR (dB) | SSIM |\n|---|---|---|---|");
+                for (name, v, p, s) in res {
+                    println!("| {name} | {v} | {p:.3} | {s:.4} |");
+                }
+            }
+            Ok(())
         }
     }
 }
@@ -350,8 +518,14 @@ fn sampler_name(s: SamplerKind) -> &'static str {
     match s {
         SamplerKind::Dps => "DPS",
         SamplerKind::Diffpir => "DiffPIR-style",
+        SamplerKind::Tikhonov => "Tikhonov",
+        SamplerKind::Tv => "TV",
     }
 }
+
+/// Default λ of the baselines: the best of the sweep on held-out phantoms (see README).
+pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 1e-3;
+pub const DEFAULT_TV_LAMBDA: f64 = 2e-3;
 
 fn run_sampler(
     engine: &Engine,
@@ -381,6 +555,12 @@ fn run_sampler(
             },
             &mut progress,
         ),
+        SamplerKind::Tikhonov => {
+            baselines::tikhonov(y, kernel, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA))
+        }
+        SamplerKind::Tv => {
+            baselines::total_variation(y, kernel, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA))
+        }
     }
 }
 
@@ -390,10 +570,13 @@ pub fn starting_noise(shape: &[usize], seed: u64) -> Result<Tensor> {
     Tensor::new(shape.to_vec(), Rng::new(seed).normal_vec(n))
 }
 
+/// Mixed into the seed so the measurement noise never repeats DPS's starting noise.
+const NOISE_STREAM: u64 = 0x5EED_0000_0000_0001;
+
 /// y = K x + e with relative noise; the noise stream is seeded independently of DPS's.
 pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Result<Tensor> {
     let kx = engine::blur(x, kernel)?;
-    let e = operators::relative_noise(&kx, noise_level, &mut Rng::new(seed ^ 0x5EED_0F_401_5E))?;
+    let e = operators::relative_noise(&kx, noise_level, &mut Rng::new(seed ^ NOISE_STREAM))?;
     let data = kx.data().iter().zip(e.data()).map(|(a, b)| a + b).collect();
     Tensor::new(kx.shape().to_vec(), data)
 }
@@ -401,56 +584,35 @@ pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Res
 /// The seed of the built-in demo phantom (outside any training range the engine uses).
 pub const DEMO_PHANTOM_SEED: u64 = 1_000_003;
 
-fn demo(
-    weights: Option<PathBuf>,
-    heads: Option<usize>,
-    device: Device,
-    out_dir: &Path,
-    seed: u64,
-    n_steps: usize,
-) -> Result<()> {
-    let Some(weights) = weights.or_else(crate::default_weights) else {
-        bail!("no bundled prior in this build yet: pass --weights W.safetensors");
-    };
-    let engine = Engine::load(&weights, heads, device)?;
+fn demo(model: &OptionalModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<()> {
+    let (engine, weights) = model.load()?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
     let size = 64 - 64 % engine.net.cfg.size_multiple();
     let truth = phantom::phantoms(1, DEMO_PHANTOM_SEED, size);
     let kernel = Kernel::motion(9, 20.0)?;
     let y = simulate(&truth, &kernel, 0.01, seed)?;
-    println!("diffrecon demo: motion blur k=9, angle 20, noise 0.01, {n_steps} steps, weights {}, device {}", weights.display(), engine.be.name());
+    println!(
+        "diffrecon demo: motion blur k=9, angle 20, noise 0.01, {n_steps} steps, weights {}, device {}",
+        weights.display(),
+        engine.be.name()
+    );
     let x_t = starting_noise(y.shape(), seed)?;
-    let timed = |name: &str,
-                 f: &mut dyn FnMut(&mut dyn FnMut(usize, usize)) -> Result<Tensor>|
-     -> Result<(Tensor, f64)> {
-        let mut bar = ProgressBar::new(name);
-        let start = Instant::now();
-        let x = f(&mut |d, t| bar.update(d, t))?;
-        Ok((x, start.elapsed().as_secs_f64()))
+    let start = Instant::now();
+    let mut bar = ProgressBar::new("DPS");
+    let dps = DpsParams {
+        steps: n_steps,
+        ..Default::default()
     };
-    let (x_dps, t_dps) = timed("DPS", &mut |p| {
-        engine.dps(
-            &y,
-            &kernel,
-            &x_t,
-            &DpsParams {
-                steps: n_steps,
-                ..Default::default()
-            },
-            p,
-        )
-    })?;
-    let (x_pir, t_pir) = timed("DiffPIR-style", &mut |p| {
-        engine.diffpir(
-            &y,
-            &kernel,
-            &DiffPirParams {
-                steps: n_steps,
-                ..Default::default()
-            },
-            p,
-        )
-    })?;
+    let x_dps = engine.dps(&y, &kernel, &x_t, &dps, &mut |d, t| bar.update(d, t))?;
+    let t_dps = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut bar = ProgressBar::new("DiffPIR-style");
+    let pir = DiffPirParams {
+        steps: n_steps,
+        ..Default::default()
+    };
+    let x_pir = engine.diffpir(&y, &kernel, &pir, &mut |d, t| bar.update(d, t))?;
+    let t_pir = start.elapsed().as_secs_f64();
     let rows: Vec<(&str, &Tensor, Option<f64>)> = vec![
         ("Observation", &y, None),
         ("DPS", &x_dps, Some(t_dps)),
@@ -484,7 +646,7 @@ fn demo(
     }
     let fig = out_dir.join("comparison.png");
     figure::comparison_figure(&panels, 4, &fig)?;
-    println!("wrote images and {} ", fig.display());
+    println!("wrote images and {}", fig.display());
     Ok(())
 }
 

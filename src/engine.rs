@@ -167,6 +167,20 @@ impl<B: Backend> Engine<B> {
         })
     }
 
+    /// Unconditional DDIM (η = 0) samples from the starting noise x_T.
+    pub fn sample(&self, x_t: &Tensor, steps: usize, progress: Progress) -> Result<Tensor> {
+        x_t.check_finite("the starting noise")?;
+        let out = crate::samplers::ddim::sample(
+            &self.be,
+            &self.net,
+            &self.schedule,
+            self.be.upload(x_t)?,
+            steps,
+            progress,
+        )?;
+        self.be.download(&out)
+    }
+
     /// ‖K x − y‖ / ‖y‖ per slice.
     pub fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
         if x.shape() != y.shape() {

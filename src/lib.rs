@@ -4,9 +4,11 @@
 //! Layering (nothing imports upward): cli → engine → samplers → (unet, operators) → backend.
 
 pub mod backend;
+pub mod baselines;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod evaluate;
 pub mod figure;
 pub mod io;
 pub mod metrics;

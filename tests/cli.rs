@@ -431,3 +431,119 @@ fn demo_runs_with_given_weights() {
     }
     assert!(dir.join("comparison.png").exists());
 }
+
+#[test]
+fn phantoms_sample_evaluate_and_baselines() {
+    let npy = tmp("ph.npy");
+    let o = run(&[
+        "phantoms",
+        "--count",
+        "3",
+        "--seed",
+        "5",
+        "--size",
+        "32",
+        "--out",
+        s(&npy),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_npy(&npy).unwrap();
+    assert_eq!(t.shape(), &[3, 1, 32, 32]);
+    // The same seed gives the same slices.
+    let again = tmp("ph2.npy");
+    run(&[
+        "phantoms",
+        "--count",
+        "3",
+        "--seed",
+        "5",
+        "--size",
+        "32",
+        "--out",
+        s(&again),
+    ]);
+    assert_eq!(read_npy(&again).unwrap(), t);
+    let dir = tmp("ph_dir");
+    assert!(run(&["phantoms", "--count", "2", "--out", s(&dir)])
+        .status
+        .success());
+    assert!(dir.join("phantom_00001.png").exists());
+    fails_with(
+        &[
+            "phantoms",
+            "--count",
+            "2",
+            "--size",
+            "100000",
+            "--out",
+            s(&dir),
+        ],
+        "size",
+    );
+
+    let grid = tmp("grid.png");
+    let o = run(&[
+        "sample",
+        "--weights",
+        &small(),
+        "--count",
+        "4",
+        "--steps",
+        "3",
+        "--size",
+        "32",
+        "--out",
+        s(&grid),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(grid.exists() && grid.with_extension("npy").exists());
+
+    let o = run(&[
+        "evaluate",
+        "--weights",
+        &small(),
+        "--count",
+        "2",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for row in ["Observation", "Tikhonov", "TV", "DPS", "DiffPIR-style"] {
+        assert!(text.contains(row), "{text}");
+    }
+
+    let y = tmp("ph_y.npy");
+    run(&["simulate", "--image", s(&npy), "--out", s(&y)]);
+    for sampler in ["tikhonov", "tv"] {
+        let out = tmp(&format!("base_{sampler}.npy"));
+        let o = run(&reconstruct_args(
+            &small(),
+            s(&y),
+            s(&out),
+            &[
+                "--sampler",
+                sampler,
+                "--lambda",
+                "0.001",
+                "--truth",
+                s(&npy),
+            ],
+        ));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(read_npy(&out).unwrap().shape(), &[3, 1, 32, 32]);
+    }
+    fails_with(
+        &reconstruct_args(
+            &small(),
+            s(&y),
+            s(&tmp("b.npy")),
+            &["--sampler", "tv", "--lambda", "-1"],
+        ),
+        "--lambda",
+    );
+}

@@ -14,7 +14,7 @@ pub struct Kernel {
 }
 
 fn check_size(k: usize) -> Result<()> {
-    if k == 0 || k % 2 == 0 {
+    if k == 0 || k.is_multiple_of(2) {
         bail!("--kernel-size must be a positive odd number, got {k}");
     }
     if k > 255 {

@@ -1,6 +1,7 @@
 //! The notebook's two samplers, written once over the backend trait, plus what they share:
 //! the measurement model on the backend and the data-consistency residual.
 
+pub mod ddim;
 pub mod diffpir;
 pub mod dps;
 
@@ -45,13 +46,24 @@ impl<B: Backend> Problem<'_, B> {
 
     /// Deterministic DDIM step to `t_next` (x0 itself past the end).
     pub fn ddim(&self, x0: &B::Buf, eps: &B::Buf, t_next: Option<usize>) -> Result<B::Buf> {
-        match t_next {
-            Some(tn) => {
-                let (sab, s1m) = self.schedule.coeffs(tn);
-                self.be.lincomb(x0, sab, eps, s1m)
-            }
-            None => Ok(x0.clone()),
+        ddim_step(self.be, self.schedule, x0, eps, t_next)
+    }
+}
+
+/// sqrt(ᾱ_next)·x0 + sqrt(1 − ᾱ_next)·eps, or x0 itself when there is no next timestep.
+pub fn ddim_step<B: Backend>(
+    be: &B,
+    schedule: &Schedule,
+    x0: &B::Buf,
+    eps: &B::Buf,
+    t_next: Option<usize>,
+) -> Result<B::Buf> {
+    match t_next {
+        Some(tn) => {
+            let (sab, s1m) = schedule.coeffs(tn);
+            be.lincomb(x0, sab, eps, s1m)
         }
+        None => Ok(x0.clone()),
     }
 }
 

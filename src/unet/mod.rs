@@ -79,6 +79,9 @@ struct LevelTape<T> {
     attn: Option<AttnTape<T>>,
 }
 
+/// A block's output and, when recording, its tape.
+type Traced<T, Tp> = Result<(T, Option<Tp>)>;
+
 /// Everything recorded by `forward_with_tape` for one (x, t).
 pub struct Tape<T> {
     x_shape: Vec<usize>,
@@ -384,7 +387,7 @@ impl<B: Backend> UNet<B> {
         h: B::Buf,
         temb: &B::Buf,
         record: bool,
-    ) -> Result<(B::Buf, Option<LevelTape<B::Buf>>)> {
+    ) -> Traced<B::Buf, LevelTape<B::Buf>> {
         let (h, r0) = self.res_forward(be, &level.res0, h, temb, record)?;
         let (mut h, r1) = self.res_forward(be, &level.res1, h, temb, record)?;
         let mut at = None;
@@ -420,7 +423,7 @@ impl<B: Backend> UNet<B> {
         x: B::Buf,
         temb: &B::Buf,
         record: bool,
-    ) -> Result<(B::Buf, Option<ResTape<B::Buf>>)> {
+    ) -> Traced<B::Buf, ResTape<B::Buf>> {
         let a = be.group_norm(&x, &rb.norm1.gamma, &rb.norm1.beta, rb.norm1.groups, true)?;
         let mut h = be.conv2d(&a, &rb.conv1.w, &rb.conv1.b, 1, 1)?;
         let tp = be.linear(temb, &rb.time_proj.w, &rb.time_proj.b, true)?;
@@ -474,7 +477,7 @@ impl<B: Backend> UNet<B> {
         a: &Attn<B::Buf>,
         x: B::Buf,
         record: bool,
-    ) -> Result<(B::Buf, Option<AttnTape<B::Buf>>)> {
+    ) -> Traced<B::Buf, AttnTape<B::Buf>> {
         let y = be.group_norm(&x, &a.norm.gamma, &a.norm.beta, a.norm.groups, false)?;
         let mut out = be.attention(&y, &a.p, self.cfg.num_heads)?;
         be.add_assign(&mut out, &x)?;

@@ -86,7 +86,7 @@ fn normalise_upsample_names(params: &mut Params) {
             Some((i, k.clone(), format!("upsamples.{}.{tail}", i + 1)))
         })
         .collect();
-    renamed.sort_by(|a, b| b.0.cmp(&a.0)); // highest first, so no rename overwrites a source
+    renamed.sort_by_key(|r| std::cmp::Reverse(r.0)); // highest first, so no rename overwrites a source
     for (_, old, new) in renamed {
         let t = params.remove(&old).expect("key listed above");
         params.insert(new, t);

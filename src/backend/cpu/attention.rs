@@ -18,16 +18,9 @@ pub struct AttnWeights<'a> {
 const QUERY_BLOCK: usize = 64;
 
 /// `out = attention(y)` for each image (no residual; the caller adds it).
-pub fn attention(
-    y: &[f32],
-    wts: &AttnWeights,
-    n: usize,
-    c: usize,
-    t: usize,
-    heads: usize,
-    out: &mut [f32],
-) {
-    assert_eq!(y.len(), n * c * t);
+/// `y` holds whole images of c×t values; their count follows from its length.
+pub fn attention(y: &[f32], wts: &AttnWeights, c: usize, t: usize, heads: usize, out: &mut [f32]) {
+    assert_eq!(y.len() % (c * t), 0);
     assert_eq!(out.len(), y.len());
     for (o, yi) in out.chunks_mut(c * t).zip(y.chunks(c * t)) {
         let qkv = project_in(yi, wts, c, t);
@@ -40,14 +33,13 @@ pub fn attention(
 pub fn attention_vjp(
     y: &[f32],
     wts: &AttnWeights,
-    n: usize,
     c: usize,
     t: usize,
     heads: usize,
     dout: &[f32],
     dy: &mut [f32],
 ) {
-    assert_eq!(y.len(), n * c * t);
+    assert_eq!(y.len() % (c * t), 0);
     assert_eq!(dout.len(), y.len());
     assert_eq!(dy.len(), y.len());
     for (dyi, (yi, douti)) in dy
@@ -364,7 +356,7 @@ mod tests {
         let w = weights(&mut rng, c);
         let y = rng.normal_vec(2 * c * t);
         let mut out = vec![f32::NAN; y.len()];
-        attention(&y, &view(&w), 2, c, t, heads, &mut out);
+        attention(&y, &view(&w), c, t, heads, &mut out);
         for img in 0..2 {
             let want = naive(&y[img * c * t..(img + 1) * c * t], &w, c, t, heads);
             let got = &out[img * c * t..(img + 1) * c * t];
@@ -385,7 +377,7 @@ mod tests {
         let y = rng.normal_vec(c * t);
         let r = rng.normal_vec(c * t);
         let mut dy = vec![f32::NAN; c * t];
-        attention_vjp(&y, &view(&w), 1, c, t, heads, &r, &mut dy);
+        attention_vjp(&y, &view(&w), c, t, heads, &r, &mut dy);
         let loss = |y: &[f32]| {
             naive(y, &w, c, t, heads)
                 .iter()

@@ -115,7 +115,10 @@ pub fn group_norm_vjp(
 
 /// GroupNorm's group count: the largest divisor of `c` that is at most 32.
 pub fn groups_for(c: usize) -> usize {
-    (1..=c.min(32)).rev().find(|d| c % d == 0).unwrap_or(1)
+    (1..=c.min(32))
+        .rev()
+        .find(|&d| c.is_multiple_of(d))
+        .unwrap_or(1)
 }
 
 #[cfg(test)]

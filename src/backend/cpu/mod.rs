@@ -112,9 +112,9 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, y: &Tensor, p: &AttnParams<Tensor>, heads: usize) -> Result<Tensor> {
-        let (n, c, h, w) = dims4(y);
+        let (_, c, h, w) = dims4(y);
         let mut out = out_like(y.shape());
-        attention::attention(y.data(), &attn_view(p), n, c, h * w, heads, out.data_mut());
+        attention::attention(y.data(), &attn_view(p), c, h * w, heads, out.data_mut());
         Ok(out)
     }
 
@@ -125,12 +125,11 @@ impl Backend for CpuBackend {
         heads: usize,
         dout: &Tensor,
     ) -> Result<Tensor> {
-        let (n, c, h, w) = dims4(y);
+        let (_, c, h, w) = dims4(y);
         let mut dy = out_like(y.shape());
         attention::attention_vjp(
             y.data(),
             &attn_view(p),
-            n,
             c,
             h * w,
             heads,
