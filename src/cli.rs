@@ -77,7 +77,7 @@ pub enum Command {
     /// Reconstruct x from a measurement y with DPS or the DiffPIR-style sampler.
     Reconstruct {
         #[command(flatten)]
-        model: ModelArgs,
+        model: OptionalModelArgs,
         #[arg(long)]
         measurement: PathBuf,
         #[command(flatten)]
@@ -367,12 +367,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(p) => read_stack(p, "--init")?,
                 None => starting_noise(y.shape(), seed.unwrap_or(0))?,
             };
-            let engine = model.load()?;
             let start = Instant::now();
-            let x = run_sampler(&engine, &sampler, &y, &kernel, &x_t)?;
+            let (x, device) = match sampler.sampler {
+                SamplerKind::Tikhonov | SamplerKind::Tv => {
+                    (run_baseline(&sampler, &y, &kernel)?, "cpu".to_string())
+                }
+                _ => {
+                    let (engine, _) = model.load()?;
+                    (
+                        run_sampler(&engine, &sampler, &y, &kernel, &x_t)?,
+                        engine.be.name(),
+                    )
+                }
+            };
             let secs = start.elapsed().as_secs_f64();
-            let res = engine.residual_ratio(&x, &y, &kernel)?;
-            for (i, r) in res.iter().enumerate() {
+            for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
                 println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
             }
             if let Some(truth) = truth {
@@ -383,11 +392,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            println!(
-                "{} on {}: {secs:.2} s",
-                sampler_name(sampler.sampler),
-                engine.be.name()
-            );
+            println!("{} on {device}: {secs:.2} s", sampler_name(sampler.sampler));
             write(&out, &x)
         }
         Command::Demo {
@@ -555,12 +560,16 @@ fn run_sampler(
             },
             &mut progress,
         ),
+        SamplerKind::Tikhonov | SamplerKind::Tv => run_baseline(args, y, kernel),
+    }
+}
+
+fn run_baseline(args: &SamplerArgs, y: &Tensor, kernel: &Kernel) -> Result<Tensor> {
+    match args.sampler {
         SamplerKind::Tikhonov => {
             baselines::tikhonov(y, kernel, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA))
         }
-        SamplerKind::Tv => {
-            baselines::total_variation(y, kernel, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA))
-        }
+        _ => baselines::total_variation(y, kernel, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA)),
     }
 }
 

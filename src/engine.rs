@@ -194,6 +194,24 @@ impl<B: Backend> Engine<B> {
     }
 }
 
+/// ‖K x − y‖ / ‖y‖ per slice on the CPU, for results that did not come from a model.
+pub fn residual_ratio(x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
+    if x.shape() != y.shape() {
+        bail!(
+            "reconstruction shape {:?} and measurement shape {:?} differ",
+            x.shape(),
+            y.shape()
+        );
+    }
+    let kx = blur(x, kernel)?;
+    let diff = CpuBackend.lincomb(&kx, 1.0, y, -1.0)?;
+    let r = CpuBackend.sum_sq_per_item(&diff)?;
+    Ok(crate::samplers::norm_ratios(
+        &r,
+        &CpuBackend.sum_sq_per_item(y)?,
+    ))
+}
+
 /// K(x) on the CPU, for simulating measurements without a model.
 pub fn blur(x: &Tensor, kernel: &Kernel) -> Result<Tensor> {
     CpuBackend.blur(x, &kernel.to_tensor(), false)

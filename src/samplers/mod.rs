@@ -37,17 +37,21 @@ impl<B: Backend> Problem<'_, B> {
     /// ‖K x − y‖ / ‖y‖ for each slice (0 where y is zero).
     pub fn residual_ratio(&self, x: &B::Buf) -> Result<Vec<f64>> {
         let r = self.be.sum_sq_per_item(&self.residual(x)?)?;
-        let y = self.be.sum_sq_per_item(self.y)?;
-        Ok(r.iter()
-            .zip(&y)
-            .map(|(r, y)| if *y > 0.0 { (r / y).sqrt() } else { r.sqrt() })
-            .collect())
+        Ok(norm_ratios(&r, &self.be.sum_sq_per_item(self.y)?))
     }
 
     /// Deterministic DDIM step to `t_next` (x0 itself past the end).
     pub fn ddim(&self, x0: &B::Buf, eps: &B::Buf, t_next: Option<usize>) -> Result<B::Buf> {
         ddim_step(self.be, self.schedule, x0, eps, t_next)
     }
+}
+
+/// sqrt(a/b) per slice from squared norms (sqrt(a) where b is zero).
+pub fn norm_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| if *b > 0.0 { (a / b).sqrt() } else { a.sqrt() })
+        .collect()
 }
 
 /// sqrt(ᾱ_next)·x0 + sqrt(1 − ᾱ_next)·eps, or x0 itself when there is no next timestep.
