@@ -77,7 +77,7 @@ pub enum Command {
     /// Reconstruct x from a measurement y with DPS or the DiffPIR-style sampler.
     Reconstruct {
         #[command(flatten)]
-        model: OptionalModelArgs,
+        model: ModelArgs,
         #[arg(long)]
         measurement: PathBuf,
         #[command(flatten)]
@@ -99,7 +99,7 @@ pub enum Command {
     /// The notebook's experiment end to end on the built-in test phantom.
     Demo {
         #[command(flatten)]
-        model: OptionalModelArgs,
+        model: ModelArgs,
         #[arg(long, default_value = "demo-out")]
         out_dir: PathBuf,
         /// Seed of the measurement noise and of DPS's starting noise.
@@ -111,7 +111,7 @@ pub enum Command {
     /// Unconditional DDIM (eta = 0) samples from the prior, as a grid PNG (and .npy beside it).
     Sample {
         #[command(flatten)]
-        model: OptionalModelArgs,
+        model: ModelArgs,
         #[arg(long, default_value_t = 16)]
         count: usize,
         #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
@@ -127,7 +127,7 @@ pub enum Command {
     /// DiffPIR-style; with --sweep also the guidance and tau sweeps on separate phantoms.
     Evaluate {
         #[command(flatten)]
-        model: OptionalModelArgs,
+        model: ModelArgs,
         #[arg(long, default_value_t = 32)]
         count: usize,
         #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
@@ -160,27 +160,9 @@ pub enum Command {
     },
 }
 
+/// Which weights to load and where to run them.
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// Weights (safetensors with the notebook library's state-dict names).
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Attention heads (default: the file's metadata, else 4).
-    #[arg(long)]
-    pub num_heads: Option<usize>,
-    #[arg(long, default_value = "auto")]
-    pub device: Device,
-}
-
-impl ModelArgs {
-    fn load(&self) -> Result<Engine> {
-        Engine::load(&self.weights, self.num_heads, self.device)
-    }
-}
-
-/// As `ModelArgs`, with the bundled prior as the default weights.
-#[derive(Args, Debug)]
-pub struct OptionalModelArgs {
     /// Weights (default: the bundled prior).
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -190,7 +172,7 @@ pub struct OptionalModelArgs {
     pub device: Device,
 }
 
-impl OptionalModelArgs {
+impl ModelArgs {
     fn load(&self) -> Result<(Engine, PathBuf)> {
         let path = self.weights.clone().or_else(crate::default_weights);
         let Some(path) = path else {
@@ -320,7 +302,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if t.is_empty() {
                 bail!("--t needs at least one timestep");
             }
-            let eps = model.load()?.eps(&x, &t)?;
+            let eps = model.load()?.0.eps(&x, &t)?;
             write(&out, &eps)
         }
         Command::DpsGrad {
@@ -335,7 +317,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let kernel = op.kernel()?;
             let x = read_stack(&input, "--input")?;
             let y = read_stack(&measurement, "--measurement")?;
-            let g = model.load()?.dps_grad(&x, t, &y, &kernel, sigma_y)?;
+            let g = model.load()?.0.dps_grad(&x, t, &y, &kernel, sigma_y)?;
             write(&out, &g)
         }
         Command::Simulate {
@@ -593,7 +575,7 @@ pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Res
 /// The seed of the built-in demo phantom (outside any training range the engine uses).
 pub const DEMO_PHANTOM_SEED: u64 = 1_000_003;
 
-fn demo(model: &OptionalModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<()> {
+fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<()> {
     let (engine, weights) = model.load()?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
     let size = 64 - 64 % engine.net.cfg.size_multiple();
