@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -268,16 +269,38 @@ def safetensors_metadata(config: dict) -> Dict[str, str]:
     return {"num_heads": str(int(config["num_heads"])), "config": config_json(config)}
 
 
-def save_weights(path: str, state_dict: Dict[str, torch.Tensor], config: dict) -> None:
+def save_weights(
+    path: str,
+    state_dict: Dict[str, torch.Tensor],
+    config: dict,
+    extra_metadata: Optional[Dict[str, str]] = None,
+    atomic: bool = False,
+) -> None:
     """Write a float32 safetensors file with ``safetensors_metadata(config)``.
 
     Written by hand (the format is an 8-byte little-endian header length, a JSON header, then
     the raw little-endian data) so that the bytes are deterministic: the safetensors library
     emits the metadata map in a random order. Tensors are stored in sorted-name order; the
     header is padded with spaces to a multiple of 8 bytes, as the library does.
+
+    ``extra_metadata`` (str -> str, e.g. ``tools/train_prior.py``'s ``training`` JSON) is added
+    to the metadata; its keys must not repeat ``num_heads`` or ``config``. When it is given,
+    the whole metadata map is written in sorted-key order (without it, the order is
+    ``num_heads``, ``config`` as always). ``atomic=True`` creates the parent directory, writes
+    ``path + ".tmp"`` and renames it over ``path``, so readers never see a partial file.
     """
+    metadata = safetensors_metadata(config)
+    if extra_metadata is not None:
+        clash = sorted(set(extra_metadata) & set(metadata))
+        if clash:
+            raise ValueError(f"extra_metadata must not set {clash}")
+        for k, v in extra_metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError(f"metadata must map str to str, got {k!r}: {type(v).__name__}")
+        metadata.update(extra_metadata)
+        metadata = {k: metadata[k] for k in sorted(metadata)}
     names = sorted(state_dict)
-    header: Dict[str, object] = {"__metadata__": safetensors_metadata(config)}
+    header: Dict[str, object] = {"__metadata__": metadata}
     blobs = []
     offset = 0
     for name in names:
@@ -288,11 +311,17 @@ def save_weights(path: str, state_dict: Dict[str, torch.Tensor], config: dict) -
         offset += len(b)
     hdr = json.dumps(header, separators=(",", ":"), sort_keys=False).encode("utf-8")
     hdr += b" " * ((8 - len(hdr) % 8) % 8)
-    with open(path, "wb") as f:
+    target = path
+    if atomic:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        target = path + ".tmp"
+    with open(target, "wb") as f:
         f.write(len(hdr).to_bytes(8, "little"))
         f.write(hdr)
         for b in blobs:
             f.write(b)
+    if atomic:
+        os.replace(target, path)
 
 
 def load_weights(path: str) -> Tuple[DiffusionUNet, dict]:

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Train the engine's own diffusion prior: DDPM noise prediction on synthetic CT phantoms.
 
-The model is the DiffusionUNet of shared/REFERENCE.md (imported from ``tools/reference.py``
-when that module loads; otherwise the copy below, written from the same facts and with the
-same state-dict names, is used). Training objective: T = 400, cosine schedule (s = 0.008, in
-float32), t uniform in [0, T-1], x_t = sqrt(ab[t])·x0 + sqrt(1-ab[t])·eps, MSE between the
-predicted and the true eps. AdamW with a linear warm-up, gradient clipping and an exponential
-moving average (EMA) of the weights; the EMA weights are exported.
+The model is the DiffusionUNet of shared/REFERENCE.md, imported from ``tools/reference.py``
+(beside this file), as are the cosine schedule and the safetensors writer. Training objective:
+T = 400, cosine schedule (s = 0.008, in float32), t uniform in [0, T-1],
+x_t = sqrt(ab[t])·x0 + sqrt(1-ab[t])·eps, MSE between the predicted and the true eps. AdamW
+with a linear warm-up, gradient clipping and an exponential moving average (EMA) of the
+weights; the EMA weights are exported.
 
 Data: ``--data PHANTOMS.npy`` of shape (N, 1, H, W), float32, in model space [-1, 1]
 (``diffrecon phantoms --count N --out PHANTOMS.npy`` writes one). H and W must be divisible by
@@ -22,8 +22,9 @@ seconds) is trimmed to the checkpoint's step on resume, so it never holds duplic
 Export (``--out W.safetensors``, at the end and on a signal): float32 EMA weights with the
 exact REFERENCE.md names; metadata (str -> str): ``num_heads``, ``config`` (JSON with in_ch,
 base_ch, channel_mults, time_dim, attn_levels, num_heads) and ``training`` (JSON: data
-description, steps, batch, lr, seed and the rest of the recipe). The file is written with a
-deterministic byte layout (sorted names, sorted metadata keys) and atomically.
+description, steps, batch, lr, seed and the rest of the recipe). The file is written by
+``reference.save_weights`` with a deterministic byte layout (sorted names, sorted metadata
+keys) and atomically.
 
 Example (the size the engine ships):
     python3 tools/train_prior.py --data phantoms.npy --out weights/prior.safetensors \\
@@ -42,243 +43,28 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-T_STEPS = 400
-COSINE_S = 0.008
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference import (  # noqa: E402
+    COSINE_S,
+    T_DEFAULT as T_STEPS,
+    build_model,
+    config_json,
+    cosine_alpha_bars,
+    save_weights,
+)
+
+MODEL_SOURCE = "tools/reference.py"  # recorded in the export's ``training`` metadata
 
 
 # --------------------------------------------------------------------------------------------
-# Model: prefer tools/reference.py, else the copy below (same architecture and names).
+# Data
 # --------------------------------------------------------------------------------------------
-
-def _num_groups(channels: int) -> int:
-    for g in range(min(32, channels), 0, -1):
-        if channels % g == 0:
-            return g
-    raise ValueError(f"bad channel count {channels}")
-
-
-def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    half = dim // 2
-    t = t.to(torch.float32).reshape(-1)
-    idx = torch.arange(half, dtype=torch.float32, device=t.device)
-    freqs = torch.exp(-math.log(10000.0) * idx / half)
-    args = t[:, None] * freqs[None, :]
-    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
-    if dim % 2 == 1:
-        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], 1)], dim=1)
-    return emb
-
-
-class _ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, time_dim: int):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(_num_groups(c_in), c_in, eps=1e-5)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, c_out))
-        self.norm2 = nn.GroupNorm(_num_groups(c_out), c_out, eps=1e-5)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x, temb):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_proj(temb)[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return h + self.skip(x)
-
-
-class _Attention(nn.Module):
-    def __init__(self, channels: int, num_heads: int):
-        super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
-        self.norm = nn.GroupNorm(_num_groups(channels), channels, eps=1e-5)
-        self.attn = nn.MultiheadAttention(channels, num_heads, batch_first=True)
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        y = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
-        out, _ = self.attn(y, y, y, need_weights=False)
-        return out.transpose(1, 2).reshape(b, c, h, w) + x
-
-
-class _Down(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=1)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-class _Up(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-
-
-class OwnDiffusionUNet(nn.Module):
-    """REFERENCE.md's DiffusionUNet. ``upsamples.{j}`` exists for j >= 1 (j = 0, the deepest
-    up level, has no upsample), as in tools/reference.py."""
-
-    def __init__(self, in_ch=1, base_ch=64, channel_mults=(1, 2, 4), time_dim=256,
-                 attn_levels=(1, 2), num_heads=4):
-        super().__init__()
-        mults = [int(m) for m in channel_mults]
-        attn = sorted(int(a) for a in attn_levels)
-        chans = [base_ch * m for m in mults]
-        n = len(chans)
-        self.n_levels = n
-        self.init = nn.Conv2d(in_ch, base_ch, 3, padding=1)
-        self.time_dim = time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(time_dim, 4 * time_dim), nn.SiLU(),
-                                      nn.Linear(4 * time_dim, time_dim))
-        self.down_blocks = nn.ModuleList()
-        self.downsamples = nn.ModuleList()
-        c_prev = base_ch
-        for l, c in enumerate(chans):
-            blocks = [_ResBlock(c_prev, c, time_dim), _ResBlock(c, c, time_dim)]
-            if l in attn:
-                blocks.append(_Attention(c, num_heads))
-            self.down_blocks.append(nn.ModuleList(blocks))
-            if l < n - 1:
-                self.downsamples.append(_Down(c))
-            c_prev = c
-        self.mid_block1 = _ResBlock(chans[-1], chans[-1], time_dim)
-        self.mid_attn = _Attention(chans[-1], num_heads)
-        self.mid_block2 = _ResBlock(chans[-1], chans[-1], time_dim)
-        self.up_blocks = nn.ModuleList()
-        self.upsamples = nn.ModuleList()
-        c_h = chans[-1]
-        for j in range(n):
-            l = n - 1 - j
-            c = chans[l]
-            self.upsamples.append(nn.Identity() if j == 0 else _Up(c_h))
-            blocks = [_ResBlock(c_h + c, c, time_dim), _ResBlock(c, c, time_dim)]
-            if l in attn:
-                blocks.append(_Attention(c, num_heads))
-            self.up_blocks.append(nn.ModuleList(blocks))
-            c_h = c
-        self.out_norm = nn.GroupNorm(_num_groups(base_ch), base_ch, eps=1e-5)
-        self.out_conv = nn.Conv2d(base_ch, in_ch, 3, padding=1)
-
-    def forward(self, x, t):
-        t = t.reshape(-1)
-        if t.numel() == 1 and x.shape[0] > 1:
-            t = t.expand(x.shape[0])
-        temb = self.time_mlp(_timestep_embedding(t, self.time_dim).to(x.dtype))
-        h = self.init(x)
-        skips = []
-        for l in range(self.n_levels):
-            blocks = self.down_blocks[l]
-            h = blocks[1](blocks[0](h, temb), temb)
-            if len(blocks) > 2:
-                h = blocks[2](h)
-            skips.append(h)
-            if l < self.n_levels - 1:
-                h = self.downsamples[l](h)
-        h = self.mid_block2(self.mid_attn(self.mid_block1(h, temb)), temb)
-        for j in range(self.n_levels):
-            l = self.n_levels - 1 - j
-            if j > 0:
-                h = self.upsamples[j](h)
-            h = torch.cat([h, skips[l]], dim=1)
-            blocks = self.up_blocks[j]
-            h = blocks[1](blocks[0](h, temb), temb)
-            if len(blocks) > 2:
-                h = blocks[2](h)
-        return self.out_conv(F.silu(self.out_norm(h)))
-
-
-def expected_keys(config: dict) -> List[str]:
-    """The state-dict names REFERENCE.md prescribes for a config."""
-    chans = [config["base_ch"] * m for m in config["channel_mults"]]
-    n = len(chans)
-    attn = set(config["attn_levels"])
-
-    def res(p, c_in, c_out):
-        ks = [f"{p}.{m}.{w}" for m in ("norm1", "conv1", "time_proj.1", "norm2", "conv2")
-              for w in ("weight", "bias")]
-        if c_in != c_out:
-            ks += [f"{p}.skip.weight", f"{p}.skip.bias"]
-        return ks
-
-    def att(p):
-        return [f"{p}.norm.weight", f"{p}.norm.bias", f"{p}.attn.in_proj_weight",
-                f"{p}.attn.in_proj_bias", f"{p}.attn.out_proj.weight", f"{p}.attn.out_proj.bias"]
-
-    keys = ["init.weight", "init.bias"] + [f"time_mlp.{i}.{w}" for i in (0, 2)
-                                           for w in ("weight", "bias")]
-    c_prev = config["base_ch"]
-    for l, c in enumerate(chans):
-        keys += res(f"down_blocks.{l}.0", c_prev, c) + res(f"down_blocks.{l}.1", c, c)
-        if l in attn:
-            keys += att(f"down_blocks.{l}.2")
-        if l < n - 1:
-            keys += [f"downsamples.{l}.conv.weight", f"downsamples.{l}.conv.bias"]
-        c_prev = c
-    keys += res("mid_block1", chans[-1], chans[-1]) + att("mid_attn")
-    keys += res("mid_block2", chans[-1], chans[-1])
-    c_h = chans[-1]
-    for j in range(n):
-        c = chans[n - 1 - j]
-        if j > 0:
-            keys += [f"upsamples.{j}.conv.weight", f"upsamples.{j}.conv.bias"]
-        keys += res(f"up_blocks.{j}.0", c_h + c, c) + res(f"up_blocks.{j}.1", c, c)
-        if n - 1 - j in attn:
-            keys += att(f"up_blocks.{j}.2")
-        c_h = c
-    keys += ["out_norm.weight", "out_norm.bias", "out_conv.weight", "out_conv.bias"]
-    return keys
-
-
-def build_model(config: dict, which: str):
-    """Returns (model, source) where source names the implementation used."""
-    kwargs = dict(in_ch=config["in_ch"], base_ch=config["base_ch"],
-                  channel_mults=tuple(config["channel_mults"]), time_dim=config["time_dim"],
-                  attn_levels=tuple(config["attn_levels"]), num_heads=config["num_heads"])
-    want = sorted(expected_keys(config))
-    if which in ("auto", "reference"):
-        try:
-            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            from reference import DiffusionUNet  # type: ignore
-
-            model = DiffusionUNet(**kwargs)
-            got = sorted(model.state_dict().keys())
-            if got != want:
-                raise RuntimeError("tools/reference.py's state-dict names differ from REFERENCE.md: "
-                                   f"{sorted(set(got) ^ set(want))[:6]}")
-            return model, "tools/reference.py"
-        except Exception as e:  # noqa: BLE001 - fall back to the own copy
-            if which == "reference":
-                raise
-            print(f"note: tools/reference.py not usable ({e}); using the built-in UNet",
-                  file=sys.stderr)
-    model = OwnDiffusionUNet(**kwargs)
-    assert sorted(model.state_dict().keys()) == want
-    return model, "train_prior.py (built-in)"
-
-
-# --------------------------------------------------------------------------------------------
-# Schedule, data, export
-# --------------------------------------------------------------------------------------------
-
-def cosine_alpha_bars(T: int = T_STEPS, s: float = COSINE_S) -> torch.Tensor:
-    u = torch.linspace(0, T, T + 1, dtype=torch.float32)
-    f = torch.cos(((u / T) + s) / (1 + s) * math.pi / 2) ** 2
-    ab = f / f[0]
-    betas = torch.clamp(1 - ab[1:] / ab[:-1], 1e-5, 0.999)
-    return torch.cumprod(1.0 - betas, dim=0)
-
 
 def load_data(path: str, levels: int) -> np.ndarray:
     data = np.load(path, mmap_mode="r")
@@ -297,33 +83,6 @@ def load_data(path: str, levels: int) -> np.ndarray:
     if lo < -1.001 or hi > 1.001:
         sys.exit(f"error: {path} ranges over [{lo:.3f}, {hi:.3f}]; expected model space [-1, 1]")
     return data
-
-
-def save_safetensors(path: str, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
-    """Deterministic float32 safetensors writer (sorted names and metadata keys), atomic."""
-    header: Dict[str, object] = {"__metadata__": {k: metadata[k] for k in sorted(metadata)}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name].detach().cpu().to(torch.float32).numpy(), dtype="<f4")
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
-    hdr = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hdr += b" " * ((8 - len(hdr) % 8) % 8)
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(len(hdr).to_bytes(8, "little"))
-        f.write(hdr)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
-def config_json(config: dict) -> str:
-    keys = ["in_ch", "base_ch", "channel_mults", "time_dim", "attn_levels", "num_heads"]
-    return json.dumps({k: config[k] for k in keys}, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,8 +124,6 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--unet", choices=["auto", "reference", "own"], default="auto",
-                   help="model implementation: tools/reference.py, the built-in copy, or auto")
     a = p.parse_args(argv)
     a.ckpt = a.ckpt or a.out + ".ckpt"
     a.log = a.log or os.path.splitext(a.out)[0] + ".csv"
@@ -424,7 +181,7 @@ def recipe(a) -> dict:
             "flip": a.flip, "seed": a.seed}
 
 
-def export(a, ema, config, step, elapsed, ema_loss, n_data, shape, source):
+def export(a, ema, config, step, elapsed, ema_loss, n_data, shape):
     desc = a.data_desc or f"{os.path.basename(a.data)}: {n_data} slices {shape[0]}x{shape[1]}"
     training = {
         "data": desc,
@@ -446,12 +203,12 @@ def export(a, ema, config, step, elapsed, ema_loss, n_data, shape, source):
         "optimizer": "AdamW",
         "final_ema_loss": None if ema_loss is None else round(float(ema_loss), 6),
         "train_seconds": round(float(elapsed), 1),
-        "model_source": source,
+        "model_source": MODEL_SOURCE,
         "torch": torch.__version__,
     }
-    meta = {"num_heads": str(config["num_heads"]), "config": config_json(config),
-            "training": json.dumps(training, separators=(",", ":"))}
-    save_safetensors(a.out, ema.state_dict(), meta)
+    save_weights(a.out, ema.state_dict(), config,
+                 extra_metadata={"training": json.dumps(training, separators=(",", ":"))},
+                 atomic=True)
 
 
 def main(argv=None) -> int:
@@ -481,8 +238,7 @@ def main(argv=None) -> int:
     data = torch.from_numpy(data_np)  # stays on the CPU; batches move to the device
 
     torch.manual_seed(a.seed)  # parameter initialisation
-    model, source = build_model(config, a.unet)
-    model = model.to(dev)
+    model = build_model(config).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     gen = torch.Generator().manual_seed(a.seed)  # batches, t, noise, flips (CPU, exact resume)
@@ -519,7 +275,8 @@ def main(argv=None) -> int:
     logf.flush()
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {source}, {n_params:,} parameters, config {config_json(config)}", file=sys.stderr)
+    print(f"model: {MODEL_SOURCE}, {n_params:,} parameters, config {config_json(config)}",
+          file=sys.stderr)
     print(f"data: {n_data} slices {hw[0]}x{hw[1]} from {a.data}; device {a.device}, "
           f"threads {torch.get_num_threads()}", file=sys.stderr)
 
@@ -568,7 +325,7 @@ def main(argv=None) -> int:
             t_last = time.time()  # checkpoint time is not training time
 
     save_ckpt(a.ckpt, model, ema, opt, gen, step, elapsed, ema_loss, config, a)
-    export(a, ema, config, step, elapsed, ema_loss, n_data, hw, source)
+    export(a, ema, config, step, elapsed, ema_loss, n_data, hw)
     logf.close()
     done = "stopped" if stop.signum is not None else "finished"
     print(f"{done} at step {step}: checkpoint {a.ckpt}, EMA weights {a.out}, log {a.log}",
