@@ -1,7 +1,6 @@
 //! The command line: flag names are a contract (tests and users depend on them).
 
-use crate::backend::Backend;
-use crate::engine::{self, Device, Engine};
+use crate::engine::{self, Device, Model};
 use crate::error::{Error, Result};
 use crate::evaluate::{self, Spec};
 use crate::metrics::{self, Quality};
@@ -173,7 +172,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<(Engine, PathBuf)> {
+    fn load(&self) -> Result<(Box<dyn Model>, PathBuf)> {
         let path = self.weights.clone().or_else(crate::default_weights);
         let Some(path) = path else {
             bail!(
@@ -181,7 +180,7 @@ impl ModelArgs {
                 crate::DEFAULT_WEIGHTS
             );
         };
-        Ok((Engine::load(&path, self.num_heads, self.device)?, path))
+        Ok((engine::load(&path, self.num_heads, self.device)?, path))
     }
 }
 
@@ -357,8 +356,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 _ => {
                     let (engine, _) = model.load()?;
                     (
-                        run_sampler(&engine, &sampler, &y, &kernel, &x_t)?,
-                        engine.be.name(),
+                        run_sampler(engine.as_ref(), &sampler, &y, &kernel, &x_t)?,
+                        engine.device(),
                     )
                 }
             };
@@ -423,7 +422,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--count must be positive");
             }
             let (engine, _) = model.load()?;
-            let x_t = starting_noise(&[count, engine.net.cfg.in_ch, size, size], seed)?;
+            let x_t = starting_noise(&[count, engine.config().in_ch, size, size], seed)?;
             let mut bar = ProgressBar::new("DDIM");
             let x = engine.sample(&x_t, steps(n)?, &mut |d, t| bar.update(d, t))?;
             let slices: Vec<Vec<f32>> = x.data().chunks(size * size).map(|c| c.to_vec()).collect();
@@ -454,7 +453,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let spec = Spec {
                 count,
                 seed: evaluate::EVAL_SEED,
-                size: 64 - 64 % engine.net.cfg.size_multiple(),
+                size: 64 - 64 % engine.config().size_multiple(),
                 noise_level,
                 kernel: op.kernel()?,
                 dps: DpsParams {
@@ -472,9 +471,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 "evaluate: {count} held-out phantoms (seed {}), weights {}, {n} steps, noise {noise_level}, device {}",
                 spec.seed,
                 path.display(),
-                engine.be.name()
+                engine.device()
             );
-            let rows = evaluate::evaluate(&engine, &spec, &mut |m| eprintln!("running {m} ..."))?;
+            let rows = evaluate::evaluate(engine.as_ref(), &spec, &mut |m| {
+                eprintln!("running {m} ...")
+            })?;
             println!("{}", evaluate::format_table(&rows));
             if sweep {
                 let sweep_spec = Spec {
@@ -484,7 +485,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 };
                 let g = [0.05, 0.1, 0.15, 0.3, 0.6, 1.0];
                 let t = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2];
-                let res = evaluate::sweeps(&engine, &sweep_spec, &g, &t, &mut |m| {
+                let res = evaluate::sweeps(engine.as_ref(), &sweep_spec, &g, &t, &mut |m| {
                     eprintln!("sweep {m} ...")
                 })?;
                 println!(
@@ -515,7 +516,7 @@ pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 1e-3;
 pub const DEFAULT_TV_LAMBDA: f64 = 2e-3;
 
 fn run_sampler(
-    engine: &Engine,
+    engine: &dyn Model,
     args: &SamplerArgs,
     y: &Tensor,
     kernel: &Kernel,
@@ -578,14 +579,14 @@ pub const DEMO_PHANTOM_SEED: u64 = 1_000_003;
 fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<()> {
     let (engine, weights) = model.load()?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
-    let size = 64 - 64 % engine.net.cfg.size_multiple();
+    let size = 64 - 64 % engine.config().size_multiple();
     let truth = phantom::phantoms(1, DEMO_PHANTOM_SEED, size);
     let kernel = Kernel::motion(9, 20.0)?;
     let y = simulate(&truth, &kernel, 0.01, seed)?;
     println!(
         "diffrecon demo: motion blur k=9, angle 20, noise 0.01, {n_steps} steps, weights {}, device {}",
         weights.display(),
-        engine.be.name()
+        engine.device()
     );
     let x_t = starting_noise(y.shape(), seed)?;
     let start = Instant::now();

@@ -1,11 +1,13 @@
-//! The public entry point: a loaded model on a backend, and the computations the CLI offers.
+//! The public entry point: a loaded model on a backend chosen at run time, and the computations
+//! the CLI offers. `Model` is object safe, so the CLI holds a `Box<dyn Model>` whatever the device.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{self, CudaBackend};
 use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
 use crate::operators::Kernel;
-use crate::samplers::{diffpir, dps, Problem, Progress};
+use crate::samplers::{ddim, diffpir, dps, Problem, Progress};
 use crate::schedule::{Schedule, T_DEFAULT};
 use crate::tensor::Tensor;
 use crate::unet::weights::{self, Params};
@@ -38,32 +40,80 @@ impl FromStr for Device {
     }
 }
 
-/// The backend for a device choice. This build has only the CPU backend.
-pub fn select_backend(device: Device) -> Result<CpuBackend> {
+/// What a loaded model can do, on whichever backend it lives.
+pub trait Model {
+    /// The backend, in words.
+    fn device(&self) -> String;
+    fn config(&self) -> &UNetConfig;
+    /// Noise prediction for a batch; one timestep per item or one for all.
+    fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor>;
+    /// The DPS gradient dL/dx at state x and timestep t.
+    fn dps_grad(
+        &self,
+        x: &Tensor,
+        t: f64,
+        y: &Tensor,
+        kernel: &Kernel,
+        sigma_y: f64,
+    ) -> Result<Tensor>;
+    fn dps(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        x_t: &Tensor,
+        params: &dps::DpsParams,
+        progress: Progress,
+    ) -> Result<Tensor>;
+    fn diffpir(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        params: &diffpir::DiffPirParams,
+        progress: Progress,
+    ) -> Result<Tensor>;
+    /// Unconditional DDIM (η = 0) samples from the starting noise x_T.
+    fn sample(&self, x_t: &Tensor, steps: usize, progress: Progress) -> Result<Tensor>;
+    /// ‖K x − y‖ / ‖y‖ per slice.
+    fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>>;
+}
+
+/// Load and validate a weights file onto the chosen device.
+pub fn load(path: &Path, heads: Option<usize>, device: Device) -> Result<Box<dyn Model>> {
+    let (cfg, params) = weights::load(path, heads)?;
+    Ok(match resolve(device)? {
+        None => Box::new(Engine::from_params(CpuBackend, cfg, &params)?),
+        Some(ordinal) => Box::new(Engine::from_params(
+            CudaBackend::new(ordinal)?,
+            cfg,
+            &params,
+        )?),
+    })
+}
+
+/// The CUDA ordinal to use, or None for the CPU. `auto` prefers a working GPU and says in one
+/// line why it falls back; an explicit `cuda` that cannot run is an error.
+pub fn resolve(device: Device) -> Result<Option<usize>> {
     match device {
-        Device::Cpu => Ok(CpuBackend),
-        Device::Auto => {
-            eprintln!("note: this build has no CUDA backend; running on the CPU");
-            Ok(CpuBackend)
-        }
-        Device::Cuda(_) => {
-            bail!("this build has no CUDA backend yet; run with --device cpu (or auto)")
-        }
+        Device::Cpu => Ok(None),
+        Device::Cuda(i) => match cuda::unavailable_reason(i) {
+            None => Ok(Some(i)),
+            Some(why) => bail!("--device cuda:{i} cannot run: {why}; use --device cpu"),
+        },
+        Device::Auto => match cuda::unavailable_reason(0) {
+            None => Ok(Some(0)),
+            Some(why) => {
+                eprintln!("note: running on the CPU ({why})");
+                Ok(None)
+            }
+        },
     }
 }
 
-pub struct Engine<B: Backend = CpuBackend> {
+/// A model's parameters on a backend, with the diffusion schedule.
+pub struct Engine<B: Backend> {
     pub be: B,
     pub net: UNet<B>,
     pub schedule: Schedule,
-}
-
-impl Engine<CpuBackend> {
-    /// Load and validate a weights file onto the chosen device.
-    pub fn load(path: &Path, heads: Option<usize>, device: Device) -> Result<Self> {
-        let (cfg, params) = weights::load(path, heads)?;
-        Self::from_params(select_backend(device)?, cfg, &params)
-    }
 }
 
 impl<B: Backend> Engine<B> {
@@ -84,17 +134,6 @@ impl<B: Backend> Engine<B> {
         Ok(t as usize)
     }
 
-    /// Noise prediction for a batch; one timestep per item or one for all.
-    pub fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor> {
-        x.check_finite("the input")?;
-        let ts = t
-            .iter()
-            .map(|&v| self.check_timestep(v).map(|t| t as f32))
-            .collect::<Result<Vec<_>>>()?;
-        let out = self.net.forward(&self.be, &self.be.upload(x)?, &ts)?;
-        self.be.download(&out)
-    }
-
     fn with_problem<R>(
         &self,
         y: &Tensor,
@@ -113,9 +152,28 @@ impl<B: Backend> Engine<B> {
         p.check().map_err(|e| e.context("measurement"))?;
         f(&p)
     }
+}
 
-    /// The DPS gradient dL/dx at state x and timestep t.
-    pub fn dps_grad(
+impl<B: Backend> Model for Engine<B> {
+    fn device(&self) -> String {
+        self.be.name()
+    }
+
+    fn config(&self) -> &UNetConfig {
+        &self.net.cfg
+    }
+
+    fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor> {
+        x.check_finite("the input")?;
+        let ts = t
+            .iter()
+            .map(|&v| self.check_timestep(v).map(|t| t as f32))
+            .collect::<Result<Vec<_>>>()?;
+        let out = self.net.forward(&self.be, &self.be.upload(x)?, &ts)?;
+        self.be.download(&out)
+    }
+
+    fn dps_grad(
         &self,
         x: &Tensor,
         t: f64,
@@ -139,7 +197,7 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    pub fn dps(
+    fn dps(
         &self,
         y: &Tensor,
         kernel: &Kernel,
@@ -154,7 +212,7 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    pub fn diffpir(
+    fn diffpir(
         &self,
         y: &Tensor,
         kernel: &Kernel,
@@ -167,10 +225,9 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    /// Unconditional DDIM (η = 0) samples from the starting noise x_T.
-    pub fn sample(&self, x_t: &Tensor, steps: usize, progress: Progress) -> Result<Tensor> {
+    fn sample(&self, x_t: &Tensor, steps: usize, progress: Progress) -> Result<Tensor> {
         x_t.check_finite("the starting noise")?;
-        let out = crate::samplers::ddim::sample(
+        let out = ddim::sample(
             &self.be,
             &self.net,
             &self.schedule,
@@ -181,8 +238,7 @@ impl<B: Backend> Engine<B> {
         self.be.download(&out)
     }
 
-    /// ‖K x − y‖ / ‖y‖ per slice.
-    pub fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
+    fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
         if x.shape() != y.shape() {
             bail!(
                 "reconstruction shape {:?} and measurement shape {:?} differ",
@@ -203,8 +259,7 @@ pub fn residual_ratio(x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64
             y.shape()
         );
     }
-    let kx = blur(x, kernel)?;
-    let diff = CpuBackend.lincomb(&kx, 1.0, y, -1.0)?;
+    let diff = CpuBackend.lincomb(&blur(x, kernel)?, 1.0, y, -1.0)?;
     let r = CpuBackend.sum_sq_per_item(&diff)?;
     Ok(crate::samplers::norm_ratios(
         &r,

@@ -2,7 +2,7 @@
 //! parameter sweeps the notebook proposes as exercises.
 
 use crate::baselines;
-use crate::engine::Engine;
+use crate::engine::Model;
 use crate::error::Result;
 use crate::metrics::{self, Quality};
 use crate::operators::Kernel;
@@ -61,7 +61,7 @@ impl MethodResult {
 }
 
 fn measure(
-    engine: &Engine,
+    engine: &dyn Model,
     set: &ProblemSet,
     kernel: &Kernel,
     name: &str,
@@ -86,7 +86,7 @@ fn timed(f: impl FnOnce() -> Result<Tensor>) -> Result<(Tensor, f64)> {
 
 /// The best λ of a baseline by mean PSNR over the set, as a result row.
 fn best_lambda(
-    engine: &Engine,
+    engine: &dyn Model,
     set: &ProblemSet,
     spec: &Spec,
     name: &str,
@@ -114,7 +114,7 @@ fn best_lambda(
 
 /// Observation, Tikhonov and TV at their best λ, DPS and DiffPIR-style.
 pub fn evaluate(
-    engine: &Engine,
+    engine: &dyn Model,
     spec: &Spec,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<MethodResult>> {
@@ -170,7 +170,7 @@ pub fn evaluate(
 
 /// Mean PSNR and SSIM of DPS over guidance values, and of DiffPIR-style over tau values.
 pub fn sweeps(
-    engine: &Engine,
+    engine: &dyn Model,
     spec: &Spec,
     guidances: &[f64],
     taus: &[f64],

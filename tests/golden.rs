@@ -3,7 +3,7 @@
 //! prints its measured error so `cargo test -- --nocapture` gives the numbers for the notes.
 
 use diffrecon::backend::cpu::CpuBackend;
-use diffrecon::engine::Engine;
+use diffrecon::engine::{Engine, Model};
 use diffrecon::io::npy::read_npy;
 use diffrecon::metrics;
 use diffrecon::operators::Kernel;
@@ -33,13 +33,9 @@ fn json(file: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir().join(file)).unwrap()).unwrap()
 }
 
-fn engine(weights_file: &str) -> Engine {
-    Engine::load(
-        &dir().join(weights_file),
-        None,
-        diffrecon::engine::Device::Cpu,
-    )
-    .unwrap()
+fn engine(weights_file: &str) -> Box<dyn Model> {
+    let path = dir().join(weights_file);
+    diffrecon::engine::load(&path, None, diffrecon::engine::Device::Cpu).unwrap()
 }
 
 fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {

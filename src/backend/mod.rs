@@ -2,6 +2,7 @@
 //! The UNet, its VJP and the samplers are written once over this trait.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -104,4 +105,35 @@ pub trait Backend: Sync {
     fn clamp_vjp(&self, reference: &Self::Buf, lo: f32, hi: f32, d: &mut Self::Buf) -> Result<()>;
     /// Σ x² over each batch item.
     fn sum_sq_per_item(&self, x: &Self::Buf) -> Result<Vec<f64>>;
+
+    // --- fused sampler steps (a backend may override with one kernel) ----------------------
+    /// DiffPIR-style prior step: xp = sab'·clamp(x0_hat) + s1m'·eps, with `cur` = (sab, s1m)
+    /// at t and `next` at t_next.
+    fn diffpir_prior(
+        &self,
+        x: &Self::Buf,
+        eps: &Self::Buf,
+        cur: (f32, f32),
+        next: (f32, f32),
+    ) -> Result<Self::Buf> {
+        let mut x0 = self.predict_x0(x, eps, cur.0, cur.1)?;
+        self.clamp(&mut x0, -1.0, 1.0)?;
+        self.lincomb(&x0, next.0, eps, next.1)
+    }
+
+    /// One gradient step on ½‖Kx − y‖²: clamp(xp − tau·Kᵀ(K xp − y), −1, 1).
+    fn data_step(
+        &self,
+        xp: &Self::Buf,
+        y: &Self::Buf,
+        kernel: &Self::Buf,
+        tau: f32,
+    ) -> Result<Self::Buf> {
+        let kx = self.blur(xp, kernel, false)?;
+        let residual = self.lincomb(&kx, 1.0, y, -1.0)?;
+        let correction = self.blur(&residual, kernel, true)?;
+        let mut x = self.lincomb(xp, 1.0, &correction, -tau)?;
+        self.clamp(&mut x, -1.0, 1.0)?;
+        Ok(x)
+    }
 }

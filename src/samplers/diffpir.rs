@@ -44,14 +44,8 @@ pub fn step<B: Backend>(
     t_next: usize,
     tau: f64,
 ) -> Result<B::Buf> {
-    let be = p.be;
-    let eps = p.net.forward(be, x, &[t as f32])?;
-    let (sab, s1m) = p.schedule.coeffs(t);
-    let mut x0 = be.predict_x0(x, &eps, sab, s1m)?;
-    be.clamp(&mut x0, -1.0, 1.0)?;
-    let prior = p.ddim(&x0, &eps, Some(t_next))?;
-    let correction = be.blur(&p.residual(&prior)?, p.kernel, true)?;
-    let mut x = be.lincomb(&prior, 1.0, &correction, -tau as f32)?;
-    be.clamp(&mut x, -1.0, 1.0)?;
-    Ok(x)
+    let eps = p.net.forward(p.be, x, &[t as f32])?;
+    let prior =
+        p.be.diffpir_prior(x, &eps, p.schedule.coeffs(t), p.schedule.coeffs(t_next))?;
+    p.be.data_step(&prior, p.y, p.kernel, tau as f32)
 }

@@ -1,0 +1,714 @@
+//! The CUDA backend: the hand-written kernels of kernels/*.cu (compiled by build.rs and embedded
+//! in the binary) on one stream, behind the same op trait as the CPU reference. The driver is
+//! loaded at run time, so this compiles and links everywhere; `available()` says whether it can
+//! run here. Ops the kernels do not cover yet (the VJPs, for DPS) answer with a clear error.
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+use super::{AttnParams, Backend};
+use crate::bail;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Threads per block of the 1-D kernels (kernels/common.cuh uses the same).
+const BLOCK: u32 = 256;
+
+/// Whether this binary carries compiled kernels (nvcc was found at build time).
+pub fn kernels_embedded() -> bool {
+    !embedded::KERNELS.is_empty()
+}
+
+/// nvcc's `-Xptxas -v` report of the embedded kernels.
+pub fn ptxas_report() -> &'static str {
+    embedded::PTXAS_REPORT
+}
+
+/// Whether the CUDA driver library can be loaded (checked before any driver call, which would
+/// otherwise panic on a machine without one).
+pub fn driver_present() -> bool {
+    // SAFETY: only probes for the shared library.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Why CUDA cannot run here, or None when it can (kernels, driver and a device present).
+pub fn unavailable_reason(ordinal: usize) -> Option<String> {
+    if !kernels_embedded() {
+        return Some("this binary was built without CUDA kernels (nvcc not found at build time; run scripts/install-nvcc.sh and rebuild)".into());
+    }
+    if !driver_present() {
+        return Some("no CUDA driver (libcuda) on this machine".into());
+    }
+    match CudaContext::device_count() {
+        Ok(n) if (ordinal as i32) < n => None,
+        Ok(n) => Some(format!("CUDA device {ordinal} requested but {n} present")),
+        Err(e) => Some(format!("the CUDA driver reports: {e}")),
+    }
+}
+
+fn cuda_err(e: cudarc::driver::DriverError) -> Error {
+    Error::internal(format!("CUDA: {e}"))
+}
+
+/// A device tensor: NCHW f32, contiguous.
+#[derive(Clone, Debug)]
+pub struct CudaTensor {
+    shape: Vec<usize>,
+    data: CudaSlice<f32>,
+}
+
+pub struct CudaBackend {
+    stream: Arc<CudaStream>,
+    funcs: HashMap<String, CudaFunction>,
+    name: String,
+    /// Fill fresh outputs with NaN so a kernel that skips an element cannot pass a parity test.
+    poison: bool,
+}
+
+/// Kernels per module (file stem of kernels/*.cu).
+const FUNCTIONS: &[(&str, &[&str])] = &[
+    (
+        "elementwise",
+        &[
+            "add_channel_bias",
+            "add_assign",
+            "lincomb",
+            "predict_x0",
+            "clamp_inplace",
+            "clamp_vjp",
+            "upsample2x",
+            "upsample2x_vjp",
+            "concat_channels",
+            "split_channels",
+            "fill_rows",
+            "linear",
+            "sum_sq_per_item",
+        ],
+    ),
+    ("gemm", &["sgemm_strided"]),
+    ("conv", &["conv2d_fwd"]),
+    ("groupnorm", &["group_norm_fwd"]),
+    ("attention", &["attention_fwd"]),
+    ("blur", &["blur", "blur_sub", "blur_t_step"]),
+    ("diffpir", &["diffpir_prior"]),
+];
+
+fn dim(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| Error::input(format!("{what} = {v} is too large for the CUDA kernels")))
+}
+
+fn grid1d(len: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((len as u32).div_ceil(BLOCK).max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn dims4(t: &CudaTensor) -> (usize, usize, usize, usize) {
+    match *t.shape.as_slice() {
+        [n, c, h, w] => (n, c, h, w),
+        ref s => panic!("expected an NCHW tensor, got shape {s:?}"),
+    }
+}
+
+impl CudaBackend {
+    /// Create a context on device `ordinal` and load every kernel module.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if let Some(why) = unavailable_reason(ordinal) {
+            bail!("--device cuda:{ordinal} cannot run: {why}; use --device cpu");
+        }
+        let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
+        // One stream for everything: no cross-stream event tracking needed.
+        // SAFETY: called before any allocation on this context.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(cuda_err)?;
+        let mut funcs = HashMap::new();
+        for (module, bytes) in embedded::KERNELS {
+            let m = ctx
+                .load_module(Ptx::from_binary(bytes.to_vec()))
+                .map_err(cuda_err)?;
+            let names = FUNCTIONS
+                .iter()
+                .find(|(n, _)| n == module)
+                .map(|(_, f)| *f)
+                .unwrap_or(&[]);
+            for name in names {
+                funcs.insert(name.to_string(), m.load_function(name).map_err(cuda_err)?);
+            }
+        }
+        for (module, names) in FUNCTIONS {
+            if let Some(missing) = names.iter().find(|n| !funcs.contains_key(**n)) {
+                return Err(Error::internal(format!(
+                    "kernel '{missing}' of module '{module}' is not in this binary"
+                )));
+            }
+        }
+        let name = format!(
+            "cuda:{ordinal} ({})",
+            ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+        );
+        Ok(CudaBackend {
+            stream,
+            funcs,
+            name,
+            poison: false,
+        })
+    }
+
+    /// Fill every freshly allocated output with NaN (for parity tests).
+    pub fn with_poison(mut self, on: bool) -> Self {
+        self.poison = on;
+        self
+    }
+
+    fn f(&self, name: &str) -> &CudaFunction {
+        &self.funcs[name]
+    }
+
+    fn output(&self, shape: &[usize]) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        let data = if self.poison {
+            self.stream.clone_htod(&vec![f32::NAN; n])
+        } else {
+            self.stream.alloc_zeros::<f32>(n)
+        }
+        .map_err(cuda_err)?;
+        Ok(CudaTensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Wait for all queued work (and surface asynchronous kernel errors).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda_err)
+    }
+
+    /// C = A·B + beta·C over `batch` matrices with strides, through sgemm_strided.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: (&CudaSlice<f32>, usize, usize, usize),
+        b: (&CudaSlice<f32>, usize, usize, usize),
+        c: &mut CudaSlice<f32>,
+        c_rs: usize,
+        c_bs: usize,
+        beta: f32,
+        batch: usize,
+    ) -> Result<()> {
+        let (mi, ni, ki) = (dim(m, "m")?, dim(n, "n")?, dim(k, "k")?);
+        let (a_rs, a_cs, b_rs, b_cs, c_rs) =
+            (a.1 as i32, a.2 as i32, b.1 as i32, b.2 as i32, c_rs as i32);
+        let (a_bs, b_bs, c_bs) = (a.3 as i64, b.3 as i64, c_bs as i64);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (n as u32).div_ceil(64),
+                (m as u32).div_ceil(64),
+                batch as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("sgemm_strided"));
+        l.arg(&mi)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(a.0)
+            .arg(&a_rs)
+            .arg(&a_cs)
+            .arg(b.0)
+            .arg(&b_rs)
+            .arg(&b_cs);
+        l.arg(c)
+            .arg(&c_rs)
+            .arg(&beta)
+            .arg(&a_bs)
+            .arg(&b_bs)
+            .arg(&c_bs);
+        // SAFETY: arguments match the kernel's ABI (kernels/README.md); sizes come from the shapes.
+        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    /// rows × cols bias rows for each of `batch` matrices: c[b][r][j] = bias[r].
+    fn fill_rows(
+        &self,
+        c: &mut CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        batch: usize,
+    ) -> Result<()> {
+        let (r, co, b) = (dim(rows, "rows")?, dim(cols, "cols")?, dim(batch, "batch")?);
+        let mut l = self.stream.launch_builder(self.f("fill_rows"));
+        l.arg(c).arg(bias).arg(&r).arg(&co).arg(&b);
+        // SAFETY: ABI of fill_rows; len = batch·rows·cols.
+        unsafe { l.launch(grid1d(batch * rows * cols)) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    /// Launch a built kernel call.
+    fn run(&self, mut l: cudarc::driver::LaunchArgs, cfg: LaunchConfig) -> Result<()> {
+        // SAFETY: each caller pushes the arguments of its kernel's ABI (kernels/README.md) in
+        // order, with sizes taken from the tensors' shapes.
+        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    fn blur_cfg(planes: usize, h: usize, w: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (
+                (w as u32).div_ceil(16),
+                (h as u32).div_ceil(16),
+                planes as u32,
+            ),
+            block_dim: (16, 16, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    fn not_yet(what: &str) -> Error {
+        Error::input(format!(
+            "{what} is not implemented on the CUDA backend yet (it arrives with DPS on the GPU); run DPS with --device cpu"
+        ))
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaTensor;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<CudaTensor> {
+        let data = self.stream.clone_htod(t.data()).map_err(cuda_err)?;
+        Ok(CudaTensor {
+            shape: t.shape().to_vec(),
+            data,
+        })
+    }
+
+    fn download(&self, b: &CudaTensor) -> Result<Tensor> {
+        let v = self.stream.clone_dtoh(&b.data).map_err(cuda_err)?;
+        Tensor::new(b.shape.clone(), v)
+    }
+
+    fn shape<'a>(&self, b: &'a CudaTensor) -> &'a [usize] {
+        &b.shape
+    }
+
+    fn conv2d(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        stride: usize,
+        pad: usize,
+    ) -> Result<CudaTensor> {
+        let (n, cin, h, wd) = dims4(x);
+        let (cout, k) = (w.shape[0], w.shape[2]);
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (wd + 2 * pad - k) / stride + 1,
+        );
+        let mut y = self.output(&[n, cout, ho, wo])?;
+        let args: Vec<i32> = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
+            .iter()
+            .map(|&v| v as i32)
+            .collect();
+        let cfg = LaunchConfig {
+            grid_dim: (
+                ((ho * wo) as u32).div_ceil(64),
+                (cout as u32).div_ceil(16),
+                n as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("conv2d_fwd"));
+        l.arg(&x.data).arg(&w.data).arg(&b.data).arg(&mut y.data);
+        for a in &args {
+            l.arg(a);
+        }
+        // SAFETY: ABI of conv2d_fwd (x, w, bias, y, n, cin, h, w, cout, k, stride, pad, ho, wo).
+        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        Ok(y)
+    }
+
+    fn conv2d_vjp(
+        &self,
+        _dy: &CudaTensor,
+        _w: &CudaTensor,
+        _in: &[usize],
+        _s: usize,
+        _p: usize,
+    ) -> Result<CudaTensor> {
+        Err(Self::not_yet("the convolution VJP"))
+    }
+
+    fn group_norm(
+        &self,
+        x: &CudaTensor,
+        gamma: &CudaTensor,
+        beta: &CudaTensor,
+        groups: usize,
+        silu: bool,
+    ) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(x);
+        let mut y = self.output(&x.shape)?;
+        let (ci, hw, g, s) = (c as i32, (h * w) as i32, groups as i32, silu as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (groups as u32, n as u32, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("group_norm_fwd"));
+        l.arg(&x.data)
+            .arg(&gamma.data)
+            .arg(&beta.data)
+            .arg(&mut y.data)
+            .arg(&ci)
+            .arg(&hw)
+            .arg(&g)
+            .arg(&s);
+        // SAFETY: ABI of group_norm_fwd.
+        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        Ok(y)
+    }
+
+    fn group_norm_vjp(
+        &self,
+        _x: &CudaTensor,
+        _g: &CudaTensor,
+        _b: &CudaTensor,
+        _gr: usize,
+        _s: bool,
+        _dy: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        Err(Self::not_yet("the GroupNorm VJP"))
+    }
+
+    fn attention(
+        &self,
+        y: &CudaTensor,
+        p: &AttnParams<CudaTensor>,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(y);
+        let t = h * w;
+        // qkv (n, 3c, t) = in_w · y + in_b.
+        let mut qkv = self.output(&[n, 3 * c, t])?;
+        self.fill_rows(&mut qkv.data, &p.in_b.data, 3 * c, t, n)?;
+        self.gemm(
+            (3 * c, t, c),
+            (&p.in_w.data, c, 1, 0),
+            (&y.data, t, 1, c * t),
+            &mut qkv.data,
+            t,
+            3 * c * t,
+            1.0,
+            n,
+        )?;
+        let mut ctx = self.output(&[n, c, t])?;
+        let (ci, ti, hi) = (c as i32, t as i32, heads as i32);
+        let cfg = LaunchConfig {
+            grid_dim: ((t as u32).div_ceil(64), heads as u32, n as u32),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("attention_fwd"));
+        l.arg(&qkv.data)
+            .arg(&mut ctx.data)
+            .arg(&ci)
+            .arg(&ti)
+            .arg(&hi);
+        // SAFETY: ABI of attention_fwd.
+        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        // out (n, c, t) = out_w · ctx + out_b.
+        let mut out = self.output(&y.shape)?;
+        self.fill_rows(&mut out.data, &p.out_b.data, c, t, n)?;
+        self.gemm(
+            (c, t, c),
+            (&p.out_w.data, c, 1, 0),
+            (&ctx.data, t, 1, c * t),
+            &mut out.data,
+            t,
+            c * t,
+            1.0,
+            n,
+        )?;
+        Ok(out)
+    }
+
+    fn attention_vjp(
+        &self,
+        _y: &CudaTensor,
+        _p: &AttnParams<CudaTensor>,
+        _h: usize,
+        _d: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        Err(Self::not_yet("the attention VJP"))
+    }
+
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        silu_input: bool,
+    ) -> Result<CudaTensor> {
+        let (n, fin, fout) = (x.shape[0], x.shape[1], b.shape[0]);
+        let mut out = self.output(&[n, fout])?;
+        let (ni, fi, fo, s) = (n as i32, fin as i32, fout as i32, silu_input as i32);
+        let mut l = self.stream.launch_builder(self.f("linear"));
+        l.arg(&x.data)
+            .arg(&w.data)
+            .arg(&b.data)
+            .arg(&mut out.data)
+            .arg(&ni)
+            .arg(&fi)
+            .arg(&fo)
+            .arg(&s);
+        self.run(l, grid1d(n * fout))?;
+        Ok(out)
+    }
+
+    fn add_channel_bias(&self, h: &mut CudaTensor, v: &CudaTensor) -> Result<()> {
+        let (n, c, hh, ww) = dims4(h);
+        let (nc, hw) = ((n * c) as i32, (hh * ww) as i32);
+        let mut l = self.stream.launch_builder(self.f("add_channel_bias"));
+        l.arg(&mut h.data).arg(&v.data).arg(&nc).arg(&hw);
+        self.run(l, grid1d(n * c * hh * ww))
+    }
+
+    fn add_assign(&self, a: &mut CudaTensor, b: &CudaTensor) -> Result<()> {
+        let len = a.data.len();
+        let li = len as i32;
+        let mut l = self.stream.launch_builder(self.f("add_assign"));
+        l.arg(&mut a.data).arg(&b.data).arg(&li);
+        self.run(l, grid1d(len))
+    }
+
+    fn upsample2x(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(x);
+        let mut y = self.output(&[n, c, 2 * h, 2 * w])?;
+        let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
+        let mut l = self.stream.launch_builder(self.f("upsample2x"));
+        l.arg(&x.data).arg(&mut y.data).arg(&p).arg(&hi).arg(&wi);
+        self.run(l, grid1d(4 * n * c * h * w))?;
+        Ok(y)
+    }
+
+    fn upsample2x_vjp(&self, dy: &CudaTensor) -> Result<CudaTensor> {
+        let (n, c, h2, w2) = dims4(dy);
+        let (h, w) = (h2 / 2, w2 / 2);
+        let mut dx = self.output(&[n, c, h, w])?;
+        let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
+        let mut l = self.stream.launch_builder(self.f("upsample2x_vjp"));
+        l.arg(&dy.data).arg(&mut dx.data).arg(&p).arg(&hi).arg(&wi);
+        self.run(l, grid1d(n * c * h * w))?;
+        Ok(dx)
+    }
+
+    fn concat_channels(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        let (n, ca, h, w) = dims4(a);
+        let cb = b.shape[1];
+        let mut out = self.output(&[n, ca + cb, h, w])?;
+        let (ni, la, lb) = (n as i32, (ca * h * w) as i32, (cb * h * w) as i32);
+        let mut l = self.stream.launch_builder(self.f("concat_channels"));
+        l.arg(&a.data)
+            .arg(&b.data)
+            .arg(&mut out.data)
+            .arg(&ni)
+            .arg(&la)
+            .arg(&lb);
+        self.run(l, grid1d(n * (ca + cb) * h * w))?;
+        Ok(out)
+    }
+
+    fn split_channels(&self, x: &CudaTensor, ca: usize) -> Result<(CudaTensor, CudaTensor)> {
+        let (n, c, h, w) = dims4(x);
+        let mut a = self.output(&[n, ca, h, w])?;
+        let mut b = self.output(&[n, c - ca, h, w])?;
+        let (ni, la, lb) = (n as i32, (ca * h * w) as i32, ((c - ca) * h * w) as i32);
+        let mut l = self.stream.launch_builder(self.f("split_channels"));
+        l.arg(&x.data)
+            .arg(&mut a.data)
+            .arg(&mut b.data)
+            .arg(&ni)
+            .arg(&la)
+            .arg(&lb);
+        self.run(l, grid1d(n * c * h * w))?;
+        Ok((a, b))
+    }
+
+    fn blur(&self, x: &CudaTensor, kernel: &CudaTensor, adjoint: bool) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(x);
+        let mut y = self.output(&x.shape)?;
+        let (p, hi, wi, k, adj) = (
+            (n * c) as i32,
+            h as i32,
+            w as i32,
+            kernel.shape[0] as i32,
+            adjoint as i32,
+        );
+        let mut l = self.stream.launch_builder(self.f("blur"));
+        l.arg(&x.data)
+            .arg(&kernel.data)
+            .arg(&mut y.data)
+            .arg(&p)
+            .arg(&hi)
+            .arg(&wi)
+            .arg(&k)
+            .arg(&adj);
+        // SAFETY: ABI of blur.
+        unsafe { l.launch(Self::blur_cfg(n * c, h, w)) }.map_err(cuda_err)?;
+        Ok(y)
+    }
+
+    fn lincomb(&self, a: &CudaTensor, ca: f32, b: &CudaTensor, cb: f32) -> Result<CudaTensor> {
+        let mut out = self.output(&a.shape)?;
+        let li = a.data.len() as i32;
+        let mut l = self.stream.launch_builder(self.f("lincomb"));
+        l.arg(&a.data)
+            .arg(&ca)
+            .arg(&b.data)
+            .arg(&cb)
+            .arg(&mut out.data)
+            .arg(&li);
+        self.run(l, grid1d(a.data.len()))?;
+        Ok(out)
+    }
+
+    fn predict_x0(
+        &self,
+        x: &CudaTensor,
+        eps: &CudaTensor,
+        sab: f32,
+        s1m: f32,
+    ) -> Result<CudaTensor> {
+        let mut out = self.output(&x.shape)?;
+        let li = x.data.len() as i32;
+        let mut l = self.stream.launch_builder(self.f("predict_x0"));
+        l.arg(&x.data)
+            .arg(&eps.data)
+            .arg(&sab)
+            .arg(&s1m)
+            .arg(&mut out.data)
+            .arg(&li);
+        self.run(l, grid1d(x.data.len()))?;
+        Ok(out)
+    }
+
+    fn clamp(&self, x: &mut CudaTensor, lo: f32, hi: f32) -> Result<()> {
+        let len = x.data.len();
+        let li = len as i32;
+        let mut l = self.stream.launch_builder(self.f("clamp_inplace"));
+        l.arg(&mut x.data).arg(&lo).arg(&hi).arg(&li);
+        self.run(l, grid1d(len))
+    }
+
+    fn clamp_vjp(
+        &self,
+        reference: &CudaTensor,
+        lo: f32,
+        hi: f32,
+        d: &mut CudaTensor,
+    ) -> Result<()> {
+        let len = d.data.len();
+        let li = len as i32;
+        let mut l = self.stream.launch_builder(self.f("clamp_vjp"));
+        l.arg(&reference.data)
+            .arg(&lo)
+            .arg(&hi)
+            .arg(&mut d.data)
+            .arg(&li);
+        self.run(l, grid1d(len))
+    }
+
+    fn sum_sq_per_item(&self, x: &CudaTensor) -> Result<Vec<f64>> {
+        let n = x.shape[0];
+        let per = dim(x.data.len() / n, "slice size")?;
+        let mut out = self.stream.alloc_zeros::<f64>(n).map_err(cuda_err)?;
+        let cfg = LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
+        l.arg(&x.data).arg(&mut out).arg(&per);
+        // SAFETY: ABI of sum_sq_per_item; one block per item.
+        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        self.stream.clone_dtoh(&out).map_err(cuda_err)
+    }
+
+    fn diffpir_prior(
+        &self,
+        x: &CudaTensor,
+        eps: &CudaTensor,
+        cur: (f32, f32),
+        next: (f32, f32),
+    ) -> Result<CudaTensor> {
+        let mut xp = self.output(&x.shape)?;
+        let li = x.data.len() as i32;
+        let mut l = self.stream.launch_builder(self.f("diffpir_prior"));
+        l.arg(&x.data)
+            .arg(&eps.data)
+            .arg(&cur.0)
+            .arg(&cur.1)
+            .arg(&next.0)
+            .arg(&next.1)
+            .arg(&mut xp.data)
+            .arg(&li);
+        self.run(l, grid1d(x.data.len()))?;
+        Ok(xp)
+    }
+
+    fn data_step(
+        &self,
+        xp: &CudaTensor,
+        y: &CudaTensor,
+        kernel: &CudaTensor,
+        tau: f32,
+    ) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(xp);
+        let (p, hi, wi, k) = ((n * c) as i32, h as i32, w as i32, kernel.shape[0] as i32);
+        let mut r = self.output(&xp.shape)?;
+        let mut l = self.stream.launch_builder(self.f("blur_sub"));
+        l.arg(&xp.data)
+            .arg(&kernel.data)
+            .arg(&y.data)
+            .arg(&mut r.data)
+            .arg(&p)
+            .arg(&hi)
+            .arg(&wi)
+            .arg(&k);
+        // SAFETY: ABI of blur_sub.
+        unsafe { l.launch(Self::blur_cfg(n * c, h, w)) }.map_err(cuda_err)?;
+        let mut out = self.output(&xp.shape)?;
+        let mut l = self.stream.launch_builder(self.f("blur_t_step"));
+        l.arg(&r.data)
+            .arg(&kernel.data)
+            .arg(&xp.data)
+            .arg(&tau)
+            .arg(&mut out.data)
+            .arg(&p)
+            .arg(&hi)
+            .arg(&wi)
+            .arg(&k);
+        // SAFETY: ABI of blur_t_step.
+        unsafe { l.launch(Self::blur_cfg(n * c, h, w)) }.map_err(cuda_err)?;
+        Ok(out)
+    }
+}
