@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 /// Threads per block of the 1-D kernels (kernels/common.cuh uses the same).
 const BLOCK: u32 = 256;
+/// Limits of kernels/attention.cu and kernels/conv.cu (they write nothing beyond them).
+const MAX_HEAD_DIM: usize = 128;
+const MAX_CONV_KERNEL: usize = 19;
 
 /// Whether this binary carries compiled kernels (nvcc was found at build time).
 pub fn kernels_embedded() -> bool {
@@ -318,6 +321,9 @@ impl Backend for CudaBackend {
     ) -> Result<CudaTensor> {
         let (n, cin, h, wd) = dims4(x);
         let (cout, k) = (w.shape[0], w.shape[2]);
+        if k > MAX_CONV_KERNEL {
+            bail!("conv kernel size {k} exceeds the CUDA kernel's limit of {MAX_CONV_KERNEL}; use --device cpu");
+        }
         let (ho, wo) = (
             (h + 2 * pad - k) / stride + 1,
             (wd + 2 * pad - k) / stride + 1,
@@ -407,6 +413,9 @@ impl Backend for CudaBackend {
     ) -> Result<CudaTensor> {
         let (n, c, h, w) = dims4(y);
         let t = h * w;
+        if c / heads > MAX_HEAD_DIM {
+            bail!("attention head width {} exceeds the CUDA kernel's limit of {MAX_HEAD_DIM}; use --device cpu", c / heads);
+        }
         // qkv (n, 3c, t) = in_w · y + in_b.
         let mut qkv = self.output(&[n, 3 * c, t])?;
         self.fill_rows(&mut qkv.data, &p.in_b.data, 3 * c, t, n)?;

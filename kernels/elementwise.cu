@@ -1,0 +1,128 @@
+// Small memory-bound ops of the UNet and the samplers; reference: src/backend/cpu/elementwise.rs.
+// All but sum_sq_per_item are 1-D: grid = ceil(len / 256), block = 256, one element per thread.
+// Total lengths must fit in an int (the Rust side checks every size with i32::try_from).
+#include "common.cuh"
+
+// h[i] += v[i / hw], len = nc·hw: one bias per (image, channel) plane.
+extern "C" __global__ void add_channel_bias(float* h, const float* v, int nc, int hw) {
+    const int i = flat_index();
+    if (i < nc * hw) h[i] += v[i / hw];
+}
+
+extern "C" __global__ void add_assign(float* a, const float* b, int len) {
+    const int i = flat_index();
+    if (i < len) a[i] += b[i];
+}
+
+// out = ca·a + cb·b, each product rounded before the sum, as the CPU does.
+extern "C" __global__ void lincomb(const float* a, float ca, const float* b, float cb, float* out,
+                                   int len) {
+    const int i = flat_index();
+    if (i < len) out[i] = __fadd_rn(__fmul_rn(ca, a[i]), __fmul_rn(cb, b[i]));
+}
+
+// x0 = (x − s1m·eps) / sab with an IEEE division: the samplers compare x0 across backends.
+extern "C" __global__ void predict_x0(const float* x, const float* eps, float sab, float s1m,
+                                      float* out, int len) {
+    const int i = flat_index();
+    if (i < len) out[i] = __fdiv_rn(__fsub_rn(x[i], __fmul_rn(s1m, eps[i])), sab);
+}
+
+extern "C" __global__ void clamp_inplace(float* x, float lo, float hi, int len) {
+    const int i = flat_index();
+    if (i < len) x[i] = clamp_nan(x[i], lo, hi);
+}
+
+// The gradient of clamp: d passes where lo ≤ ref ≤ hi (bounds included, as PyTorch), else 0.
+extern "C" __global__ void clamp_vjp(const float* ref, float lo, float hi, float* d, int len) {
+    const int i = flat_index();
+    if (i < len) {
+        const float r = ref[i];
+        if (r < lo || r > hi) d[i] = 0.0f;
+    }
+}
+
+// Nearest ×2: y (planes, 2h, 2w) from x (planes, h, w); one thread per output, len = planes·4hw.
+extern "C" __global__ void upsample2x(const float* x, float* y, int planes, int h, int w) {
+    const int i = flat_index();
+    const int hw = h * w, w2 = 2 * w;
+    if (i >= planes * 4 * hw) return;
+    const int p = i / (4 * hw), r = i - p * 4 * hw;
+    const int oy = r / w2, ox = r - oy * w2;
+    y[i] = x[p * hw + (oy / 2) * w + ox / 2];
+}
+
+// Adjoint of upsample2x: each input pixel sums its 2×2 block, in the CPU's order
+// ((r0 + r0+1) + r1) + r1+1. One thread per input pixel, len = planes·hw.
+extern "C" __global__ void upsample2x_vjp(const float* dy, float* dx, int planes, int h, int w) {
+    const int i = flat_index();
+    const int hw = h * w;
+    if (i >= planes * hw) return;
+    const int p = i / hw, r = i - p * hw;
+    const int y = r / w, x = r - y * w;
+    const float* g = dy + p * 4 * hw;
+    const int r0 = 2 * y * 2 * w + 2 * x, r1 = (2 * y + 1) * 2 * w + 2 * x;
+    dx[i] = g[r0] + g[r0 + 1] + g[r1] + g[r1 + 1];
+}
+
+// out (n, la+lb) = [a (n, la), b (n, lb)] per image; la = ca·hw, lb = cb·hw.
+extern "C" __global__ void concat_channels(const float* a, const float* b, float* out, int n,
+                                           int la, int lb) {
+    const int i = flat_index();
+    const int l = la + lb;
+    if (i >= n * l) return;
+    const int img = i / l, r = i - img * l;
+    out[i] = r < la ? a[img * la + r] : b[img * lb + (r - la)];
+}
+
+// Inverse of concat_channels: x (n, la+lb) into a (n, la) and b (n, lb).
+extern "C" __global__ void split_channels(const float* x, float* a, float* b, int n, int la,
+                                          int lb) {
+    const int i = flat_index();
+    const int l = la + lb;
+    if (i >= n * l) return;
+    const int img = i / l, r = i - img * l;
+    if (r < la)
+        a[img * la + r] = x[i];
+    else
+        b[img * lb + (r - la)] = x[i];
+}
+
+// c[b][r][j] = bias[r] for batch matrices of rows × cols: the bias a GEMM then adds onto.
+extern "C" __global__ void fill_rows(float* c, const float* bias, int rows, int cols, int batch) {
+    const int i = flat_index();
+    if (i < batch * rows * cols) c[i] = bias[(i / cols) % rows];
+}
+
+// out[i][o] = b[o] + Σ_k act(x[i][k])·w[o][k], act = SiLU when silu_input. One thread per output;
+// the sum runs in k order from 0 and is added to the bias last, each step rounded, as the CPU.
+// These are the time-embedding layers: tiny, so a dot per thread is enough.
+extern "C" __global__ void linear(const float* x, const float* w, const float* b, float* out,
+                                  int n, int fin, int fout, int silu_input) {
+    const int i = flat_index();
+    if (i >= n * fout) return;
+    const int row = i / fout, o = i - row * fout;
+    const float* xr = x + row * fin;
+    const float* wr = w + o * fin;
+    float acc = 0.0f;
+    if (silu_input) {
+        for (int k = 0; k < fin; ++k) acc = __fadd_rn(acc, __fmul_rn(wr[k], silu(xr[k])));
+    } else {
+        for (int k = 0; k < fin; ++k) acc = __fadd_rn(acc, __fmul_rn(wr[k], xr[k]));
+    }
+    out[i] = __fadd_rn(b[o], acc);
+}
+
+// out[item] = Σ x² over one item of per_item values, accumulated in double.
+// grid = n (one block per item), block = 256.
+extern "C" __global__ void sum_sq_per_item(const float* x, double* out, int per_item) {
+    __shared__ double scratch[kBlock / kWarp];
+    const float* xi = x + (long long)blockIdx.x * per_item;
+    double acc = 0.0;
+    for (int j = threadIdx.x; j < per_item; j += blockDim.x) {
+        const double v = xi[j];
+        acc += v * v;
+    }
+    const double total = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[blockIdx.x] = total;
+}

@@ -1,0 +1,96 @@
+// Strided, batched single-precision GEMM; reference: src/backend/cpu/gemm.rs.
+//
+// C_z = A_z·B_z + beta·C_z for z = blockIdx.z, with A_z = a + z·a_bs (element (i, p) at
+// i·a_rs + p·a_cs), B_z likewise, C_z = c + z·c_bs row-major with row stride c_rs.
+// Any strides, so transposed views need no copy. When beta == 0, C is never read (it may hold
+// NaN poison). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
+//
+// Launch: grid = (ceil(n/64), ceil(m/64), batch), block = 256. Each block owns a 64×64 tile of C;
+// each thread a 4×4 sub-tile (rows ty·4..ty·4+3, columns tx + 16·c) accumulated in f32 with fmaf.
+// K is staged through shared memory 16 at a time.
+#include "common.cuh"
+
+namespace {
+
+constexpr int TM = 64;  // tile rows (of C and A)
+constexpr int TN = 64;  // tile columns (of C and B)
+constexpr int TK = 16;  // K chunk staged per step
+// Row pad of the shared tiles: staging along p writes down a column, and a 68-float row
+// (still 16-byte aligned for the float4 reads) turns that 16-way bank conflict into 2-way.
+constexpr int PAD = 4;
+static_assert(TM * TK == 4 * kBlock && TK * TN == 4 * kBlock, "each thread stages 4+4 values");
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(kBlock)
+    sgemm_strided(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
+                  int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,
+                  long long b_bs, long long c_bs) {
+    // k-major tiles: As[p][i], Bs[p][j], so the inner loop reads a row of each.
+    __shared__ __align__(16) float As[TK][TM + PAD];
+    __shared__ __align__(16) float Bs[TK][TN + PAD];
+
+    const int z = blockIdx.z;
+    a += z * a_bs;
+    b += z * b_bs;
+    c += z * c_bs;
+    const int i0 = blockIdx.y * TM, j0 = blockIdx.x * TN;
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+
+    // Staging map, chosen per operand so that neighbouring threads read neighbouring addresses:
+    // along p when the operand is contiguous along p (a_cs == 1 / b_rs == 1), else along i / j.
+    const bool a_along_p = (a_cs == 1);
+    const bool b_along_p = (b_rs == 1) && (b_cs != 1);
+
+    float acc[4][4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[r][q] = 0.0f;
+
+    for (int p0 = 0; p0 < k; p0 += TK) {
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            const int e = tid + s * kBlock;  // 0..1023 over the 64×16 tile
+            const int ai = a_along_p ? e / TK : e % TM;
+            const int ap = a_along_p ? e % TK : e / TM;
+            const int gi = i0 + ai, gp = p0 + ap;
+            As[ap][ai] = (gi < m && gp < k) ? a[gi * a_rs + gp * a_cs] : 0.0f;
+
+            const int bj = b_along_p ? e / TK : e % TN;
+            const int bp = b_along_p ? e % TK : e / TN;
+            const int gj = j0 + bj, gq = p0 + bp;
+            Bs[bp][bj] = (gj < n && gq < k) ? b[gq * b_rs + gj * b_cs] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int p = 0; p < TK; ++p) {
+            // Rows ty·4..+3 of A: one 16-byte broadcast read. Columns tx + 16·q of B: conflict-free.
+            const float4 av = *reinterpret_cast<const float4*>(&As[p][ty * 4]);
+            const float ar[4] = {av.x, av.y, av.z, av.w};
+            float br[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) br[q] = Bs[p][tx + 16 * q];
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        const int i = i0 + ty * 4 + r;
+        if (i >= m) continue;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const int j = j0 + tx + 16 * q;
+            if (j >= n) continue;
+            float* cp = c + i * c_rs + j;
+            // beta == 0 must not read C: 0·NaN would poison the result.
+            *cp = (beta == 0.0f) ? acc[r][q] : fmaf(beta, *cp, acc[r][q]);
+        }
+    }
+}
