@@ -145,6 +145,24 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         sweep_count: usize,
     },
+    /// Time the UNet forward and whole samplers on a device (synthetic weights of the
+    /// notebook's config unless --weights is given).
+    Bench {
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long)]
+        num_heads: Option<usize>,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+        steps: i64,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// Synthetic CT-like phantoms (8-bit quantised), for training and evaluation.
     Phantoms {
         #[arg(long)]
@@ -382,6 +400,26 @@ pub fn run(cli: Cli) -> Result<()> {
             seed,
             steps: n,
         } => demo(&model, &out_dir, seed, steps(n)?),
+        Command::Bench {
+            weights,
+            num_heads,
+            device,
+            batches,
+            steps: n,
+            repeats,
+            size,
+        } => {
+            if batches.is_empty() || batches.contains(&0) {
+                bail!("--batches needs positive batch sizes");
+            }
+            let model = match weights {
+                Some(w) => engine::load(&w, num_heads, device)?,
+                None => engine::synthetic(&crate::unet::UNetConfig::notebook(), 1, device)?,
+            };
+            let timings = crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats);
+            print!("{}", crate::bench::table(&model.device(), &timings));
+            Ok(())
+        }
         Command::Phantoms {
             count,
             seed,

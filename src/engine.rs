@@ -90,6 +90,23 @@ pub fn load(path: &Path, heads: Option<usize>, device: Device) -> Result<Box<dyn
     })
 }
 
+/// A model with deterministic synthetic weights (benchmarks, tests).
+pub fn synthetic(cfg: &UNetConfig, seed: u64, device: Device) -> Result<Box<dyn Model>> {
+    let params = weights::synthetic(cfg, seed);
+    from_params(cfg.clone(), &params, device)
+}
+
+fn from_params(cfg: UNetConfig, params: &Params, device: Device) -> Result<Box<dyn Model>> {
+    Ok(match resolve(device)? {
+        None => Box::new(Engine::from_params(CpuBackend, cfg, params)?),
+        Some(ordinal) => Box::new(Engine::from_params(
+            CudaBackend::new(ordinal)?,
+            cfg,
+            params,
+        )?),
+    })
+}
+
 /// The CUDA ordinal to use, or None for the CPU. `auto` prefers a working GPU and says in one
 /// line why it falls back; an explicit `cuda` that cannot run is an error.
 pub fn resolve(device: Device) -> Result<Option<usize>> {

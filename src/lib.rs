@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod baselines;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;
