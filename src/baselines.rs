@@ -192,7 +192,7 @@ mod tests {
             .collect();
         let t = Tensor::new(vec![1, 1, h, w], truth.clone()).unwrap();
         let k = Kernel::motion(9, 20.0).unwrap();
-        let y = crate::engine::blur(&t, &k).unwrap();
+        let y = crate::operators::apply(&t, &k).unwrap();
         let err = |x: &Tensor| {
             x.data()
                 .iter()

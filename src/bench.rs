@@ -4,7 +4,7 @@
 use crate::engine::Model;
 use crate::error::Result;
 use crate::operators::Kernel;
-use crate::rng::Rng;
+use crate::rng::normal_tensor;
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::dps::DpsParams;
 use crate::tensor::Tensor;
@@ -15,14 +15,6 @@ pub struct Timing {
     pub batch: usize,
     /// Median and minimum in milliseconds, or the reason the op could not run here.
     pub result: std::result::Result<(f64, f64), String>,
-}
-
-fn noise(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::new(
-        shape.to_vec(),
-        Rng::new(seed).normal_vec(shape.iter().product()),
-    )
-    .expect("sized")
 }
 
 /// Median and minimum of `repeats` runs after one warm-up.
@@ -54,7 +46,7 @@ pub fn run(
     let kernel = Kernel::motion(9, 20.0).expect("valid kernel");
     let mut out = Vec::new();
     for &b in batches {
-        let x = noise(&[b, 1, size, size], 1);
+        let x = normal_tensor(&[b, 1, size, size], 1);
         out.push(Timing {
             op: "forward".into(),
             batch: b,
@@ -62,8 +54,8 @@ pub fn run(
         });
     }
     for &b in batches {
-        let y = noise(&[b, 1, size, size], 2);
-        let x_t = noise(&[b, 1, size, size], 3);
+        let y = normal_tensor(&[b, 1, size, size], 2);
+        let x_t = normal_tensor(&[b, 1, size, size], 3);
         let pir = DiffPirParams { steps, tau: 0.6 };
         let op = format!("diffpir_{steps}");
         out.push(Timing {

@@ -6,7 +6,7 @@ use crate::evaluate::{self, Spec};
 use crate::metrics::{self, Quality};
 use crate::operators::{self, Kernel};
 use crate::progress::ProgressBar;
-use crate::rng::Rng;
+use crate::rng::normal_tensor;
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::dps::DpsParams;
 use crate::tensor::Tensor;
@@ -346,7 +346,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let kernel = op.kernel()?;
             let x = read_stack(&image, "--image")?;
-            let y = simulate(&x, &kernel, noise_level, seed)?;
+            let y = operators::simulate(&x, &kernel, noise_level, seed)?;
             write(&out, &y)
         }
         Command::Reconstruct {
@@ -364,7 +364,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let truth = truth.map(|p| read_stack(&p, "--truth")).transpose()?;
             let x_t = match &init {
                 Some(p) => read_stack(p, "--init")?,
-                None => starting_noise(y.shape(), seed.unwrap_or(0))?,
+                None => normal_tensor(y.shape(), seed.unwrap_or(0)),
             };
             let start = Instant::now();
             let (x, device) = match sampler.sampler {
@@ -460,7 +460,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--count must be positive");
             }
             let (engine, _) = model.load()?;
-            let x_t = starting_noise(&[count, engine.config().in_ch, size, size], seed)?;
+            let x_t = normal_tensor(&[count, engine.config().in_ch, size, size], seed);
             let mut bar = ProgressBar::new("DDIM");
             let x = engine.sample(&x_t, steps(n)?, &mut |d, t| bar.update(d, t))?;
             let slices: Vec<Vec<f32>> = x.data().chunks(size * size).map(|c| c.to_vec()).collect();
@@ -594,23 +594,6 @@ fn run_baseline(args: &SamplerArgs, y: &Tensor, kernel: &Kernel) -> Result<Tenso
     }
 }
 
-/// Standard normal x_T of the given shape.
-pub fn starting_noise(shape: &[usize], seed: u64) -> Result<Tensor> {
-    let n = shape.iter().product();
-    Tensor::new(shape.to_vec(), Rng::new(seed).normal_vec(n))
-}
-
-/// Mixed into the seed so the measurement noise never repeats DPS's starting noise.
-const NOISE_STREAM: u64 = 0x5EED_0000_0000_0001;
-
-/// y = K x + e with relative noise; the noise stream is seeded independently of DPS's.
-pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Result<Tensor> {
-    let kx = engine::blur(x, kernel)?;
-    let e = operators::relative_noise(&kx, noise_level, &mut Rng::new(seed ^ NOISE_STREAM))?;
-    let data = kx.data().iter().zip(e.data()).map(|(a, b)| a + b).collect();
-    Tensor::new(kx.shape().to_vec(), data)
-}
-
 /// The seed of the built-in demo phantom (outside any training range the engine uses).
 pub const DEMO_PHANTOM_SEED: u64 = 1_000_003;
 
@@ -620,13 +603,13 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
     let size = 64 - 64 % engine.config().size_multiple();
     let truth = phantom::phantoms(1, DEMO_PHANTOM_SEED, size);
     let kernel = Kernel::motion(9, 20.0)?;
-    let y = simulate(&truth, &kernel, 0.01, seed)?;
+    let y = operators::simulate(&truth, &kernel, 0.01, seed)?;
     println!(
         "diffrecon demo: motion blur k=9, angle 20, noise 0.01, {n_steps} steps, weights {}, device {}",
         weights.display(),
         engine.device()
     );
-    let x_t = starting_noise(y.shape(), seed)?;
+    let x_t = normal_tensor(y.shape(), seed);
     let start = Instant::now();
     let mut bar = ProgressBar::new("DPS");
     let dps = DpsParams {

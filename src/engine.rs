@@ -276,15 +276,10 @@ pub fn residual_ratio(x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64
             y.shape()
         );
     }
-    let diff = CpuBackend.lincomb(&blur(x, kernel)?, 1.0, y, -1.0)?;
+    let diff = CpuBackend.lincomb(&crate::operators::apply(x, kernel)?, 1.0, y, -1.0)?;
     let r = CpuBackend.sum_sq_per_item(&diff)?;
     Ok(crate::samplers::norm_ratios(
         &r,
         &CpuBackend.sum_sq_per_item(y)?,
     ))
-}
-
-/// K(x) on the CPU, for simulating measurements without a model.
-pub fn blur(x: &Tensor, kernel: &Kernel) -> Result<Tensor> {
-    CpuBackend.blur(x, &kernel.to_tensor(), false)
 }

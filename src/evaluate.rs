@@ -40,8 +40,8 @@ pub struct ProblemSet {
 
 pub fn problem_set(spec: &Spec) -> Result<ProblemSet> {
     let truth = phantom::phantoms(spec.count, spec.seed, spec.size);
-    let y = crate::cli::simulate(&truth, &spec.kernel, spec.noise_level, spec.seed)?;
-    let x_t = crate::cli::starting_noise(y.shape(), spec.seed)?;
+    let y = crate::operators::simulate(&truth, &spec.kernel, spec.noise_level, spec.seed)?;
+    let x_t = crate::rng::normal_tensor(y.shape(), spec.seed);
     Ok(ProblemSet { truth, y, x_t })
 }
 

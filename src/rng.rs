@@ -73,6 +73,13 @@ impl Rng {
     }
 }
 
+/// A tensor of standard normal values (e.g. DPS's starting noise x_T).
+pub fn normal_tensor(shape: &[usize], seed: u64) -> crate::tensor::Tensor {
+    let n = shape.iter().product();
+    crate::tensor::Tensor::new(shape.to_vec(), Rng::new(seed).normal_vec(n))
+        .expect("sized from the shape")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,36 @@ impl Kernel {
     }
 }
 
+/// K(x) for every slice, on the CPU (simulation and classical baselines).
+pub fn apply(x: &Tensor, kernel: &Kernel) -> Result<Tensor> {
+    let (h, w) = match *x.shape() {
+        [_, _, h, w] => (h, w),
+        ref s => bail!("expected an (N, C, H, W) image stack, got shape {s:?}"),
+    };
+    let mut out = Tensor::zeros(x.shape());
+    crate::backend::cpu::blur::blur(
+        x.data(),
+        h,
+        w,
+        &kernel.data,
+        kernel.size,
+        false,
+        out.data_mut(),
+    );
+    Ok(out)
+}
+
+/// Mixed into the seed so the measurement noise never repeats DPS's starting noise.
+const NOISE_STREAM: u64 = 0x5EED_0000_0000_0001;
+
+/// y = K x + e with relative noise (see `relative_noise`), seeded by `seed`.
+pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Result<Tensor> {
+    let kx = apply(x, kernel)?;
+    let e = relative_noise(&kx, noise_level, &mut Rng::new(seed ^ NOISE_STREAM))?;
+    let data = kx.data().iter().zip(e.data()).map(|(a, b)| a + b).collect();
+    Tensor::new(kx.shape().to_vec(), data)
+}
+
 /// Noise for each slice of `kx` (N,1,H,W): e = n/‖n‖ · ‖Kx‖ · level, n standard normal.
 pub fn relative_noise(kx: &Tensor, level: f64, rng: &mut Rng) -> Result<Tensor> {
     if !(level.is_finite() && level >= 0.0) {
