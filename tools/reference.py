@@ -433,22 +433,22 @@ def timesteps(S: int, T: int = T_DEFAULT) -> List[int]:
 
 
 def _gather(vals: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    t = t.reshape(-1).to(torch.long)
+    t = t.reshape(-1).to(device=vals.device, dtype=torch.long)
     return vals.gather(0, t).reshape(t.shape[0], *([1] * (ndim - 1)))
 
 
-def _as_t(t, batch: int) -> torch.Tensor:
+def _as_t(t, batch: int, device=None) -> torch.Tensor:
     if torch.is_tensor(t):
         t = t.reshape(-1).to(torch.long)
     else:
         t = torch.tensor([int(t)], dtype=torch.long) if np.isscalar(t) else torch.tensor(list(t), dtype=torch.long)
     if t.numel() == 1 and batch > 1:
         t = t.expand(batch)
-    return t
+    return t.to(device) if device is not None else t
 
 
 def x0_hat(x_t: torch.Tensor, eps: torch.Tensor, t, alpha_bars: torch.Tensor) -> torch.Tensor:
-    t = _as_t(t, x_t.shape[0])
+    t = _as_t(t, x_t.shape[0], x_t.device)
     s1 = _gather((1 - alpha_bars).sqrt(), t, x_t.ndim)
     s0 = _gather(alpha_bars.sqrt(), t, x_t.ndim)
     return (x_t - s1 * eps) / s0
@@ -521,7 +521,7 @@ def dps_loss_and_grad(model, x, t, y, kernel, sigma_y, alpha_bars):
     Returns (grad dL/dx, L, eps, x0 clamped).
     """
     x = x.detach().requires_grad_(True)
-    tt = _as_t(t, x.shape[0])
+    tt = _as_t(t, x.shape[0], x.device)
     eps = model(x, tt)
     x0 = x0_hat(x, eps, tt, alpha_bars).clamp(-1.0, 1.0)
     r = (blur(x0, kernel) - y) ** 2
@@ -544,7 +544,7 @@ def dps_sample(model, y, kernel, alpha_bars, x_T, steps=40, guidance=0.15, sigma
         states.append(x.clone())
         x0s.append(x0.clone())
     with torch.no_grad():
-        t0 = torch.zeros(x.shape[0], dtype=torch.long)
+        t0 = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         eps = model(x, t0)
         out = x0_hat(x, eps, t0, alpha_bars).clamp(-1.0, 1.0)
     if return_states:
@@ -559,7 +559,7 @@ def diffpir_sample(model, y, kernel, alpha_bars, steps=40, tau=0.6, T=T_DEFAULT,
     with torch.no_grad():
         for i in range(len(sched) - 1):
             t_cur, t_next = sched[i], sched[i + 1]
-            tt = _as_t(t_cur, x.shape[0])
+            tt = _as_t(t_cur, x.shape[0], x.device)
             eps = model(x, tt)
             x0 = x0_hat(x, eps, tt, alpha_bars).clamp(-1.0, 1.0)
             xp = ddim_step(x0, eps, t_next, alpha_bars)
