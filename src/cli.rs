@@ -550,8 +550,8 @@ fn sampler_name(s: SamplerKind) -> &'static str {
 }
 
 /// Default λ of the baselines: the best of the sweep on held-out phantoms (see README).
-pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 1e-3;
-pub const DEFAULT_TV_LAMBDA: f64 = 2e-3;
+pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 3e-3;
+pub const DEFAULT_TV_LAMBDA: f64 = 3e-4;
 
 fn run_sampler(
     engine: &dyn Model,
