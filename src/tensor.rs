@@ -65,6 +65,25 @@ impl Tensor {
         Ok(self)
     }
 
+    /// ‖self − reference‖₂ / ‖reference‖₂ in f64: the error measure of the golden and parity tests.
+    pub fn rel_l2(&self, reference: &Tensor) -> Result<f64> {
+        if self.shape != reference.shape {
+            bail!(
+                "cannot compare shapes {:?} and {:?}",
+                self.shape,
+                reference.shape
+            );
+        }
+        let diff: f64 = self
+            .data
+            .iter()
+            .zip(&reference.data)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum();
+        let norm: f64 = reference.data.iter().map(|b| (*b as f64).powi(2)).sum();
+        Ok((diff / norm.max(1e-30)).sqrt())
+    }
+
     /// Fails with a message naming `what` if any value is NaN or infinite.
     pub fn check_finite(&self, what: &str) -> Result<()> {
         if let Some(i) = self.data.iter().position(|v| !v.is_finite()) {

@@ -34,15 +34,7 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    let num: f64 = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let den: f64 = want.data().iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
+    got.rel_l2(want).unwrap()
 }
 
 fn check(

@@ -39,15 +39,7 @@ fn engine(weights_file: &str) -> Box<dyn Model> {
 }
 
 fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.shape(), want.shape(), "shape mismatch");
-    let num: f64 = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let den: f64 = want.data().iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
+    got.rel_l2(want).unwrap()
 }
 
 fn check(case: &str, got: &Tensor, want: &Tensor, bound: f64) {
