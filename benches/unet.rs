@@ -4,20 +4,11 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::operators::Kernel;
-use diffrecon::rng::Rng;
+use diffrecon::rng::normal_tensor;
 use diffrecon::samplers::{diffpir, dps, Problem};
 use diffrecon::schedule::Schedule;
-use diffrecon::tensor::Tensor;
 use diffrecon::unet::{weights, UNet, UNetConfig};
 use std::time::Duration;
-
-fn noise(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::new(
-        shape.to_vec(),
-        Rng::new(seed).normal_vec(shape.iter().product()),
-    )
-    .unwrap()
-}
 
 fn bench(c: &mut Criterion) {
     let be = CpuBackend;
@@ -28,8 +19,8 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(2));
     for n in [1usize, 8] {
-        let x = noise(&[n, 1, 64, 64], 2);
-        let r = noise(&[n, 1, 64, 64], 3);
+        let x = normal_tensor(&[n, 1, 64, 64], 2);
+        let r = normal_tensor(&[n, 1, 64, 64], 3);
         g.bench_function(format!("forward_b{n}"), |b| {
             b.iter(|| net.forward(&be, &x, &[200.0]).unwrap())
         });
@@ -41,7 +32,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     let schedule = Schedule::cosine(400);
-    let y = noise(&[1, 1, 64, 64], 4);
+    let y = normal_tensor(&[1, 1, 64, 64], 4);
     let kernel = Kernel::motion(9, 20.0).unwrap().to_tensor();
     let p = Problem {
         be: &be,
@@ -50,7 +41,7 @@ fn bench(c: &mut Criterion) {
         y: &y,
         kernel: &kernel,
     };
-    let x = noise(&[1, 1, 64, 64], 5);
+    let x = normal_tensor(&[1, 1, 64, 64], 5);
     let params = dps::DpsParams::default();
     g.bench_function("dps_step_b1", |b| {
         b.iter(|| dps::step(&p, &x, 300, 290, &params).unwrap())

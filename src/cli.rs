@@ -549,7 +549,7 @@ fn sampler_name(s: SamplerKind) -> &'static str {
     }
 }
 
-/// Default λ of the baselines: the best of the sweep on held-out phantoms (see README).
+/// Default λ of the baselines: the best of `evaluate`'s λ grid on its 32 phantoms (README).
 pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 3e-3;
 pub const DEFAULT_TV_LAMBDA: f64 = 3e-4;
 

@@ -51,6 +51,15 @@ fn check(case: &str, got: &Tensor, want: &Tensor, bound: f64) {
     );
 }
 
+/// A JSON array of numbers as f32 values.
+fn f32_list(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
 fn kernel_of(op: &Value) -> Kernel {
     let k = op["k"].as_u64().unwrap() as usize;
     match op["type"].as_str().unwrap() {
@@ -92,12 +101,7 @@ fn eps_full_notebook_config_with_synthetic_weights() {
     // The generator agrees with the reference's, value for value.
     let check_vals = &json("manifest.json")["synthetic_check"];
     for name in ["init.weight", "out_norm.weight"] {
-        let want: Vec<f32> = check_vals[format!("{name}[:3]")]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want = f32_list(&check_vals[format!("{name}[:3]")]);
         assert_eq!(&params[name].data()[..3], &want[..], "{name}");
     }
     let e = Engine::from_params(CpuBackend, cfg, &params).unwrap();
@@ -203,12 +207,7 @@ fn motion_kernels_exact_and_gaussian_kernels_close() {
             case["k"].as_u64().unwrap() as usize,
             case["angle"].as_f64().unwrap(),
         );
-        let want: Vec<f32> = case["kernel"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want = f32_list(&case["kernel"]);
         assert_eq!(
             Kernel::motion(size, angle).unwrap().data,
             want,
@@ -220,12 +219,7 @@ fn motion_kernels_exact_and_gaussian_kernels_close() {
             case["k"].as_u64().unwrap() as usize,
             case["variance"].as_f64().unwrap(),
         );
-        let want: Vec<f32> = case["kernel"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want = f32_list(&case["kernel"]);
         let got = Kernel::gaussian(size, var).unwrap().data;
         let err = got
             .iter()

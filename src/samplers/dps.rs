@@ -56,8 +56,9 @@ pub fn gradient<B: Backend>(
     let shape = be.shape(x);
     let pixels: usize = shape[1..].iter().product();
     let scale = (1.0 / (pixels as f64 * sigma_y * sigma_y)) as f32;
-    let kt_res = be.blur(&p.residual(&x0)?, p.kernel, true)?;
-    let mut r = be.lincomb(&kt_res, scale, &kt_res, 0.0)?;
+    // r = Kᵀ(K x0 − y)/(n·σ²), the scale folded into the residual (Kᵀ is linear).
+    let kx0 = be.blur(&x0, p.kernel, false)?;
+    let mut r = be.blur(&be.lincomb(&kx0, scale, p.y, -scale)?, p.kernel, true)?;
     be.clamp_vjp(&x0_raw, -1.0, 1.0, &mut r)?;
     // x0_hat = (x − s1m·eps)/sab, so dL/dx = (r − s1m·Jᵀr)/sab.
     let jtr = p.net.vjp(be, &tape, &r)?;

@@ -238,8 +238,7 @@ impl CudaBackend {
             .arg(&a_bs)
             .arg(&b_bs)
             .arg(&c_bs);
-        // SAFETY: arguments match the kernel's ABI (kernels/README.md); sizes come from the shapes.
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        self.run(l, cfg)?;
         Ok(())
     }
 
@@ -255,14 +254,13 @@ impl CudaBackend {
         let (r, co, b) = (dim(rows, "rows")?, dim(cols, "cols")?, dim(batch, "batch")?);
         let mut l = self.stream.launch_builder(self.f("fill_rows"));
         l.arg(c).arg(bias).arg(&r).arg(&co).arg(&b);
-        // SAFETY: ABI of fill_rows; len = batch·rows·cols.
-        unsafe { l.launch(grid1d(batch * rows * cols)) }.map_err(cuda_err)?;
+        self.run(l, grid1d(batch * rows * cols))?;
         Ok(())
     }
 
     /// Launch a built kernel call.
     fn run(&self, mut l: cudarc::driver::LaunchArgs, cfg: LaunchConfig) -> Result<()> {
-        // SAFETY: each caller pushes the arguments of its kernel's ABI (kernels/README.md) in
+        // SAFETY: every caller pushes the arguments of its kernel's ABI (kernels/README.md) in
         // order, with sizes taken from the tensors' shapes.
         unsafe { l.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
@@ -347,8 +345,7 @@ impl Backend for CudaBackend {
         for a in &args {
             l.arg(a);
         }
-        // SAFETY: ABI of conv2d_fwd (x, w, bias, y, n, cin, h, w, cout, k, stride, pad, ho, wo).
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        self.run(l, cfg)?;
         Ok(y)
     }
 
@@ -388,8 +385,7 @@ impl Backend for CudaBackend {
             .arg(&hw)
             .arg(&g)
             .arg(&s);
-        // SAFETY: ABI of group_norm_fwd.
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        self.run(l, cfg)?;
         Ok(y)
     }
 
@@ -442,8 +438,7 @@ impl Backend for CudaBackend {
             .arg(&ci)
             .arg(&ti)
             .arg(&hi);
-        // SAFETY: ABI of attention_fwd.
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        self.run(l, cfg)?;
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
         self.fill_rows(&mut out.data, &p.out_b.data, c, t, n)?;
@@ -581,8 +576,7 @@ impl Backend for CudaBackend {
             .arg(&wi)
             .arg(&k)
             .arg(&adj);
-        // SAFETY: ABI of blur.
-        unsafe { l.launch(Self::blur_cfg(n * c, h, w)) }.map_err(cuda_err)?;
+        self.run(l, Self::blur_cfg(n * c, h, w))?;
         Ok(y)
     }
 
@@ -657,8 +651,7 @@ impl Backend for CudaBackend {
         };
         let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
         l.arg(&x.data).arg(&mut out).arg(&per);
-        // SAFETY: ABI of sum_sq_per_item; one block per item.
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+        self.run(l, cfg)?;
         self.stream.clone_dtoh(&out).map_err(cuda_err)
     }
 
@@ -703,8 +696,7 @@ impl Backend for CudaBackend {
             .arg(&hi)
             .arg(&wi)
             .arg(&k);
-        // SAFETY: ABI of blur_sub.
-        unsafe { l.launch(Self::blur_cfg(n * c, h, w)) }.map_err(cuda_err)?;
+        self.run(l, Self::blur_cfg(n * c, h, w))?;
         let mut out = self.output(&xp.shape)?;
         let mut l = self.stream.launch_builder(self.f("blur_t_step"));
         l.arg(&r.data)
@@ -716,8 +708,7 @@ impl Backend for CudaBackend {
             .arg(&hi)
             .arg(&wi)
             .arg(&k);
-        // SAFETY: ABI of blur_t_step.
-        unsafe { l.launch(Self::blur_cfg(n * c, h, w)) }.map_err(cuda_err)?;
+        self.run(l, Self::blur_cfg(n * c, h, w))?;
         Ok(out)
     }
 }
