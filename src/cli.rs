@@ -6,11 +6,15 @@ use crate::evaluate::{self, Spec};
 use crate::metrics::{self, Quality};
 use crate::operators::{self, Kernel};
 use crate::progress::ProgressBar;
-use crate::rng::normal_tensor;
+use crate::rng::{normal_tensor, slice_noise};
+use crate::samplers::cg::CgSettings;
 use crate::samplers::diffpir::DiffPirParams;
+use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps::DpsParams;
+use crate::samplers::dps_paper::DpsPaperParams;
+use crate::schedule::Skip;
 use crate::tensor::Tensor;
-use crate::{bail, baselines, figure, io, phantom};
+use crate::{bail, baselines, figure, io, phantom, spread};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -255,8 +259,14 @@ impl OperatorArgs {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SamplerKind {
+    /// The notebook's DPS (squared loss, fixed guidance).
     Dps,
+    /// The notebook's DiffPIR-style sampler (one gradient data step, starts from y).
     Diffpir,
+    /// Published DiffPIR: exact proximal data step by CG, noise re-injection ζ.
+    DiffpirPnp,
+    /// Published DPS: step ζ/‖y − K x̂0‖, ancestral (η) steps.
+    DpsPaper,
     /// Classical baseline: argmin ‖Kx − y‖² + λ‖x‖² by conjugate gradients.
     Tikhonov,
     /// Classical baseline: argmin ½‖Kx − y‖² + λ·TV(x) by a primal-dual solver.
@@ -278,9 +288,98 @@ pub struct SamplerArgs {
     /// DiffPIR-style data step size.
     #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
     pub tau: f64,
-    /// Regularisation weight of the tikhonov and tv baselines (default: their best on held-out phantoms).
+    /// tikhonov / tv: regularisation weight; diffpir-pnp: prior weight λ (defaults: the best
+    /// on phantoms outside the evaluation set).
     #[arg(long, allow_negative_numbers = true)]
     pub lambda: Option<f64>,
+    /// diffpir-pnp: fraction of fresh noise per step; dps-paper: step size on ‖y − K x̂0‖.
+    #[arg(long, allow_negative_numbers = true)]
+    pub zeta: Option<f64>,
+    /// dps-paper: ancestral noise (1 = DDPM, 0 = DDIM).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub eta: f64,
+    /// diffpir-pnp: first timestep (default T − 1); it starts from y noised to that level.
+    #[arg(long, allow_negative_numbers = true)]
+    pub t_start: Option<i64>,
+    /// diffpir-pnp: timestep spacing.
+    #[arg(long, value_enum)]
+    pub skip: Option<SkipKind>,
+    /// diffpir-pnp: relative measurement noise ‖e‖/‖Kx‖ (σ_n is estimated from it and y).
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub noise_level: f64,
+    /// diffpir-pnp: CG iteration limit and relative tolerance of each proximal solve.
+    #[arg(long, allow_negative_numbers = true)]
+    pub cg_iters: Option<i64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub cg_tol: Option<f64>,
+    /// Draw N independent samples per slice in one batched run and write their mean (--out)
+    /// and per-pixel standard deviation (OUT_std.npy, OUT_std.png).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub samples: i64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipKind {
+    Uniform,
+    Quad,
+}
+
+impl SamplerArgs {
+    fn diffpir_pnp(&self) -> Result<DiffPirPnpParams> {
+        let d = DiffPirPnpParams::default();
+        let t_start = match self.t_start {
+            None => d.t_start,
+            Some(v) if v >= 1 => v as usize,
+            Some(v) => bail!("--t-start must be a positive timestep, got {v}"),
+        };
+        let max_iters = match self.cg_iters {
+            None => d.cg.max_iters,
+            Some(v) if v >= 1 => v as usize,
+            Some(v) => bail!("--cg-iters must be at least 1, got {v}"),
+        };
+        let p = DiffPirPnpParams {
+            steps: steps(self.steps)?,
+            lambda: self.lambda.unwrap_or(d.lambda),
+            zeta: self.zeta.unwrap_or(d.zeta),
+            noise_level: self.noise_level,
+            t_start,
+            skip: match self.skip {
+                None => d.skip,
+                Some(SkipKind::Uniform) => Skip::Uniform,
+                Some(SkipKind::Quad) => Skip::Quad,
+            },
+            cg: CgSettings {
+                max_iters,
+                tol: self.cg_tol.unwrap_or(d.cg.tol),
+            },
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    fn dps_paper(&self) -> Result<DpsPaperParams> {
+        let p = DpsPaperParams {
+            steps: steps(self.steps)?,
+            zeta: self.zeta.unwrap_or(DpsPaperParams::default().zeta),
+            eta: self.eta,
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    fn samples(&self) -> Result<usize> {
+        match self.samples {
+            1 => Ok(1),
+            m if m < 1 => bail!("--samples must be at least 1, got {m}"),
+            m => match self.sampler {
+                SamplerKind::Diffpir | SamplerKind::Tikhonov | SamplerKind::Tv => bail!(
+                    "--samples needs a stochastic sampler (dps, dps-paper, diffpir-pnp); {} is deterministic",
+                    sampler_name(self.sampler)
+                ),
+                _ => Ok(m as usize),
+            },
+        }
+    }
 }
 
 fn steps(v: i64) -> Result<usize> {
@@ -358,42 +457,16 @@ pub fn run(cli: Cli) -> Result<()> {
             seed,
             truth,
             out,
-        } => {
-            let kernel = op.kernel()?;
-            let y = read_stack(&measurement, "--measurement")?;
-            let truth = truth.map(|p| read_stack(&p, "--truth")).transpose()?;
-            let x_t = match &init {
-                Some(p) => read_stack(p, "--init")?,
-                None => normal_tensor(y.shape(), seed.unwrap_or(0)),
-            };
-            let start = Instant::now();
-            let (x, device) = match sampler.sampler {
-                SamplerKind::Tikhonov | SamplerKind::Tv => {
-                    (run_baseline(&sampler, &y, &kernel)?, "cpu".to_string())
-                }
-                _ => {
-                    let (engine, _) = model.load()?;
-                    (
-                        run_sampler(engine.as_ref(), &sampler, &y, &kernel, &x_t)?,
-                        engine.device(),
-                    )
-                }
-            };
-            let secs = start.elapsed().as_secs_f64();
-            for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
-                println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
-            }
-            if let Some(truth) = truth {
-                for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
-                    println!(
-                        "slice {i}: MSE {:.6} | PSNR {:.3} dB | SSIM {:.4}",
-                        q.mse, q.psnr, q.ssim
-                    );
-                }
-            }
-            println!("{} on {device}: {secs:.2} s", sampler_name(sampler.sampler));
-            write(&out, &x)
-        }
+        } => reconstruct(
+            &model,
+            &measurement,
+            &op,
+            &sampler,
+            init.as_deref(),
+            seed.unwrap_or(0),
+            truth.as_deref(),
+            &out,
+        ),
         Command::Demo {
             model,
             out_dir,
@@ -540,10 +613,120 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn reconstruct(
+    model: &ModelArgs,
+    measurement: &Path,
+    op: &OperatorArgs,
+    sampler: &SamplerArgs,
+    init: Option<&Path>,
+    seed: u64,
+    truth: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let kernel = op.kernel()?;
+    let y = read_stack(measurement, "--measurement")?;
+    let truth = truth.map(|p| read_stack(p, "--truth")).transpose()?;
+    let m = sampler.samples()?;
+    if m > 1 && init.is_some() {
+        bail!("--samples draws its own starting noise per sample; drop --init (or use --seed)");
+    }
+    let y_all = spread::tile(&y, m)?;
+    let x_t = match init {
+        Some(p) => read_stack(p, "--init")?,
+        None => starting_noise(sampler.sampler, &y_all, seed, m),
+    };
+    let start = Instant::now();
+    let (x_all, device) = match sampler.sampler {
+        SamplerKind::Tikhonov | SamplerKind::Tv => {
+            (run_baseline(sampler, &y, &kernel)?, "cpu".to_string())
+        }
+        _ => {
+            let (engine, _) = model.load()?;
+            (
+                run_sampler(engine.as_ref(), sampler, &y_all, &kernel, &x_t, seed)?,
+                engine.device(),
+            )
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let (x, std) = spread::mean_std(&x_all, m)?;
+    for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
+        println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
+    }
+    if let Some(truth) = truth {
+        for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
+            println!(
+                "slice {i}: MSE {:.6} | PSNR {:.3} dB | SSIM {:.4}",
+                q.mse, q.psnr, q.ssim
+            );
+        }
+        if m > 1 {
+            let c = spread::calibration(&x, &std, &truth)?;
+            println!(
+                "spread of {m} samples: corr(std, |error|) {:.3} | error within ±2 std {:.1}% | mean std {:.4}",
+                c.correlation,
+                100.0 * c.coverage_2std,
+                c.mean_std
+            );
+        }
+    }
+    let what = if m > 1 {
+        format!("mean of {m} samples per slice, ")
+    } else {
+        String::new()
+    };
+    println!(
+        "{} on {device}: {what}{secs:.2} s",
+        sampler_name(sampler.sampler)
+    );
+    write(out, &x)?;
+    if m > 1 {
+        write_std(out, &std)?;
+    }
+    Ok(())
+}
+
+/// Starting noise: one stream per slice (seed + slice index) for the published samplers and
+/// for several samples; the notebook's DPS keeps one stream over the batch.
+fn starting_noise(kind: SamplerKind, y: &Tensor, seed: u64, samples: usize) -> Tensor {
+    if kind == SamplerKind::Dps && samples == 1 {
+        normal_tensor(y.shape(), seed)
+    } else {
+        slice_noise(y.shape(), &slice_seeds(seed, y.shape()[0]), 0)
+    }
+}
+
+fn slice_seeds(seed: u64, n: usize) -> Vec<u64> {
+    (0..n as u64).map(|i| seed.wrapping_add(i)).collect()
+}
+
+/// The per-pixel std beside `out`: OUT_std.npy (raw, model-space units) and OUT_std.png
+/// (scaled so that the largest std is white).
+fn write_std(out: &Path, std: &Tensor) -> Result<()> {
+    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+    let base = out.with_file_name(format!("{stem}_std"));
+    write(&base.with_extension("npy"), std)?;
+    let max = std.data().iter().fold(0.0f32, |a, &b| a.max(b));
+    let scaled: Vec<f32> = std
+        .data()
+        .iter()
+        .map(|v| if max > 0.0 { 2.0 * v / max - 1.0 } else { -1.0 })
+        .collect();
+    write(
+        &base.with_extension("png"),
+        &Tensor::new(std.shape().to_vec(), scaled)?,
+    )?;
+    println!("(the std PNG is scaled: white = {max:.4} in model units)");
+    Ok(())
+}
+
 fn sampler_name(s: SamplerKind) -> &'static str {
     match s {
         SamplerKind::Dps => "DPS",
         SamplerKind::Diffpir => "DiffPIR-style",
+        SamplerKind::DiffpirPnp => "DiffPIR (published)",
+        SamplerKind::DpsPaper => "DPS (published)",
         SamplerKind::Tikhonov => "Tikhonov",
         SamplerKind::Tv => "TV",
     }
@@ -559,7 +742,9 @@ fn run_sampler(
     y: &Tensor,
     kernel: &Kernel,
     x_t: &Tensor,
+    seed: u64,
 ) -> Result<Tensor> {
+    let seeds = slice_seeds(seed, y.shape()[0]);
     let steps = steps(args.steps)?;
     let mut bar = ProgressBar::new(sampler_name(args.sampler));
     let mut progress = |d: usize, t: usize| bar.update(d, t);
@@ -581,6 +766,18 @@ fn run_sampler(
             },
             &mut progress,
         ),
+        SamplerKind::DiffpirPnp => {
+            let (x, cg) =
+                engine.diffpir_pnp(y, kernel, &args.diffpir_pnp()?, &seeds, &mut progress)?;
+            eprintln!(
+                "CG: {} proximal solves, at most {} iterations each, worst relative residual {:.2e}",
+                cg.solves, cg.iters, cg.rel_residual
+            );
+            Ok(x)
+        }
+        SamplerKind::DpsPaper => {
+            engine.dps_paper(y, kernel, x_t, &args.dps_paper()?, &seeds, &mut progress)
+        }
         SamplerKind::Tikhonov | SamplerKind::Tv => run_baseline(args, y, kernel),
     }
 }

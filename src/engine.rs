@@ -7,7 +7,8 @@ use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
 use crate::operators::Kernel;
-use crate::samplers::{ddim, diffpir, dps, Problem, Progress};
+use crate::samplers::cg::CgReport;
+use crate::samplers::{ddim, diffpir, diffpir_pnp, dps, dps_paper, Problem, Progress};
 use crate::schedule::{Schedule, T_DEFAULT};
 use crate::tensor::Tensor;
 use crate::unet::weights::{self, Params};
@@ -69,6 +70,25 @@ pub trait Model {
         y: &Tensor,
         kernel: &Kernel,
         params: &diffpir::DiffPirParams,
+        progress: Progress,
+    ) -> Result<Tensor>;
+    /// Published DiffPIR; `seeds` holds one noise seed per slice. Also says how CG converged.
+    fn diffpir_pnp(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        params: &diffpir_pnp::DiffPirPnpParams,
+        seeds: &[u64],
+        progress: Progress,
+    ) -> Result<(Tensor, CgReport)>;
+    /// Published DPS from the starting noise x_T; `seeds` holds one noise seed per slice.
+    fn dps_paper(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        x_t: &Tensor,
+        params: &dps_paper::DpsPaperParams,
+        seeds: &[u64],
         progress: Progress,
     ) -> Result<Tensor>;
     /// Unconditional DDIM (η = 0) samples from the starting noise x_T.
@@ -238,6 +258,36 @@ impl<B: Backend> Model for Engine<B> {
     ) -> Result<Tensor> {
         self.with_problem(y, kernel, |p| {
             let out = diffpir::run(p, params, progress)?;
+            self.be.download(&out)
+        })
+    }
+
+    fn diffpir_pnp(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        params: &diffpir_pnp::DiffPirPnpParams,
+        seeds: &[u64],
+        progress: Progress,
+    ) -> Result<(Tensor, CgReport)> {
+        self.with_problem(y, kernel, |p| {
+            let (out, report) = diffpir_pnp::run(p, params, seeds, progress)?;
+            Ok((self.be.download(&out)?, report))
+        })
+    }
+
+    fn dps_paper(
+        &self,
+        y: &Tensor,
+        kernel: &Kernel,
+        x_t: &Tensor,
+        params: &dps_paper::DpsPaperParams,
+        seeds: &[u64],
+        progress: Progress,
+    ) -> Result<Tensor> {
+        x_t.check_finite("the starting noise (--init)")?;
+        self.with_problem(y, kernel, |p| {
+            let out = dps_paper::run(p, self.be.upload(x_t)?, params, seeds, progress)?;
             self.be.download(&out)
         })
     }

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod rng;
 pub mod samplers;
 pub mod schedule;
+pub mod spread;
 pub mod tensor;
 pub mod unet;
 

@@ -80,6 +80,19 @@ pub fn normal_tensor(shape: &[usize], seed: u64) -> crate::tensor::Tensor {
         .expect("sized from the shape")
 }
 
+/// Standard normal noise with one stream per slice: slice i is drawn from `seeds[i]` and the
+/// `stream` number, so a slice of a batch gets the same noise as the same slice run alone.
+pub fn slice_noise(shape: &[usize], seeds: &[u64], stream: u64) -> crate::tensor::Tensor {
+    let per: usize = shape[1..].iter().product();
+    let data = seeds
+        .iter()
+        .flat_map(|&s| {
+            Rng::new(mix64(s ^ mix64(stream.wrapping_add(0x5EED)))).normal_vec(per)
+        })
+        .collect();
+    crate::tensor::Tensor::new(shape.to_vec(), data).expect("one seed per slice")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,9 +71,70 @@ impl Schedule {
     }
 }
 
+/// How the published samplers space their timesteps from `t_start` down to 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Evenly spaced (truncated), as the notebook's list when t_start = T − 1.
+    Uniform,
+    /// Quadratically spaced, dense near t = 0 (DiffPIR's `quad` skip type).
+    Quad,
+}
+
+impl Schedule {
+    /// `steps` strictly decreasing timesteps from `t_start` to 0.
+    pub fn spaced_timesteps(&self, t_start: usize, steps: usize, skip: Skip) -> Result<Vec<usize>> {
+        if t_start >= self.len() {
+            bail!(
+                "--t-start must be below the schedule's length {}, got {t_start}",
+                self.len()
+            );
+        }
+        if steps < 2 || steps > t_start + 1 {
+            bail!(
+                "--steps must be between 2 and t_start + 1 = {}, got {steps}",
+                t_start + 1
+            );
+        }
+        let last = (steps - 1) as f64;
+        let mut ts: Vec<usize> = (0..steps)
+            .map(|i| {
+                let u = (last - i as f64) / last;
+                let frac = match skip {
+                    Skip::Uniform => u,
+                    Skip::Quad => u * u,
+                };
+                (frac * t_start as f64).round() as usize
+            })
+            .collect();
+        // Rounding can repeat values where the spacing is below one step: push them apart from
+        // the end (t = 0 stays), which keeps the list strictly decreasing and ≤ t_start.
+        for i in (0..steps - 1).rev() {
+            ts[i] = ts[i].max(ts[i + 1] + 1);
+        }
+        Ok(ts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spaced_timesteps_are_strictly_decreasing_from_t_start_to_zero() {
+        let s = Schedule::cosine(T_DEFAULT);
+        for skip in [Skip::Uniform, Skip::Quad] {
+            for (t0, n) in [(399, 40), (399, 400), (199, 20), (5, 6), (1, 2)] {
+                let ts = s.spaced_timesteps(t0, n, skip).unwrap();
+                assert_eq!(ts.len(), n);
+                assert_eq!((ts[0], ts[n - 1]), (t0, 0), "{skip:?} {t0} {n}");
+                assert!(ts.windows(2).all(|w| w[0] > w[1]), "{skip:?} {ts:?}");
+            }
+        }
+        let quad = s.spaced_timesteps(399, 40, Skip::Quad).unwrap();
+        assert!(quad[38] < 5, "quad is dense near 0: {quad:?}");
+        assert!(s.spaced_timesteps(400, 40, Skip::Uniform).is_err());
+        assert!(s.spaced_timesteps(10, 12, Skip::Uniform).is_err());
+    }
 
     #[test]
     fn notebook_timesteps_for_40_steps() {

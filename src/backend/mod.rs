@@ -92,6 +92,37 @@ pub trait Backend: Sync {
     fn concat_channels(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf>;
     /// Split along channels after the first `ca` channels.
     fn split_channels(&self, x: &Self::Buf, ca: usize) -> Result<(Self::Buf, Self::Buf)>;
+    /// conv2d, then h[n, c] += v[n, c] over all pixels (v is (n, cout)): a ResBlock's conv1
+    /// with the time-embedding add fused into the conv's epilogue. Its VJP is conv2d_vjp (the
+    /// add's VJP is the identity). The default composes `conv2d` and `add_channel_bias`.
+    fn conv2d_add_channel_bias(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        stride: usize,
+        pad: usize,
+        v: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let mut h = self.conv2d(x, w, b, stride, pad)?;
+        self.add_channel_bias(&mut h, v)?;
+        Ok(h)
+    }
+    /// conv2d + residual (of the output's shape): a ResBlock's conv2 with the residual add
+    /// fused into the conv's epilogue. The default composes `conv2d` and `add_assign`.
+    fn conv2d_add_residual(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        stride: usize,
+        pad: usize,
+        residual: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let mut out = self.conv2d(x, w, b, stride, pad)?;
+        self.add_assign(&mut out, residual)?;
+        Ok(out)
+    }
 
     // --- operator and sampler ops ----------------------------------------------------------
     /// Blur every slice with a k×k kernel (a (k, k) buffer); `adjoint` applies Kᵀ.
@@ -105,6 +136,38 @@ pub trait Backend: Sync {
     fn clamp_vjp(&self, reference: &Self::Buf, lo: f32, hi: f32, d: &mut Self::Buf) -> Result<()>;
     /// Σ x² over each batch item.
     fn sum_sq_per_item(&self, x: &Self::Buf) -> Result<Vec<f64>>;
+
+    // --- per-slice arithmetic (CG and the published samplers keep one scalar per slice) -----
+    /// Σ a·b over each batch item (f64 accumulation). The default goes through the host.
+    fn dot_per_item(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Vec<f64>> {
+        let (a, b) = (self.download(a)?, self.download(b)?);
+        let per = a.len() / a.shape()[0].max(1);
+        Ok(a.data()
+            .chunks(per.max(1))
+            .zip(b.data().chunks(per.max(1)))
+            .map(|(p, q)| p.iter().zip(q).map(|(u, v)| *u as f64 * *v as f64).sum())
+            .collect())
+    }
+
+    /// ca[i]·a + cb[i]·b for each batch item i. The default goes through the host.
+    fn lincomb_per_item(
+        &self,
+        a: &Self::Buf,
+        ca: &[f32],
+        b: &Self::Buf,
+        cb: &[f32],
+    ) -> Result<Self::Buf> {
+        let (a, b) = (self.download(a)?, self.download(b)?);
+        let per = a.len() / a.shape()[0].max(1);
+        let out: Vec<f32> = a
+            .data()
+            .chunks(per.max(1))
+            .zip(b.data().chunks(per.max(1)))
+            .enumerate()
+            .flat_map(|(i, (p, q))| p.iter().zip(q).map(move |(u, v)| ca[i] * u + cb[i] * v))
+            .collect();
+        self.upload(&Tensor::new(a.shape().to_vec(), out)?)
+    }
 
     // --- fused sampler steps (a backend may override with one kernel) ----------------------
     /// DiffPIR-style prior step: xp = sab'·clamp(x0_hat) + s1m'·eps, with `cur` = (sab, s1m)

@@ -47,16 +47,25 @@ pub fn gradient<B: Backend>(
     t: usize,
     sigma_y: f64,
 ) -> Result<DpsGrad<B::Buf>> {
+    let shape = p.be.shape(x);
+    let pixels: usize = shape[1..].iter().product();
+    scaled_gradient(p, x, t, (1.0 / (pixels as f64 * sigma_y * sigma_y)) as f32)
+}
+
+/// g = dL/dx with L = Σ_slices scale·½‖K x0 − y‖² (the published DPS uses scale 1).
+pub fn scaled_gradient<B: Backend>(
+    p: &Problem<B>,
+    x: &B::Buf,
+    t: usize,
+    scale: f32,
+) -> Result<DpsGrad<B::Buf>> {
     let be = p.be;
     let (eps, tape) = p.net.forward_with_tape(be, x, &[t as f32])?;
     let (sab, s1m) = p.schedule.coeffs(t);
     let x0_raw = be.predict_x0(x, &eps, sab, s1m)?;
     let mut x0 = x0_raw.clone();
     be.clamp(&mut x0, -1.0, 1.0)?;
-    let shape = be.shape(x);
-    let pixels: usize = shape[1..].iter().product();
-    let scale = (1.0 / (pixels as f64 * sigma_y * sigma_y)) as f32;
-    // r = Kᵀ(K x0 − y)/(n·σ²), the scale folded into the residual (Kᵀ is linear).
+    // r = scale·Kᵀ(K x0 − y), the scale folded into the residual (Kᵀ is linear).
     let kx0 = be.blur(&x0, p.kernel, false)?;
     let mut r = be.blur(&be.lincomb(&kx0, scale, p.y, -scale)?, p.kernel, true)?;
     be.clamp_vjp(&x0_raw, -1.0, 1.0, &mut r)?;

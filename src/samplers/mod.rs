@@ -1,9 +1,13 @@
-//! The notebook's two samplers, written once over the backend trait, plus what they share:
-//! the measurement model on the backend and the data-consistency residual.
+//! The notebook's two samplers and the two published methods they simplify, written once over
+//! the backend trait, plus what they share: the measurement model on the backend and the
+//! data-consistency residual.
 
+pub mod cg;
 pub mod ddim;
 pub mod diffpir;
+pub mod diffpir_pnp;
 pub mod dps;
+pub mod dps_paper;
 
 use crate::backend::Backend;
 use crate::bail;
