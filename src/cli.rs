@@ -143,7 +143,23 @@ pub enum Command {
         guidance: f64,
         #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
         tau: f64,
-        /// Also run the DPS guidance and DiffPIR tau sweeps (on phantoms outside the table's set).
+        /// Published DiffPIR's λ and ζ, published DPS's ζ (defaults: the sweeps' best).
+        #[arg(long, allow_negative_numbers = true)]
+        lambda: Option<f64>,
+        #[arg(long, allow_negative_numbers = true)]
+        zeta: Option<f64>,
+        #[arg(long, allow_negative_numbers = true)]
+        dps_zeta: Option<f64>,
+        /// Your own ground truths (a directory of PNG/NPY images, or one stack) instead of
+        /// phantoms; they are blurred and noised as the flags say.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Posterior spread: this many slices, `--samples` draws each (0 slices: skip).
+        #[arg(long, default_value_t = 8)]
+        spread_count: usize,
+        #[arg(long, default_value_t = 4)]
+        samples: usize,
+        /// Also run the parameter sweeps (on phantoms outside the table's set).
         #[arg(long)]
         sweep: bool,
         #[arg(long, default_value_t = 8)]
@@ -552,65 +568,108 @@ pub fn run(cli: Cli) -> Result<()> {
             noise_level,
             guidance,
             tau,
+            lambda,
+            zeta,
+            dps_zeta,
+            images,
+            spread_count,
+            samples,
             sweep,
             sweep_count,
         } => {
             if count == 0 {
                 bail!("--count must be positive");
             }
+            if spread_count > 0 && samples < 2 {
+                bail!("--samples must be at least 2 to measure a spread (or --spread-count 0)");
+            }
             crate::samplers::check_param("--tau", tau, false)?;
             crate::samplers::check_param("--noise-level", noise_level, false)?;
             let (engine, path) = model.load()?;
+            let images = images.map(|p| read_truths(&p)).transpose()?;
+            let steps = steps(n)?;
             let spec = Spec {
-                count,
+                count: images.as_ref().map_or(count, |t| t.shape()[0]),
                 seed: evaluate::EVAL_SEED,
                 size: 64 - 64 % engine.config().size_multiple(),
                 noise_level,
                 kernel: op.kernel()?,
                 dps: DpsParams {
-                    steps: steps(n)?,
+                    steps,
                     guidance,
                     sigma_y: 0.01,
                 },
-                diffpir: DiffPirParams {
-                    steps: steps(n)?,
-                    tau,
+                diffpir: DiffPirParams { steps, tau },
+                pnp: DiffPirPnpParams {
+                    steps,
+                    lambda: lambda.unwrap_or(DiffPirPnpParams::default().lambda),
+                    zeta: zeta.unwrap_or(DiffPirPnpParams::default().zeta),
+                    noise_level,
+                    ..Default::default()
                 },
+                dps_paper: DpsPaperParams {
+                    steps,
+                    zeta: dps_zeta.unwrap_or(DpsPaperParams::default().zeta),
+                    ..Default::default()
+                },
+                images,
             };
             spec.dps.check()?;
+            spec.pnp.check()?;
+            spec.dps_paper.check()?;
+            let what = match &spec.images {
+                Some(t) => format!("{} images", t.shape()[0]),
+                None => format!("{count} held-out phantoms (seed {})", spec.seed),
+            };
             println!(
-                "evaluate: {count} held-out phantoms (seed {}), weights {}, {n} steps, noise {noise_level}, device {}",
-                spec.seed,
+                "evaluate: {what}, weights {}, {n} steps, noise {noise_level}, device {}",
                 path.display(),
                 engine.device()
             );
-            let rows = evaluate::evaluate(engine.as_ref(), &spec, &mut |m| {
-                eprintln!("running {m} ...")
-            })?;
+            let mut say = |m: &str| eprintln!("running {m} ...");
+            let rows = evaluate::evaluate(engine.as_ref(), &spec, &mut say)?;
             println!("{}", evaluate::format_table(&rows));
+            if spread_count > 0 {
+                let res =
+                    evaluate::spread(engine.as_ref(), &spec, spread_count, samples, &mut say)?;
+                println!("posterior spread (same measurements):");
+                println!("{}", evaluate::format_spread(&res));
+            }
             if sweep {
                 let sweep_spec = Spec {
                     count: sweep_count,
                     seed: evaluate::SWEEP_SEED,
+                    images: None,
                     ..spec
                 };
-                let g = [0.05, 0.1, 0.15, 0.3, 0.6, 1.0];
-                let t = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2];
-                let res = evaluate::sweeps(engine.as_ref(), &sweep_spec, &g, &t, &mut |m| {
-                    eprintln!("sweep {m} ...")
-                })?;
+                let res = evaluate::sweeps(
+                    engine.as_ref(),
+                    &sweep_spec,
+                    &evaluate::default_sweeps(),
+                    &mut say,
+                )?;
                 println!(
                     "sweeps on {sweep_count} other phantoms (seed {}):",
                     sweep_spec.seed
                 );
-                println!("| parameter | value | PSNR (dB) | SSIM |\n|---|---|---|---|");
-                for (name, v, p, s) in res {
-                    println!("| {name} | {v} | {p:.3} | {s:.4} |");
+                println!(
+                    "| sampler | parameter | value | PSNR (dB) | SSIM |\n|---|---|---|---|---|"
+                );
+                for (name, param, v, p, s) in res {
+                    println!("| {name} | {param} | {v} | {p:.3} | {s:.4} |");
                 }
             }
             Ok(())
         }
     }
+}
+
+/// `--images`: ground truths, finite.
+fn read_truths(path: &Path) -> Result<Tensor> {
+    let t = io::read_image_stack(path)?;
+    t.check_finite("--images")
+        .map_err(|e| e.context(path.display()))?;
+    Ok(t)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -708,15 +767,7 @@ fn write_std(out: &Path, std: &Tensor) -> Result<()> {
     let base = out.with_file_name(format!("{stem}_std"));
     write(&base.with_extension("npy"), std)?;
     let max = std.data().iter().fold(0.0f32, |a, &b| a.max(b));
-    let scaled: Vec<f32> = std
-        .data()
-        .iter()
-        .map(|v| if max > 0.0 { 2.0 * v / max - 1.0 } else { -1.0 })
-        .collect();
-    write(
-        &base.with_extension("png"),
-        &Tensor::new(std.shape().to_vec(), scaled)?,
-    )?;
+    write(&base.with_extension("png"), &scaled_to_max(std)?)?;
     println!("(the std PNG is scaled: white = {max:.4} in model units)");
     Ok(())
 }
@@ -806,15 +857,20 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         weights.display(),
         engine.device()
     );
-    let x_t = normal_tensor(y.shape(), seed);
+    // DPS runs 4 samples in one batch: sample 0 starts from the same noise as a single run
+    // (slices are independent), the others give the posterior mean and spread.
+    let x_t = dps_starts(&y, seed, DEMO_DPS_SAMPLES)?;
     let start = Instant::now();
     let mut bar = ProgressBar::new("DPS");
     let dps = DpsParams {
         steps: n_steps,
         ..Default::default()
     };
-    let x_dps = engine.dps(&y, &kernel, &x_t, &dps, &mut |d, t| bar.update(d, t))?;
+    let y_all = spread::tile(&y, DEMO_DPS_SAMPLES)?;
+    let dps_all = engine.dps(&y_all, &kernel, &x_t, &dps, &mut |d, t| bar.update(d, t))?;
     let t_dps = start.elapsed().as_secs_f64();
+    let x_dps = first_slice(&dps_all)?;
+    let (dps_mean, dps_std) = spread::mean_std(&dps_all, DEMO_DPS_SAMPLES)?;
     let start = Instant::now();
     let mut bar = ProgressBar::new("DiffPIR-style");
     let pir = DiffPirParams {
@@ -823,10 +879,39 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
     };
     let x_pir = engine.diffpir(&y, &kernel, &pir, &mut |d, t| bar.update(d, t))?;
     let t_pir = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut bar = ProgressBar::new("DiffPIR (published)");
+    let pnp = DiffPirPnpParams {
+        steps: n_steps,
+        ..Default::default()
+    };
+    let (x_pnp, _) =
+        engine.diffpir_pnp(&y, &kernel, &pnp, &[seed], &mut |d, t| bar.update(d, t))?;
+    let t_pnp = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut bar = ProgressBar::new("DPS (published)");
+    let dpsp = DpsPaperParams {
+        steps: n_steps,
+        ..Default::default()
+    };
+    let x_dpsp = engine.dps_paper(
+        &y,
+        &kernel,
+        &first_slice(&x_t)?,
+        &dpsp,
+        &[seed],
+        &mut |d, t| bar.update(d, t),
+    )?;
+    let t_dpsp = start.elapsed().as_secs_f64();
+    let tv = baselines::total_variation(&y, &kernel, DEFAULT_TV_LAMBDA)?;
     let rows: Vec<(&str, &Tensor, Option<f64>)> = vec![
         ("Observation", &y, None),
         ("DPS", &x_dps, Some(t_dps)),
         ("DiffPIR-style", &x_pir, Some(t_pir)),
+        ("TV (λ 3e-4)", &tv, None),
+        ("DiffPIR (paper)", &x_pnp, Some(t_pnp)),
+        ("DPS (paper)", &x_dpsp, Some(t_dpsp)),
+        ("DPS mean of 4", &dps_mean, None),
     ];
     let mut panels = vec![panel(&truth, "Ground truth", vec![])];
     for (name, img, secs) in &rows {
@@ -834,7 +919,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         let res = engine.residual_ratio(img, &y, &kernel)?[0];
         let time = secs.map(|s| format!(" | {s:.2} s")).unwrap_or_default();
         println!(
-            "{name:>14} | MSE: {:.6} | PSNR: {:.3} dB | SSIM: {:.4} | residual {res:.4}{time}",
+            "{name:>16} | MSE: {:.6} | PSNR: {:.3} dB | SSIM: {:.4} | residual {res:.4}{time}",
             q.mse, q.psnr, q.ssim
         );
         panels.push(panel(
@@ -846,18 +931,66 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
             ],
         ));
     }
+    let c = spread::calibration(&dps_mean, &dps_std, &truth)?;
+    println!(
+        "DPS spread over {DEMO_DPS_SAMPLES} samples: corr(std, |error|) {:.3}, error within ±2 std {:.1}%",
+        c.correlation,
+        100.0 * c.coverage_2std
+    );
+    let max_std = dps_std.data().iter().fold(0.0f32, |a, &b| a.max(b));
+    panels.push(panel(
+        &scaled_to_max(&dps_std)?,
+        "DPS std",
+        vec![format!("white = {max_std:.3}")],
+    ));
     for (file, t) in [
         ("truth.png", &truth),
         ("observation.png", &y),
         ("dps.png", &x_dps),
         ("diffpir.png", &x_pir),
+        ("diffpir_pnp.png", &x_pnp),
+        ("dps_paper.png", &x_dpsp),
+        ("dps_mean.png", &dps_mean),
+        ("dps_std.npy", &dps_std),
     ] {
         io::write_image(&out_dir.join(file), t)?;
     }
     let fig = out_dir.join("comparison.png");
-    figure::comparison_figure(&panels, 4, &fig)?;
+    figure::comparison_figure(&panels, 5, &fig)?;
     println!("wrote images and {}", fig.display());
     Ok(())
+}
+
+/// Posterior samples the demo draws with DPS.
+const DEMO_DPS_SAMPLES: usize = 4;
+
+/// DPS starting noise for `m` samples of the single slice y: sample 0 is the single run's.
+fn dps_starts(y: &Tensor, seed: u64, m: usize) -> Result<Tensor> {
+    let mut data = normal_tensor(y.shape(), seed).into_data();
+    let mut shape = y.shape().to_vec();
+    shape[0] = m - 1;
+    let seeds: Vec<u64> = (1..m as u64).map(|i| seed.wrapping_add(i)).collect();
+    data.extend_from_slice(slice_noise(&shape, &seeds, 0).data());
+    shape[0] = m;
+    Tensor::new(shape, data)
+}
+
+fn first_slice(t: &Tensor) -> Result<Tensor> {
+    let mut shape = t.shape().to_vec();
+    let per = t.len() / shape[0];
+    shape[0] = 1;
+    Tensor::new(shape, t.data()[..per].to_vec())
+}
+
+/// Map [0, max] to model space [−1, 1] for display.
+fn scaled_to_max(t: &Tensor) -> Result<Tensor> {
+    let max = t.data().iter().fold(0.0f32, |a, &b| a.max(b));
+    let data = t
+        .data()
+        .iter()
+        .map(|v| if max > 0.0 { 2.0 * v / max - 1.0 } else { -1.0 })
+        .collect();
+    Tensor::new(t.shape().to_vec(), data)
 }
 
 fn panel(t: &Tensor, title: &str, caption: Vec<String>) -> figure::Panel {

@@ -1,5 +1,6 @@
-//! The quality table: both samplers and two classical baselines on held-out phantoms, and the
-//! parameter sweeps the notebook proposes as exercises.
+//! The quality table: the notebook's two samplers, the two published methods they simplify and
+//! two classical baselines on held-out phantoms (or the user's images), the posterior spread's
+//! calibration, and the parameter sweeps that set the defaults.
 
 use crate::baselines;
 use crate::engine::Model;
@@ -8,7 +9,10 @@ use crate::metrics::{self, Quality};
 use crate::operators::Kernel;
 use crate::phantom;
 use crate::samplers::diffpir::DiffPirParams;
+use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps::DpsParams;
+use crate::samplers::dps_paper::DpsPaperParams;
+use crate::spread::{self, Calibration};
 use crate::tensor::Tensor;
 use std::time::Instant;
 
@@ -28,6 +32,10 @@ pub struct Spec {
     pub kernel: Kernel,
     pub dps: DpsParams,
     pub diffpir: DiffPirParams,
+    pub pnp: DiffPirPnpParams,
+    pub dps_paper: DpsPaperParams,
+    /// The user's ground truths instead of phantoms (`--images`).
+    pub images: Option<Tensor>,
 }
 
 /// Ground truths and their measurements.
@@ -36,13 +44,26 @@ pub struct ProblemSet {
     pub y: Tensor,
     /// DPS's starting noise.
     pub x_t: Tensor,
+    /// One noise seed per slice for the published samplers.
+    pub seeds: Vec<u64>,
 }
 
 pub fn problem_set(spec: &Spec) -> Result<ProblemSet> {
-    let truth = phantom::phantoms(spec.count, spec.seed, spec.size);
+    let truth = match &spec.images {
+        Some(t) => t.clone(),
+        None => phantom::phantoms(spec.count, spec.seed, spec.size),
+    };
     let y = crate::operators::simulate(&truth, &spec.kernel, spec.noise_level, spec.seed)?;
     let x_t = crate::rng::normal_tensor(y.shape(), spec.seed);
-    Ok(ProblemSet { truth, y, x_t })
+    let seeds = (0..y.shape()[0] as u64)
+        .map(|i| spec.seed.wrapping_mul(1_000_003).wrapping_add(i))
+        .collect();
+    Ok(ProblemSet {
+        truth,
+        y,
+        x_t,
+        seeds,
+    })
 }
 
 /// One method's per-slice results.
@@ -165,54 +186,244 @@ pub fn evaluate(
         &x,
         secs,
     )?);
+    progress("DiffPIR (published)");
+    let mut cg = Default::default();
+    let (x, secs) = timed(|| {
+        let (x, r) = run_pnp(engine, &set.y, spec, &spec.pnp, &set.seeds)?;
+        cg = r;
+        Ok(x)
+    })?;
+    let note = format!(
+        "λ {}, ζ {}, CG ≤ {} its, worst rel. residual {:.1e}",
+        spec.pnp.lambda, spec.pnp.zeta, cg.iters, cg.rel_residual
+    );
+    rows.push(measure(
+        engine,
+        &set,
+        &spec.kernel,
+        "DiffPIR (published)",
+        note,
+        &x,
+        secs,
+    )?);
+    progress("DPS (published)");
+    let (x, secs) =
+        timed(|| run_dps_paper(engine, &set.y, &set.x_t, spec, &spec.dps_paper, &set.seeds))?;
+    let note = format!("ζ {}, η {}", spec.dps_paper.zeta, spec.dps_paper.eta);
+    rows.push(measure(
+        engine,
+        &set,
+        &spec.kernel,
+        "DPS (published)",
+        note,
+        &x,
+        secs,
+    )?);
     Ok(rows)
 }
 
-/// Mean PSNR and SSIM of DPS over guidance values, and of DiffPIR-style over tau values.
+fn run_pnp(
+    engine: &dyn Model,
+    y: &Tensor,
+    spec: &Spec,
+    params: &DiffPirPnpParams,
+    seeds: &[u64],
+) -> Result<(Tensor, crate::samplers::cg::CgReport)> {
+    engine.diffpir_pnp(y, &spec.kernel, params, seeds, &mut |_, _| {})
+}
+
+fn run_dps_paper(
+    engine: &dyn Model,
+    y: &Tensor,
+    x_t: &Tensor,
+    spec: &Spec,
+    params: &DpsPaperParams,
+    seeds: &[u64],
+) -> Result<Tensor> {
+    engine.dps_paper(y, &spec.kernel, x_t, params, seeds, &mut |_, _| {})
+}
+
+/// One sampler's posterior spread on the first `count` slices: `samples` draws each.
+pub struct SpreadResult {
+    pub name: String,
+    pub count: usize,
+    pub samples: usize,
+    pub calibration: Calibration,
+    /// Mean PSNR of the posterior mean, and of single samples.
+    pub psnr_mean: f64,
+    pub psnr_single: f64,
+    pub seconds: f64,
+}
+
+/// Calibration of the two published samplers' spread (they draw fresh noise per sample).
+pub fn spread(
+    engine: &dyn Model,
+    spec: &Spec,
+    count: usize,
+    samples: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<SpreadResult>> {
+    let set = problem_set(spec)?;
+    let n = count.min(set.y.shape()[0]);
+    let per = set.y.len() / set.y.shape()[0];
+    let first = |t: &Tensor| -> Result<Tensor> {
+        let mut shape = t.shape().to_vec();
+        shape[0] = n;
+        Tensor::new(shape, t.data()[..n * per].to_vec())
+    };
+    let (truth, y) = (first(&set.truth)?, first(&set.y)?);
+    let y_all = spread::tile(&y, samples)?;
+    let seeds: Vec<u64> = (0..(n * samples) as u64)
+        .map(|i| spec.seed.wrapping_mul(7_919).wrapping_add(i))
+        .collect();
+    let x_t = crate::rng::slice_noise(y_all.shape(), &seeds, 0);
+    let mut out = Vec::new();
+    for name in ["DiffPIR (published)", "DPS (published)"] {
+        progress(&format!("{name}: {samples} samples of {n} slices"));
+        let (x_all, secs) = timed(|| match name {
+            "DPS (published)" => run_dps_paper(engine, &y_all, &x_t, spec, &spec.dps_paper, &seeds),
+            _ => run_pnp(engine, &y_all, spec, &spec.pnp, &seeds).map(|r| r.0),
+        })?;
+        let (mean, std) = spread::mean_std(&x_all, samples)?;
+        let psnr = |x: &Tensor, t: &Tensor| -> Result<f64> {
+            let q = metrics::quality(x, t)?;
+            Ok(mean_std(&q.iter().map(|q| q.psnr).collect::<Vec<_>>()).0)
+        };
+        out.push(SpreadResult {
+            name: name.to_string(),
+            count: n,
+            samples,
+            calibration: spread::calibration(&mean, &std, &truth)?,
+            psnr_mean: psnr(&mean, &truth)?,
+            psnr_single: psnr(&x_all, &spread::tile(&truth, samples)?)?,
+            seconds: secs,
+        });
+    }
+    Ok(out)
+}
+
+pub fn format_spread(rows: &[SpreadResult]) -> String {
+    let mut s = String::from("| sampler | slices × samples | PSNR of one sample | PSNR of the mean | corr(std, abs error) | abs error within ±2 std | mean std | mean abs error | time (s) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let c = &r.calibration;
+        s += &format!(
+            "| {} | {} × {} | {:.3} | {:.3} | {:.3} | {:.1}% | {:.4} | {:.4} | {:.1} |\n",
+            r.name,
+            r.count,
+            r.samples,
+            r.psnr_single,
+            r.psnr_mean,
+            c.correlation,
+            100.0 * c.coverage_2std,
+            c.mean_std,
+            c.mean_abs_error,
+            r.seconds
+        );
+    }
+    s
+}
+
+/// One sweep: a sampler's parameter and the values tried.
+pub struct Sweep {
+    pub sampler: &'static str,
+    pub parameter: &'static str,
+    pub values: Vec<f64>,
+}
+
+/// The sweeps `evaluate --sweep` runs (the notebook's two exercises, then the published
+/// samplers' parameters), on phantoms outside the evaluation set.
+pub fn default_sweeps() -> Vec<Sweep> {
+    vec![
+        Sweep {
+            sampler: "DPS",
+            parameter: "guidance",
+            values: vec![0.05, 0.1, 0.15, 0.3, 0.6, 1.0],
+        },
+        Sweep {
+            sampler: "DiffPIR-style",
+            parameter: "tau",
+            values: vec![0.4, 0.6, 1.0, 1.4, 1.8, 2.5],
+        },
+        Sweep {
+            sampler: "DiffPIR (published)",
+            parameter: "lambda",
+            values: vec![0.3, 1.0, 3.0, 7.0, 20.0],
+        },
+        Sweep {
+            sampler: "DiffPIR (published)",
+            parameter: "zeta",
+            values: vec![0.0, 0.3, 0.6, 0.8, 1.0],
+        },
+        Sweep {
+            sampler: "DPS (published)",
+            parameter: "zeta",
+            values: vec![0.3, 1.0, 2.0, 3.0, 5.0],
+        },
+    ]
+}
+
+/// One sweep point: (sampler, parameter, value, mean PSNR, mean SSIM).
+pub type SweepPoint = (String, String, f64, f64, f64);
+
+/// Mean PSNR and SSIM of each sampler over its parameter's values, every other parameter at
+/// the spec's value.
 pub fn sweeps(
     engine: &dyn Model,
     spec: &Spec,
-    guidances: &[f64],
-    taus: &[f64],
+    sweeps: &[Sweep],
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<(String, f64, f64, f64)>> {
+) -> Result<Vec<SweepPoint>> {
     let set = problem_set(spec)?;
     let mut out = Vec::new();
-    let summary = |x: &Tensor| -> Result<(f64, f64)> {
-        let q = metrics::quality(x, &set.truth)?;
-        Ok((
-            mean_std(&q.iter().map(|q| q.psnr).collect::<Vec<_>>()).0,
-            mean_std(&q.iter().map(|q| q.ssim).collect::<Vec<_>>()).0,
-        ))
-    };
-    for &g in guidances {
-        progress(&format!("DPS guidance {g}"));
-        let x = engine.dps(
-            &set.y,
-            &spec.kernel,
-            &set.x_t,
-            &DpsParams {
-                guidance: g,
-                ..spec.dps
-            },
-            &mut |_, _| {},
-        )?;
-        let (p, s) = summary(&x)?;
-        out.push(("DPS guidance".to_string(), g, p, s));
-    }
-    for &t in taus {
-        progress(&format!("DiffPIR-style tau {t}"));
-        let x = engine.diffpir(
-            &set.y,
-            &spec.kernel,
-            &DiffPirParams {
-                tau: t,
-                ..spec.diffpir
-            },
-            &mut |_, _| {},
-        )?;
-        let (p, s) = summary(&x)?;
-        out.push(("DiffPIR-style tau".to_string(), t, p, s));
+    for sw in sweeps {
+        for &v in &sw.values {
+            progress(&format!("{} {} {v}", sw.sampler, sw.parameter));
+            let x = match (sw.sampler, sw.parameter) {
+                ("DPS", "guidance") => engine.dps(
+                    &set.y,
+                    &spec.kernel,
+                    &set.x_t,
+                    &DpsParams {
+                        guidance: v,
+                        ..spec.dps
+                    },
+                    &mut |_, _| {},
+                )?,
+                ("DiffPIR-style", "tau") => engine.diffpir(
+                    &set.y,
+                    &spec.kernel,
+                    &DiffPirParams {
+                        tau: v,
+                        ..spec.diffpir
+                    },
+                    &mut |_, _| {},
+                )?,
+                ("DiffPIR (published)", p) => {
+                    let mut params = spec.pnp;
+                    match p {
+                        "lambda" => params.lambda = v,
+                        _ => params.zeta = v,
+                    }
+                    run_pnp(engine, &set.y, spec, &params, &set.seeds)?.0
+                }
+                ("DPS (published)", _) => {
+                    let params = DpsPaperParams {
+                        zeta: v,
+                        ..spec.dps_paper
+                    };
+                    run_dps_paper(engine, &set.y, &set.x_t, spec, &params, &set.seeds)?
+                }
+                (s, p) => crate::bail!("no sweep of {s} {p}"),
+            };
+            let q = metrics::quality(&x, &set.truth)?;
+            out.push((
+                sw.sampler.to_string(),
+                sw.parameter.to_string(),
+                v,
+                mean_std(&q.iter().map(|q| q.psnr).collect::<Vec<_>>()).0,
+                mean_std(&q.iter().map(|q| q.ssim).collect::<Vec<_>>()).0,
+            ));
+        }
     }
     Ok(out)
 }

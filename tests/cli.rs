@@ -278,6 +278,46 @@ fn parameter_errors() {
             "--kernel-file",
         ),
         (vec!["--sampler", "magic"], "magic"),
+        (
+            vec!["--sampler", "diffpir-pnp", "--lambda", "0"],
+            "--lambda",
+        ),
+        (vec!["--sampler", "diffpir-pnp", "--zeta", "1.5"], "--zeta"),
+        (vec!["--sampler", "diffpir-pnp", "--zeta", "nan"], "--zeta"),
+        (
+            vec!["--sampler", "diffpir-pnp", "--cg-iters", "0"],
+            "--cg-iters",
+        ),
+        (
+            vec!["--sampler", "diffpir-pnp", "--cg-tol", "-1"],
+            "--cg-tol",
+        ),
+        (
+            vec!["--sampler", "diffpir-pnp", "--t-start", "400"],
+            "--t-start",
+        ),
+        (
+            vec![
+                "--sampler",
+                "diffpir-pnp",
+                "--t-start",
+                "10",
+                "--steps",
+                "12",
+            ],
+            "--steps",
+        ),
+        (
+            vec!["--sampler", "diffpir-pnp", "--noise-level", "-1"],
+            "--noise-level",
+        ),
+        (vec!["--sampler", "dps-paper", "--zeta", "-1"], "--zeta"),
+        (vec!["--sampler", "dps-paper", "--eta", "2"], "--eta"),
+        (
+            vec!["--sampler", "dps-paper", "--samples", "0"],
+            "--samples",
+        ),
+        (vec!["--sampler", "diffpir", "--samples", "3"], "stochastic"),
         (vec!["--sampler", "diffpir", "--device", "cuda"], "CUDA"),
         (vec!["--sampler", "diffpir", "--device", "tpu"], "tpu"),
     ];
@@ -411,6 +451,64 @@ fn simulate_then_reconstruct_reports_residual_and_quality() {
 }
 
 #[test]
+fn published_samplers_and_posterior_spread() {
+    let truth = golden("dps_traj_small/x_true.npy");
+    let y = tmp("spread_y.npy");
+    let o = run(&[
+        "simulate",
+        "--image",
+        s(&truth),
+        "--seed",
+        "4",
+        "--out",
+        s(&y),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for sampler in ["diffpir-pnp", "dps-paper"] {
+        let out = tmp(&format!("spread_{sampler}.npy"));
+        let o = run(&reconstruct_args(
+            &small(),
+            s(&y),
+            s(&out),
+            &[
+                "--sampler",
+                sampler,
+                "--steps",
+                "3",
+                "--samples",
+                "3",
+                "--truth",
+                s(&truth),
+            ],
+        ));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(text.contains("mean of 3 samples"), "{text}");
+        assert!(text.contains("within ±2 std"), "{text}");
+        assert_eq!(read_npy(&out).unwrap().shape(), &[1, 1, 32, 32]);
+        let std = read_npy(&tmp(&format!("spread_{sampler}_std.npy"))).unwrap();
+        assert_eq!(std.shape(), &[1, 1, 32, 32]);
+        assert!(std.data().iter().all(|v| v.is_finite() && *v >= 0.0));
+        assert!(
+            std.data().iter().any(|v| *v > 0.0),
+            "samples did not differ"
+        );
+        assert!(tmp(&format!("spread_{sampler}_std.png")).exists());
+    }
+    let init = tmp("spread_init.npy");
+    write_npy(&init, &read_npy(&y).unwrap()).unwrap();
+    fails_with(
+        &reconstruct_args(
+            &small(),
+            s(&y),
+            s(&tmp("x.npy")),
+            &["--sampler", "dps", "--samples", "2", "--init", s(&init)],
+        ),
+        "--init",
+    );
+}
+
+#[test]
 fn demo_runs_with_given_weights() {
     let dir = tmp("demo");
     let o = run(&[
@@ -513,9 +611,47 @@ fn phantoms_sample_evaluate_and_baselines() {
     ]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for row in ["Observation", "Tikhonov", "TV", "DPS", "DiffPIR-style"] {
+    for row in [
+        "Observation",
+        "Tikhonov",
+        "TV",
+        "DPS",
+        "DiffPIR-style",
+        "DiffPIR (published)",
+        "DPS (published)",
+        "corr(std, abs error)",
+    ] {
         assert!(text.contains(row), "{text}");
     }
+    // The user's own images instead of phantoms: a directory of PNGs.
+    let o = run(&[
+        "evaluate",
+        "--weights",
+        &small(),
+        "--images",
+        s(&dir),
+        "--steps",
+        "2",
+        "--spread-count",
+        "0",
+        "--device",
+        "cpu",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("2 images"), "{text}");
+    fails_with(
+        &[
+            "evaluate",
+            "--weights",
+            &small(),
+            "--images",
+            s(&tmp("no_such_dir")),
+            "--device",
+            "cpu",
+        ],
+        "no_such_dir",
+    );
 
     let y = tmp("ph_y.npy");
     run(&["simulate", "--image", s(&npy), "--out", s(&y)]);

@@ -48,6 +48,45 @@ pub fn read_image(path: &Path) -> Result<Tensor> {
     }
 }
 
+/// A stack of ground truths as (N, 1, H, W): an image file, or a directory whose `.png` and
+/// `.npy` files (sorted by name) all have the same size.
+pub fn read_image_stack(path: &Path) -> Result<Tensor> {
+    if !path.is_dir() {
+        return read_image(path)?.into_image_batch(&path.display().to_string());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| crate::error::io_error(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| format_of(p).is_ok())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{}: no .png or .npy images in this directory",
+            path.display()
+        );
+    }
+    let mut shape: Option<Vec<usize>> = None;
+    let mut data = Vec::new();
+    for f in &files {
+        let t = read_image(f)?.into_image_batch(&f.display().to_string())?;
+        match &shape {
+            None => shape = Some(t.shape().to_vec()),
+            Some(s) if s[1..] != t.shape()[1..] => bail!(
+                "{}: image of shape {:?} differs from the first image's {:?}; all images must share one size",
+                f.display(),
+                &t.shape()[1..],
+                &s[1..]
+            ),
+            Some(_) => {}
+        }
+        data.extend_from_slice(t.data());
+    }
+    let mut shape = shape.expect("at least one file");
+    shape[0] = data.len() / shape[1..].iter().product::<usize>();
+    Tensor::new(shape, data)
+}
+
 /// Write a model-space tensor; returns the files written. `.png` writes one 16-bit grayscale
 /// file per slice of the (N, 1, H, W) view: `path` itself when N == 1, else `stem_000.png`, ...
 pub fn write_image(path: &Path, t: &Tensor) -> Result<Vec<PathBuf>> {

@@ -33,8 +33,8 @@ impl Default for DiffPirPnpParams {
     fn default() -> Self {
         DiffPirPnpParams {
             steps: 40,
-            lambda: 7.0,
-            zeta: 0.3,
+            lambda: 1.0,
+            zeta: 1.0,
             noise_level: 0.01,
             t_start: 399,
             skip: Skip::Uniform,

@@ -24,7 +24,7 @@ impl Default for DpsPaperParams {
     fn default() -> Self {
         DpsPaperParams {
             steps: 40,
-            zeta: 1.0,
+            zeta: 3.0,
             eta: 1.0,
         }
     }
@@ -74,7 +74,13 @@ pub fn run<B: Backend>(
             .collect();
         let step: Vec<f32> = norms
             .iter()
-            .map(|n| if *n > 0.0 { (-params.zeta / n) as f32 } else { 0.0 })
+            .map(|n| {
+                if *n > 0.0 {
+                    (-params.zeta / n) as f32
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let prior = match ts.get(i + 1) {
             Some(&t_next) => ancestral(p, &x, &g.x0, t, t_next, params.eta, seeds, i)?,
