@@ -77,7 +77,7 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Reconstruct x from a measurement y with DPS or the DiffPIR-style sampler.
+    /// Reconstruct x from a measurement y (published DiffPIR by default; see --sampler).
     Reconstruct {
         #[command(flatten)]
         model: ModelArgs,
@@ -87,10 +87,10 @@ pub enum Command {
         op: OperatorArgs,
         #[command(flatten)]
         sampler: SamplerArgs,
-        /// DPS's starting noise x_T (same shape as y); DiffPIR-style ignores it.
+        /// Starting noise x_T for dps and dps-paper (same shape as y); the others ignore it.
         #[arg(long, conflicts_with = "seed")]
         init: Option<PathBuf>,
-        /// Seed of DPS's starting noise when no --init is given.
+        /// Seed of the random samplers (slice i of a published sampler uses seed + i).
         #[arg(long)]
         seed: Option<u64>,
         /// Ground truth, to print MSE, PSNR and SSIM.
@@ -291,7 +291,8 @@ pub enum SamplerKind {
 
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
-    #[arg(long, value_enum)]
+    /// Default: published DiffPIR, the best sampler of `evaluate`'s table (README).
+    #[arg(long, value_enum, default_value_t = SamplerKind::DiffpirPnp)]
     pub sampler: SamplerKind,
     #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
     pub steps: i64,
@@ -908,7 +909,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         ("Observation", &y, None),
         ("DPS", &x_dps, Some(t_dps)),
         ("DiffPIR-style", &x_pir, Some(t_pir)),
-        ("TV (λ 3e-4)", &tv, None),
+        ("TV (best lambda)", &tv, None),
         ("DiffPIR (paper)", &x_pnp, Some(t_pnp)),
         ("DPS (paper)", &x_dpsp, Some(t_dpsp)),
         ("DPS mean of 4", &dps_mean, None),
@@ -956,7 +957,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         io::write_image(&out_dir.join(file), t)?;
     }
     let fig = out_dir.join("comparison.png");
-    figure::comparison_figure(&panels, 5, &fig)?;
+    figure::comparison_figure(&panels, 4, &fig)?;
     println!("wrote images and {}", fig.display());
     Ok(())
 }

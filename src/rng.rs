@@ -86,9 +86,7 @@ pub fn slice_noise(shape: &[usize], seeds: &[u64], stream: u64) -> crate::tensor
     let per: usize = shape[1..].iter().product();
     let data = seeds
         .iter()
-        .flat_map(|&s| {
-            Rng::new(mix64(s ^ mix64(stream.wrapping_add(0x5EED)))).normal_vec(per)
-        })
+        .flat_map(|&s| Rng::new(mix64(s ^ mix64(stream.wrapping_add(0x5EED)))).normal_vec(per))
         .collect();
     crate::tensor::Tensor::new(shape.to_vec(), data).expect("one seed per slice")
 }

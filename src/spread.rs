@@ -25,7 +25,7 @@ pub fn tile(x: &Tensor, m: usize) -> Result<Tensor> {
 /// (N·m, C, H, W) → two (N, C, H, W) tensors (std 0 when m = 1).
 pub fn mean_std(samples: &Tensor, m: usize) -> Result<(Tensor, Tensor)> {
     let n_all = samples.shape()[0];
-    if m == 0 || n_all % m != 0 {
+    if m == 0 || !n_all.is_multiple_of(m) {
         bail!("{n_all} samples do not split into groups of {m}");
     }
     let per = samples.len() / n_all;
@@ -86,7 +86,11 @@ pub fn calibration(mean: &Tensor, std: &Tensor, truth: &Tensor) -> Result<Calibr
     } else {
         0.0
     };
-    let covered = err.iter().zip(&sd).filter(|(e, s)| **e <= 2.0 * **s).count();
+    let covered = err
+        .iter()
+        .zip(&sd)
+        .filter(|(e, s)| **e <= 2.0 * **s)
+        .count();
     Ok(Calibration {
         correlation,
         coverage_2std: covered as f64 / n,

@@ -7,9 +7,12 @@ use diffrecon::engine::{Engine, Model};
 use diffrecon::io::npy::read_npy;
 use diffrecon::metrics;
 use diffrecon::operators::Kernel;
+use diffrecon::samplers::cg::CgSettings;
 use diffrecon::samplers::diffpir::DiffPirParams;
+use diffrecon::samplers::diffpir_pnp::DiffPirPnpParams;
 use diffrecon::samplers::dps::DpsParams;
-use diffrecon::schedule::Schedule;
+use diffrecon::samplers::dps_paper::DpsPaperParams;
+use diffrecon::schedule::{Schedule, Skip};
 use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
 use diffrecon::unet::UNetConfig;
@@ -175,6 +178,136 @@ fn diffpir_four_step_trajectory() {
         )
         .unwrap();
     check(case, &got, &npy(case, "out.npy"), 1e-4);
+}
+
+fn u64_list(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+fn usize_list(v: &Value) -> Vec<usize> {
+    u64_list(v).into_iter().map(|x| x as usize).collect()
+}
+
+/// The published samplers draw their noise with `rng::slice_noise`; the reference gets the same
+/// values from the Python port tools/rng.py. Checked value for value, seeds and streams that
+/// wrap mod 2^64 included.
+#[test]
+fn slice_noise_matches_the_python_port() {
+    let g = json("rng/slice_noise.json");
+    for case in g["cases"].as_array().unwrap() {
+        let shape = usize_list(&case["shape"]);
+        let seeds = u64_list(&case["seeds"]);
+        let stream = case["stream"].as_u64().unwrap();
+        let got = diffrecon::rng::slice_noise(&shape, &seeds, stream);
+        assert_eq!(got.shape(), &shape[..]);
+        assert_eq!(
+            got.data(),
+            &f32_list(&case["values"])[..],
+            "slice_noise({shape:?}, {seeds:?}, {stream})"
+        );
+    }
+    println!(
+        "golden slice_noise: {} cases exact",
+        g["cases"].as_array().unwrap().len()
+    );
+}
+
+fn diffpir_pnp_case(case: &str) {
+    let m = meta(case);
+    let e = engine(m["weights"].as_str().unwrap());
+    let skip = match m["skip"].as_str().unwrap() {
+        "uniform" => Skip::Uniform,
+        "quad" => Skip::Quad,
+        other => panic!("unknown skip {other}"),
+    };
+    let p = DiffPirPnpParams {
+        steps: m["steps"].as_u64().unwrap() as usize,
+        lambda: m["lambda"].as_f64().unwrap(),
+        zeta: m["zeta"].as_f64().unwrap(),
+        noise_level: m["noise_level"].as_f64().unwrap(),
+        t_start: m["t_start"].as_u64().unwrap() as usize,
+        skip,
+        cg: CgSettings {
+            max_iters: m["cg"]["max_iters"].as_u64().unwrap() as usize,
+            tol: m["cg"]["tol"].as_f64().unwrap(),
+        },
+    };
+    assert_eq!(
+        Schedule::cosine(400)
+            .spaced_timesteps(p.t_start, p.steps, p.skip)
+            .unwrap(),
+        usize_list(&m["timesteps"]),
+        "{case}: timesteps"
+    );
+    let (got, report) = e
+        .diffpir_pnp(
+            &npy(case, "y.npy"),
+            &kernel_of(&m["operator"]),
+            &p,
+            &u64_list(&m["seeds"]),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    let want_iters = m["report"]["cg_iters_max"].as_u64().unwrap() as usize;
+    let want_res = m["report"]["cg_rel_residual_max"].as_f64().unwrap();
+    println!(
+        "golden {case}: CG {} solves, max {} iterations (reference {want_iters}), \
+         max relative residual {:.4e} (reference {want_res:.4e})",
+        report.solves, report.iters, report.rel_residual
+    );
+    assert_eq!(report.solves, p.steps, "{case}: one CG solve per step");
+    assert_eq!(report.iters, want_iters, "{case}: CG iterations");
+    assert!(
+        (report.rel_residual - want_res).abs() <= 0.01 * want_res,
+        "{case}: CG residual {} vs {want_res}",
+        report.rel_residual
+    );
+    check(case, &got, &npy(case, "out.npy"), 1e-4);
+}
+
+#[test]
+fn diffpir_pnp_four_steps_without_reinjected_noise() {
+    diffpir_pnp_case("diffpir_pnp_small");
+}
+
+#[test]
+fn diffpir_pnp_four_quad_steps_with_noise() {
+    diffpir_pnp_case("diffpir_pnp_noise_small");
+}
+
+fn dps_paper_case(case: &str) {
+    let m = meta(case);
+    let e = engine(m["weights"].as_str().unwrap());
+    let p = DpsPaperParams {
+        steps: m["steps"].as_u64().unwrap() as usize,
+        zeta: m["zeta"].as_f64().unwrap(),
+        eta: m["eta"].as_f64().unwrap(),
+    };
+    let got = e
+        .dps_paper(
+            &npy(case, "y.npy"),
+            &kernel_of(&m["operator"]),
+            &npy(case, "x_T.npy"),
+            &p,
+            &u64_list(&m["seeds"]),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    check(case, &got, &npy(case, "out.npy"), 1e-4);
+}
+
+#[test]
+fn dps_paper_four_steps_deterministic() {
+    dps_paper_case("dps_paper_small");
+}
+
+#[test]
+fn dps_paper_four_steps_ancestral_noise() {
+    dps_paper_case("dps_paper_noise_small");
 }
 
 #[test]

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as R  # noqa: E402
+import rng as RNG  # noqa: E402
 
 SMALL_CONFIG = {"in_ch": 1, "base_ch": 16, "channel_mults": [1, 2, 2], "time_dim": 32,
                 "attn_levels": [1, 2], "num_heads": 2}
@@ -329,6 +330,10 @@ def main():
         "pairs": recs})
     report["metrics"] = [{k: r[k] for k in ("mse", "psnr", "ssim")} for r in recs]
 
+    # ---------------------------------------------------------------- published samplers
+    # Reported in their own meta.json (and printed), not in manifest.json's report.
+    published_report = published_cases(W, small, alpha_bars)
+
     W.json("manifest.json", {
         "generator": "tools/make_golden.py",
         "torch_version": torch.__version__,
@@ -341,6 +346,95 @@ def main():
         "report": report,
     })
     print(json.dumps(report, indent=1))
+    print(json.dumps(published_report, indent=1))
+
+
+def published_cases(W: Writer, small, alpha_bars) -> dict:
+    """Golden cases of the published samplers (reference.diffpir_pnp_sample, dps_paper_sample)
+    and of the engine's noise generator (tools/rng.py), on the small weights.
+
+    The engine draws its noise itself, from one seed per slice: slice_noise(shape, seeds, 0) is
+    DiffPIR's start noise and slice_noise(shape, seeds, i + 1) the noise of step i (DiffPIR's
+    re-injection, DPS's ancestral noise). The reference gets the same values from tools/rng.py.
+    """
+    report = {}
+
+    # The generator itself: a few draws, including a seed and a stream that wrap mod 2^64.
+    rng_cases = []
+    for shape, seeds, stream in (([2, 1, 3, 4], [0, (1 << 64) - 1], 0), ([1, 2, 2, 3], [7], 5),
+                                 ([3, 1, 1, 5], [1, 2, 0xDEADBEEFCAFEF00D], (1 << 64) - 1)):
+        vals = RNG.slice_noise(shape, seeds, stream)
+        rng_cases.append({"shape": shape, "seeds": seeds, "stream": stream,
+                          "values": [float(v) for v in vals.reshape(-1)]})
+    W.json("rng/slice_noise.json", {
+        "definition": "rng::slice_noise(shape, seeds, stream) as float32, row-major; written as the "
+                      "shortest repr of the exact float64 widening, so parsing as f64 and casting "
+                      "to f32 is exact",
+        "cases": rng_cases}, compact=True)
+    report["rng"] = {"cases": len(rng_cases)}
+
+    shape = (2, 1, 32, 32)
+    kern9 = R.motion_kernel(9, 20)
+    x_true = blobs(shape, 601)
+    y_clean = R.blur(x_true, kern9)
+    y = y_clean + R.relative_noise(y_clean, 0.01, gen(602))
+
+    def noise(seeds, stream):
+        return torch.from_numpy(RNG.slice_noise(shape, seeds, stream))
+
+    cg = {"max_iters": 20, "tol": 1e-4}
+    for name, zeta, t_start, skip, seeds in (("diffpir_pnp_small", 0.0, 399, "uniform", [11, 12]),
+                                             ("diffpir_pnp_noise_small", 0.3, 300, "quad",
+                                              [21, 0xFEEDFACECAFEBEEF])):
+        steps, lam, noise_level = 4, 7.0, 0.01
+        z_steps = [noise(seeds, i + 1) for i in range(steps - 1)]
+        out, _, _, cg_log = R.diffpir_pnp_sample(
+            small, y, kern9, alpha_bars, noise(seeds, 0), z_steps, steps=steps, lam=lam, zeta=zeta,
+            noise_level=noise_level, t_start=t_start, skip=skip, cg_iters=cg["max_iters"],
+            cg_tol=cg["tol"], return_states=True)
+        rep = {"mse_vs_true": R.mse(out, x_true), "psnr_vs_true": R.psnr(out, x_true),
+               "cg_iters_max": max(max(c["iters"]) for c in cg_log),
+               "cg_rel_residual_max": max(max(c["rel_residual"]) for c in cg_log),
+               "cg_tol_margin_min": min(c["tol_margin"] for c in cg_log)}
+        # A stopping test within float32 noise of the tolerance could go the other way in the
+        # engine (one CG iteration more or less): choose other inputs if this trips.
+        assert rep["cg_tol_margin_min"] > 0.01, (name, rep)
+        meta = {
+            "case": name, "kind": "diffpir_pnp", "weights": "small.safetensors", "config": SMALL_CONFIG,
+            "steps": steps, "timesteps": R.spaced_timesteps(t_start, steps, skip), "t_start": t_start,
+            "skip": skip, "lambda": lam, "zeta": zeta, "noise_level": noise_level, "cg": cg,
+            "seeds": seeds, "operator": motion_op(9, 20), "image_shape": list(shape),
+            "inputs": {"y": W.npy(name, "y.npy", y)},
+            "outputs": {"out": W.npy(name, "out.npy", out)},
+            "cg_per_step": cg_log,
+            "noise": "start: slice_noise(shape, seeds, 0); step i: slice_noise(shape, seeds, i + 1) (tools/rng.py)",
+            "definition": "out = clamped CG solution x0d of the last step (t = 0); y = K(x_true) + 1 % relative noise, x_true = blobs(seed 601)",
+            "report": rep,
+        }
+        W.json(f"{name}/meta.json", meta)
+        report[name] = rep
+
+    x_T = randn(shape, 603)
+    for name, eta, seeds in (("dps_paper_small", 0.0, [31, 32]), ("dps_paper_noise_small", 1.0, [41, 42])):
+        steps, zeta = 4, 1.0
+        z_steps = [noise(seeds, i + 1) for i in range(steps - 1)]
+        out, _, x0s = R.dps_paper_sample(small, y, kern9, alpha_bars, x_T, z_steps, steps=steps,
+                                         zeta=zeta, eta=eta, return_states=True)
+        rep = {"mse_vs_true": R.mse(out, x_true), "psnr_vs_true": R.psnr(out, x_true),
+               "saturated_fraction": float((out.abs() >= 1).float().mean())}
+        meta = {
+            "case": name, "kind": "dps_paper", "weights": "small.safetensors", "config": SMALL_CONFIG,
+            "steps": steps, "timesteps": R.timesteps(steps), "zeta": zeta, "eta": eta, "seeds": seeds,
+            "operator": motion_op(9, 20), "image_shape": list(shape),
+            "inputs": {"x_T": W.npy(name, "x_T.npy", x_T), "y": W.npy(name, "y.npy", y)},
+            "outputs": {"out": W.npy(name, "out.npy", out)},
+            "noise": "ancestral noise of step i: slice_noise(shape, seeds, i + 1) (tools/rng.py); none when eta = 0",
+            "definition": "out = clamp(x) after the last step (t = 0, prior = x0); y = K(x_true) + 1 % relative noise, x_true = blobs(seed 601)",
+            "report": rep,
+        }
+        W.json(f"{name}/meta.json", meta)
+        report[name] = rep
+    return report
 
 
 if __name__ == "__main__":

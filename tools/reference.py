@@ -573,6 +573,218 @@ def diffpir_sample(model, y, kernel, alpha_bars, steps=40, tau=0.6, T=T_DEFAULT,
 
 
 # --------------------------------------------------------------------------------------
+# Published samplers (DiffPIR, Zhu et al. 2023; DPS, Chung et al. 2023)
+#
+# Written from the engine's math (src/samplers/{diffpir_pnp,dps_paper,cg}.rs), in float32
+# with per-slice scalars computed in float64 and rounded to float32 where the engine does.
+# The noise is passed in explicitly (tools/rng.py reproduces the engine's), so these functions
+# are exact and device-agnostic.
+# --------------------------------------------------------------------------------------
+
+def spaced_timesteps(t_start: int, steps: int, skip: str = "uniform") -> List[int]:
+    """``steps`` strictly decreasing timesteps from t_start to 0: round(frac * t_start) with
+    frac = u (uniform) or u^2 (quad), u = (steps-1-i)/(steps-1); repeats pushed apart from the
+    end (t = 0 stays)."""
+    if steps < 2 or steps > t_start + 1:
+        raise ValueError(f"steps must be between 2 and t_start + 1 = {t_start + 1}, got {steps}")
+    last = float(steps - 1)
+    ts = []
+    for i in range(steps):
+        u = (last - i) / last
+        frac = {"uniform": u, "quad": u * u}[skip]
+        # Rust's f64::round rounds half away from zero (Python's round is half to even);
+        # v >= 0 here and v - floor(v) is exact.
+        v = frac * t_start
+        ts.append(int(math.floor(v)) + (1 if v - math.floor(v) >= 0.5 else 0))
+    for i in range(steps - 2, -1, -1):
+        ts[i] = max(ts[i], ts[i + 1] + 1)
+    return ts
+
+
+def _f32(v) -> torch.Tensor:
+    """A float32 scalar tensor (float64 values are rounded once, as Rust's ``as f32``)."""
+    return torch.tensor(float(v), dtype=torch.float32)
+
+
+def _per_item(vals: Sequence[float]) -> torch.Tensor:
+    """Per-slice float32 coefficients, shaped (N, 1, 1, 1)."""
+    return torch.tensor([float(v) for v in vals], dtype=torch.float32).reshape(-1, 1, 1, 1)
+
+
+def _sum_sq(x: torch.Tensor) -> List[float]:
+    """Sum of squares per slice, accumulated in float64."""
+    return (x.double() ** 2).reshape(x.shape[0], -1).sum(dim=1).tolist()
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> List[float]:
+    return (a.double() * b.double()).reshape(a.shape[0], -1).sum(dim=1).tolist()
+
+
+def _coeffs(alpha_bars: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(sqrt(ab_t), sqrt(1 - ab_t)) in float32."""
+    ab = alpha_bars[t]
+    return torch.sqrt(ab), torch.sqrt(1 - ab)
+
+
+def cg_prox_solve(y, kernel, x0, mu, max_iters=20, tol=1e-4):
+    """Per slice i: conjugate gradients on (K^T K + mu_i I) x = K^T y + mu_i x0 from x = x0.
+
+    Each slice keeps its own step, beta and convergence (||r||^2 <= tol^2 ||b||^2); a converged
+    slice (or one with curvature <= 0) is frozen. Returns (x, iterations per slice, final
+    relative residual per slice, margin): margin = min over every convergence test of
+    |rel_residual / tol - 1|, how close the stopping decisions came to flipping (a golden case
+    wants it well above float32 noise).
+    """
+    n = x0.shape[0]
+    mu_t = _per_item(mu)
+
+    def normal_op(v):
+        return blur_adjoint(blur(v, kernel), kernel) + v * mu_t
+
+    b = blur_adjoint(y, kernel) + x0 * mu_t
+    bb = _sum_sq(b)
+    x = x0.clone()
+    r = b - normal_op(x)
+    rr = _sum_sq(r)
+    d = r.clone()
+    done = [rr[i] <= tol * tol * bb[i] for i in range(n)]
+    iters = [0] * n
+
+    def margin_of(i):
+        rel_i = math.sqrt(rr[i] / bb[i]) if bb[i] > 0 else math.sqrt(rr[i])
+        return abs(rel_i / tol - 1.0)
+
+    margin = min(margin_of(i) for i in range(n))
+    for _ in range(max_iters):
+        if all(done):
+            break
+        a_d = normal_op(d)
+        curv = _dot(d, a_d)
+        alpha = [0.0 if done[i] or curv[i] <= 0.0 else rr[i] / curv[i] for i in range(n)]
+        alpha_t = _per_item(alpha)
+        x = x + d * alpha_t
+        r = r + a_d * (-alpha_t)
+        rr_new = _sum_sq(r)
+        beta = [0.0 if done[i] or rr[i] == 0.0 else rr_new[i] / rr[i] for i in range(n)]
+        d = r + d * _per_item(beta)
+        for i in range(n):
+            if not done[i]:
+                iters[i] += 1
+                rr[i] = rr_new[i]
+                done[i] = rr[i] <= tol * tol * bb[i] or curv[i] <= 0.0
+                margin = min(margin, margin_of(i))
+    rel = [math.sqrt(rr[i] / bb[i]) if bb[i] > 0 else math.sqrt(rr[i]) for i in range(n)]
+    return x, iters, rel, margin
+
+
+def diffpir_pnp_sample(model, y, kernel, alpha_bars, z_start, z_steps, steps=40, lam=7.0, zeta=0.3,
+                       noise_level=0.01, t_start=T_DEFAULT - 1, skip="uniform", cg_iters=20,
+                       cg_tol=1e-4, return_states=False):
+    """Published DiffPIR (no FFT: CG for the data subproblem).
+
+    x = sqrt(ab)*y + sqrt(1-ab)*z_start at t_start; per step t: eps = model(x, t),
+    x0 = clamp(x0_hat), mu_i = lam * sigma_n_i^2 / sigma_bar_t^2 with
+    sigma_n_i^2 = noise_level^2 ||y_i||^2 / n and sigma_bar_t^2 = (1-ab)/ab (float64, rounded to
+    float32), x0d = clamp(prox(x0, mu)); then, if there is a next timestep,
+    eps_hat = (x - sqrt(ab) x0d)/sqrt(1-ab) and
+    x = sqrt(ab') x0d + sqrt(1-ab') (sqrt(1-zeta) eps_hat + sqrt(zeta) z_steps[i]).
+    Returns x0d of the last step (t = 0). ``z_steps[i]`` is the noise of step i (length
+    steps - 1; unused entries may be None when zeta = 0).
+    """
+    sched = spaced_timesteps(t_start, steps, skip)
+    n = y.shape[0]
+    pixels = y[0].numel()
+    sigma_n2 = [noise_level ** 2 * yy / pixels for yy in _sum_sq(y)]
+    sab0, s1m0 = _coeffs(alpha_bars, sched[0])
+    states, x0s, cg_log = [], [], []
+    with torch.no_grad():
+        x = y * sab0 + z_start * s1m0
+        for i, t in enumerate(sched):
+            tt = _as_t(t, n, x.device)
+            eps = model(x, tt)
+            sab, s1m = _coeffs(alpha_bars, t)
+            x0 = ((x - s1m * eps) / sab).clamp(-1.0, 1.0)
+            ab = float(alpha_bars[t])
+            sigma_bar2 = (1.0 - ab) / ab
+            mu = [float(np.float32(lam * s2 / sigma_bar2)) for s2 in sigma_n2]
+            x0d, iters, rel, margin = cg_prox_solve(y, kernel, x0, mu, cg_iters, cg_tol)
+            x0d = x0d.clamp(-1.0, 1.0)
+            cg_log.append({"t": t, "mu": mu, "iters": iters, "rel_residual": rel, "tol_margin": margin})
+            x0s.append(x0d.clone())
+            if i + 1 < len(sched):
+                eps_hat = x * (1.0 / s1m) + x0d * (-sab / s1m)
+                mixed = eps_hat * _f32(math.sqrt(1.0 - zeta))
+                if zeta != 0.0:
+                    mixed = mixed + z_steps[i] * _f32(math.sqrt(zeta))
+                sab_n, s1m_n = _coeffs(alpha_bars, sched[i + 1])
+                x = x0d * sab_n + mixed * s1m_n
+            else:
+                x = x0d
+            states.append(x.clone())
+    if return_states:
+        return x, states, x0s, cg_log
+    return x
+
+
+def dps_paper_step_size_and_grad(model, x, t, y, kernel, alpha_bars):
+    """grad of sum_i 1/2 ||K x0_i - y_i||^2 w.r.t. x (autograd through the clamp and the UNet),
+    x0 = clamp(x0_hat(x, eps(x,t), t)), and the residual norms ||K x0_i - y_i|| (float64)."""
+    x = x.detach().requires_grad_(True)
+    tt = _as_t(t, x.shape[0], x.device)
+    eps = model(x, tt)
+    sab, s1m = _coeffs(alpha_bars, t)
+    x0 = ((x - s1m * eps) / sab).clamp(-1.0, 1.0)
+    res = blur(x0, kernel) - y
+    loss = 0.5 * (res ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    norms = [math.sqrt(v) for v in _sum_sq(res.detach())]
+    return grad.detach(), norms, x0.detach()
+
+
+def dps_paper_ancestral(x, x0, t, t_next, eta, z, alpha_bars):
+    """x' = sqrt(ab')*x0 + sqrt(1 - ab' - sigma^2)*eps + sigma*z with
+    eps = (x - sqrt(ab) x0)/sqrt(1-ab), sigma = eta sqrt((1-ab')/(1-ab)) sqrt(1 - ab/ab')
+    (coefficients in float64, rounded to float32)."""
+    ab, ab_n = float(alpha_bars[t]), float(alpha_bars[t_next])
+    sab, s1m = _coeffs(alpha_bars, t)
+    eps = x * (1.0 / s1m) + x0 * (-sab / s1m)
+    sigma = eta * math.sqrt((1.0 - ab_n) / (1.0 - ab)) * math.sqrt(max(1.0 - ab / ab_n, 0.0))
+    eps_coef = math.sqrt(max(1.0 - ab_n - sigma * sigma, 0.0))
+    mean = x0 * _f32(math.sqrt(ab_n)) + eps * _f32(eps_coef)
+    if sigma == 0.0:
+        return mean
+    return mean + z * _f32(sigma)
+
+
+def dps_paper_sample(model, y, kernel, alpha_bars, x_T, z_steps, steps=40, zeta=1.0, eta=1.0, T=T_DEFAULT,
+                     return_states=False):
+    """Published DPS over the notebook timesteps. Per step t (all of them, t = 0 included):
+    g, norms = grad of 1/2||K x0 - y||^2 per slice; prior = ancestral step to t_next (x0 at the
+    last step); x = prior - (zeta/||K x0_i - y_i||) g_i. Final clamp to [-1, 1].
+    ``z_steps[i]`` is the ancestral noise of step i (length steps - 1; may be None when eta = 0).
+    """
+    sched = timesteps(steps, T)
+    x = x_T.clone()
+    states, x0s = [], []
+    for i, t in enumerate(sched):
+        grad, norms, x0 = dps_paper_step_size_and_grad(model, x, t, y, kernel, alpha_bars)
+        step = _per_item([-zeta / nv if nv > 0.0 else 0.0 for nv in norms])
+        with torch.no_grad():
+            if i + 1 < len(sched):
+                prior = dps_paper_ancestral(x, x0, t, sched[i + 1], eta,
+                                            None if z_steps is None else z_steps[i], alpha_bars)
+            else:
+                prior = x0
+            x = prior + grad * step
+        states.append(x.clone())
+        x0s.append(x0.clone())
+    out = x.clamp(-1.0, 1.0)
+    if return_states:
+        return out, states, x0s
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # Metrics (notebook style, float32 torch, on images mapped to [0, 1])
 # --------------------------------------------------------------------------------------
 
