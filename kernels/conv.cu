@@ -11,6 +11,15 @@
 // WS_TAPS / k² input channels: 43 for k = 3, 8 for k = 7, 392 for k = 1. Kernels with
 // k² > WS_TAPS (k > 19) are not supported: the kernel returns without writing anything.
 // k = 1 and k = 3 (every conv of the UNet) get unrolled inner loops; other k a generic loop.
+//
+// Three entry points share the code and differ only in the epilogue, the term added to the
+// f32 accumulator (which starts from the bias) just before the store, one rounded add:
+//   conv2d_fwd       y = conv(x) + bias
+//   conv2d_fwd_chan  y = conv(x) + bias + v[img][co]         (v: n × cout; a ResBlock's conv1
+//                                                            with the time-embedding add)
+//   conv2d_fwd_res   y = conv(x) + bias + r[img][co][pixel]  (r: the output's shape; a
+//                                                            ResBlock's conv2 with the residual)
+// as the CPU's conv2d followed by add_channel_bias / add_assign.
 #include "common.cuh"
 
 namespace {
@@ -20,6 +29,11 @@ constexpr int COUT_TILE = 16;     // output channels per block
 constexpr int CO_PER_THREAD = 4;  // output channels per thread
 constexpr int WS_TAPS = 392;      // = 8·7², the weight stage: 392·16 floats = 25 KB
 static_assert(PIX * (COUT_TILE / CO_PER_THREAD) == kBlock, "one thread per (pixel, group)");
+
+// What the epilogue adds (a template argument: the plain conv carries no extra code).
+constexpr int EPI_NONE = 0;     // nothing
+constexpr int EPI_CHANNEL = 1;  // extra[img·cout + co]
+constexpr int EPI_RESIDUAL = 2; // extra[(img·cout + co)·npix + pix], same index as y
 
 // Accumulates one input channel into acc: K is the kernel size when known at compile time
 // (loops unrolled), or 0 to use the runtime k.
@@ -47,10 +61,11 @@ __device__ __forceinline__ void conv_channel(const float* __restrict__ xp, const
     }
 }
 
-template <int K>
+template <int K, int EPI>
 __device__ __forceinline__ void conv_block(const float* __restrict__ x,
                                            const float* __restrict__ w,
-                                           const float* __restrict__ bias, float* __restrict__ y,
+                                           const float* __restrict__ bias,
+                                           const float* __restrict__ extra, float* __restrict__ y,
                                            float* ws, int cin, int h, int wd, int cout, int k_rt,
                                            int stride, int pad, int ho, int wo) {
     const int k = K > 0 ? K : k_rt;
@@ -102,7 +117,38 @@ __device__ __forceinline__ void conv_block(const float* __restrict__ x,
 #pragma unroll
     for (int q = 0; q < CO_PER_THREAD; ++q) {
         const int co = co0 + cg * CO_PER_THREAD + q;
-        if (co < cout) yimg[(long long)co * npix + pix] = acc[q];
+        if (co >= cout) continue;
+        const long long yi = (long long)co * npix + pix;  // within image img
+        float v = acc[q];
+        if (EPI == EPI_CHANNEL) v = __fadd_rn(v, __ldg(extra + (long long)img * cout + co));
+        if (EPI == EPI_RESIDUAL) v = __fadd_rn(v, __ldg(extra + (long long)img * cout * npix + yi));
+        yimg[yi] = v;
+    }
+}
+
+template <int EPI>
+__device__ __forceinline__ void conv_dispatch(const float* __restrict__ x,
+                                              const float* __restrict__ w,
+                                              const float* __restrict__ bias,
+                                              const float* __restrict__ extra,
+                                              float* __restrict__ y, float* ws, int n, int cin,
+                                              int h, int wd, int cout, int k, int stride, int pad,
+                                              int ho, int wo) {
+    // Out of the stage's range (or nonsense): write nothing rather than out of bounds.
+    if (k < 1 || k * k > WS_TAPS || (int)blockIdx.z >= n) return;
+    switch (k) {
+        case 1:
+            conv_block<1, EPI>(x, w, bias, extra, y, ws, cin, h, wd, cout, k, stride, pad, ho,
+                               wo);
+            break;
+        case 3:
+            conv_block<3, EPI>(x, w, bias, extra, y, ws, cin, h, wd, cout, k, stride, pad, ho,
+                               wo);
+            break;
+        default:
+            conv_block<0, EPI>(x, w, bias, extra, y, ws, cin, h, wd, cout, k, stride, pad, ho,
+                               wo);
+            break;
     }
 }
 
@@ -113,17 +159,28 @@ extern "C" __global__ void __launch_bounds__(kBlock)
                const float* __restrict__ bias, float* __restrict__ y, int n, int cin, int h,
                int wd, int cout, int k, int stride, int pad, int ho, int wo) {
     __shared__ __align__(16) float ws[WS_TAPS * COUT_TILE];
-    // Out of the stage's range (or nonsense): write nothing rather than out of bounds.
-    if (k < 1 || k * k > WS_TAPS || (int)blockIdx.z >= n) return;
-    switch (k) {
-        case 1:
-            conv_block<1>(x, w, bias, y, ws, cin, h, wd, cout, k, stride, pad, ho, wo);
-            break;
-        case 3:
-            conv_block<3>(x, w, bias, y, ws, cin, h, wd, cout, k, stride, pad, ho, wo);
-            break;
-        default:
-            conv_block<0>(x, w, bias, y, ws, cin, h, wd, cout, k, stride, pad, ho, wo);
-            break;
-    }
+    conv_dispatch<EPI_NONE>(x, w, bias, nullptr, y, ws, n, cin, h, wd, cout, k, stride, pad, ho,
+                            wo);
+}
+
+// v: (n, cout), one value per (image, output channel), added to every pixel of that plane.
+extern "C" __global__ void __launch_bounds__(kBlock)
+    conv2d_fwd_chan(const float* __restrict__ x, const float* __restrict__ w,
+                    const float* __restrict__ bias, const float* __restrict__ v,
+                    float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k,
+                    int stride, int pad, int ho, int wo) {
+    __shared__ __align__(16) float ws[WS_TAPS * COUT_TILE];
+    conv_dispatch<EPI_CHANNEL>(x, w, bias, v, y, ws, n, cin, h, wd, cout, k, stride, pad, ho,
+                               wo);
+}
+
+// r: (n, cout, ho, wo), the output's shape, added elementwise; must not alias y.
+extern "C" __global__ void __launch_bounds__(kBlock)
+    conv2d_fwd_res(const float* __restrict__ x, const float* __restrict__ w,
+                   const float* __restrict__ bias, const float* __restrict__ r,
+                   float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k,
+                   int stride, int pad, int ho, int wo) {
+    __shared__ __align__(16) float ws[WS_TAPS * COUT_TILE];
+    conv_dispatch<EPI_RESIDUAL>(x, w, bias, r, y, ws, n, cin, h, wd, cout, k, stride, pad, ho,
+                                wo);
 }

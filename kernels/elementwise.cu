@@ -1,5 +1,5 @@
 // Small memory-bound ops of the UNet and the samplers; reference: src/backend/cpu/elementwise.rs.
-// All but sum_sq_per_item are 1-D: grid = ceil(len / 256), block = 256, one element per thread.
+// All but sum_sq_per_item and dot_per_item are 1-D: grid = ceil(len / 256), block = 256, one element per thread.
 // Total lengths must fit in an int (the Rust side checks every size with i32::try_from).
 #include "common.cuh"
 
@@ -125,4 +125,28 @@ extern "C" __global__ void sum_sq_per_item(const float* x, double* out, int per_
     }
     const double total = block_sum(acc, scratch);
     if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+
+// out[item] = Σ a·b over one item of per_item values, accumulated in double (each product of two
+// floats is exact in double). grid = n (one block per item), block = 256.
+extern "C" __global__ void dot_per_item(const float* a, const float* b, double* out,
+                                        int per_item) {
+    __shared__ double scratch[kBlock / kWarp];
+    const long long off = (long long)blockIdx.x * per_item;
+    const float* ai = a + off;
+    const float* bi = b + off;
+    double acc = 0.0;
+    for (int j = threadIdx.x; j < per_item; j += blockDim.x) acc += (double)ai[j] * (double)bi[j];
+    const double total = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+
+// out = ca[item]·a + cb[item]·b with item = i / per_item; coef holds ca[0..n) then cb[0..n).
+// Each product rounded before the sum, as the CPU. 1-D over len = n·per_item.
+extern "C" __global__ void lincomb_per_item(const float* a, const float* b, const float* coef,
+                                            float* out, int n, int per_item) {
+    const int i = flat_index();
+    if (i >= n * per_item) return;
+    const int item = i / per_item;
+    out[i] = __fadd_rn(__fmul_rn(coef[item], a[i]), __fmul_rn(coef[n + item], b[i]));
 }

@@ -8,7 +8,8 @@ use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
 use diffrecon::operators::Kernel;
 use diffrecon::rng::Rng;
-use diffrecon::samplers::diffpir::DiffPirParams;
+use diffrecon::samplers::diffpir::{self, DiffPirParams};
+use diffrecon::samplers::Problem;
 use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
 use std::path::PathBuf;
@@ -90,6 +91,90 @@ fn conv2d_forward() {
             OP_BOUND,
         );
     }
+}
+
+/// Return a buffer of `shape`'s length holding wrong (finite) values to the pool, so that the
+/// next output of that length reuses it: the poisoning must cover reused buffers too.
+fn stale_buffer(g: &CudaBackend, shape: &[usize]) {
+    drop(g.upload(&Tensor::zeros(shape)).unwrap());
+}
+
+#[test]
+fn conv2d_fused_epilogues() {
+    let Some(g) = gpu("conv2d_fused_epilogues") else {
+        return;
+    };
+    let cpu = CpuBackend;
+    for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
+        (1, 3, 13, 11, 5, 3, 1, 1),
+        (2, 17, 9, 7, 33, 3, 1, 1),
+        (2, 8, 9, 7, 20, 1, 1, 0),
+        (3, 5, 11, 13, 7, 3, 2, 1),
+        (1, 64, 32, 32, 64, 3, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = rand(&[n, cin, h, w], 110 + i as u64);
+        let wt = rand(&[cout, cin, k, k], 120 + i as u64);
+        let b = rand(&[cout], 130 + i as u64);
+        let v = rand(&[n, cout], 140 + i as u64);
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let out_shape = [n, cout, ho, wo];
+        let r = rand(&out_shape, 150 + i as u64);
+        let (gx, gw, gb) = (
+            g.upload(&x).unwrap(),
+            g.upload(&wt).unwrap(),
+            g.upload(&b).unwrap(),
+        );
+        let (gv, gr) = (g.upload(&v).unwrap(), g.upload(&r).unwrap());
+        let tag = format!("{cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
+
+        let want = cpu
+            .conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
+            .unwrap();
+        stale_buffer(&g, &out_shape);
+        let before = g.alloc_stats();
+        let got = g
+            .conv2d_add_channel_bias(&gx, &gw, &gb, stride, pad, &gv)
+            .unwrap();
+        assert!(
+            g.alloc_stats().reused > before.reused,
+            "the output did not come from the pool"
+        );
+        check(
+            &format!("conv2d_add_channel_bias {tag}"),
+            &g,
+            &got,
+            &want,
+            OP_BOUND,
+        );
+
+        let want = cpu
+            .conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
+            .unwrap();
+        stale_buffer(&g, &out_shape);
+        let got = g
+            .conv2d_add_residual(&gx, &gw, &gb, stride, pad, &gr)
+            .unwrap();
+        check(
+            &format!("conv2d_add_residual {tag}"),
+            &g,
+            &got,
+            &want,
+            OP_BOUND,
+        );
+    }
+    // A residual of the wrong shape is refused, not read out of bounds.
+    let x = g.upload(&rand(&[1, 2, 5, 5], 1)).unwrap();
+    let wt = g.upload(&rand(&[3, 2, 3, 3], 2)).unwrap();
+    let b = g.upload(&rand(&[3], 3)).unwrap();
+    let r = g.upload(&rand(&[1, 3, 4, 5], 4)).unwrap();
+    assert!(g.conv2d_add_residual(&x, &wt, &b, 1, 1, &r).is_err());
+    assert!(g.conv2d_add_channel_bias(&x, &wt, &b, 1, 1, &r).is_err());
 }
 
 #[test]
@@ -250,6 +335,63 @@ fn small_ops() {
 }
 
 #[test]
+fn per_item_dot_and_lincomb() {
+    let Some(g) = gpu("per_item_dot_and_lincomb") else {
+        return;
+    };
+    let cpu = CpuBackend;
+    let up = |t: &Tensor| g.upload(t).unwrap();
+    for (i, shape) in [
+        vec![3, 2, 17, 13],
+        vec![1, 1, 5, 3],
+        vec![2, 1, 300, 301],
+        vec![5, 7],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (a, b) = (rand(shape, 200 + i as u64), rand(shape, 210 + i as u64));
+        let n = shape[0];
+        // CpuBackend uses the trait's default (through the host) for both ops.
+        let want = cpu.dot_per_item(&a, &b).unwrap();
+        let got = g.dot_per_item(&up(&a), &up(&b)).unwrap();
+        assert_eq!(got.len(), n);
+        let (na, nb) = (
+            cpu.sum_sq_per_item(&a).unwrap(),
+            cpu.sum_sq_per_item(&b).unwrap(),
+        );
+        for j in 0..n {
+            // Products of floats are exact in double: only the summation order differs.
+            let scale = (na[j] * nb[j]).sqrt();
+            let e = (got[j] - want[j]).abs() / scale;
+            println!("parity dot_per_item {shape:?} item {j}: error {e:.2e} of ‖a‖‖b‖");
+            assert!(
+                e <= 1e-10,
+                "dot_per_item {shape:?} item {j}: {} vs {}",
+                got[j],
+                want[j]
+            );
+        }
+        let ca: Vec<f32> = (0..n).map(|j| 0.7 - 0.3 * j as f32).collect();
+        let cb: Vec<f32> = (0..n).map(|j| -1.3 + 0.45 * j as f32).collect();
+        let want = cpu.lincomb_per_item(&a, &ca, &b, &cb).unwrap();
+        let (ga, gb) = (up(&a), up(&b));
+        stale_buffer(&g, shape);
+        let before = g.alloc_stats();
+        let got = g.lincomb_per_item(&ga, &ca, &gb, &cb).unwrap();
+        assert!(
+            g.alloc_stats().reused > before.reused,
+            "the output did not come from the pool"
+        );
+        assert_eq!(g.download(&got).unwrap().shape(), shape.as_slice());
+        check(&format!("lincomb_per_item {shape:?}"), &g, &got, &want, 0.0);
+    }
+    let a = up(&rand(&[2, 3], 1));
+    assert!(g.lincomb_per_item(&a, &[1.0], &a, &[1.0, 2.0]).is_err());
+    assert!(g.dot_per_item(&a, &up(&rand(&[2, 4], 2))).is_err());
+}
+
+#[test]
 fn blur_and_fused_diffpir_steps() {
     let Some(g) = gpu("blur") else { return };
     let cpu = CpuBackend;
@@ -324,6 +466,68 @@ fn unet_eps_and_four_step_diffpir_match_the_cpu() {
         &on_cpu.diffpir(&y, &k, &p, &mut |_, _| {}).unwrap(),
     );
     println!("parity diffpir 4 steps: relative error {e:.2e}");
+    assert!(e <= 1e-4);
+}
+
+/// Buffers are planned once per (batch, size): the second DiffPIR-style step reuses every
+/// buffer of the first and makes no device allocation. The two steps also match the CPU.
+#[test]
+fn second_diffpir_step_allocates_nothing() {
+    let Some(g) = gpu("second_diffpir_step_allocates_nothing") else {
+        return;
+    };
+    let (cfg, params) = weights::load(&golden("small.safetensors"), None).unwrap();
+    let on_gpu = Engine::from_params(g, cfg.clone(), &params).unwrap();
+    let on_cpu = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    let y = rand(&[2, 1, 32, 32], 14);
+    let kt = Kernel::motion(9, 20.0).unwrap().to_tensor();
+    let ts = on_gpu.schedule.timesteps(4).unwrap();
+
+    let be = &on_gpu.be;
+    let (yb, kb) = (be.upload(&y).unwrap(), be.upload(&kt).unwrap());
+    let p = Problem {
+        be,
+        net: &on_gpu.net,
+        schedule: &on_gpu.schedule,
+        y: &yb,
+        kernel: &kb,
+    };
+    let mut x = yb.clone();
+    let at_start = be.alloc_stats();
+    x = diffpir::step(&p, &x, ts[0], ts[1], 0.6).unwrap();
+    be.synchronize().unwrap();
+    let after_first = be.alloc_stats();
+    x = diffpir::step(&p, &x, ts[1], ts[2], 0.6).unwrap();
+    be.synchronize().unwrap();
+    let after_second = be.alloc_stats();
+    println!(
+        "allocations: first step {} fresh / {} reused, second step {} fresh / {} reused; {} buffers pooled",
+        after_first.allocated - at_start.allocated,
+        after_first.reused - at_start.reused,
+        after_second.allocated - after_first.allocated,
+        after_second.reused - after_first.reused,
+        be.pooled_buffers()
+    );
+    assert!(after_first.allocated > at_start.allocated);
+    assert_eq!(
+        after_second.allocated, after_first.allocated,
+        "the second step made new device allocations"
+    );
+    assert!(after_second.reused > after_first.reused);
+
+    let cpu = &on_cpu.be;
+    let pc = Problem {
+        be: cpu,
+        net: &on_cpu.net,
+        schedule: &on_cpu.schedule,
+        y: &y,
+        kernel: &kt,
+    };
+    let mut xc = y.clone();
+    xc = diffpir::step(&pc, &xc, ts[0], ts[1], 0.6).unwrap();
+    xc = diffpir::step(&pc, &xc, ts[1], ts[2], 0.6).unwrap();
+    let e = rel_err(&be.download(&x).unwrap(), &xc);
+    println!("parity diffpir 2 steps (pooled buffers): relative error {e:.2e}");
     assert!(e <= 1e-4);
 }
 

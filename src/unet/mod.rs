@@ -425,15 +425,19 @@ impl<B: Backend> UNet<B> {
         record: bool,
     ) -> Traced<B::Buf, ResTape<B::Buf>> {
         let a = be.group_norm(&x, &rb.norm1.gamma, &rb.norm1.beta, rb.norm1.groups, true)?;
-        let mut h = be.conv2d(&a, &rb.conv1.w, &rb.conv1.b, 1, 1)?;
         let tp = be.linear(temb, &rb.time_proj.w, &rb.time_proj.b, true)?;
-        be.add_channel_bias(&mut h, &tp)?;
+        // h = conv1(a) + tp[n, c], the time-embedding add fused into conv1's epilogue: h is
+        // still materialised, as the tape (norm2's input) needs it.
+        let h = be.conv2d_add_channel_bias(&a, &rb.conv1.w, &rb.conv1.b, 1, 1, &tp)?;
         let b = be.group_norm(&h, &rb.norm2.gamma, &rb.norm2.beta, rb.norm2.groups, true)?;
-        let mut out = be.conv2d(&b, &rb.conv2.w, &rb.conv2.b, 1, 1)?;
-        match &rb.skip {
-            Some(s) => be.add_assign(&mut out, &be.conv2d(&x, &s.w, &s.b, 1, 0)?)?,
-            None => be.add_assign(&mut out, &x)?,
-        }
+        // out = conv2(b) + (skip(x) or x), the residual add fused into conv2's epilogue.
+        let out = match &rb.skip {
+            Some(s) => {
+                let skip = be.conv2d(&x, &s.w, &s.b, 1, 0)?;
+                be.conv2d_add_residual(&b, &rb.conv2.w, &rb.conv2.b, 1, 1, &skip)?
+            }
+            None => be.conv2d_add_residual(&b, &rb.conv2.w, &rb.conv2.b, 1, 1, &x)?,
+        };
         Ok((out, record.then_some(ResTape { x, h })))
     }
 

@@ -2,6 +2,10 @@
 //! in the binary) on one stream, behind the same op trait as the CPU reference. The driver is
 //! loaded at run time, so this compiles and links everywhere; `available()` says whether it can
 //! run here. Ops the kernels do not cover yet (the VJPs, for DPS) answer with a clear error.
+//! Every device buffer comes from the backend's pool (pool.rs) and returns to it on drop, so
+//! the steps of a sampler after the first make no device allocation.
+
+mod pool;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -15,6 +19,8 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
+pub use pool::AllocStats;
+use pool::DevicePool;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -60,19 +66,75 @@ fn cuda_err(e: cudarc::driver::DriverError) -> Error {
     Error::internal(format!("CUDA: {e}"))
 }
 
-/// A device tensor: NCHW f32, contiguous.
-#[derive(Clone, Debug)]
+/// A device tensor: NCHW f32, contiguous. Its buffer comes from the backend's pool and goes
+/// back to it on drop; a clone copies into another pooled buffer.
 pub struct CudaTensor {
     shape: Vec<usize>,
-    data: CudaSlice<f32>,
+    /// Some for the tensor's whole life; taken only by `drop`.
+    data: Option<CudaSlice<f32>>,
+    pool: Arc<DevicePool>,
+}
+
+impl CudaTensor {
+    fn dev(&self) -> &CudaSlice<f32> {
+        self.data.as_ref().expect("a live tensor holds its buffer")
+    }
+
+    fn dev_mut(&mut self) -> &mut CudaSlice<f32> {
+        self.data.as_mut().expect("a live tensor holds its buffer")
+    }
+
+    /// Number of elements.
+    fn len(&self) -> usize {
+        self.dev().len()
+    }
+}
+
+impl Drop for CudaTensor {
+    fn drop(&mut self) {
+        if let Some(d) = self.data.take() {
+            self.pool.give_f32(d);
+        }
+    }
+}
+
+impl Clone for CudaTensor {
+    /// A device-to-device copy into a pooled buffer. Panics when the driver fails, as
+    /// `CudaSlice::clone` does (`Clone` cannot return an error).
+    fn clone(&self) -> Self {
+        let mut data = self
+            .pool
+            .take_f32(self.len())
+            .expect("CUDA: allocate a buffer for a tensor copy");
+        self.pool
+            .stream
+            .memcpy_dtod(self.dev(), &mut data)
+            .expect("CUDA: copy a tensor on the device");
+        CudaTensor {
+            shape: self.shape.clone(),
+            data: Some(data),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CudaTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaTensor")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct CudaBackend {
     stream: Arc<CudaStream>,
     funcs: HashMap<String, CudaFunction>,
     name: String,
-    /// Fill fresh outputs with NaN so a kernel that skips an element cannot pass a parity test.
+    /// Fill every output with NaN before its kernel runs (fresh or reused buffer alike), so a
+    /// kernel that skips an element cannot pass a parity test.
     poison: bool,
+    /// Free device buffers by length: outputs are planned once per (batch, size).
+    pool: Arc<DevicePool>,
 }
 
 /// Kernels per module (file stem of kernels/*.cu).
@@ -93,10 +155,12 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "fill_rows",
             "linear",
             "sum_sq_per_item",
+            "dot_per_item",
+            "lincomb_per_item",
         ],
     ),
     ("gemm", &["sgemm_strided"]),
-    ("conv", &["conv2d_fwd"]),
+    ("conv", &["conv2d_fwd", "conv2d_fwd_chan", "conv2d_fwd_res"]),
     ("groupnorm", &["group_norm_fwd"]),
     ("attention", &["attention_fwd"]),
     ("blur", &["blur", "blur_sub", "blur_t_step"]),
@@ -121,6 +185,15 @@ fn dims4(t: &CudaTensor) -> (usize, usize, usize, usize) {
         [n, c, h, w] => (n, c, h, w),
         ref s => panic!("expected an NCHW tensor, got shape {s:?}"),
     }
+}
+
+/// What the conv kernel adds to conv(x) + bias before it stores an output.
+enum Epilogue<'a> {
+    None,
+    /// v[image, channel], (n, cout): the time-embedding add of a ResBlock's conv1.
+    Channel(&'a CudaTensor),
+    /// A tensor of the output's shape: the residual add of a ResBlock's conv2.
+    Residual(&'a CudaTensor),
 }
 
 impl CudaBackend {
@@ -160,6 +233,7 @@ impl CudaBackend {
             ctx.name().unwrap_or_else(|_| "unknown GPU".into())
         );
         Ok(CudaBackend {
+            pool: Arc::new(DevicePool::new(stream.clone())),
             stream,
             funcs,
             name,
@@ -177,18 +251,73 @@ impl CudaBackend {
         &self.funcs[name]
     }
 
+    /// How buffer requests were served so far: fresh device allocations vs. pooled reuses.
+    /// After a sampler's first step, further steps of the same (batch, size) allocate nothing.
+    pub fn alloc_stats(&self) -> AllocStats {
+        self.pool.stats()
+    }
+
+    /// Number of device buffers waiting in the pool for reuse.
+    pub fn pooled_buffers(&self) -> usize {
+        self.pool.free_count()
+    }
+
+    /// Free the pooled buffers (e.g. before switching to another image size); live tensors
+    /// are untouched. An allocation that finds the device full does this by itself.
+    pub fn release_pooled_buffers(&self) {
+        self.pool.release_free();
+    }
+
+    /// A pooled buffer of `shape` around `data`.
+    fn wrap(&self, shape: &[usize], data: CudaSlice<f32>) -> CudaTensor {
+        CudaTensor {
+            shape: shape.to_vec(),
+            data: Some(data),
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// An output buffer from the pool, its contents unspecified (every kernel writes all of
+    /// its output), or all NaN under `with_poison`.
     fn output(&self, shape: &[usize]) -> Result<CudaTensor> {
         let n: usize = shape.iter().product();
-        let data = if self.poison {
-            self.stream.clone_htod(&vec![f32::NAN; n])
-        } else {
-            self.stream.alloc_zeros::<f32>(n)
+        let mut data = self.pool.take_f32(n).map_err(cuda_err)?;
+        if self.poison {
+            self.stream
+                .memcpy_htod(&vec![f32::NAN; n], &mut data)
+                .map_err(cuda_err)?;
         }
-        .map_err(cuda_err)?;
-        Ok(CudaTensor {
-            shape: shape.to_vec(),
-            data,
-        })
+        Ok(self.wrap(shape, data))
+    }
+
+    /// f64 scratch of `n` values for a per-item reduction (NaN under `with_poison`).
+    fn scratch_f64(&self, n: usize) -> Result<CudaSlice<f64>> {
+        let mut out = self.pool.take_f64(n).map_err(cuda_err)?;
+        if self.poison {
+            self.stream
+                .memcpy_htod(&vec![f64::NAN; n], &mut out)
+                .map_err(cuda_err)?;
+        }
+        Ok(out)
+    }
+
+    /// Run a per-item reduction kernel (grid = n, block = 256) that writes `out[item]` and
+    /// download the n values; the scratch goes back to the pool.
+    fn per_item_reduce(
+        &self,
+        n: usize,
+        launch: impl FnOnce(&mut CudaSlice<f64>, LaunchConfig) -> Result<()>,
+    ) -> Result<Vec<f64>> {
+        let mut out = self.scratch_f64(n)?;
+        let cfg = LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let result =
+            launch(&mut out, cfg).and_then(|()| self.stream.clone_dtoh(&out).map_err(cuda_err));
+        self.pool.give_f64(out);
+        result
     }
 
     /// Wait for all queued work (and surface asynchronous kernel errors).
@@ -242,6 +371,78 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// conv2d_fwd and its fused variants (kernels/conv.cu): y = conv(x) + bias, plus the
+    /// epilogue's term.
+    fn conv(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        stride: usize,
+        pad: usize,
+        epi: Epilogue<'_>,
+    ) -> Result<CudaTensor> {
+        let (n, cin, h, wd) = dims4(x);
+        let (cout, k) = (w.shape[0], w.shape[2]);
+        if k > MAX_CONV_KERNEL {
+            bail!("conv kernel size {k} exceeds the CUDA kernel's limit of {MAX_CONV_KERNEL}; use --device cpu");
+        }
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (wd + 2 * pad - k) / stride + 1,
+        );
+        let out_shape = [n, cout, ho, wo];
+        // The epilogue's operand must match the output exactly: the kernel indexes it by the
+        // output's (image, channel, pixel) without bounds of its own.
+        let (kernel, extra) = match epi {
+            Epilogue::None => ("conv2d_fwd", None),
+            Epilogue::Channel(v) => {
+                if v.len() != n * cout {
+                    return Err(Error::internal(format!(
+                        "conv2d_add_channel_bias: {:?} values for an output of {out_shape:?}",
+                        v.shape
+                    )));
+                }
+                ("conv2d_fwd_chan", Some(v))
+            }
+            Epilogue::Residual(r) => {
+                if r.shape != out_shape {
+                    return Err(Error::internal(format!(
+                        "conv2d_add_residual: residual {:?} for an output of {out_shape:?}",
+                        r.shape
+                    )));
+                }
+                ("conv2d_fwd_res", Some(r))
+            }
+        };
+        let mut y = self.output(&out_shape)?;
+        let args = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
+            .iter()
+            .map(|&v| dim(v, "conv size"))
+            .collect::<Result<Vec<i32>>>()?;
+        dim(n * cout * ho * wo, "conv output size")?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                ((ho * wo) as u32).div_ceil(64),
+                (cout as u32).div_ceil(16),
+                n as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f(kernel));
+        l.arg(x.dev()).arg(w.dev()).arg(b.dev());
+        if let Some(e) = extra {
+            l.arg(e.dev());
+        }
+        l.arg(y.dev_mut());
+        for a in &args {
+            l.arg(a);
+        }
+        self.run(l, cfg)?;
+        Ok(y)
+    }
+
     /// rows × cols bias rows for each of `batch` matrices: c[b][r][j] = bias[r].
     fn fill_rows(
         &self,
@@ -278,6 +479,27 @@ impl CudaBackend {
         }
     }
 
+    /// (items, values per item) of a batch tensor, both checked to fit the kernels' ints.
+    fn items(&self, x: &CudaTensor) -> Result<(usize, i32)> {
+        let n = x.shape.first().copied().unwrap_or(0);
+        if n == 0 {
+            return Err(Error::internal("a per-item op on an empty batch"));
+        }
+        dim(n, "batch")?;
+        dim(x.len(), "tensor size")?;
+        Ok((n, dim(x.len() / n, "slice size")?))
+    }
+
+    fn same_len(a: &CudaTensor, b: &CudaTensor, op: &str) -> Result<()> {
+        if a.len() != b.len() {
+            return Err(Error::internal(format!(
+                "{op}: operands of shapes {:?} and {:?}",
+                a.shape, b.shape
+            )));
+        }
+        Ok(())
+    }
+
     fn not_yet(what: &str) -> Error {
         Error::input(format!(
             "{what} is not implemented on the CUDA backend yet (it arrives with DPS on the GPU); run DPS with --device cpu"
@@ -293,15 +515,15 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, t: &Tensor) -> Result<CudaTensor> {
-        let data = self.stream.clone_htod(t.data()).map_err(cuda_err)?;
-        Ok(CudaTensor {
-            shape: t.shape().to_vec(),
-            data,
-        })
+        let mut data = self.pool.take_f32(t.len()).map_err(cuda_err)?;
+        self.stream
+            .memcpy_htod(t.data(), &mut data)
+            .map_err(cuda_err)?;
+        Ok(self.wrap(t.shape(), data))
     }
 
     fn download(&self, b: &CudaTensor) -> Result<Tensor> {
-        let v = self.stream.clone_dtoh(&b.data).map_err(cuda_err)?;
+        let v = self.stream.clone_dtoh(b.dev()).map_err(cuda_err)?;
         Tensor::new(b.shape.clone(), v)
     }
 
@@ -317,36 +539,31 @@ impl Backend for CudaBackend {
         stride: usize,
         pad: usize,
     ) -> Result<CudaTensor> {
-        let (n, cin, h, wd) = dims4(x);
-        let (cout, k) = (w.shape[0], w.shape[2]);
-        if k > MAX_CONV_KERNEL {
-            bail!("conv kernel size {k} exceeds the CUDA kernel's limit of {MAX_CONV_KERNEL}; use --device cpu");
-        }
-        let (ho, wo) = (
-            (h + 2 * pad - k) / stride + 1,
-            (wd + 2 * pad - k) / stride + 1,
-        );
-        let mut y = self.output(&[n, cout, ho, wo])?;
-        let args: Vec<i32> = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
-            .iter()
-            .map(|&v| v as i32)
-            .collect();
-        let cfg = LaunchConfig {
-            grid_dim: (
-                ((ho * wo) as u32).div_ceil(64),
-                (cout as u32).div_ceil(16),
-                n as u32,
-            ),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = self.stream.launch_builder(self.f("conv2d_fwd"));
-        l.arg(&x.data).arg(&w.data).arg(&b.data).arg(&mut y.data);
-        for a in &args {
-            l.arg(a);
-        }
-        self.run(l, cfg)?;
-        Ok(y)
+        self.conv(x, w, b, stride, pad, Epilogue::None)
+    }
+
+    fn conv2d_add_channel_bias(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        stride: usize,
+        pad: usize,
+        v: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        self.conv(x, w, b, stride, pad, Epilogue::Channel(v))
+    }
+
+    fn conv2d_add_residual(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        stride: usize,
+        pad: usize,
+        residual: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        self.conv(x, w, b, stride, pad, Epilogue::Residual(residual))
     }
 
     fn conv2d_vjp(
@@ -377,10 +594,10 @@ impl Backend for CudaBackend {
             shared_mem_bytes: 0,
         };
         let mut l = self.stream.launch_builder(self.f("group_norm_fwd"));
-        l.arg(&x.data)
-            .arg(&gamma.data)
-            .arg(&beta.data)
-            .arg(&mut y.data)
+        l.arg(x.dev())
+            .arg(gamma.dev())
+            .arg(beta.dev())
+            .arg(y.dev_mut())
             .arg(&ci)
             .arg(&hw)
             .arg(&g)
@@ -414,12 +631,12 @@ impl Backend for CudaBackend {
         }
         // qkv (n, 3c, t) = in_w · y + in_b.
         let mut qkv = self.output(&[n, 3 * c, t])?;
-        self.fill_rows(&mut qkv.data, &p.in_b.data, 3 * c, t, n)?;
+        self.fill_rows(qkv.dev_mut(), p.in_b.dev(), 3 * c, t, n)?;
         self.gemm(
             (3 * c, t, c),
-            (&p.in_w.data, c, 1, 0),
-            (&y.data, t, 1, c * t),
-            &mut qkv.data,
+            (p.in_w.dev(), c, 1, 0),
+            (y.dev(), t, 1, c * t),
+            qkv.dev_mut(),
             t,
             3 * c * t,
             1.0,
@@ -433,20 +650,20 @@ impl Backend for CudaBackend {
             shared_mem_bytes: 0,
         };
         let mut l = self.stream.launch_builder(self.f("attention_fwd"));
-        l.arg(&qkv.data)
-            .arg(&mut ctx.data)
+        l.arg(qkv.dev())
+            .arg(ctx.dev_mut())
             .arg(&ci)
             .arg(&ti)
             .arg(&hi);
         self.run(l, cfg)?;
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
-        self.fill_rows(&mut out.data, &p.out_b.data, c, t, n)?;
+        self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
         self.gemm(
             (c, t, c),
-            (&p.out_w.data, c, 1, 0),
-            (&ctx.data, t, 1, c * t),
-            &mut out.data,
+            (p.out_w.dev(), c, 1, 0),
+            (ctx.dev(), t, 1, c * t),
+            out.dev_mut(),
             t,
             c * t,
             1.0,
@@ -476,10 +693,10 @@ impl Backend for CudaBackend {
         let mut out = self.output(&[n, fout])?;
         let (ni, fi, fo, s) = (n as i32, fin as i32, fout as i32, silu_input as i32);
         let mut l = self.stream.launch_builder(self.f("linear"));
-        l.arg(&x.data)
-            .arg(&w.data)
-            .arg(&b.data)
-            .arg(&mut out.data)
+        l.arg(x.dev())
+            .arg(w.dev())
+            .arg(b.dev())
+            .arg(out.dev_mut())
             .arg(&ni)
             .arg(&fi)
             .arg(&fo)
@@ -492,15 +709,15 @@ impl Backend for CudaBackend {
         let (n, c, hh, ww) = dims4(h);
         let (nc, hw) = ((n * c) as i32, (hh * ww) as i32);
         let mut l = self.stream.launch_builder(self.f("add_channel_bias"));
-        l.arg(&mut h.data).arg(&v.data).arg(&nc).arg(&hw);
+        l.arg(h.dev_mut()).arg(v.dev()).arg(&nc).arg(&hw);
         self.run(l, grid1d(n * c * hh * ww))
     }
 
     fn add_assign(&self, a: &mut CudaTensor, b: &CudaTensor) -> Result<()> {
-        let len = a.data.len();
+        let len = a.len();
         let li = len as i32;
         let mut l = self.stream.launch_builder(self.f("add_assign"));
-        l.arg(&mut a.data).arg(&b.data).arg(&li);
+        l.arg(a.dev_mut()).arg(b.dev()).arg(&li);
         self.run(l, grid1d(len))
     }
 
@@ -509,7 +726,7 @@ impl Backend for CudaBackend {
         let mut y = self.output(&[n, c, 2 * h, 2 * w])?;
         let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
         let mut l = self.stream.launch_builder(self.f("upsample2x"));
-        l.arg(&x.data).arg(&mut y.data).arg(&p).arg(&hi).arg(&wi);
+        l.arg(x.dev()).arg(y.dev_mut()).arg(&p).arg(&hi).arg(&wi);
         self.run(l, grid1d(4 * n * c * h * w))?;
         Ok(y)
     }
@@ -520,7 +737,7 @@ impl Backend for CudaBackend {
         let mut dx = self.output(&[n, c, h, w])?;
         let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
         let mut l = self.stream.launch_builder(self.f("upsample2x_vjp"));
-        l.arg(&dy.data).arg(&mut dx.data).arg(&p).arg(&hi).arg(&wi);
+        l.arg(dy.dev()).arg(dx.dev_mut()).arg(&p).arg(&hi).arg(&wi);
         self.run(l, grid1d(n * c * h * w))?;
         Ok(dx)
     }
@@ -531,9 +748,9 @@ impl Backend for CudaBackend {
         let mut out = self.output(&[n, ca + cb, h, w])?;
         let (ni, la, lb) = (n as i32, (ca * h * w) as i32, (cb * h * w) as i32);
         let mut l = self.stream.launch_builder(self.f("concat_channels"));
-        l.arg(&a.data)
-            .arg(&b.data)
-            .arg(&mut out.data)
+        l.arg(a.dev())
+            .arg(b.dev())
+            .arg(out.dev_mut())
             .arg(&ni)
             .arg(&la)
             .arg(&lb);
@@ -547,9 +764,9 @@ impl Backend for CudaBackend {
         let mut b = self.output(&[n, c - ca, h, w])?;
         let (ni, la, lb) = (n as i32, (ca * h * w) as i32, ((c - ca) * h * w) as i32);
         let mut l = self.stream.launch_builder(self.f("split_channels"));
-        l.arg(&x.data)
-            .arg(&mut a.data)
-            .arg(&mut b.data)
+        l.arg(x.dev())
+            .arg(a.dev_mut())
+            .arg(b.dev_mut())
             .arg(&ni)
             .arg(&la)
             .arg(&lb);
@@ -568,9 +785,9 @@ impl Backend for CudaBackend {
             adjoint as i32,
         );
         let mut l = self.stream.launch_builder(self.f("blur"));
-        l.arg(&x.data)
-            .arg(&kernel.data)
-            .arg(&mut y.data)
+        l.arg(x.dev())
+            .arg(kernel.dev())
+            .arg(y.dev_mut())
             .arg(&p)
             .arg(&hi)
             .arg(&wi)
@@ -582,15 +799,15 @@ impl Backend for CudaBackend {
 
     fn lincomb(&self, a: &CudaTensor, ca: f32, b: &CudaTensor, cb: f32) -> Result<CudaTensor> {
         let mut out = self.output(&a.shape)?;
-        let li = a.data.len() as i32;
+        let li = a.len() as i32;
         let mut l = self.stream.launch_builder(self.f("lincomb"));
-        l.arg(&a.data)
+        l.arg(a.dev())
             .arg(&ca)
-            .arg(&b.data)
+            .arg(b.dev())
             .arg(&cb)
-            .arg(&mut out.data)
+            .arg(out.dev_mut())
             .arg(&li);
-        self.run(l, grid1d(a.data.len()))?;
+        self.run(l, grid1d(a.len()))?;
         Ok(out)
     }
 
@@ -602,23 +819,23 @@ impl Backend for CudaBackend {
         s1m: f32,
     ) -> Result<CudaTensor> {
         let mut out = self.output(&x.shape)?;
-        let li = x.data.len() as i32;
+        let li = x.len() as i32;
         let mut l = self.stream.launch_builder(self.f("predict_x0"));
-        l.arg(&x.data)
-            .arg(&eps.data)
+        l.arg(x.dev())
+            .arg(eps.dev())
             .arg(&sab)
             .arg(&s1m)
-            .arg(&mut out.data)
+            .arg(out.dev_mut())
             .arg(&li);
-        self.run(l, grid1d(x.data.len()))?;
+        self.run(l, grid1d(x.len()))?;
         Ok(out)
     }
 
     fn clamp(&self, x: &mut CudaTensor, lo: f32, hi: f32) -> Result<()> {
-        let len = x.data.len();
+        let len = x.len();
         let li = len as i32;
         let mut l = self.stream.launch_builder(self.f("clamp_inplace"));
-        l.arg(&mut x.data).arg(&lo).arg(&hi).arg(&li);
+        l.arg(x.dev_mut()).arg(&lo).arg(&hi).arg(&li);
         self.run(l, grid1d(len))
     }
 
@@ -629,30 +846,69 @@ impl Backend for CudaBackend {
         hi: f32,
         d: &mut CudaTensor,
     ) -> Result<()> {
-        let len = d.data.len();
+        let len = d.len();
         let li = len as i32;
         let mut l = self.stream.launch_builder(self.f("clamp_vjp"));
-        l.arg(&reference.data)
+        l.arg(reference.dev())
             .arg(&lo)
             .arg(&hi)
-            .arg(&mut d.data)
+            .arg(d.dev_mut())
             .arg(&li);
         self.run(l, grid1d(len))
     }
 
     fn sum_sq_per_item(&self, x: &CudaTensor) -> Result<Vec<f64>> {
-        let n = x.shape[0];
-        let per = dim(x.data.len() / n, "slice size")?;
-        let mut out = self.stream.alloc_zeros::<f64>(n).map_err(cuda_err)?;
-        let cfg = LaunchConfig {
-            grid_dim: (n as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
-        l.arg(&x.data).arg(&mut out).arg(&per);
-        self.run(l, cfg)?;
-        self.stream.clone_dtoh(&out).map_err(cuda_err)
+        let (n, per) = self.items(x)?;
+        self.per_item_reduce(n, |out, cfg| {
+            let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
+            l.arg(x.dev()).arg(out).arg(&per);
+            self.run(l, cfg)
+        })
+    }
+
+    fn dot_per_item(&self, a: &CudaTensor, b: &CudaTensor) -> Result<Vec<f64>> {
+        let (n, per) = self.items(a)?;
+        Self::same_len(a, b, "dot_per_item")?;
+        self.per_item_reduce(n, |out, cfg| {
+            let mut l = self.stream.launch_builder(self.f("dot_per_item"));
+            l.arg(a.dev()).arg(b.dev()).arg(out).arg(&per);
+            self.run(l, cfg)
+        })
+    }
+
+    fn lincomb_per_item(
+        &self,
+        a: &CudaTensor,
+        ca: &[f32],
+        b: &CudaTensor,
+        cb: &[f32],
+    ) -> Result<CudaTensor> {
+        let (n, per) = self.items(a)?;
+        Self::same_len(a, b, "lincomb_per_item")?;
+        if ca.len() < n || cb.len() < n {
+            return Err(Error::internal(format!(
+                "lincomb_per_item: {} and {} coefficients for {n} items",
+                ca.len(),
+                cb.len()
+            )));
+        }
+        // Fits an int: checked by items().
+        let len = a.len();
+        // The coefficients as one small device array: ca[0..n] then cb[0..n].
+        let coef: Vec<f32> = ca[..n].iter().chain(&cb[..n]).copied().collect();
+        let coef = self.upload(&Tensor::new(vec![2 * n], coef)?)?;
+        let ni = n as i32;
+        let mut out = self.output(&a.shape)?;
+        let mut l = self.stream.launch_builder(self.f("lincomb_per_item"));
+        l.arg(a.dev())
+            .arg(b.dev())
+            .arg(coef.dev())
+            .arg(out.dev_mut())
+            .arg(&ni)
+            .arg(&per);
+        self.run(l, grid1d(len))?;
+        debug_assert_eq!(len, n * per as usize);
+        Ok(out)
     }
 
     fn diffpir_prior(
@@ -663,17 +919,17 @@ impl Backend for CudaBackend {
         next: (f32, f32),
     ) -> Result<CudaTensor> {
         let mut xp = self.output(&x.shape)?;
-        let li = x.data.len() as i32;
+        let li = x.len() as i32;
         let mut l = self.stream.launch_builder(self.f("diffpir_prior"));
-        l.arg(&x.data)
-            .arg(&eps.data)
+        l.arg(x.dev())
+            .arg(eps.dev())
             .arg(&cur.0)
             .arg(&cur.1)
             .arg(&next.0)
             .arg(&next.1)
-            .arg(&mut xp.data)
+            .arg(xp.dev_mut())
             .arg(&li);
-        self.run(l, grid1d(x.data.len()))?;
+        self.run(l, grid1d(x.len()))?;
         Ok(xp)
     }
 
@@ -688,10 +944,10 @@ impl Backend for CudaBackend {
         let (p, hi, wi, k) = ((n * c) as i32, h as i32, w as i32, kernel.shape[0] as i32);
         let mut r = self.output(&xp.shape)?;
         let mut l = self.stream.launch_builder(self.f("blur_sub"));
-        l.arg(&xp.data)
-            .arg(&kernel.data)
-            .arg(&y.data)
-            .arg(&mut r.data)
+        l.arg(xp.dev())
+            .arg(kernel.dev())
+            .arg(y.dev())
+            .arg(r.dev_mut())
             .arg(&p)
             .arg(&hi)
             .arg(&wi)
@@ -699,11 +955,11 @@ impl Backend for CudaBackend {
         self.run(l, Self::blur_cfg(n * c, h, w))?;
         let mut out = self.output(&xp.shape)?;
         let mut l = self.stream.launch_builder(self.f("blur_t_step"));
-        l.arg(&r.data)
-            .arg(&kernel.data)
-            .arg(&xp.data)
+        l.arg(r.dev())
+            .arg(kernel.dev())
+            .arg(xp.dev())
             .arg(&tau)
-            .arg(&mut out.data)
+            .arg(out.dev_mut())
             .arg(&p)
             .arg(&hi)
             .arg(&wi)
