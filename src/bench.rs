@@ -6,7 +6,9 @@ use crate::error::Result;
 use crate::operators::Kernel;
 use crate::rng::normal_tensor;
 use crate::samplers::diffpir::DiffPirParams;
+use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps::DpsParams;
+use crate::samplers::dps_paper::DpsPaperParams;
 use crate::tensor::Tensor;
 use std::time::Instant;
 
@@ -34,7 +36,8 @@ fn time(
     Ok((ms[ms.len() / 2], ms[0]))
 }
 
-/// Forward at each batch size, then DiffPIR-style and DPS with `steps` steps at each batch.
+/// Forward at each batch size, then the notebook's DiffPIR-style and DPS and the published
+/// DiffPIR and DPS with `steps` steps at each batch.
 /// Every timed call ends with the result on the host, so device work is included.
 pub fn run(
     model: &dyn Model,
@@ -73,6 +76,31 @@ pub fn run(
             batch: b,
             result: time(repeats, || {
                 model.dps(&y, &kernel, &x_t, &dps, &mut |_, _| {})
+            }),
+        });
+        let seeds: Vec<u64> = (0..b as u64).collect();
+        let pnp = DiffPirPnpParams {
+            steps,
+            ..Default::default()
+        };
+        out.push(Timing {
+            op: format!("diffpir_pnp_{steps}"),
+            batch: b,
+            result: time(repeats, || {
+                model
+                    .diffpir_pnp(&y, &kernel, &pnp, &seeds, &mut |_, _| {})
+                    .map(|r| r.0)
+            }),
+        });
+        let dpsp = DpsPaperParams {
+            steps,
+            ..Default::default()
+        };
+        out.push(Timing {
+            op: format!("dps_paper_{steps}"),
+            batch: b,
+            result: time(repeats, || {
+                model.dps_paper(&y, &kernel, &x_t, &dpsp, &seeds, &mut |_, _| {})
             }),
         });
     }

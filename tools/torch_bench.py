@@ -17,7 +17,8 @@ safetensors file. Ops timed (median of --repeats runs after --warmup runs):
                 DDIM update, guidance, clamp);
   * diffpir_step : one DiffPIR-style step at batch 1 (no_grad forward, x0_hat + clamp, DDIM,
                 K / K^T correction, clamp);
-  * with --samplers, also dps_<steps> and diffpir_<steps>: the whole samplers of
+  * with --samplers, also dps_<steps>, diffpir_<steps>, diffpir_pnp_<steps> and
+    dps_paper_<steps> (published DiffPIR λ 1, ζ 1 and DPS ζ 3, η 1): the whole samplers of
     tools/reference.py (dps_sample / diffpir_sample), at each batch of --sampler-batches (default: 1 and the largest of
     --batches). Op names and batches match `diffrecon bench`'s table, so ratios pair rows.
 
@@ -202,6 +203,15 @@ def main(argv=None) -> int:
             record(f"dps_{args.steps}", b,
                    lambda: R.dps_sample(model, yb, kern, alpha_bars, x_T, steps=args.steps,
                                       guidance=guidance, sigma_y=sigma_y))
+            # The published samplers with the engine's defaults (noise drawn up front: the
+            # engine draws it on the host too).
+            z_steps = [randn(b, 1, 64, 64) for _ in range(args.steps - 1)]
+            record(f"diffpir_pnp_{args.steps}", b,
+                   lambda: R.diffpir_pnp_sample(model, yb, kern, alpha_bars, x_T, z_steps,
+                                              steps=args.steps, lam=1.0, zeta=1.0))
+            record(f"dps_paper_{args.steps}", b,
+                   lambda: R.dps_paper_sample(model, yb, kern, alpha_bars, x_T, z_steps,
+                                            steps=args.steps, zeta=3.0, eta=1.0))
 
     info = {
         "torch": torch.__version__,
