@@ -688,6 +688,13 @@ fn reconstruct(
     let y = read_stack(measurement, "--measurement")?;
     let truth = truth.map(|p| read_stack(p, "--truth")).transpose()?;
     let m = sampler.samples()?;
+    if y.shape()[0] * m > MAX_BATCH {
+        bail!(
+            "{} slices × {m} samples = {} images in one batch; at most {MAX_BATCH}: use fewer --samples or split the measurement",
+            y.shape()[0],
+            y.shape()[0] * m
+        );
+    }
     if m > 1 && init.is_some() {
         bail!("--samples draws its own starting noise per sample; drop --init (or use --seed)");
     }
@@ -746,6 +753,9 @@ fn reconstruct(
     }
     Ok(())
 }
+
+/// The largest batch `reconstruct` builds from slices × samples (memory grows with it).
+const MAX_BATCH: usize = 4096;
 
 /// Starting noise: one stream per slice (seed + slice index) for the published samplers and
 /// for several samples; the notebook's DPS keeps one stream over the batch.

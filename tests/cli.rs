@@ -318,6 +318,10 @@ fn parameter_errors() {
             "--samples",
         ),
         (vec!["--sampler", "diffpir", "--samples", "3"], "stochastic"),
+        (
+            vec!["--sampler", "dps-paper", "--samples", "100000"],
+            "at most",
+        ),
         (vec!["--sampler", "diffpir", "--device", "cuda"], "CUDA"),
         (vec!["--sampler", "diffpir", "--device", "tpu"], "tpu"),
     ];
