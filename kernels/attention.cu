@@ -173,3 +173,77 @@ extern "C" __global__ void __launch_bounds__(QB)
     else
         attend<32, 4, 16>(qh, kh, vh, out, d, t, scale, sm);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attention input-VJP: the two row kernels between its GEMMs; reference: attend_vjp and
+// softmax_scaled in src/backend/cpu/attention.rs. The Rust side (attention_vjp in
+// src/backend/cuda/mod.rs) recomputes qkv, then per image and head (GEMMs batched over heads):
+//   S = qᵀk (t × t) → attn_softmax_rows → P;   dP = dctxᵀv → attn_softmax_vjp_rows → dS;
+//   dv = dctx·P,  dq = k·dSᵀ,  dk = q·dS.
+// Both kernels: grid = (rows), block = 256, one block per row of t values (a query's scores
+// over all keys), row r at r·t. Each thread walks j = threadIdx.x, += 256 in every pass and
+// reads back only the values it wrote itself, so passes need no barrier beyond the reductions'.
+
+namespace {
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int off = kWarp / 2; off > 0; off >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+// Max of v over the block, returned to every thread; `scratch` holds one float per warp.
+// The leading __syncthreads makes reuse of the scratch safe, as block_sum's.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float m = -INFINITY;
+    for (int w = 0; w < (int)blockDim.x / kWarp; ++w) m = fmaxf(m, scratch[w]);
+    return m;
+}
+
+}  // namespace
+
+// In place: row ← softmax(scale·row), as the CPU's softmax_scaled: max = max(row)·scale,
+// e_j = exp(row_j·scale − max) (rounded product, then difference), sum (here in double),
+// inv = 1/sum, row_j = e_j·inv.
+extern "C" __global__ void __launch_bounds__(kBlock)
+    attn_softmax_rows(float* __restrict__ p, int t, float scale) {
+    __shared__ float fscratch[kBlock / kWarp];
+    __shared__ double dscratch[kBlock / kWarp];
+    float* row = p + (long long)blockIdx.x * t;
+
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < t; j += kBlock) mx = fmaxf(mx, row[j]);
+    const float m = __fmul_rn(block_max(mx, fscratch), scale);
+
+    double sum = 0.0;
+    for (int j = threadIdx.x; j < t; j += kBlock) {
+        const float e = expf(__fsub_rn(__fmul_rn(row[j], scale), m));
+        row[j] = e;
+        sum += (double)e;
+    }
+    const float inv = __fdiv_rn(1.0f, (float)block_sum(sum, dscratch));
+    for (int j = threadIdx.x; j < t; j += kBlock) row[j] = __fmul_rn(row[j], inv);
+}
+
+// In place on ds, which holds dP on entry: ds_j ← scale·p_j·(dP_j − Σ_j' dP_j'·p_j'), the
+// softmax backward with the score scale folded in, in the CPU's order ((scale·p)·(dP − dot));
+// the dot is accumulated in double and rounded to float (the CPU sums in f32).
+extern "C" __global__ void __launch_bounds__(kBlock)
+    attn_softmax_vjp_rows(const float* __restrict__ p, float* __restrict__ ds, int t,
+                          float scale) {
+    __shared__ double dscratch[kBlock / kWarp];
+    const float* prow = p + (long long)blockIdx.x * t;
+    float* drow = ds + (long long)blockIdx.x * t;
+
+    double dot = 0.0;
+    for (int j = threadIdx.x; j < t; j += kBlock) dot += (double)drow[j] * (double)prow[j];
+    const float d = (float)block_sum(dot, dscratch);
+    for (int j = threadIdx.x; j < t; j += kBlock)
+        drow[j] = __fmul_rn(__fmul_rn(scale, prow[j]), __fsub_rn(drow[j], d));
+}

@@ -21,6 +21,13 @@ __device__ __forceinline__ float silu(float z) {
     return __fmul_rn(z, s);
 }
 
+// d silu(z) / dz = s·(1 + z·(1 − s)), s = sigmoid(z), in the CPU's order (math.rs, silu_grad),
+// each operation rounded on its own (no FMA).
+__device__ __forceinline__ float silu_grad(float z) {
+    const float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-z)));
+    return __fmul_rn(s, __fadd_rn(1.0f, __fmul_rn(z, __fsub_rn(1.0f, s))));
+}
+
 // clamp that lets NaN through, as Rust's f32::clamp does (fminf/fmaxf would replace it).
 __device__ __forceinline__ float clamp_nan(float v, float lo, float hi) {
     return v < lo ? lo : (v > hi ? hi : v);

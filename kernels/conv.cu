@@ -184,3 +184,77 @@ extern "C" __global__ void __launch_bounds__(kBlock)
     conv_dispatch<EPI_RESIDUAL>(x, w, bias, r, y, ws, n, cin, h, wd, cout, k, stride, pad, ho,
                                 wo);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward data (the input-VJP): dx = convᵀ(dy); reference: conv2d_vjp_input in
+// src/backend/cpu/conv.rs. The weight-VJP is never needed.
+//
+// The forward reads input pixel iy = oy·stride + ky − pad (likewise ix) for output pixel oy and
+// tap ky. The VJP reads the same relation the other way: input pixel iy receives dy at every
+// output oy in 0..ho whose tap ky = iy + pad − oy·stride lies in 0..k. `reaching_outputs` gives
+// that range of oy (two divisions per thread and axis, none in the loops) and the loops recover
+// ky from the same equation, so the kernel is the forward's transpose by construction.
+//
+// Gather formulation, one thread per dx element, no atomics and no shared memory:
+//   dx[img][ci][iy][ix] = Σ_(oy,ox) Σ_co dy[img][co][oy][ox] · w[co][ci][ky][kx]
+// co innermost (f32, fmaf). An element that no output reads (possible when h + 2·pad − k is not a
+// multiple of stride) gets 0.
+//
+// Launch: grid = (ceil(h·wd / 256), cin, n), block = 256: (ci, img) are uniform over a block,
+// so every weight read is a broadcast; neighbouring threads own neighbouring ix and read
+// neighbouring dy. Any k ≥ 1 works (the Rust side keeps the forward's k ≤ 19 limit).
+
+namespace {
+
+// The outputs o in [lo, hi] (empty when lo > hi) that read input i: o·stride + kq − pad == i
+// with 0 ≤ kq < k and 0 ≤ o < n_out. With s = i + pad = o·stride + kq (s ≥ 0):
+// kq ≥ 0 ⇔ o ≤ s / stride, and kq ≤ k − 1 ⇔ o ≥ ceil((s − k + 1) / stride).
+struct OutRange {
+    int lo, hi;
+};
+
+__device__ __forceinline__ OutRange reaching_outputs(int i, int k, int stride, int pad,
+                                                     int n_out) {
+    const unsigned s = (unsigned)(i + pad), st = (unsigned)stride;
+    const int first = (int)s - (k - 1);  // smallest o·stride allowed by kq ≤ k − 1
+    OutRange r;
+    r.lo = first <= 0 ? 0 : (int)(((unsigned)first + st - 1) / st);
+    r.hi = min((int)(s / st), n_out - 1);
+    return r;
+}
+
+}  // namespace
+
+// No __launch_bounds__: with (256) ptxas 13.0 spills this kernel at 32-40 registers, without it
+// it takes 40 registers and spills nothing (sm_80 and sm_90). It is launched with 256 threads.
+extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
+                                           const float* __restrict__ w, float* __restrict__ dx,
+                                           int n, int cin, int h, int wd, int cout, int k,
+                                           int stride, int pad, int ho, int wo) {
+    const int pix = blockIdx.x * kBlock + threadIdx.x;  // iy·wd + ix
+    const int ci = blockIdx.y, img = blockIdx.z;
+    if (pix >= h * wd || ci >= cin || img >= n || k < 1 || stride < 1 || pad < 0) return;
+    const int iy = pix / wd, ix = pix - (pix / wd) * wd;
+    const int kk = k * k;
+    const int npix_out = ho * wo;
+    const float* dyimg = dy + (long long)img * cout * npix_out;
+    // w[co][ci][tap] = w[(co·cin + ci)·k² + tap]: the co stride is cin·k² (the Rust side
+    // checks that the weight's size fits an int).
+    const float* wci = w + ci * kk;
+    const int w_co_stride = cin * kk;
+    const OutRange ry = reaching_outputs(iy, k, stride, pad, ho);
+    const OutRange rx = reaching_outputs(ix, k, stride, pad, wo);
+
+    float acc = 0.0f;
+    for (int oy = ry.lo; oy <= ry.hi; ++oy) {
+        const int ky = iy + pad - oy * stride;  // in 0..k by the range
+        for (int ox = rx.lo; ox <= rx.hi; ++ox) {
+            const int kx = ix + pad - ox * stride;
+            const float* dyp = dyimg + oy * wo + ox;  // dy[img][co][oy][ox], from co = 0
+            const float* wp = wci + ky * k + kx;      // w[co][ci][ky][kx], from co = 0
+            for (int co = 0; co < cout; ++co, dyp += npix_out, wp += w_co_stride)
+                acc = fmaf(__ldg(dyp), __ldg(wp), acc);
+        }
+    }
+    dx[((long long)img * cin + ci) * h * wd + pix] = acc;
+}

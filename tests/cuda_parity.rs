@@ -9,6 +9,9 @@ use diffrecon::engine::{Engine, Model};
 use diffrecon::operators::Kernel;
 use diffrecon::rng::Rng;
 use diffrecon::samplers::diffpir::{self, DiffPirParams};
+use diffrecon::samplers::diffpir_pnp::{self, DiffPirPnpParams};
+use diffrecon::samplers::dps::{self, DpsParams};
+use diffrecon::samplers::dps_paper::{self, DpsPaperParams};
 use diffrecon::samplers::Problem;
 use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
@@ -244,6 +247,146 @@ fn attention_forward() {
         let got = g.attention(&g.upload(&y).unwrap(), &pg, heads).unwrap();
         check(
             &format!("attention c{c} heads{heads} tokens{}", h * w),
+            &g,
+            &got,
+            &want,
+            OP_BOUND,
+        );
+    }
+}
+
+/// `rand` scaled by s (attention weights of a sensible size).
+fn rand_scaled(shape: &[usize], seed: u64, s: f32) -> Tensor {
+    let t = rand(shape, seed);
+    Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
+}
+
+#[test]
+fn conv2d_vjp_backward_data() {
+    let Some(g) = gpu("conv2d_vjp") else { return };
+    let cpu = CpuBackend;
+    // (n, cin, h, w, cout, k, stride, pad): k 1 and 3, stride 1 and 2, odd H/W, even H/W with
+    // stride 2, a k = 5 case, and stride-2 shapes whose last input rows no output reads.
+    for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
+        (2, 5, 13, 11, 7, 3, 1, 1),
+        (1, 17, 15, 9, 33, 3, 2, 1),
+        (3, 6, 10, 12, 5, 3, 2, 1),
+        (2, 8, 9, 7, 20, 1, 1, 0),
+        (1, 9, 11, 7, 4, 1, 2, 0),
+        (1, 4, 11, 9, 3, 5, 1, 2),
+        (2, 3, 12, 9, 5, 3, 2, 0),
+        (1, 64, 32, 32, 64, 3, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let dy = rand(&[n, cout, ho, wo], 300 + i as u64);
+        let wt = rand(&[cout, cin, k, k], 310 + i as u64);
+        let in_shape = [n, cin, h, w];
+        let want = cpu.conv2d_vjp(&dy, &wt, &in_shape, stride, pad).unwrap();
+        let (gdy, gw) = (g.upload(&dy).unwrap(), g.upload(&wt).unwrap());
+        stale_buffer(&g, &in_shape);
+        let got = g.conv2d_vjp(&gdy, &gw, &in_shape, stride, pad).unwrap();
+        check(
+            &format!("conv2d_vjp {cin}->{cout} k{k} s{stride} p{pad} {h}x{w} n{n}"),
+            &g,
+            &got,
+            &want,
+            OP_BOUND,
+        );
+    }
+    // A dy that does not match the input shape is refused, not read out of bounds.
+    let dy = g.upload(&rand(&[1, 3, 4, 5], 1)).unwrap();
+    let wt = g.upload(&rand(&[3, 2, 3, 3], 2)).unwrap();
+    assert!(g.conv2d_vjp(&dy, &wt, &[1, 2, 5, 5], 1, 1).is_err());
+}
+
+#[test]
+fn group_norm_vjp_with_and_without_silu() {
+    let Some(g) = gpu("group_norm_vjp") else {
+        return;
+    };
+    let cpu = CpuBackend;
+    // (n, c, h, w, groups): 3, 3, 1, 3 and 2 channels per group (odd counts), odd planes.
+    for (i, &(n, c, h, w, groups)) in [
+        (2, 15, 5, 7, 5),
+        (1, 21, 9, 11, 7),
+        (3, 9, 3, 3, 9),
+        (1, 36, 13, 5, 12),
+        (1, 64, 32, 32, 32),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = rand(&[n, c, h, w], 400 + i as u64);
+        let dy = rand(&[n, c, h, w], 410 + i as u64);
+        let (gam, bet) = (rand(&[c], 420 + i as u64), rand(&[c], 430 + i as u64));
+        let (gx, gg, gb, gdy) = (
+            g.upload(&x).unwrap(),
+            g.upload(&gam).unwrap(),
+            g.upload(&bet).unwrap(),
+            g.upload(&dy).unwrap(),
+        );
+        for silu in [false, true] {
+            let want = cpu
+                .group_norm_vjp(&x, &gam, &bet, groups, silu, &dy)
+                .unwrap();
+            stale_buffer(&g, x.shape());
+            let got = g.group_norm_vjp(&gx, &gg, &gb, groups, silu, &gdy).unwrap();
+            check(
+                &format!("group_norm_vjp c{c} g{groups} {h}x{w} n{n} silu {silu}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_vjp_input() {
+    let Some(g) = gpu("attention_vjp") else {
+        return;
+    };
+    let cpu = CpuBackend;
+    // (n, c, h, w, heads): 2 and 4 heads; 16, 64, 65 (odd) and 1024 tokens.
+    for (i, &(n, c, h, w, heads)) in [
+        (2, 8, 4, 4, 2),
+        (1, 16, 4, 4, 4),
+        (2, 12, 8, 8, 2),
+        (1, 32, 8, 8, 4),
+        (2, 8, 5, 13, 4),
+        (1, 64, 32, 32, 4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let y = rand(&[n, c, h, w], 500 + i as u64);
+        let dout = rand(&[n, c, h, w], 510 + i as u64);
+        let s = 1.0 / (c as f32).sqrt();
+        let p = AttnParams {
+            in_w: rand_scaled(&[3 * c, c], 520 + i as u64, s),
+            in_b: rand_scaled(&[3 * c], 530 + i as u64, s),
+            out_w: rand_scaled(&[c, c], 540 + i as u64, s),
+            out_b: rand_scaled(&[c], 550 + i as u64, s),
+        };
+        let pg = AttnParams {
+            in_w: g.upload(&p.in_w).unwrap(),
+            in_b: g.upload(&p.in_b).unwrap(),
+            out_w: g.upload(&p.out_w).unwrap(),
+            out_b: g.upload(&p.out_b).unwrap(),
+        };
+        let want = cpu.attention_vjp(&y, &p, heads, &dout).unwrap();
+        let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
+        stale_buffer(&g, y.shape());
+        let got = g.attention_vjp(&gy, &pg, heads, &gd).unwrap();
+        check(
+            &format!("attention_vjp c{c} heads{heads} tokens{} n{n}", h * w),
             &g,
             &got,
             &want,
@@ -529,6 +672,136 @@ fn second_diffpir_step_allocates_nothing() {
     let e = rel_err(&be.download(&x).unwrap(), &xc);
     println!("parity diffpir 2 steps (pooled buffers): relative error {e:.2e}");
     assert!(e <= 1e-4);
+}
+
+/// Both engines on the small golden weights.
+fn golden_engines(g: CudaBackend) -> (Engine<CudaBackend>, Engine<CpuBackend>) {
+    let (cfg, params) = weights::load(&golden("small.safetensors"), None).unwrap();
+    let on_gpu = Engine::from_params(g, cfg.clone(), &params).unwrap();
+    let on_cpu = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    (on_gpu, on_cpu)
+}
+
+/// Run `f` on engine `e`'s backend with y and the kernel uploaded; the result downloaded.
+fn on<B: Backend>(
+    e: &Engine<B>,
+    y: &Tensor,
+    kernel: &Tensor,
+    f: impl FnOnce(&Problem<B>) -> diffrecon::error::Result<B::Buf>,
+) -> Tensor {
+    let (yb, kb) = (e.be.upload(y).unwrap(), e.be.upload(kernel).unwrap());
+    let p = Problem {
+        be: &e.be,
+        net: &e.net,
+        schedule: &e.schedule,
+        y: &yb,
+        kernel: &kb,
+    };
+    let out = f(&p).unwrap();
+    e.be.download(&out).unwrap()
+}
+
+fn check_close(name: &str, got: &Tensor, want: &Tensor, bound: f64) {
+    assert!(
+        got.data().iter().all(|v| v.is_finite()),
+        "{name}: non-finite outputs"
+    );
+    let e = rel_err(got, want);
+    println!("parity {name}: relative error {e:.2e}");
+    assert!(e <= bound, "{name}: relative error {e:.2e} > {bound:.0e}");
+}
+
+/// The UNet's VJP (every op of the backward pass) and the DPS gradient at batch 2.
+#[test]
+fn unet_vjp_and_dps_gradient_match_the_cpu() {
+    let Some(g) = gpu("unet_vjp_and_dps_gradient") else {
+        return;
+    };
+    let (on_gpu, on_cpu) = golden_engines(g);
+    let x = rand(&[2, 1, 32, 32], 600);
+    let y = rand(&[2, 1, 32, 32], 601);
+    let r = rand(&[2, 1, 32, 32], 602);
+    let kt = Kernel::motion(9, 20.0).unwrap().to_tensor();
+    for t in [37usize, 611] {
+        let vjp = |e_x: &Tensor| {
+            let (gx, gr) = (
+                on_gpu.be.upload(e_x).unwrap(),
+                on_gpu.be.upload(&r).unwrap(),
+            );
+            let (_, tape) = on_gpu
+                .net
+                .forward_with_tape(&on_gpu.be, &gx, &[t as f32])
+                .unwrap();
+            on_gpu
+                .be
+                .download(&on_gpu.net.vjp(&on_gpu.be, &tape, &gr).unwrap())
+                .unwrap()
+        };
+        let (_, tape) = on_cpu
+            .net
+            .forward_with_tape(&on_cpu.be, &x, &[t as f32])
+            .unwrap();
+        let want = on_cpu.net.vjp(&on_cpu.be, &tape, &r).unwrap();
+        check_close(&format!("unet vjp t {t}"), &vjp(&x), &want, 1e-4);
+
+        let got = on(&on_gpu, &y, &kt, |p| {
+            dps::gradient(p, &p.be.upload(&x)?, t, 0.05).map(|d| d.grad)
+        });
+        let want = on(&on_cpu, &y, &kt, |p| {
+            dps::gradient(p, &p.be.upload(&x)?, t, 0.05).map(|d| d.grad)
+        });
+        check_close(&format!("dps gradient t {t} batch 2"), &got, &want, 1e-4);
+    }
+}
+
+/// The notebook's DPS, published DiffPIR (CG through the per-item ops) and published DPS,
+/// 4 steps each at batch 2, on the GPU against the CPU.
+#[test]
+fn four_step_dps_diffpir_pnp_and_dps_paper_match_the_cpu() {
+    let Some(g) = gpu("four_step_samplers") else {
+        return;
+    };
+    let (on_gpu, on_cpu) = golden_engines(g);
+    let y = rand(&[2, 1, 32, 32], 700);
+    let x_t = rand(&[2, 1, 32, 32], 701);
+    let kt = Kernel::motion(9, 20.0).unwrap().to_tensor();
+    let seeds = [7u64, 8];
+
+    let params = DpsParams {
+        steps: 4,
+        ..DpsParams::default()
+    };
+    let got = on(&on_gpu, &y, &kt, |p| {
+        dps::run(p, p.be.upload(&x_t)?, &params, &mut |_, _| {})
+    });
+    let want = on(&on_cpu, &y, &kt, |p| {
+        dps::run(p, p.be.upload(&x_t)?, &params, &mut |_, _| {})
+    });
+    check_close("dps 4 steps", &got, &want, 1e-4);
+
+    let params = DiffPirPnpParams {
+        steps: 4,
+        ..DiffPirPnpParams::default()
+    };
+    let got = on(&on_gpu, &y, &kt, |p| {
+        diffpir_pnp::run(p, &params, &seeds, &mut |_, _| {}).map(|(x, _)| x)
+    });
+    let want = on(&on_cpu, &y, &kt, |p| {
+        diffpir_pnp::run(p, &params, &seeds, &mut |_, _| {}).map(|(x, _)| x)
+    });
+    check_close("diffpir (published) 4 steps", &got, &want, 1e-4);
+
+    let params = DpsPaperParams {
+        steps: 4,
+        ..DpsPaperParams::default()
+    };
+    let got = on(&on_gpu, &y, &kt, |p| {
+        dps_paper::run(p, p.be.upload(&x_t)?, &params, &seeds, &mut |_, _| {})
+    });
+    let want = on(&on_cpu, &y, &kt, |p| {
+        dps_paper::run(p, p.be.upload(&x_t)?, &params, &seeds, &mut |_, _| {})
+    });
+    check_close("dps (published) 4 steps", &got, &want, 1e-4);
 }
 
 /// The ptxas report (kept by build.rs) shows no spills to local memory in any kernel.

@@ -1,9 +1,9 @@
 //! The CUDA backend: the hand-written kernels of kernels/*.cu (compiled by build.rs and embedded
 //! in the binary) on one stream, behind the same op trait as the CPU reference. The driver is
 //! loaded at run time, so this compiles and links everywhere; `available()` says whether it can
-//! run here. Ops the kernels do not cover yet (the VJPs, for DPS) answer with a clear error.
-//! Every device buffer comes from the backend's pool (pool.rs) and returns to it on drop, so
-//! the steps of a sampler after the first make no device allocation.
+//! run here. Every op of the trait runs on the device, the input-VJPs of the UNet's backward
+//! pass (DPS) included. Every device buffer comes from the backend's pool (pool.rs) and returns
+//! to it on drop, so the steps of a sampler after the first make no device allocation.
 
 mod pool;
 
@@ -16,7 +16,8 @@ use crate::bail;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig,
+    PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 pub use pool::AllocStats;
@@ -160,9 +161,24 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("gemm", &["sgemm_strided"]),
-    ("conv", &["conv2d_fwd", "conv2d_fwd_chan", "conv2d_fwd_res"]),
-    ("groupnorm", &["group_norm_fwd"]),
-    ("attention", &["attention_fwd"]),
+    (
+        "conv",
+        &[
+            "conv2d_fwd",
+            "conv2d_fwd_chan",
+            "conv2d_fwd_res",
+            "conv2d_bwd_data",
+        ],
+    ),
+    ("groupnorm", &["group_norm_fwd", "group_norm_vjp"]),
+    (
+        "attention",
+        &[
+            "attention_fwd",
+            "attn_softmax_rows",
+            "attn_softmax_vjp_rows",
+        ],
+    ),
     ("blur", &["blur", "blur_sub", "blur_t_step"]),
     ("diffpir", &["diffpir_prior"]),
 ];
@@ -325,20 +341,51 @@ impl CudaBackend {
         self.stream.synchronize().map_err(cuda_err)
     }
 
-    /// C = A·B + beta·C over `batch` matrices with strides, through sgemm_strided.
+    /// C = A·B + beta·C over `batch` matrices with strides, through sgemm_strided. A is
+    /// (view, row stride, column stride, batch stride), B likewise; C is row-major with row
+    /// stride `c_rs` and batch stride `c_bs`. Every view must hold every element the kernel
+    /// touches (checked: the kernel has no bounds of its own beyond m, n, k).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         (m, n, k): (usize, usize, usize),
-        a: (&CudaSlice<f32>, usize, usize, usize),
-        b: (&CudaSlice<f32>, usize, usize, usize),
-        c: &mut CudaSlice<f32>,
+        a: (&CudaView<'_, f32>, usize, usize, usize),
+        b: (&CudaView<'_, f32>, usize, usize, usize),
+        c: &mut CudaViewMut<'_, f32>,
         c_rs: usize,
         c_bs: usize,
         beta: f32,
         batch: usize,
     ) -> Result<()> {
+        if m == 0 || n == 0 || k == 0 || batch == 0 {
+            return Err(Error::internal(format!(
+                "gemm: empty product ({m}×{k})·({k}×{n}) × {batch}"
+            )));
+        }
+        // One past the last element a (rows × cols, strides rs, cs) matrix batch reaches.
+        let span = |rows: usize, cols: usize, rs: usize, cs: usize, bs: usize| -> Option<usize> {
+            (batch - 1)
+                .checked_mul(bs)?
+                .checked_add((rows - 1).checked_mul(rs)?)?
+                .checked_add((cols - 1).checked_mul(cs)?)?
+                .checked_add(1)
+        };
+        for (what, need, have) in [
+            ("A", span(m, k, a.1, a.2, a.3), a.0.len()),
+            ("B", span(k, n, b.1, b.2, b.3), b.0.len()),
+            ("C", span(m, n, c_rs, 1, c_bs), c.len()),
+        ] {
+            if need.is_none_or(|need| need > have) {
+                return Err(Error::internal(format!(
+                    "gemm ({m}×{k})·({k}×{n}) × {batch}: operand {what} reaches {need:?} of {have} values"
+                )));
+            }
+        }
         let (mi, ni, ki) = (dim(m, "m")?, dim(n, "n")?, dim(k, "k")?);
+        // Offsets inside one matrix are ints in the kernel; batch offsets are 64-bit.
+        for (rows, cols, rs, cs) in [(m, k, a.1, a.2), (k, n, b.1, b.2), (m, n, c_rs, 1)] {
+            dim((rows - 1) * rs + (cols - 1) * cs, "GEMM offset")?;
+        }
         let (a_rs, a_cs, b_rs, b_cs, c_rs) =
             (a.1 as i32, a.2 as i32, b.1 as i32, b.2 as i32, c_rs as i32);
         let (a_bs, b_bs, c_bs) = (a.3 as i64, b.3 as i64, c_bs as i64);
@@ -500,10 +547,33 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn not_yet(what: &str) -> Error {
-        Error::input(format!(
-            "{what} is not implemented on the CUDA backend yet (it arrives with DPS on the GPU); run DPS with --device cpu"
-        ))
+    /// qkv (n, 3c, t) = in_w · y + in_b: the q, k, v rows of every image, channel-major.
+    fn project_in(&self, y: &CudaTensor, p: &AttnParams<CudaTensor>) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(y);
+        let t = h * w;
+        let mut qkv = self.output(&[n, 3 * c, t])?;
+        self.fill_rows(qkv.dev_mut(), p.in_b.dev(), 3 * c, t, n)?;
+        self.gemm(
+            (3 * c, t, c),
+            (&p.in_w.dev().as_view(), c, 1, 0),
+            (&y.dev().as_view(), t, 1, c * t),
+            &mut qkv.dev_mut().as_view_mut(),
+            t,
+            3 * c * t,
+            1.0,
+            n,
+        )?;
+        Ok(qkv)
+    }
+
+    /// One row kernel of attention.cu over `rows` rows of t values (grid = rows, block = 256).
+    fn attn_rows(&self, l: cudarc::driver::LaunchArgs, rows: usize) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.run(l, cfg)
     }
 }
 
@@ -568,13 +638,63 @@ impl Backend for CudaBackend {
 
     fn conv2d_vjp(
         &self,
-        _dy: &CudaTensor,
-        _w: &CudaTensor,
-        _in: &[usize],
-        _s: usize,
-        _p: usize,
+        dy: &CudaTensor,
+        w: &CudaTensor,
+        in_shape: &[usize],
+        stride: usize,
+        pad: usize,
     ) -> Result<CudaTensor> {
-        Err(Self::not_yet("the convolution VJP"))
+        let [n, cin, h, wd] = *in_shape else {
+            bail!("conv2d_vjp: input shape {in_shape:?} is not NCHW");
+        };
+        let [cout, wcin, k, k2] = *w.shape.as_slice() else {
+            bail!(
+                "conv2d_vjp: weight shape {:?} is not (cout, cin, k, k)",
+                w.shape
+            );
+        };
+        if wcin != cin || k2 != k || k == 0 || stride == 0 || h + 2 * pad < k || wd + 2 * pad < k {
+            return Err(Error::internal(format!(
+                "conv2d_vjp: weight {:?}, input {in_shape:?}, stride {stride}, pad {pad}",
+                w.shape
+            )));
+        }
+        if k > MAX_CONV_KERNEL {
+            bail!("conv kernel size {k} exceeds the CUDA kernel's limit of {MAX_CONV_KERNEL}; use --device cpu");
+        }
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (wd + 2 * pad - k) / stride + 1,
+        );
+        // The kernel indexes dy by (image, co, oy, ox) with no bounds of its own.
+        if dy.shape != [n, cout, ho, wo] {
+            return Err(Error::internal(format!(
+                "conv2d_vjp: dy {:?} for an output of {:?}",
+                dy.shape,
+                [n, cout, ho, wo]
+            )));
+        }
+        dim(n * cin * h * wd, "conv input size")?;
+        dim(n * cout * ho * wo, "conv output size")?;
+        dim(w.len(), "conv weight size")?;
+        let args = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
+            .iter()
+            .map(|&v| dim(v, "conv size"))
+            .collect::<Result<Vec<i32>>>()?;
+        let mut dx = self.output(in_shape)?;
+        // One thread per dx element: grid = (pixels / 256, cin, n).
+        let cfg = LaunchConfig {
+            grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("conv2d_bwd_data"));
+        l.arg(dy.dev()).arg(w.dev()).arg(dx.dev_mut());
+        for a in &args {
+            l.arg(a);
+        }
+        self.run(l, cfg)?;
+        Ok(dx)
     }
 
     fn group_norm(
@@ -608,14 +728,43 @@ impl Backend for CudaBackend {
 
     fn group_norm_vjp(
         &self,
-        _x: &CudaTensor,
-        _g: &CudaTensor,
-        _b: &CudaTensor,
-        _gr: usize,
-        _s: bool,
-        _dy: &CudaTensor,
+        x: &CudaTensor,
+        gamma: &CudaTensor,
+        beta: &CudaTensor,
+        groups: usize,
+        silu: bool,
+        dy: &CudaTensor,
     ) -> Result<CudaTensor> {
-        Err(Self::not_yet("the GroupNorm VJP"))
+        let (n, c, h, w) = dims4(x);
+        if groups == 0 || c % groups != 0 || dy.shape != x.shape || gamma.len() != c {
+            return Err(Error::internal(format!(
+                "group_norm_vjp: x {:?}, dy {:?}, {} γ values, {groups} groups",
+                x.shape,
+                dy.shape,
+                gamma.len()
+            )));
+        }
+        dim(x.len(), "tensor size")?;
+        let mut dx = self.output(&x.shape)?;
+        let (ci, hw, g, s) = (c as i32, (h * w) as i32, groups as i32, silu as i32);
+        // One block per (group, image), as the forward.
+        let cfg = LaunchConfig {
+            grid_dim: (groups as u32, n as u32, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("group_norm_vjp"));
+        l.arg(x.dev())
+            .arg(gamma.dev())
+            .arg(beta.dev())
+            .arg(dy.dev())
+            .arg(dx.dev_mut())
+            .arg(&ci)
+            .arg(&hw)
+            .arg(&g)
+            .arg(&s);
+        self.run(l, cfg)?;
+        Ok(dx)
     }
 
     fn attention(
@@ -629,19 +778,7 @@ impl Backend for CudaBackend {
         if c / heads > MAX_HEAD_DIM {
             bail!("attention head width {} exceeds the CUDA kernel's limit of {MAX_HEAD_DIM}; use --device cpu", c / heads);
         }
-        // qkv (n, 3c, t) = in_w · y + in_b.
-        let mut qkv = self.output(&[n, 3 * c, t])?;
-        self.fill_rows(qkv.dev_mut(), p.in_b.dev(), 3 * c, t, n)?;
-        self.gemm(
-            (3 * c, t, c),
-            (p.in_w.dev(), c, 1, 0),
-            (y.dev(), t, 1, c * t),
-            qkv.dev_mut(),
-            t,
-            3 * c * t,
-            1.0,
-            n,
-        )?;
+        let qkv = self.project_in(y, p)?;
         let mut ctx = self.output(&[n, c, t])?;
         let (ci, ti, hi) = (c as i32, t as i32, heads as i32);
         let cfg = LaunchConfig {
@@ -661,9 +798,9 @@ impl Backend for CudaBackend {
         self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
         self.gemm(
             (c, t, c),
-            (p.out_w.dev(), c, 1, 0),
-            (ctx.dev(), t, 1, c * t),
-            out.dev_mut(),
+            (&p.out_w.dev().as_view(), c, 1, 0),
+            (&ctx.dev().as_view(), t, 1, c * t),
+            &mut out.dev_mut().as_view_mut(),
             t,
             c * t,
             1.0,
@@ -672,14 +809,134 @@ impl Backend for CudaBackend {
         Ok(out)
     }
 
+    /// The CPU's attention_vjp (attention.rs) as GEMMs and two row kernels: qkv is recomputed,
+    /// dctx = out_wᵀ·dout, then per image, batched over heads (z = head), with
+    /// S = qᵀk (t × t per head, row = query):
+    ///   P = softmax(scale·S);  dP = dctxᵀ·v;  dS = scale·P ⊙ (dP − rowsum(dP ⊙ P));
+    ///   dv = dctx·P;  dq = k·dSᵀ;  dk = q·dS;
+    /// and dy = in_wᵀ·dqkv. P and dS (heads·t² each) are reused from image to image.
     fn attention_vjp(
         &self,
-        _y: &CudaTensor,
-        _p: &AttnParams<CudaTensor>,
-        _h: usize,
-        _d: &CudaTensor,
+        y: &CudaTensor,
+        p: &AttnParams<CudaTensor>,
+        heads: usize,
+        dout: &CudaTensor,
     ) -> Result<CudaTensor> {
-        Err(Self::not_yet("the attention VJP"))
+        let (n, c, h, w) = dims4(y);
+        let t = h * w;
+        if heads == 0 || c % heads != 0 || dout.shape != y.shape {
+            return Err(Error::internal(format!(
+                "attention_vjp: y {:?}, dout {:?}, {heads} heads",
+                y.shape, dout.shape
+            )));
+        }
+        let d = c / heads;
+        dim(n * 3 * c * t, "attention size")?;
+        dim(heads * t * t, "attention scores size")?;
+        let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
+        let qkv = self.project_in(y, p)?;
+        // dctx (n, c, t) = out_wᵀ · dout: A(i, p) = out_w[p][i].
+        let mut dctx = self.output(&[n, c, t])?;
+        self.gemm(
+            (c, t, c),
+            (&p.out_w.dev().as_view(), 1, c, 0),
+            (&dout.dev().as_view(), t, 1, c * t),
+            &mut dctx.dev_mut().as_view_mut(),
+            t,
+            c * t,
+            0.0,
+            n,
+        )?;
+        let mut dqkv = self.output(&[n, 3 * c, t])?;
+        let mut probs = self.output(&[heads, t, t])?;
+        let mut ds = self.output(&[heads, t, t])?;
+        let (ct, dt, tt) = (c * t, d * t, t * t);
+        for b in 0..n {
+            // Head h of image b: q rows at qkv[b·3ct + h·dt ..], k at + ct, v at + 2ct (d × t
+            // each, row stride t), dctx rows at dctx[b·ct + h·dt ..]; batch stride dt.
+            let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
+            let (q, k, v) = (
+                qkv_b.slice(0..ct),
+                qkv_b.slice(ct..2 * ct),
+                qkv_b.slice(2 * ct..3 * ct),
+            );
+            let dctx_b = dctx.dev().slice(b * ct..(b + 1) * ct);
+            // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
+            self.gemm(
+                (t, t, d),
+                (&q, 1, t, dt),
+                (&k, t, 1, dt),
+                &mut probs.dev_mut().as_view_mut(),
+                t,
+                tt,
+                0.0,
+                heads,
+            )?;
+            let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
+            l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
+            self.attn_rows(l, heads * t)?;
+            // dP (t × t) = dctxᵀ·v: A(i, e) = dctx[e][i]; into ds, finished in place.
+            self.gemm(
+                (t, t, d),
+                (&dctx_b, 1, t, dt),
+                (&v, t, 1, dt),
+                &mut ds.dev_mut().as_view_mut(),
+                t,
+                tt,
+                0.0,
+                heads,
+            )?;
+            let mut l = self.stream.launch_builder(self.f("attn_softmax_vjp_rows"));
+            l.arg(probs.dev()).arg(ds.dev_mut()).arg(&ti).arg(&scale);
+            self.attn_rows(l, heads * t)?;
+            let mut dqkv_b = dqkv.dev_mut().slice_mut(b * 3 * ct..(b + 1) * 3 * ct);
+            // dv (d × t) = dctx (d × t)·P (t × t).
+            self.gemm(
+                (d, t, t),
+                (&dctx_b, t, 1, dt),
+                (&probs.dev().as_view(), t, 1, tt),
+                &mut dqkv_b.slice_mut(2 * ct..3 * ct),
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+            // dq (d × t) = k (d × t)·dSᵀ: B(j, i) = dS[i][j].
+            self.gemm(
+                (d, t, t),
+                (&k, t, 1, dt),
+                (&ds.dev().as_view(), 1, t, tt),
+                &mut dqkv_b.slice_mut(0..ct),
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+            // dk (d × t) = q (d × t)·dS (t × t).
+            self.gemm(
+                (d, t, t),
+                (&q, t, 1, dt),
+                (&ds.dev().as_view(), t, 1, tt),
+                &mut dqkv_b.slice_mut(ct..2 * ct),
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+        }
+        // dy (n, c, t) = in_wᵀ · dqkv: A(i, r) = in_w[r][i], r over the 3c rows.
+        let mut dy = self.output(&y.shape)?;
+        self.gemm(
+            (c, t, 3 * c),
+            (&p.in_w.dev().as_view(), 1, c, 0),
+            (&dqkv.dev().as_view(), t, 1, 3 * ct),
+            &mut dy.dev_mut().as_view_mut(),
+            t,
+            ct,
+            0.0,
+            n,
+        )?;
+        Ok(dy)
     }
 
     fn linear(
