@@ -7,6 +7,14 @@ pub mod cuda;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+/// How one slice's CG solve ended: iterations taken, final ‖r‖² and ‖b‖².
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CgSlice {
+    pub iters: usize,
+    pub rr: f64,
+    pub bb: f64,
+}
+
 /// Attention parameters as backend buffers.
 pub struct AttnParams<B> {
     pub in_w: B,
@@ -147,6 +155,23 @@ pub trait Backend: Sync {
             .zip(b.data().chunks(per.max(1)))
             .map(|(p, q)| p.iter().zip(q).map(|(u, v)| *u as f64 * *v as f64).sum())
             .collect())
+    }
+
+    /// The proximal CG solve of published DiffPIR (`samplers::cg`) run by the backend itself,
+    /// every scalar kept where the vectors live: `None` (the default) means "use the generic
+    /// loop". A backend that answers must produce the generic loop's iterates (running all
+    /// `max_iters` with converged slices frozen is the same), with per-slice statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn prox_cg(
+        &self,
+        _y: &Self::Buf,
+        _kernel: &Self::Buf,
+        _x0: &Self::Buf,
+        _mu: &[f32],
+        _max_iters: usize,
+        _tol: f64,
+    ) -> Result<Option<(Self::Buf, Vec<CgSlice>)>> {
+        Ok(None)
     }
 
     /// ca[i]·a + cb[i]·b for each batch item i. The default goes through the host.

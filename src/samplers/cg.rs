@@ -4,7 +4,7 @@
 //! so a slice of a batch takes exactly the iterations it would take alone.
 
 use super::Problem;
-use crate::backend::Backend;
+use crate::backend::{Backend, CgSlice};
 use crate::error::Result;
 
 /// Iteration limit and relative tolerance ‖b − A x‖ ≤ tol·‖b‖.
@@ -41,13 +41,46 @@ fn normal_op<B: Backend>(p: &Problem<B>, v: &B::Buf, mu: &[f32]) -> Result<B::Bu
 }
 
 /// Solve the proximal problem for every slice, starting from `x0` (the natural warm start:
-/// the prior's estimate). Returns the solution and how well it converged.
+/// the prior's estimate). Returns the solution and how well it converged. A backend that runs
+/// the loop itself (the GPU: no host round trip per iteration) does; else the generic loop.
 pub fn prox_solve<B: Backend>(
     p: &Problem<B>,
     x0: &B::Buf,
     mu: &[f32],
     cg: &CgSettings,
 ) -> Result<(B::Buf, CgReport)> {
+    let solved = match p.be.prox_cg(p.y, p.kernel, x0, mu, cg.max_iters, cg.tol)? {
+        Some(done) => done,
+        None => generic_solve(p, x0, mu, cg)?,
+    };
+    Ok((solved.0, report(&solved.1)))
+}
+
+/// Worst case over slices.
+fn report(slices: &[CgSlice]) -> CgReport {
+    CgReport {
+        iters: slices.iter().map(|s| s.iters).max().unwrap_or(0),
+        rel_residual: slices
+            .iter()
+            .map(|s| {
+                if s.bb > 0.0 {
+                    (s.rr / s.bb).sqrt()
+                } else {
+                    s.rr.sqrt()
+                }
+            })
+            .fold(0.0, f64::max),
+        solves: 1,
+    }
+}
+
+/// The CG loop over backend ops, with per-slice scalars on the host.
+fn generic_solve<B: Backend>(
+    p: &Problem<B>,
+    x0: &B::Buf,
+    mu: &[f32],
+    cg: &CgSettings,
+) -> Result<(B::Buf, Vec<CgSlice>)> {
     let be = p.be;
     let n = mu.len();
     let ones = vec![1.0f32; n];
@@ -99,21 +132,12 @@ pub fn prox_solve<B: Backend>(
             }
         }
     }
-    let rel_residual = (0..n)
-        .map(|i| {
-            if b_norm[i] > 0.0 {
-                (rr[i] / b_norm[i]).sqrt()
-            } else {
-                rr[i].sqrt()
-            }
+    let slices = (0..n)
+        .map(|i| CgSlice {
+            iters: iters[i],
+            rr: rr[i],
+            bb: b_norm[i],
         })
-        .fold(0.0, f64::max);
-    Ok((
-        x,
-        CgReport {
-            iters: iters.into_iter().max().unwrap_or(0),
-            rel_residual,
-            solves: 1,
-        },
-    ))
+        .collect();
+    Ok((x, slices))
 }

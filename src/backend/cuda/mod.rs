@@ -5,6 +5,7 @@
 //! pass (DPS) included. Every device buffer comes from the backend's pool (pool.rs) and returns
 //! to it on drop, so the steps of a sampler after the first make no device allocation.
 
+mod cg;
 mod pool;
 
 mod embedded {
@@ -161,6 +162,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("gemm", &["sgemm_strided"]),
+    ("cg", &["cg_init", "cg_alpha", "cg_beta"]),
     (
         "conv",
         &[
@@ -524,6 +526,38 @@ impl CudaBackend {
             block_dim: (16, 16, 1),
             shared_mem_bytes: 0,
         }
+    }
+
+    /// ca[i]·a + cb[i]·b with the coefficients already on the device: `coef` = [ca | cb], 2n
+    /// values (the CG loop writes them there without the host).
+    fn lincomb_per_item_dev(
+        &self,
+        a: &CudaTensor,
+        b: &CudaTensor,
+        coef: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        let (n, per) = self.items(a)?;
+        Self::same_len(a, b, "lincomb_per_item")?;
+        if coef.len() != 2 * n {
+            return Err(Error::internal(format!(
+                "lincomb_per_item: {} coefficients for {n} items",
+                coef.len()
+            )));
+        }
+        // Fits an int: checked by items().
+        let len = a.len();
+        let ni = n as i32;
+        let mut out = self.output(&a.shape)?;
+        let mut l = self.stream.launch_builder(self.f("lincomb_per_item"));
+        l.arg(a.dev())
+            .arg(b.dev())
+            .arg(coef.dev())
+            .arg(out.dev_mut())
+            .arg(&ni)
+            .arg(&per);
+        self.run(l, grid1d(len))?;
+        debug_assert_eq!(len, n * per as usize);
+        Ok(out)
     }
 
     /// (items, values per item) of a batch tensor, both checked to fit the kernels' ints.
@@ -1133,6 +1167,19 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn prox_cg(
+        &self,
+        y: &CudaTensor,
+        kernel: &CudaTensor,
+        x0: &CudaTensor,
+        mu: &[f32],
+        max_iters: usize,
+        tol: f64,
+    ) -> Result<Option<(CudaTensor, Vec<super::CgSlice>)>> {
+        self.prox_cg_on_device(y, kernel, x0, mu, max_iters, tol)
+            .map(Some)
+    }
+
     fn lincomb_per_item(
         &self,
         a: &CudaTensor,
@@ -1140,7 +1187,7 @@ impl Backend for CudaBackend {
         b: &CudaTensor,
         cb: &[f32],
     ) -> Result<CudaTensor> {
-        let (n, per) = self.items(a)?;
+        let (n, _) = self.items(a)?;
         Self::same_len(a, b, "lincomb_per_item")?;
         if ca.len() < n || cb.len() < n {
             return Err(Error::internal(format!(
@@ -1149,23 +1196,10 @@ impl Backend for CudaBackend {
                 cb.len()
             )));
         }
-        // Fits an int: checked by items().
-        let len = a.len();
         // The coefficients as one small device array: ca[0..n] then cb[0..n].
         let coef: Vec<f32> = ca[..n].iter().chain(&cb[..n]).copied().collect();
         let coef = self.upload(&Tensor::new(vec![2 * n], coef)?)?;
-        let ni = n as i32;
-        let mut out = self.output(&a.shape)?;
-        let mut l = self.stream.launch_builder(self.f("lincomb_per_item"));
-        l.arg(a.dev())
-            .arg(b.dev())
-            .arg(coef.dev())
-            .arg(out.dev_mut())
-            .arg(&ni)
-            .arg(&per);
-        self.run(l, grid1d(len))?;
-        debug_assert_eq!(len, n * per as usize);
-        Ok(out)
+        self.lincomb_per_item_dev(a, b, &coef)
     }
 
     fn diffpir_prior(
