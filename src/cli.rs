@@ -630,6 +630,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut say = |m: &str| eprintln!("running {m} ...");
             let rows = evaluate::evaluate(engine.as_ref(), &spec, &mut say)?;
             println!("{}", evaluate::format_table(&rows));
+            println!("{}\n", evaluate::verdict(&rows));
             if spread_count > 0 {
                 let res =
                     evaluate::spread(engine.as_ref(), &spec, spread_count, samples, &mut say)?;

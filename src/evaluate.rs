@@ -443,6 +443,29 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// The one-line verdict under the table: the best diffusion sampler against the best
+/// classical baseline, by mean PSNR.
+pub fn verdict(rows: &[MethodResult]) -> String {
+    let classical = ["Observation", "Tikhonov (CG)", "TV (primal-dual)"];
+    let best = |diffusion: bool| {
+        rows.iter()
+            .filter(|r| classical.contains(&r.name.as_str()) != diffusion)
+            .filter(|r| r.name != "Observation")
+            .max_by(|a, b| a.mean_psnr().total_cmp(&b.mean_psnr()))
+    };
+    match (best(true), best(false)) {
+        (Some(d), Some(c)) => format!(
+            "best diffusion sampler: {} {:.3} dB; best classical: {} {:.3} dB; difference {:+.3} dB",
+            d.name,
+            d.mean_psnr(),
+            c.name,
+            c.mean_psnr(),
+            d.mean_psnr() - c.mean_psnr()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// A markdown table of mean ± std per method.
 pub fn format_table(rows: &[MethodResult]) -> String {
     let mut s = String::from("| method | MSE | PSNR (dB) | SSIM | residual ‖Kx−y‖/‖y‖ | time (s) | notes |\n|---|---|---|---|---|---|---|\n");

@@ -624,6 +624,7 @@ fn phantoms_sample_evaluate_and_baselines() {
         "DiffPIR (published)",
         "DPS (published)",
         "corr(std, abs error)",
+        "best diffusion sampler",
     ] {
         assert!(text.contains(row), "{text}");
     }
