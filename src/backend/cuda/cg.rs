@@ -3,11 +3,11 @@
 //! statistics. It runs all `max_iters` iterations with converged slices frozen, which gives the
 //! generic loop's iterates (src/samplers/cg.rs) without a host check per iteration.
 
-use super::{cuda_err, grid1d, CudaBackend, CudaTensor, BLOCK};
+use super::{cuda_err, grid1d, per_item_cfg, CudaBackend, CudaTensor};
 use crate::backend::{Backend, CgSlice};
 use crate::error::Result;
 use crate::tensor::Tensor;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 
 /// Per-slice f64 state of the loop.
 struct State {
@@ -37,11 +37,7 @@ impl CudaBackend {
         out: &mut CudaSlice<f64>,
     ) -> Result<()> {
         let (n, per) = self.items(a)?;
-        let cfg = LaunchConfig {
-            grid_dim: (n as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = per_item_cfg(n);
         match b {
             Some(b) => {
                 Self::same_len(a, b, "dot_per_item")?;

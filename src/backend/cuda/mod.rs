@@ -198,6 +198,24 @@ fn grid1d(len: usize) -> LaunchConfig {
     }
 }
 
+/// One block of BLOCK threads per (group, image): the GroupNorm kernels.
+fn per_group_cfg(groups: usize, n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (groups as u32, n as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block of BLOCK threads per batch item: the per-item reductions.
+fn per_item_cfg(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 fn dims4(t: &CudaTensor) -> (usize, usize, usize, usize) {
     match *t.shape.as_slice() {
         [n, c, h, w] => (n, c, h, w),
@@ -327,11 +345,7 @@ impl CudaBackend {
         launch: impl FnOnce(&mut CudaSlice<f64>, LaunchConfig) -> Result<()>,
     ) -> Result<Vec<f64>> {
         let mut out = self.scratch_f64(n)?;
-        let cfg = LaunchConfig {
-            grid_dim: (n as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = per_item_cfg(n);
         let result =
             launch(&mut out, cfg).and_then(|()| self.stream.clone_dtoh(&out).map_err(cuda_err));
         self.pool.give_f64(out);
@@ -742,11 +756,7 @@ impl Backend for CudaBackend {
         let (n, c, h, w) = dims4(x);
         let mut y = self.output(&x.shape)?;
         let (ci, hw, g, s) = (c as i32, (h * w) as i32, groups as i32, silu as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (groups as u32, n as u32, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = per_group_cfg(groups, n);
         let mut l = self.stream.launch_builder(self.f("group_norm_fwd"));
         l.arg(x.dev())
             .arg(gamma.dev())
@@ -782,11 +792,7 @@ impl Backend for CudaBackend {
         let mut dx = self.output(&x.shape)?;
         let (ci, hw, g, s) = (c as i32, (h * w) as i32, groups as i32, silu as i32);
         // One block per (group, image), as the forward.
-        let cfg = LaunchConfig {
-            grid_dim: (groups as u32, n as u32, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = per_group_cfg(groups, n);
         let mut l = self.stream.launch_builder(self.f("group_norm_vjp"));
         l.arg(x.dev())
             .arg(gamma.dev())
