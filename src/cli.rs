@@ -588,6 +588,13 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::samplers::check_param("--noise-level", noise_level, false)?;
             let (engine, path) = model.load()?;
             let images = images.map(|p| read_truths(&p)).transpose()?;
+            if let Some(t) = &images {
+                let m = engine.config().size_multiple();
+                let (h, w) = (t.shape()[2], t.shape()[3]);
+                if !h.is_multiple_of(m) || !w.is_multiple_of(m) {
+                    bail!("--images: the images are {h}×{w}; this model needs height and width that are multiples of {m} (crop or pad them)");
+                }
+            }
             let steps = steps(n)?;
             let spec = Spec {
                 count: images.as_ref().map_or(count, |t| t.shape()[0]),

@@ -657,6 +657,25 @@ fn phantoms_sample_evaluate_and_baselines() {
         ],
         "no_such_dir",
     );
+    let odd_dir = tmp("odd_images");
+    std::fs::create_dir_all(&odd_dir).unwrap();
+    write_npy(
+        &odd_dir.join("a.npy"),
+        &Tensor::new(vec![30, 30], vec![0.0; 900]).unwrap(),
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "evaluate",
+            "--weights",
+            &small(),
+            "--images",
+            s(&odd_dir),
+            "--device",
+            "cpu",
+        ],
+        "multiples of",
+    );
 
     let y = tmp("ph_y.npy");
     run(&["simulate", "--image", s(&npy), "--out", s(&y)]);
