@@ -318,7 +318,7 @@ pub struct SamplerArgs {
     /// diffpir-pnp: first timestep (default T − 1); it starts from y noised to that level.
     #[arg(long, allow_negative_numbers = true)]
     pub t_start: Option<i64>,
-    /// diffpir-pnp: timestep spacing.
+    /// diffpir-pnp: timestep spacing (default quad, dense near t = 0: the sweeps' best).
     #[arg(long, value_enum)]
     pub skip: Option<SkipKind>,
     /// diffpir-pnp: relative measurement noise ‖e‖/‖Kx‖ (σ_n is estimated from it and y).

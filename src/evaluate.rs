@@ -12,6 +12,7 @@ use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps::DpsParams;
 use crate::samplers::dps_paper::DpsPaperParams;
+use crate::schedule::Skip;
 use crate::spread::{self, Calibration};
 use crate::tensor::Tensor;
 use std::time::Instant;
@@ -355,6 +356,16 @@ pub fn default_sweeps() -> Vec<Sweep> {
             values: vec![0.0, 0.3, 0.6, 0.8, 1.0],
         },
         Sweep {
+            sampler: "DiffPIR (published)",
+            parameter: "steps, uniform",
+            values: vec![10.0, 20.0, 40.0, 100.0],
+        },
+        Sweep {
+            sampler: "DiffPIR (published)",
+            parameter: "steps, quad",
+            values: vec![10.0, 20.0, 40.0, 100.0],
+        },
+        Sweep {
             sampler: "DPS (published)",
             parameter: "zeta",
             values: vec![0.3, 1.0, 2.0, 3.0, 5.0],
@@ -402,7 +413,16 @@ pub fn sweeps(
                     let mut params = spec.pnp;
                     match p {
                         "lambda" => params.lambda = v,
-                        _ => params.zeta = v,
+                        "zeta" => params.zeta = v,
+                        "steps, uniform" | "steps, quad" => {
+                            params.steps = v as usize;
+                            params.skip = if p == "steps, quad" {
+                                Skip::Quad
+                            } else {
+                                Skip::Uniform
+                            };
+                        }
+                        _ => crate::bail!("no sweep of {} {p}", sw.sampler),
                     }
                     run_pnp(engine, &set.y, spec, &params, &set.seeds)?.0
                 }

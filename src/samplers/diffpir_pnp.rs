@@ -37,7 +37,7 @@ impl Default for DiffPirPnpParams {
             zeta: 1.0,
             noise_level: 0.01,
             t_start: 399,
-            skip: Skip::Uniform,
+            skip: Skip::Quad,
             cg: CgSettings {
                 max_iters: 20,
                 tol: 1e-4,
