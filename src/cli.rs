@@ -785,8 +785,8 @@ fn write_std(out: &Path, std: &Tensor) -> Result<()> {
     let stem = out.file_stem().unwrap_or_default().to_string_lossy();
     let base = out.with_file_name(format!("{stem}_std"));
     write(&base.with_extension("npy"), std)?;
-    let max = std.data().iter().fold(0.0f32, |a, &b| a.max(b));
-    write(&base.with_extension("png"), &scaled_to_max(std)?)?;
+    let (scaled, max) = scaled_to_max(std)?;
+    write(&base.with_extension("png"), &scaled)?;
     println!("(the std PNG is scaled: white = {max:.4} in model units)");
     Ok(())
 }
@@ -888,7 +888,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
     let y_all = spread::tile(&y, DEMO_DPS_SAMPLES)?;
     let dps_all = engine.dps(&y_all, &kernel, &x_t, &dps, &mut |d, t| bar.update(d, t))?;
     let t_dps = start.elapsed().as_secs_f64();
-    let x_dps = first_slice(&dps_all)?;
+    let x_dps = dps_all.items(0..1)?;
     let (dps_mean, dps_std) = spread::mean_std(&dps_all, DEMO_DPS_SAMPLES)?;
     let start = Instant::now();
     let mut bar = ProgressBar::new("DiffPIR-style");
@@ -916,7 +916,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
     let x_dpsp = engine.dps_paper(
         &y,
         &kernel,
-        &first_slice(&x_t)?,
+        &x_t.items(0..1)?,
         &dpsp,
         &[seed],
         &mut |d, t| bar.update(d, t),
@@ -956,9 +956,9 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         c.correlation,
         100.0 * c.coverage_2std
     );
-    let max_std = dps_std.data().iter().fold(0.0f32, |a, &b| a.max(b));
+    let (std_image, max_std) = scaled_to_max(&dps_std)?;
     panels.push(panel(
-        &scaled_to_max(&dps_std)?,
+        &std_image,
         "DPS std",
         vec![format!("white = {max_std:.3}")],
     ));
@@ -994,22 +994,15 @@ fn dps_starts(y: &Tensor, seed: u64, m: usize) -> Result<Tensor> {
     Tensor::new(shape, data)
 }
 
-fn first_slice(t: &Tensor) -> Result<Tensor> {
-    let mut shape = t.shape().to_vec();
-    let per = t.len() / shape[0];
-    shape[0] = 1;
-    Tensor::new(shape, t.data()[..per].to_vec())
-}
-
-/// Map [0, max] to model space [−1, 1] for display.
-fn scaled_to_max(t: &Tensor) -> Result<Tensor> {
+/// Map [0, max] to model space [−1, 1] for display; also returns max.
+fn scaled_to_max(t: &Tensor) -> Result<(Tensor, f32)> {
     let max = t.data().iter().fold(0.0f32, |a, &b| a.max(b));
     let data = t
         .data()
         .iter()
         .map(|v| if max > 0.0 { 2.0 * v / max - 1.0 } else { -1.0 })
         .collect();
-    Tensor::new(t.shape().to_vec(), data)
+    Ok((Tensor::new(t.shape().to_vec(), data)?, max))
 }
 
 fn panel(t: &Tensor, title: &str, caption: Vec<String>) -> figure::Panel {

@@ -266,13 +266,7 @@ pub fn spread(
 ) -> Result<Vec<SpreadResult>> {
     let set = problem_set(spec)?;
     let n = count.min(set.y.shape()[0]);
-    let per = set.y.len() / set.y.shape()[0];
-    let first = |t: &Tensor| -> Result<Tensor> {
-        let mut shape = t.shape().to_vec();
-        shape[0] = n;
-        Tensor::new(shape, t.data()[..n * per].to_vec())
-    };
-    let (truth, y) = (first(&set.truth)?, first(&set.y)?);
+    let (truth, y) = (set.truth.items(0..n)?, set.y.items(0..n)?);
     let y_all = spread::tile(&y, samples)?;
     let seeds: Vec<u64> = (0..(n * samples) as u64)
         .map(|i| spec.seed.wrapping_mul(7_919).wrapping_add(i))

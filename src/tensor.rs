@@ -65,6 +65,21 @@ impl Tensor {
         Ok(self)
     }
 
+    /// Batch items `range` (along the first axis) as a new tensor.
+    pub fn items(&self, range: std::ops::Range<usize>) -> Result<Self> {
+        let n = self.shape.first().copied().unwrap_or(0);
+        if range.start > range.end || range.end > n {
+            bail!("items {range:?} of a batch of {n}");
+        }
+        let per = self.data.len() / n.max(1);
+        let mut shape = self.shape.clone();
+        shape[0] = range.len();
+        Tensor::new(
+            shape,
+            self.data[range.start * per..range.end * per].to_vec(),
+        )
+    }
+
     /// ‖self − reference‖₂ / ‖reference‖₂ in f64: the error measure of the golden and parity tests.
     pub fn rel_l2(&self, reference: &Tensor) -> Result<f64> {
         if self.shape != reference.shape {

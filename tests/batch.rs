@@ -16,10 +16,7 @@ fn model() -> Box<dyn Model> {
 }
 
 fn slice(t: &Tensor, i: usize) -> Tensor {
-    let per = t.len() / t.shape()[0];
-    let mut shape = t.shape().to_vec();
-    shape[0] = 1;
-    Tensor::new(shape, t.data()[i * per..(i + 1) * per].to_vec()).unwrap()
+    t.items(i..i + 1).unwrap()
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {

@@ -146,7 +146,8 @@ pub trait Backend: Sync {
     fn sum_sq_per_item(&self, x: &Self::Buf) -> Result<Vec<f64>>;
 
     // --- per-slice arithmetic (CG and the published samplers keep one scalar per slice) -----
-    /// Σ a·b over each batch item (f64 accumulation). The default goes through the host.
+    /// Σ a·b over each batch item (f64 accumulation). The default goes through the host; the CPU
+    /// and CUDA backends override it.
     fn dot_per_item(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Vec<f64>> {
         let (a, b) = (self.download(a)?, self.download(b)?);
         let per = a.len() / a.shape()[0].max(1);
@@ -174,7 +175,8 @@ pub trait Backend: Sync {
         Ok(None)
     }
 
-    /// ca[i]·a + cb[i]·b for each batch item i. The default goes through the host.
+    /// ca[i]·a + cb[i]·b for each batch item i. The default goes through the host; the CPU and
+    /// CUDA backends override it.
     fn lincomb_per_item(
         &self,
         a: &Self::Buf,

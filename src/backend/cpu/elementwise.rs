@@ -135,6 +135,30 @@ pub fn sum_sq_per_item(x: &[f32], n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Σ a·b over each of the n items, in f64.
+pub fn dot_per_item(a: &[f32], b: &[f32], n: usize) -> Vec<f64> {
+    let per = a.len() / n;
+    a.chunks(per)
+        .zip(b.chunks(per))
+        .map(|(p, q)| p.iter().zip(q).map(|(u, v)| *u as f64 * *v as f64).sum())
+        .collect()
+}
+
+/// out = ca[i]·a + cb[i]·b over item i of n, each product rounded before the sum.
+pub fn lincomb_per_item(a: &[f32], ca: &[f32], b: &[f32], cb: &[f32], out: &mut [f32]) {
+    let per = a.len() / ca.len();
+    for (i, ((o, x), y)) in out
+        .chunks_mut(per)
+        .zip(a.chunks(per))
+        .zip(b.chunks(per))
+        .enumerate()
+    {
+        for ((o, p), q) in o.iter_mut().zip(x).zip(y) {
+            *o = ca[i] * p + cb[i] * q;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,6 +234,17 @@ impl Backend for CpuBackend {
     fn sum_sq_per_item(&self, x: &Tensor) -> Result<Vec<f64>> {
         Ok(elementwise::sum_sq_per_item(x.data(), x.shape()[0]))
     }
+
+    fn dot_per_item(&self, a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
+        Ok(elementwise::dot_per_item(a.data(), b.data(), a.shape()[0]))
+    }
+
+    fn lincomb_per_item(&self, a: &Tensor, ca: &[f32], b: &Tensor, cb: &[f32]) -> Result<Tensor> {
+        let n = a.shape()[0];
+        let mut out = out_like(a.shape());
+        elementwise::lincomb_per_item(a.data(), &ca[..n], b.data(), &cb[..n], out.data_mut());
+        Ok(out)
+    }
 }
 
 fn geom(in_shape: &[usize], w_shape: &[usize], stride: usize, pad: usize) -> conv::ConvGeom {
