@@ -94,23 +94,26 @@ extern "C" __global__ void fill_rows(float* c, const float* bias, int rows, int 
     if (i < batch * rows * cols) c[i] = bias[(i / cols) % rows];
 }
 
-// out[i][o] = b[o] + Σ_k act(x[i][k])·w[o][k], act = SiLU when silu_input. One thread per output;
-// the sum runs in k order from 0 and is added to the bias last, each step rounded, as the CPU.
-// These are the time-embedding layers: tiny, so a dot per thread is enough.
+// out[i][o] = b[o] + Σ_k act(x[i][k])·w[o][k], act = SiLU when silu_input: the time-embedding
+// layers. One warp per output (grid = ceil(32·n·fout / 256)): lane l sums k = l, l + 32, ... with
+// fmaf, then the lanes' partial sums meet in a shuffle tree, so the reads of a row of w are
+// coalesced. The CPU sums in k order, so results agree to a few ulp, not bit for bit.
 extern "C" __global__ void linear(const float* x, const float* w, const float* b, float* out,
                                   int n, int fin, int fout, int silu_input) {
-    const int i = flat_index();
-    if (i >= n * fout) return;
-    const int row = i / fout, o = i - row * fout;
-    const float* xr = x + row * fin;
-    const float* wr = w + o * fin;
+    const int o_flat = flat_index() / kWarp;  // uniform across the warp (kBlock % 32 == 0)
+    const int lane = threadIdx.x % kWarp;
+    if (o_flat >= n * fout) return;
+    const int row = o_flat / fout, o = o_flat - row * fout;
+    const float* xr = x + (long long)row * fin;
+    const float* wr = w + (long long)o * fin;
     float acc = 0.0f;
-    if (silu_input) {
-        for (int k = 0; k < fin; ++k) acc = __fadd_rn(acc, __fmul_rn(wr[k], silu(xr[k])));
-    } else {
-        for (int k = 0; k < fin; ++k) acc = __fadd_rn(acc, __fmul_rn(wr[k], xr[k]));
+    for (int k = lane; k < fin; k += kWarp) {
+        const float v = silu_input ? silu(xr[k]) : xr[k];
+        acc = fmaf(wr[k], v, acc);
     }
-    out[i] = __fadd_rn(b[o], acc);
+#pragma unroll
+    for (int off = kWarp / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) out[o_flat] = __fadd_rn(b[o], acc);
 }
 
 // out[item] = Σ x² over one item of per_item values, accumulated in double.

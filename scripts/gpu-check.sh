@@ -24,8 +24,8 @@
 #                 still leaves one): device, driver, commit, parity lines, sanitizer verdicts,
 #                 both benchmark tables and diffrecon/PyTorch ratios where op and batch match.
 #
-# $OUT (default ./gpu-out) gets at most 7 files (the device tool returns at most 8):
-# summary.md, steps.log, parity.log, sanitizer.log, bench.md, torch.log, torch.json.
+# $OUT (default ./gpu-out) gets at most 8 files (the device tool returns at most 8):
+# summary.md, steps.log, parity.log, sanitizer.log, bench.md, torch.log, torch.json, ncu.log.
 #
 # Time: the steps share a budget of GPU_CHECK_BUDGET seconds (default 400); each step's
 # timeout is the smaller of its own cap and what is left after the reserve kept for the later,
@@ -74,6 +74,7 @@ trap cleanup EXIT
 : >"$OUT/sanitizer.log"
 : >"$OUT/bench.md"
 : >"$OUT/torch.log"
+: >"$OUT/ncu.log"
 rm -f "$OUT/torch.json" "$OUT/summary.md"
 : >"$TMP/steps.tsv"
 T0="${EPOCHREALTIME/,/.}"
@@ -589,6 +590,18 @@ run_step torch 240 15 "$OUT/torch.log" -- \
 write_summary
 
 # ---------------------------------------------------------------- extras, with the time left
+# The per-kernel profile of a forward + a 2-step run at batch 1 (kernel durations only, so the
+# replay is cheap), for the "top kernels" table of a missed target.
+NCU="$(command -v ncu 2>/dev/null)"
+for c in /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu; do
+    [[ -z "$NCU" && -x "$c" ]] && NCU="$c"
+done
+if [[ -n "$NCU" ]]; then
+    run_step ncu 75 60 "$OUT/ncu.log" -- "$NCU" --clock-control none --metrics gpu__time_duration.sum \
+        --print-summary per-kernel --launch-count 2000 "$DR" bench --device cuda --batches 1 --steps 2 --repeats 1
+else
+    skip_step ncu "ncu not found" "$OUT/ncu.log"
+fi
 run_step golden_cpu 60 10 "$OUT/parity.log" -- "${WRAP[@]}" "$G/golden" --test-threads="$(nproc)"
 san initcheck_diffpir4 initcheck 45 -- "${PIR_ARGS[@]}" --out "$TMP/diffpir_ic.npy"
 san synccheck_eps synccheck 45 -- "${EPS_ARGS[@]}" --out "$TMP/eps_sc.npy"

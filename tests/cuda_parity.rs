@@ -3,7 +3,7 @@
 //! prints a visible SKIP line and checks nothing: those are not passes.
 
 use diffrecon::backend::cpu::CpuBackend;
-use diffrecon::backend::cuda::{self, CudaBackend};
+use diffrecon::backend::cuda::{self, AttentionCore, CudaBackend};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
 use diffrecon::operators::Kernel;
@@ -214,13 +214,20 @@ fn group_norm_with_and_without_silu() {
 
 #[test]
 fn attention_forward() {
-    let Some(g) = gpu("attention") else { return };
+    if gpu("attention").is_none() {
+        return;
+    }
     let cpu = CpuBackend;
+    // Both paths of the attention core at every size (c288 heads 2: head width 144, past the
+    // fused kernel's 128, runs the GEMM path either way).
+    let paths = [None, Some(AttentionCore::Fused), Some(AttentionCore::Gemm)];
     for (i, &(n, c, h, w, heads)) in [
         (2, 8, 7, 9, 2),
         (1, 128, 32, 32, 4),
         (1, 256, 16, 16, 4),
         (1, 128, 5, 13, 2),
+        (3, 64, 8, 8, 4),
+        (1, 288, 4, 5, 2),
     ]
     .iter()
     .enumerate()
@@ -237,21 +244,24 @@ fn attention_forward() {
             out_w: scaled(&[c, c], 72),
             out_b: scaled(&[c], 73),
         };
-        let pg = AttnParams {
-            in_w: g.upload(&p.in_w).unwrap(),
-            in_b: g.upload(&p.in_b).unwrap(),
-            out_w: g.upload(&p.out_w).unwrap(),
-            out_b: g.upload(&p.out_b).unwrap(),
-        };
         let want = cpu.attention(&y, &p, heads).unwrap();
-        let got = g.attention(&g.upload(&y).unwrap(), &pg, heads).unwrap();
-        check(
-            &format!("attention c{c} heads{heads} tokens{}", h * w),
-            &g,
-            &got,
-            &want,
-            OP_BOUND,
-        );
+        for path in paths {
+            let gp = gpu("attention").unwrap().with_attention_core(path);
+            let pg = AttnParams {
+                in_w: gp.upload(&p.in_w).unwrap(),
+                in_b: gp.upload(&p.in_b).unwrap(),
+                out_w: gp.upload(&p.out_w).unwrap(),
+                out_b: gp.upload(&p.out_b).unwrap(),
+            };
+            let got = gp.attention(&gp.upload(&y).unwrap(), &pg, heads).unwrap();
+            check(
+                &format!("attention {path:?} n{n} c{c} heads{heads} tokens{}", h * w),
+                &gp,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
     }
 }
 
@@ -459,16 +469,19 @@ fn small_ops() {
     let (sa, sb) = g.split_channels(&up(&cat), 3).unwrap();
     check("split_channels a", &g, &sa, &a, 0.0);
     check("split_channels b", &g, &sb, &c, 0.0);
-    let (x, w, bias) = (rand(&[3, 17], 6), rand(&[9, 17], 7), rand(&[9], 8));
-    for silu in [false, true] {
-        let want = cpu.linear(&x, &w, &bias, silu).unwrap();
-        check(
-            &format!("linear silu {silu}"),
+    // fin below, at and above a warp's 32 lanes (the kernel strides k by 32).
+    for (n, fin, fout) in [(3, 17, 9), (2, 32, 5), (3, 261, 70)] {
+        let (x, w, bias) = (rand(&[n, fin], 6), rand(&[fout, fin], 7), rand(&[fout], 8));
+        for silu in [false, true] {
+            let want = cpu.linear(&x, &w, &bias, silu).unwrap();
+            check(
+                &format!("linear {n}x{fin}->{fout} silu {silu}"),
             &g,
             &g.linear(&up(&x), &up(&w), &up(&bias), silu).unwrap(),
             &want,
             OP_BOUND,
         );
+        }
     }
     let got = g.sum_sq_per_item(&up(&a)).unwrap();
     let want = cpu.sum_sq_per_item(&a).unwrap();

@@ -606,9 +606,10 @@ def _f32(v) -> torch.Tensor:
     return torch.tensor(float(v), dtype=torch.float32)
 
 
-def _per_item(vals: Sequence[float]) -> torch.Tensor:
-    """Per-slice float32 coefficients, shaped (N, 1, 1, 1)."""
-    return torch.tensor([float(v) for v in vals], dtype=torch.float32).reshape(-1, 1, 1, 1)
+def _per_item(vals: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """Per-slice float32 coefficients, shaped (N, 1, 1, 1), on the device of `like`."""
+    t = torch.tensor([float(v) for v in vals], dtype=torch.float32, device=like.device)
+    return t.reshape(-1, 1, 1, 1)
 
 
 def _sum_sq(x: torch.Tensor) -> List[float]:
@@ -636,7 +637,7 @@ def cg_prox_solve(y, kernel, x0, mu, max_iters=20, tol=1e-4):
     wants it well above float32 noise).
     """
     n = x0.shape[0]
-    mu_t = _per_item(mu)
+    mu_t = _per_item(mu, x0)
 
     def normal_op(v):
         return blur_adjoint(blur(v, kernel), kernel) + v * mu_t
@@ -661,12 +662,12 @@ def cg_prox_solve(y, kernel, x0, mu, max_iters=20, tol=1e-4):
         a_d = normal_op(d)
         curv = _dot(d, a_d)
         alpha = [0.0 if done[i] or curv[i] <= 0.0 else rr[i] / curv[i] for i in range(n)]
-        alpha_t = _per_item(alpha)
+        alpha_t = _per_item(alpha, x0)
         x = x + d * alpha_t
         r = r + a_d * (-alpha_t)
         rr_new = _sum_sq(r)
         beta = [0.0 if done[i] or rr[i] == 0.0 else rr_new[i] / rr[i] for i in range(n)]
-        d = r + d * _per_item(beta)
+        d = r + d * _per_item(beta, x0)
         for i in range(n):
             if not done[i]:
                 iters[i] += 1
@@ -768,7 +769,7 @@ def dps_paper_sample(model, y, kernel, alpha_bars, x_T, z_steps, steps=40, zeta=
     states, x0s = [], []
     for i, t in enumerate(sched):
         grad, norms, x0 = dps_paper_step_size_and_grad(model, x, t, y, kernel, alpha_bars)
-        step = _per_item([-zeta / nv if nv > 0.0 else 0.0 for nv in norms])
+        step = _per_item([-zeta / nv if nv > 0.0 else 0.0 for nv in norms], x)
         with torch.no_grad():
             if i + 1 < len(sched):
                 prior = dps_paper_ancestral(x, x0, t, sched[i + 1], eta,

@@ -132,6 +132,10 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     funcs: HashMap<String, CudaFunction>,
     name: String,
+    /// Streaming multiprocessors: sizes decide between kernels by how many blocks fill the GPU.
+    sm_count: usize,
+    /// The attention core's path when forced (DIFFRECON_ATTENTION, with_attention_core).
+    attention_core: Option<AttentionCore>,
     /// Fill every output with NaN before its kernel runs (fresh or reused buffer alike), so a
     /// kernel that skips an element cannot pass a parity test.
     poison: bool,
@@ -188,6 +192,43 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
 fn dim(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v)
         .map_err(|_| Error::input(format!("{what} = {v} is too large for the CUDA kernels")))
+}
+
+/// How the attention core runs: the fused kernel, or GEMMs + a softmax row kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionCore {
+    Fused,
+    Gemm,
+}
+
+/// The fused kernel runs one thread per query, so with few images in flight it leaves most of
+/// the GPU idle (H200, batch 1, 256 to 1024 tokens: 64 threads × 16–64 blocks, 0.1–0.2 ms);
+/// the GEMM path spreads each image's t² scores over many blocks. The fused kernel is kept
+/// where it has at least four blocks per multiprocessor; it takes head widths ≤ 128 only.
+fn attention_core_path(
+    forced: Option<AttentionCore>,
+    (n, d, t, heads): (usize, usize, usize, usize),
+    sms: usize,
+) -> AttentionCore {
+    let fused_blocks = t.div_ceil(64) * heads * n;
+    match forced {
+        _ if d > MAX_HEAD_DIM => AttentionCore::Gemm,
+        Some(path) => path,
+        None if fused_blocks < 4 * sms => AttentionCore::Gemm,
+        None => AttentionCore::Fused,
+    }
+}
+
+/// DIFFRECON_ATTENTION=fused|gemm forces the attention core's path (benchmarks, kernel tests).
+fn attention_core_from_env() -> Result<Option<AttentionCore>> {
+    match std::env::var("DIFFRECON_ATTENTION").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Ok(None),
+        Ok("fused") => Ok(Some(AttentionCore::Fused)),
+        Ok("gemm") => Ok(Some(AttentionCore::Gemm)),
+        Ok(other) => Err(Error::input(format!(
+            "DIFFRECON_ATTENTION={other}: expected fused, gemm or auto"
+        ))),
+    }
 }
 
 fn grid1d(len: usize) -> LaunchConfig {
@@ -268,13 +309,26 @@ impl CudaBackend {
             "cuda:{ordinal} ({})",
             ctx.name().unwrap_or_else(|_| "unknown GPU".into())
         );
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err)?
+            .max(1) as usize;
         Ok(CudaBackend {
             pool: Arc::new(DevicePool::new(stream.clone())),
             stream,
             funcs,
             name,
+            sm_count,
+            attention_core: attention_core_from_env()?,
             poison: false,
         })
+    }
+
+    /// Force the attention core's path (None: chosen by size); a head width over 128 always
+    /// takes the GEMM path.
+    pub fn with_attention_core(mut self, path: Option<AttentionCore>) -> Self {
+        self.attention_core = path;
+        self
     }
 
     /// Fill every freshly allocated output with NaN (for parity tests).
@@ -432,6 +486,88 @@ impl CudaBackend {
             .arg(&c_bs);
         self.run(l, cfg)?;
         Ok(())
+    }
+
+    /// ctx (n, c, t) of the attention core by the fused online-softmax kernel: one thread per
+    /// query, 64 queries per block.
+    fn attention_core_fused(
+        &self,
+        qkv: &CudaTensor,
+        n: usize,
+        c: usize,
+        t: usize,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let mut ctx = self.output(&[n, c, t])?;
+        let (ci, ti, hi) = (c as i32, t as i32, heads as i32);
+        let cfg = LaunchConfig {
+            grid_dim: ((t as u32).div_ceil(64), heads as u32, n as u32),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("attention_fwd"));
+        l.arg(qkv.dev())
+            .arg(ctx.dev_mut())
+            .arg(&ci)
+            .arg(&ti)
+            .arg(&hi);
+        self.run(l, cfg)?;
+        Ok(ctx)
+    }
+
+    /// ctx (n, c, t) of the attention core through GEMMs, image by image, batched over heads:
+    /// S = qᵀk (t × t per head), P = softmax(scale·S) by rows, ctx = v·Pᵀ (the first half of
+    /// attention_vjp's recomputation). Any head width.
+    fn attention_core_gemm(
+        &self,
+        qkv: &CudaTensor,
+        n: usize,
+        c: usize,
+        t: usize,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let d = c / heads;
+        dim(n * 3 * c * t, "attention size")?;
+        dim(heads * t * t, "attention scores size")?;
+        let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
+        let mut ctx = self.output(&[n, c, t])?;
+        let mut probs = self.output(&[heads, t, t])?;
+        let (ct, dt, tt) = (c * t, d * t, t * t);
+        for b in 0..n {
+            let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
+            let (q, k, v) = (
+                qkv_b.slice(0..ct),
+                qkv_b.slice(ct..2 * ct),
+                qkv_b.slice(2 * ct..3 * ct),
+            );
+            // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
+            self.gemm(
+                (t, t, d),
+                (&q, 1, t, dt),
+                (&k, t, 1, dt),
+                &mut probs.dev_mut().as_view_mut(),
+                t,
+                tt,
+                0.0,
+                heads,
+            )?;
+            let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
+            l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
+            self.attn_rows(l, heads * t)?;
+            // ctx (d × t) = v (d × t)·Pᵀ: B(j, i) = P[i][j].
+            let mut ctx_b = ctx.dev_mut().slice_mut(b * ct..(b + 1) * ct);
+            self.gemm(
+                (d, t, t),
+                (&v, t, 1, dt),
+                (&probs.dev().as_view(), 1, t, tt),
+                &mut ctx_b,
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+        }
+        Ok(ctx)
     }
 
     /// conv2d_fwd and its fused variants (kernels/conv.cu): y = conv(x) + bias, plus the
@@ -815,24 +951,20 @@ impl Backend for CudaBackend {
     ) -> Result<CudaTensor> {
         let (n, c, h, w) = dims4(y);
         let t = h * w;
-        if c / heads > MAX_HEAD_DIM {
-            bail!("attention head width {} exceeds the CUDA kernel's limit of {MAX_HEAD_DIM}; use --device cpu", c / heads);
+        if heads == 0 || c % heads != 0 {
+            return Err(Error::internal(format!(
+                "attention: {c} channels in {heads} heads"
+            )));
         }
         let qkv = self.project_in(y, p)?;
-        let mut ctx = self.output(&[n, c, t])?;
-        let (ci, ti, hi) = (c as i32, t as i32, heads as i32);
-        let cfg = LaunchConfig {
-            grid_dim: ((t as u32).div_ceil(64), heads as u32, n as u32),
-            block_dim: (64, 1, 1),
-            shared_mem_bytes: 0,
+        let ctx = match attention_core_path(
+            self.attention_core,
+            (n, c / heads, t, heads),
+            self.sm_count,
+        ) {
+            AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
+            AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
         };
-        let mut l = self.stream.launch_builder(self.f("attention_fwd"));
-        l.arg(qkv.dev())
-            .arg(ctx.dev_mut())
-            .arg(&ci)
-            .arg(&ti)
-            .arg(&hi);
-        self.run(l, cfg)?;
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
         self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
@@ -998,7 +1130,8 @@ impl Backend for CudaBackend {
             .arg(&fi)
             .arg(&fo)
             .arg(&s);
-        self.run(l, grid1d(n * fout))?;
+        // One warp per output.
+        self.run(l, grid1d(n * fout * 32))?;
         Ok(out)
     }
 
