@@ -258,3 +258,231 @@ extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
     }
     dx[((long long)img * cin + ci) * h * wd + pix] = acc;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Implicit GEMM: the forward and the backward-data conv as one tiled SGEMM whose B operand is
+// gathered from the image on the fly (no im2col buffer). The direct kernels above keep one
+// block per (64 pixels, 16 channels, image): at batch 1 the UNet's 16×16 and 32×32 levels give
+// 64-128 blocks of long serial loops (0.1-0.25 ms per conv on an H200); here a block owns a
+// BM×BN tile of C and the K loop is shared by the tile, as in sgemm_strided (kernels/gemm.cu).
+//
+//   forward        C (cout × n·ho·wo) = W (cout × cin·k²) · X̃ (cin·k² × n·ho·wo) + bias (+ epilogue)
+//                  X̃[(ci, ky, kx)][(img, oy, ox)] = x[img][ci][oy·s − pad + ky][ox·s − pad + kx]
+//   backward data  C (cin × n·h·w) = W̃ (cin × cout·k²) · D̃ (cout·k² × n·h·w)
+//                  W̃[ci][(co, ky, kx)] = w[co][ci][ky][kx],
+//                  D̃[(co, ky, kx)][(img, iy, ix)] = dy[img][co][oy][ox] where oy·s = iy + pad − ky
+//                  (and likewise ox), 0 where no such output exists (the forward's transpose).
+//
+// Every output sums its K terms in increasing K order with fmaf from its initial value (the bias
+// for the forward, 0 for the backward), so the forward gives the direct kernel's bits except for
+// the sign of an exact zero (a padded tap adds 0·w instead of being skipped).
+//
+// Launch: grid = (ceil(N / BN), ceil(M / BM)), block = 256; BM = BN = 64 (4×4 outputs per
+// thread) or 32 (2×2) for small problems, chosen on the Rust side by how many blocks fill the GPU.
+// K is staged 16 at a time; the next chunk's global loads are issued before the current chunk's
+// FMAs (register prefetch). Columns are (image, pixel) pairs flattened, so a batch adds blocks.
+
+namespace {
+
+constexpr int IG_BK = 16;   // K chunk per stage
+constexpr int IG_PAD = 4;   // shared row pad (keeps 16-byte alignment, breaks bank conflicts)
+constexpr int IG_TX = 16;   // threads along N; 256 / 16 = 16 along M
+
+enum class ConvMode { Forward, BackwardData };
+
+// The geometry both modes share; "in" is what the gather reads (x, or dy for the backward),
+// "out" the plane C's columns walk (y's pixels, or dx's).
+struct ConvGeom {
+    int n, cin, h, wd, cout, k, stride, pad, ho, wo;
+};
+
+// Splits a K index into (channel, ky, kx); K_ = k at compile time (1, 3) or 0 for runtime k.
+template <int K_>
+__device__ __forceinline__ void split_tap(int kq, int k, int& c, int& ky, int& kx) {
+    const int kk = K_ > 0 ? K_ * K_ : k * k;
+    const int kd = K_ > 0 ? K_ : k;
+    c = kq / kk;
+    const int tap = kq - c * kk;
+    ky = tap / kd;
+    kx = tap - ky * kd;
+}
+
+template <ConvMode MODE, int BM, int BN, int K_>
+__device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
+                                           const float* __restrict__ w,
+                                           const float* __restrict__ bias,
+                                           const float* __restrict__ extra, int epi,
+                                           float* __restrict__ out, const ConvGeom g) {
+    constexpr int TM = BM / (kBlock / IG_TX);  // rows per thread
+    constexpr int TN = BN / IG_TX;             // columns per thread
+    constexpr int A_PER = BM * IG_BK / kBlock;  // A values staged per thread
+    constexpr int B_PER = BN * IG_BK / kBlock;  // B values staged per thread
+    constexpr int B_KSTEP = kBlock / BN;        // K rows between a thread's B values
+    static_assert(TM * (kBlock / IG_TX) == BM && TN * IG_TX == BN, "tile covers the block");
+    static_assert(A_PER * kBlock == BM * IG_BK && B_PER * B_KSTEP == IG_BK, "staging map");
+
+    __shared__ __align__(16) float As[IG_BK][BM + IG_PAD];
+    __shared__ __align__(16) float Bs[IG_BK][BN + IG_PAD];
+
+    const bool fwd = MODE == ConvMode::Forward;
+    const int k = K_ > 0 ? K_ : g.k;
+    const int kk = k * k;
+    // GEMM sizes: M rows of C (output channels), N columns ((image, pixel) pairs), K terms.
+    const int M = fwd ? g.cout : g.cin;
+    const int in_c = fwd ? g.cin : g.cout;           // channels the gather reads
+    const int in_h = fwd ? g.h : g.ho, in_w = fwd ? g.wd : g.wo;
+    const int out_h = fwd ? g.ho : g.h, out_w = fwd ? g.wo : g.wd;
+    const int out_pix = out_h * out_w;
+    const int N = g.n * out_pix;
+    const int K = in_c * kk;
+
+    const int tid = threadIdx.x;
+    const int tx = tid % IG_TX, ty = tid / IG_TX;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+
+    // This thread's B column (fixed for the whole K loop) and where its gather starts.
+    const int bj = tid % BN;
+    const int bk0 = tid / BN;
+    const int col = n0 + bj;
+    const bool col_live = col < N;
+    const int bimg = col_live ? col / out_pix : 0;
+    const int bpix = col_live ? col - bimg * out_pix : 0;
+    const int by = bpix / out_w, bx = bpix - (bpix / out_w) * out_w;
+    const float* in_img = in + (long long)bimg * in_c * in_h * in_w;
+
+    float a_reg[A_PER], b_reg[B_PER];
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int s = 0; s < A_PER; ++s) {
+            const int e = tid + s * kBlock;
+            const int am = e / IG_BK, aq = e % IG_BK;  // neighbouring threads: neighbouring K
+            const int gm = m0 + am, gq = k0 + aq;
+            float v = 0.0f;
+            if (gm < M && gq < K) {
+                if (fwd) {
+                    v = __ldg(w + (long long)gm * K + gq);
+                } else {
+                    const int co = gq / kk, tap = gq - co * kk;
+                    v = __ldg(w + ((long long)co * g.cin + gm) * kk + tap);
+                }
+            }
+            a_reg[s] = v;
+        }
+#pragma unroll
+        for (int s = 0; s < B_PER; ++s) {
+            const int gq = k0 + bk0 + s * B_KSTEP;
+            float v = 0.0f;
+            if (col_live && gq < K) {
+                int c, ky, kx;
+                split_tap<K_>(gq, k, c, ky, kx);
+                if (fwd) {
+                    const int iy = by * g.stride - g.pad + ky, ix = bx * g.stride - g.pad + kx;
+                    if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w)
+                        v = __ldg(in_img + ((long long)c * in_h + iy) * in_w + ix);
+                } else {
+                    const int sy = by + g.pad - ky, sx = bx + g.pad - kx;  // = oy·s, ox·s
+                    if (sy >= 0 && sx >= 0) {
+                        const int oy = sy / g.stride, ox = sx / g.stride;
+                        if (oy * g.stride == sy && ox * g.stride == sx && oy < in_h && ox < in_w)
+                            v = __ldg(in_img + ((long long)c * in_h + oy) * in_w + ox);
+                    }
+                }
+            }
+            b_reg[s] = v;
+        }
+    };
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int r = 0; r < TM; ++r) {
+        const int m = m0 + ty * TM + r;
+        const float init = (fwd && m < M) ? __ldg(bias + m) : 0.0f;
+#pragma unroll
+        for (int q = 0; q < TN; ++q) acc[r][q] = init;
+    }
+
+    load(0);
+    for (int k0 = 0; k0 < K; k0 += IG_BK) {
+#pragma unroll
+        for (int s = 0; s < A_PER; ++s) {
+            const int e = tid + s * kBlock;
+            As[e % IG_BK][e / IG_BK] = a_reg[s];
+        }
+#pragma unroll
+        for (int s = 0; s < B_PER; ++s) Bs[bk0 + s * B_KSTEP][bj] = b_reg[s];
+        __syncthreads();
+        if (k0 + IG_BK < K) load(k0 + IG_BK);  // in flight during the FMAs below
+#pragma unroll
+        for (int p = 0; p < IG_BK; ++p) {
+            float ar[TM], br[TN];
+#pragma unroll
+            for (int r = 0; r < TM; ++r) ar[r] = As[p][ty * TM + r];
+#pragma unroll
+            for (int q = 0; q < TN; ++q) br[q] = Bs[p][tx + IG_TX * q];
+#pragma unroll
+            for (int r = 0; r < TM; ++r)
+#pragma unroll
+                for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int q = 0; q < TN; ++q) {
+        const int cq = n0 + tx + IG_TX * q;
+        if (cq >= N) continue;
+        const int img = cq / out_pix, pix = cq - img * out_pix;
+#pragma unroll
+        for (int r = 0; r < TM; ++r) {
+            const int m = m0 + ty * TM + r;
+            if (m >= M) continue;
+            const long long oi = ((long long)img * M + m) * out_pix + pix;
+            float v = acc[r][q];
+            if (fwd && epi == EPI_CHANNEL) v = __fadd_rn(v, __ldg(extra + (long long)img * M + m));
+            if (fwd && epi == EPI_RESIDUAL) v = __fadd_rn(v, __ldg(extra + oi));
+            out[oi] = v;
+        }
+    }
+}
+
+template <ConvMode MODE, int BM, int BN>
+__device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in,
+                                                    const float* __restrict__ w,
+                                                    const float* __restrict__ bias,
+                                                    const float* __restrict__ extra, int epi,
+                                                    float* __restrict__ out, const ConvGeom& g) {
+    if (g.k < 1 || g.stride < 1 || g.pad < 0) return;
+    switch (g.k) {
+        case 1: conv_igemm<MODE, BM, BN, 1>(in, w, bias, extra, epi, out, g); break;
+        case 3: conv_igemm<MODE, BM, BN, 3>(in, w, bias, extra, epi, out, g); break;
+        default: conv_igemm<MODE, BM, BN, 0>(in, w, bias, extra, epi, out, g); break;
+    }
+}
+
+}  // namespace
+
+// Forward: y = conv(x) + bias, plus by `epi` (0 none, 1 per (image, channel) v, 2 residual r of
+// y's shape, in `extra`, which is not read when epi = 0). _64: 64×64 tiles, _32: 32×32.
+#define DIFFRECON_CONV_IGEMM(NAME, BM)                                                          \
+    extern "C" __global__ void __launch_bounds__(kBlock)                                        \
+        NAME(const float* __restrict__ x, const float* __restrict__ w,                          \
+             const float* __restrict__ bias, const float* __restrict__ extra, int epi,          \
+             float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride, \
+             int pad, int ho, int wo) {                                                         \
+        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
+        conv_igemm_dispatch<ConvMode::Forward, BM, BM>(x, w, bias, extra, epi, y, g);           \
+    }
+DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32)
+
+// Backward data: dx = convᵀ(dy), the same arguments as conv2d_bwd_data.
+#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM)                                                      \
+    extern "C" __global__ void __launch_bounds__(kBlock)                                        \
+        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, \
+             int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,       \
+             int wo) {                                                                          \
+        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
+        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM>(dy, w, nullptr, nullptr, 0, dx, g); \
+    }
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32)

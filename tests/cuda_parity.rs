@@ -3,7 +3,7 @@
 //! prints a visible SKIP line and checks nothing: those are not passes.
 
 use diffrecon::backend::cpu::CpuBackend;
-use diffrecon::backend::cuda::{self, AttentionCore, CudaBackend};
+use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
 use diffrecon::operators::Kernel;
@@ -18,6 +18,15 @@ use diffrecon::unet::weights;
 use std::path::PathBuf;
 
 const OP_BOUND: f64 = 1e-5;
+
+/// Every conv kernel the backend can run: the implicit GEMM by size and at both tiles, and the
+/// direct kernels.
+const CONV_KERNELS: [ConvKernel; 4] = [
+    ConvKernel::Igemm,
+    ConvKernel::Igemm32,
+    ConvKernel::Igemm64,
+    ConvKernel::Direct,
+];
 
 fn gpu(test: &str) -> Option<CudaBackend> {
     match cuda::unavailable_reason(0) {
@@ -60,39 +69,44 @@ fn check(
 
 #[test]
 fn conv2d_forward() {
-    let Some(g) = gpu("conv2d_forward") else {
+    if gpu("conv2d_forward").is_none() {
         return;
-    };
+    }
     let cpu = CpuBackend;
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
         (1, 3, 13, 11, 5, 3, 1, 1),
         (2, 17, 16, 16, 33, 3, 2, 1),
         (2, 8, 9, 7, 20, 1, 1, 0),
         (1, 64, 64, 64, 64, 3, 1, 1),
+        (3, 70, 9, 8, 1, 3, 1, 1),
+        (1, 4, 11, 9, 3, 5, 1, 2),
     ]
     .iter()
     .enumerate()
     {
-        let x = rand(&[n, cin, h, w], 10 + i as u64);
-        let wt = rand(&[cout, cin, k, k], 20 + i as u64);
-        let b = rand(&[cout], 30 + i as u64);
-        let want = cpu.conv2d(&x, &wt, &b, stride, pad).unwrap();
-        let got = g
-            .conv2d(
-                &g.upload(&x).unwrap(),
-                &g.upload(&wt).unwrap(),
-                &g.upload(&b).unwrap(),
-                stride,
-                pad,
-            )
-            .unwrap();
-        check(
-            &format!("conv2d {cin}->{cout} k{k} s{stride} {h}x{w}"),
-            &g,
-            &got,
-            &want,
-            OP_BOUND,
-        );
+        for kernel in CONV_KERNELS {
+            let g = gpu("conv2d_forward").unwrap().with_conv_kernel(kernel);
+            let x = rand(&[n, cin, h, w], 10 + i as u64);
+            let wt = rand(&[cout, cin, k, k], 20 + i as u64);
+            let b = rand(&[cout], 30 + i as u64);
+            let want = cpu.conv2d(&x, &wt, &b, stride, pad).unwrap();
+            let got = g
+                .conv2d(
+                    &g.upload(&x).unwrap(),
+                    &g.upload(&wt).unwrap(),
+                    &g.upload(&b).unwrap(),
+                    stride,
+                    pad,
+                )
+                .unwrap();
+            check(
+                &format!("conv2d {kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
     }
 }
 
@@ -104,9 +118,9 @@ fn stale_buffer(g: &CudaBackend, shape: &[usize]) {
 
 #[test]
 fn conv2d_fused_epilogues() {
-    let Some(g) = gpu("conv2d_fused_epilogues") else {
+    if gpu("conv2d_fused_epilogues").is_none() {
         return;
-    };
+    }
     let cpu = CpuBackend;
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
         (1, 3, 13, 11, 5, 3, 1, 1),
@@ -128,50 +142,56 @@ fn conv2d_fused_epilogues() {
         );
         let out_shape = [n, cout, ho, wo];
         let r = rand(&out_shape, 150 + i as u64);
-        let (gx, gw, gb) = (
-            g.upload(&x).unwrap(),
-            g.upload(&wt).unwrap(),
-            g.upload(&b).unwrap(),
-        );
-        let (gv, gr) = (g.upload(&v).unwrap(), g.upload(&r).unwrap());
-        let tag = format!("{cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
+        for kernel in CONV_KERNELS {
+            let g = gpu("conv2d_fused_epilogues")
+                .unwrap()
+                .with_conv_kernel(kernel);
+            let (gx, gw, gb) = (
+                g.upload(&x).unwrap(),
+                g.upload(&wt).unwrap(),
+                g.upload(&b).unwrap(),
+            );
+            let (gv, gr) = (g.upload(&v).unwrap(), g.upload(&r).unwrap());
+            let tag = format!("{kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
 
-        let want = cpu
-            .conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
-            .unwrap();
-        stale_buffer(&g, &out_shape);
-        let before = g.alloc_stats();
-        let got = g
-            .conv2d_add_channel_bias(&gx, &gw, &gb, stride, pad, &gv)
-            .unwrap();
-        assert!(
-            g.alloc_stats().reused > before.reused,
-            "the output did not come from the pool"
-        );
-        check(
-            &format!("conv2d_add_channel_bias {tag}"),
-            &g,
-            &got,
-            &want,
-            OP_BOUND,
-        );
+            let want = cpu
+                .conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
+                .unwrap();
+            stale_buffer(&g, &out_shape);
+            let before = g.alloc_stats();
+            let got = g
+                .conv2d_add_channel_bias(&gx, &gw, &gb, stride, pad, &gv)
+                .unwrap();
+            assert!(
+                g.alloc_stats().reused > before.reused,
+                "the output did not come from the pool"
+            );
+            check(
+                &format!("conv2d_add_channel_bias {tag}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
 
-        let want = cpu
-            .conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
-            .unwrap();
-        stale_buffer(&g, &out_shape);
-        let got = g
-            .conv2d_add_residual(&gx, &gw, &gb, stride, pad, &gr)
-            .unwrap();
-        check(
-            &format!("conv2d_add_residual {tag}"),
-            &g,
-            &got,
-            &want,
-            OP_BOUND,
-        );
+            let want = cpu
+                .conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
+                .unwrap();
+            stale_buffer(&g, &out_shape);
+            let got = g
+                .conv2d_add_residual(&gx, &gw, &gb, stride, pad, &gr)
+                .unwrap();
+            check(
+                &format!("conv2d_add_residual {tag}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
     }
     // A residual of the wrong shape is refused, not read out of bounds.
+    let g = gpu("conv2d_fused_epilogues").unwrap();
     let x = g.upload(&rand(&[1, 2, 5, 5], 1)).unwrap();
     let wt = g.upload(&rand(&[3, 2, 3, 3], 2)).unwrap();
     let b = g.upload(&rand(&[3], 3)).unwrap();
@@ -273,7 +293,9 @@ fn rand_scaled(shape: &[usize], seed: u64, s: f32) -> Tensor {
 
 #[test]
 fn conv2d_vjp_backward_data() {
-    let Some(g) = gpu("conv2d_vjp") else { return };
+    if gpu("conv2d_vjp").is_none() {
+        return;
+    }
     let cpu = CpuBackend;
     // (n, cin, h, w, cout, k, stride, pad): k 1 and 3, stride 1 and 2, odd H/W, even H/W with
     // stride 2, a k = 5 case, and stride-2 shapes whose last input rows no output reads.
@@ -286,6 +308,7 @@ fn conv2d_vjp_backward_data() {
         (1, 4, 11, 9, 3, 5, 1, 2),
         (2, 3, 12, 9, 5, 3, 2, 0),
         (1, 64, 32, 32, 64, 3, 1, 1),
+        (2, 70, 8, 8, 40, 3, 1, 1),
     ]
     .iter()
     .enumerate()
@@ -298,18 +321,22 @@ fn conv2d_vjp_backward_data() {
         let wt = rand(&[cout, cin, k, k], 310 + i as u64);
         let in_shape = [n, cin, h, w];
         let want = cpu.conv2d_vjp(&dy, &wt, &in_shape, stride, pad).unwrap();
-        let (gdy, gw) = (g.upload(&dy).unwrap(), g.upload(&wt).unwrap());
-        stale_buffer(&g, &in_shape);
-        let got = g.conv2d_vjp(&gdy, &gw, &in_shape, stride, pad).unwrap();
-        check(
-            &format!("conv2d_vjp {cin}->{cout} k{k} s{stride} p{pad} {h}x{w} n{n}"),
-            &g,
-            &got,
-            &want,
-            OP_BOUND,
-        );
+        for kernel in CONV_KERNELS {
+            let g = gpu("conv2d_vjp").unwrap().with_conv_kernel(kernel);
+            let (gdy, gw) = (g.upload(&dy).unwrap(), g.upload(&wt).unwrap());
+            stale_buffer(&g, &in_shape);
+            let got = g.conv2d_vjp(&gdy, &gw, &in_shape, stride, pad).unwrap();
+            check(
+                &format!("conv2d_vjp {kernel:?} {cin}->{cout} k{k} s{stride} p{pad} {h}x{w} n{n}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
     }
     // A dy that does not match the input shape is refused, not read out of bounds.
+    let g = gpu("conv2d_vjp").unwrap();
     let dy = g.upload(&rand(&[1, 3, 4, 5], 1)).unwrap();
     let wt = g.upload(&rand(&[3, 2, 3, 3], 2)).unwrap();
     assert!(g.conv2d_vjp(&dy, &wt, &[1, 2, 5, 5], 1, 1).is_err());
@@ -476,11 +503,11 @@ fn small_ops() {
             let want = cpu.linear(&x, &w, &bias, silu).unwrap();
             check(
                 &format!("linear {n}x{fin}->{fout} silu {silu}"),
-            &g,
-            &g.linear(&up(&x), &up(&w), &up(&bias), silu).unwrap(),
-            &want,
-            OP_BOUND,
-        );
+                &g,
+                &g.linear(&up(&x), &up(&w), &up(&bias), silu).unwrap(),
+                &want,
+                OP_BOUND,
+            );
         }
     }
     let got = g.sum_sq_per_item(&up(&a)).unwrap();

@@ -136,6 +136,8 @@ pub struct CudaBackend {
     sm_count: usize,
     /// The attention core's path when forced (DIFFRECON_ATTENTION, with_attention_core).
     attention_core: Option<AttentionCore>,
+    /// The conv kernels (DIFFRECON_CONV, with_conv_kernel).
+    conv_kernel: ConvKernel,
     /// Fill every output with NaN before its kernel runs (fresh or reused buffer alike), so a
     /// kernel that skips an element cannot pass a parity test.
     poison: bool,
@@ -174,6 +176,10 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "conv2d_fwd_chan",
             "conv2d_fwd_res",
             "conv2d_bwd_data",
+            "conv2d_igemm_64",
+            "conv2d_igemm_32",
+            "conv2d_bwd_igemm_64",
+            "conv2d_bwd_igemm_32",
         ],
     ),
     ("groupnorm", &["group_norm_fwd", "group_norm_vjp"]),
@@ -228,6 +234,46 @@ fn attention_core_from_env() -> Result<Option<AttentionCore>> {
         Ok(other) => Err(Error::input(format!(
             "DIFFRECON_ATTENTION={other}: expected fused, gemm or auto"
         ))),
+    }
+}
+
+/// Which conv kernels run: the implicit GEMM (default) or the direct kernels it replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// conv2d_igemm_* / conv2d_bwd_igemm_*: tiled implicit GEMM, any k, the tile chosen by size.
+    Igemm,
+    /// The implicit GEMM with 32×32 tiles (kernel tests, benchmarks).
+    Igemm32,
+    /// The implicit GEMM with 64×64 tiles (kernel tests, benchmarks).
+    Igemm64,
+    /// conv2d_fwd* / conv2d_bwd_data: one block per (64 pixels, 16 channels), k ≤ 19.
+    Direct,
+}
+
+/// DIFFRECON_CONV=igemm|igemm32|igemm64|direct chooses the conv kernels (benchmarks, kernel
+/// regressions).
+fn conv_kernel_from_env() -> Result<ConvKernel> {
+    match std::env::var("DIFFRECON_CONV").as_deref() {
+        Err(_) | Ok("") | Ok("igemm") => Ok(ConvKernel::Igemm),
+        Ok("igemm32") => Ok(ConvKernel::Igemm32),
+        Ok("igemm64") => Ok(ConvKernel::Igemm64),
+        Ok("direct") => Ok(ConvKernel::Direct),
+        Ok(other) => Err(Error::input(format!(
+            "DIFFRECON_CONV={other}: expected igemm, igemm32, igemm64 or direct"
+        ))),
+    }
+}
+
+/// The implicit GEMM's tile edge for an M × N output: 64 when that still gives two blocks per
+/// multiprocessor, else 32 (four times the blocks, for batch 1 at the low-resolution levels);
+/// None for the direct kernels.
+fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> Option<usize> {
+    match kernel {
+        ConvKernel::Direct => None,
+        ConvKernel::Igemm32 => Some(32),
+        ConvKernel::Igemm64 => Some(64),
+        ConvKernel::Igemm if m.div_ceil(64) * n.div_ceil(64) >= 2 * sms => Some(64),
+        ConvKernel::Igemm => Some(32),
     }
 }
 
@@ -310,7 +356,9 @@ impl CudaBackend {
             ctx.name().unwrap_or_else(|_| "unknown GPU".into())
         );
         let sm_count = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
             .map_err(cuda_err)?
             .max(1) as usize;
         Ok(CudaBackend {
@@ -320,6 +368,7 @@ impl CudaBackend {
             name,
             sm_count,
             attention_core: attention_core_from_env()?,
+            conv_kernel: conv_kernel_from_env()?,
             poison: false,
         })
     }
@@ -328,6 +377,12 @@ impl CudaBackend {
     /// takes the GEMM path.
     pub fn with_attention_core(mut self, path: Option<AttentionCore>) -> Self {
         self.attention_core = path;
+        self
+    }
+
+    /// Choose the conv kernels (forward and backward data).
+    pub fn with_conv_kernel(mut self, kernel: ConvKernel) -> Self {
+        self.conv_kernel = kernel;
         self
     }
 
@@ -583,8 +638,8 @@ impl CudaBackend {
     ) -> Result<CudaTensor> {
         let (n, cin, h, wd) = dims4(x);
         let (cout, k) = (w.shape[0], w.shape[2]);
-        if k > MAX_CONV_KERNEL {
-            bail!("conv kernel size {k} exceeds the CUDA kernel's limit of {MAX_CONV_KERNEL}; use --device cpu");
+        if k > MAX_CONV_KERNEL && self.conv_kernel == ConvKernel::Direct {
+            bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
         }
         let (ho, wo) = (
             (h + 2 * pad - k) / stride + 1,
@@ -593,8 +648,8 @@ impl CudaBackend {
         let out_shape = [n, cout, ho, wo];
         // The epilogue's operand must match the output exactly: the kernel indexes it by the
         // output's (image, channel, pixel) without bounds of its own.
-        let (kernel, extra) = match epi {
-            Epilogue::None => ("conv2d_fwd", None),
+        let (direct_kernel, epi_code, extra) = match epi {
+            Epilogue::None => ("conv2d_fwd", 0i32, None),
             Epilogue::Channel(v) => {
                 if v.len() != n * cout {
                     return Err(Error::internal(format!(
@@ -602,7 +657,7 @@ impl CudaBackend {
                         v.shape
                     )));
                 }
-                ("conv2d_fwd_chan", Some(v))
+                ("conv2d_fwd_chan", 1, Some(v))
             }
             Epilogue::Residual(r) => {
                 if r.shape != out_shape {
@@ -611,7 +666,7 @@ impl CudaBackend {
                         r.shape
                     )));
                 }
-                ("conv2d_fwd_res", Some(r))
+                ("conv2d_fwd_res", 2, Some(r))
             }
         };
         let mut y = self.output(&out_shape)?;
@@ -620,25 +675,59 @@ impl CudaBackend {
             .map(|&v| dim(v, "conv size"))
             .collect::<Result<Vec<i32>>>()?;
         dim(n * cout * ho * wo, "conv output size")?;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                ((ho * wo) as u32).div_ceil(64),
-                (cout as u32).div_ceil(16),
-                n as u32,
-            ),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = self.stream.launch_builder(self.f(kernel));
-        l.arg(x.dev()).arg(w.dev()).arg(b.dev());
-        if let Some(e) = extra {
-            l.arg(e.dev());
+        dim(n * cin * h * wd, "conv input size")?;
+        dim(w.len(), "conv weight size")?;
+        match igemm_tile(self.conv_kernel, cout, n * ho * wo, self.sm_count) {
+            Some(tile) => {
+                let cfg = LaunchConfig {
+                    grid_dim: (
+                        ((n * ho * wo) as u32).div_ceil(tile as u32),
+                        (cout as u32).div_ceil(tile as u32),
+                        1,
+                    ),
+                    block_dim: (BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let name = if tile == 64 {
+                    "conv2d_igemm_64"
+                } else {
+                    "conv2d_igemm_32"
+                };
+                let mut l = self.stream.launch_builder(self.f(name));
+                // Without an epilogue the kernel never reads `extra`: pass the bias.
+                l.arg(x.dev())
+                    .arg(w.dev())
+                    .arg(b.dev())
+                    .arg(extra.map_or(b.dev(), |e| e.dev()))
+                    .arg(&epi_code)
+                    .arg(y.dev_mut());
+                for a in &args {
+                    l.arg(a);
+                }
+                self.run(l, cfg)?;
+            }
+            None => {
+                let cfg = LaunchConfig {
+                    grid_dim: (
+                        ((ho * wo) as u32).div_ceil(64),
+                        (cout as u32).div_ceil(16),
+                        n as u32,
+                    ),
+                    block_dim: (BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut l = self.stream.launch_builder(self.f(direct_kernel));
+                l.arg(x.dev()).arg(w.dev()).arg(b.dev());
+                if let Some(e) = extra {
+                    l.arg(e.dev());
+                }
+                l.arg(y.dev_mut());
+                for a in &args {
+                    l.arg(a);
+                }
+                self.run(l, cfg)?;
+            }
         }
-        l.arg(y.dev_mut());
-        for a in &args {
-            l.arg(a);
-        }
-        self.run(l, cfg)?;
         Ok(y)
     }
 
@@ -843,8 +932,8 @@ impl Backend for CudaBackend {
                 w.shape
             )));
         }
-        if k > MAX_CONV_KERNEL {
-            bail!("conv kernel size {k} exceeds the CUDA kernel's limit of {MAX_CONV_KERNEL}; use --device cpu");
+        if k > MAX_CONV_KERNEL && self.conv_kernel == ConvKernel::Direct {
+            bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
         }
         let (ho, wo) = (
             (h + 2 * pad - k) / stride + 1,
@@ -866,13 +955,36 @@ impl Backend for CudaBackend {
             .map(|&v| dim(v, "conv size"))
             .collect::<Result<Vec<i32>>>()?;
         let mut dx = self.output(in_shape)?;
-        // One thread per dx element: grid = (pixels / 256, cin, n).
-        let cfg = LaunchConfig {
-            grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
+        let (name, cfg) = match igemm_tile(self.conv_kernel, cin, n * h * wd, self.sm_count) {
+            // C (cin × n·h·w) as an implicit GEMM.
+            Some(tile) => {
+                let cfg = LaunchConfig {
+                    grid_dim: (
+                        ((n * h * wd) as u32).div_ceil(tile as u32),
+                        (cin as u32).div_ceil(tile as u32),
+                        1,
+                    ),
+                    block_dim: (BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let name = if tile == 64 {
+                    "conv2d_bwd_igemm_64"
+                } else {
+                    "conv2d_bwd_igemm_32"
+                };
+                (name, cfg)
+            }
+            // One thread per dx element: grid = (pixels / 256, cin, n).
+            None => (
+                "conv2d_bwd_data",
+                LaunchConfig {
+                    grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
+                    block_dim: (BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                },
+            ),
         };
-        let mut l = self.stream.launch_builder(self.f("conv2d_bwd_data"));
+        let mut l = self.stream.launch_builder(self.f(name));
         l.arg(dy.dev()).arg(w.dev()).arg(dx.dev_mut());
         for a in &args {
             l.arg(a);
@@ -957,14 +1069,12 @@ impl Backend for CudaBackend {
             )));
         }
         let qkv = self.project_in(y, p)?;
-        let ctx = match attention_core_path(
-            self.attention_core,
-            (n, c / heads, t, heads),
-            self.sm_count,
-        ) {
-            AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
-            AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
-        };
+        let ctx =
+            match attention_core_path(self.attention_core, (n, c / heads, t, heads), self.sm_count)
+            {
+                AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
+                AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
+            };
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
         self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
