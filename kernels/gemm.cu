@@ -5,36 +5,37 @@
 // Any strides, so transposed views need no copy. When beta == 0, C is never read (it may hold
 // NaN poison). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
 //
-// Launch: grid = (ceil(n/64), ceil(m/64), batch), block = 256. Each block owns a 64×64 tile of C;
-// each thread a 4×4 sub-tile (rows ty·4..ty·4+3, columns tx + 16·c) accumulated in f32 with fmaf.
+// Launch: grid = (ceil(n/T), ceil(m/T), batch), block = 256, T = 64 (sgemm_strided) or 32
+// (sgemm_strided_32: four times the blocks for the small products of batch 1). Each block owns a
+// T×T tile of C; each thread a (T/16)×(T/16) sub-tile (rows ty·T/16.., columns tx + 16·c)
+// accumulated in f32 with fmaf in increasing k order, so both tiles give the same bits.
 // K is staged through shared memory 16 at a time.
 #include "common.cuh"
 
 namespace {
 
-constexpr int TM = 64;  // tile rows (of C and A)
-constexpr int TN = 64;  // tile columns (of C and B)
 constexpr int TK = 16;  // K chunk staged per step
 // Row pad of the shared tiles: staging along p writes down a column, and a 68-float row
 // (still 16-byte aligned for the float4 reads) turns that 16-way bank conflict into 2-way.
 constexpr int PAD = 4;
-static_assert(TM * TK == 4 * kBlock && TK * TN == 4 * kBlock, "each thread stages 4+4 values");
 
-}  // namespace
-
-extern "C" __global__ void __launch_bounds__(kBlock)
-    sgemm_strided(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
-                  int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,
-                  long long b_bs, long long c_bs) {
+template <int T>
+__device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, int a_rs,
+                                           int a_cs, const float* b, int b_rs, int b_cs,
+                                           float* c, int c_rs, float beta, long long a_bs,
+                                           long long b_bs, long long c_bs) {
+    constexpr int R = T / 16;               // rows and columns per thread
+    constexpr int PER = T * TK / kBlock;    // values of each operand a thread stages
+    static_assert(PER * kBlock == T * TK, "the tile stages evenly");
     // k-major tiles: As[p][i], Bs[p][j], so the inner loop reads a row of each.
-    __shared__ __align__(16) float As[TK][TM + PAD];
-    __shared__ __align__(16) float Bs[TK][TN + PAD];
+    __shared__ __align__(16) float As[TK][T + PAD];
+    __shared__ __align__(16) float Bs[TK][T + PAD];
 
     const int z = blockIdx.z;
     a += z * a_bs;
     b += z * b_bs;
     c += z * c_bs;
-    const int i0 = blockIdx.y * TM, j0 = blockIdx.x * TN;
+    const int i0 = blockIdx.y * T, j0 = blockIdx.x * T;
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
 
@@ -43,49 +44,49 @@ extern "C" __global__ void __launch_bounds__(kBlock)
     const bool a_along_p = (a_cs == 1);
     const bool b_along_p = (b_rs == 1) && (b_cs != 1);
 
-    float acc[4][4];
+    float acc[R][R];
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int q = 0; q < 4; ++q) acc[r][q] = 0.0f;
+        for (int q = 0; q < R; ++q) acc[r][q] = 0.0f;
 
     for (int p0 = 0; p0 < k; p0 += TK) {
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
-            const int e = tid + s * kBlock;  // 0..1023 over the 64×16 tile
-            const int ai = a_along_p ? e / TK : e % TM;
-            const int ap = a_along_p ? e % TK : e / TM;
+        for (int s = 0; s < PER; ++s) {
+            const int e = tid + s * kBlock;  // over the T×16 tile
+            const int ai = a_along_p ? e / TK : e % T;
+            const int ap = a_along_p ? e % TK : e / T;
             const int gi = i0 + ai, gp = p0 + ap;
             As[ap][ai] = (gi < m && gp < k) ? a[gi * a_rs + gp * a_cs] : 0.0f;
 
-            const int bj = b_along_p ? e / TK : e % TN;
-            const int bp = b_along_p ? e % TK : e / TN;
+            const int bj = b_along_p ? e / TK : e % T;
+            const int bp = b_along_p ? e % TK : e / T;
             const int gj = j0 + bj, gq = p0 + bp;
             Bs[bp][bj] = (gj < n && gq < k) ? b[gq * b_rs + gj * b_cs] : 0.0f;
         }
         __syncthreads();
 #pragma unroll
         for (int p = 0; p < TK; ++p) {
-            // Rows ty·4..+3 of A: one 16-byte broadcast read. Columns tx + 16·q of B: conflict-free.
-            const float4 av = *reinterpret_cast<const float4*>(&As[p][ty * 4]);
-            const float ar[4] = {av.x, av.y, av.z, av.w};
-            float br[4];
+            // Rows ty·R..: a broadcast read. Columns tx + 16·q of B: conflict-free.
+            float ar[R], br[R];
 #pragma unroll
-            for (int q = 0; q < 4; ++q) br[q] = Bs[p][tx + 16 * q];
+            for (int r = 0; r < R; ++r) ar[r] = As[p][ty * R + r];
 #pragma unroll
-            for (int r = 0; r < 4; ++r)
+            for (int q = 0; q < R; ++q) br[q] = Bs[p][tx + 16 * q];
 #pragma unroll
-                for (int q = 0; q < 4; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int q = 0; q < R; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
         }
         __syncthreads();
     }
 
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const int i = i0 + ty * 4 + r;
+    for (int r = 0; r < R; ++r) {
+        const int i = i0 + ty * R + r;
         if (i >= m) continue;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
+        for (int q = 0; q < R; ++q) {
             const int j = j0 + tx + 16 * q;
             if (j >= n) continue;
             float* cp = c + i * c_rs + j;
@@ -93,4 +94,20 @@ extern "C" __global__ void __launch_bounds__(kBlock)
             *cp = (beta == 0.0f) ? acc[r][q] : fmaf(beta, *cp, acc[r][q]);
         }
     }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(kBlock)
+    sgemm_strided(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
+                  int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,
+                  long long b_bs, long long c_bs) {
+    sgemm_tile<64>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs, c_bs);
+}
+
+extern "C" __global__ void __launch_bounds__(kBlock)
+    sgemm_strided_32(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
+                     int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,
+                     long long b_bs, long long c_bs) {
+    sgemm_tile<32>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs, c_bs);
 }

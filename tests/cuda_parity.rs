@@ -239,7 +239,8 @@ fn attention_forward() {
     }
     let cpu = CpuBackend;
     // Both paths of the attention core at every size (c288 heads 2: head width 144, past the
-    // fused kernel's 128, runs the GEMM path either way).
+    // fused kernel's 128, runs the GEMM path either way), and both SGEMM tiles (the projections
+    // and the GEMM path's products).
     let paths = [None, Some(AttentionCore::Fused), Some(AttentionCore::Gemm)];
     for (i, &(n, c, h, w, heads)) in [
         (2, 8, 7, 9, 2),
@@ -265,8 +266,14 @@ fn attention_forward() {
             out_b: scaled(&[c], 73),
         };
         let want = cpu.attention(&y, &p, heads).unwrap();
-        for path in paths {
-            let gp = gpu("attention").unwrap().with_attention_core(path);
+        for (path, tile) in paths
+            .into_iter()
+            .flat_map(|p| [None, Some(32), Some(64)].map(|t| (p, t)))
+        {
+            let gp = gpu("attention")
+                .unwrap()
+                .with_attention_core(path)
+                .with_gemm_tile(tile);
             let pg = AttnParams {
                 in_w: gp.upload(&p.in_w).unwrap(),
                 in_b: gp.upload(&p.in_b).unwrap(),
@@ -275,7 +282,10 @@ fn attention_forward() {
             };
             let got = gp.attention(&gp.upload(&y).unwrap(), &pg, heads).unwrap();
             check(
-                &format!("attention {path:?} n{n} c{c} heads{heads} tokens{}", h * w),
+                &format!(
+                    "attention {path:?} gemm tile {tile:?} n{n} c{c} heads{heads} tokens{}",
+                    h * w
+                ),
                 &gp,
                 &got,
                 &want,
@@ -387,9 +397,9 @@ fn group_norm_vjp_with_and_without_silu() {
 
 #[test]
 fn attention_vjp_input() {
-    let Some(g) = gpu("attention_vjp") else {
+    if gpu("attention_vjp").is_none() {
         return;
-    };
+    }
     let cpu = CpuBackend;
     // (n, c, h, w, heads): 2 and 4 heads; 16, 64, 65 (odd) and 1024 tokens.
     for (i, &(n, c, h, w, heads)) in [
@@ -412,23 +422,29 @@ fn attention_vjp_input() {
             out_w: rand_scaled(&[c, c], 540 + i as u64, s),
             out_b: rand_scaled(&[c], 550 + i as u64, s),
         };
-        let pg = AttnParams {
-            in_w: g.upload(&p.in_w).unwrap(),
-            in_b: g.upload(&p.in_b).unwrap(),
-            out_w: g.upload(&p.out_w).unwrap(),
-            out_b: g.upload(&p.out_b).unwrap(),
-        };
         let want = cpu.attention_vjp(&y, &p, heads, &dout).unwrap();
-        let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
-        stale_buffer(&g, y.shape());
-        let got = g.attention_vjp(&gy, &pg, heads, &gd).unwrap();
-        check(
-            &format!("attention_vjp c{c} heads{heads} tokens{} n{n}", h * w),
-            &g,
-            &got,
-            &want,
-            OP_BOUND,
-        );
+        for tile in [None, Some(32), Some(64)] {
+            let g = gpu("attention_vjp").unwrap().with_gemm_tile(tile);
+            let pg = AttnParams {
+                in_w: g.upload(&p.in_w).unwrap(),
+                in_b: g.upload(&p.in_b).unwrap(),
+                out_w: g.upload(&p.out_w).unwrap(),
+                out_b: g.upload(&p.out_b).unwrap(),
+            };
+            let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
+            stale_buffer(&g, y.shape());
+            let got = g.attention_vjp(&gy, &pg, heads, &gd).unwrap();
+            check(
+                &format!(
+                    "attention_vjp gemm tile {tile:?} c{c} heads{heads} tokens{} n{n}",
+                    h * w
+                ),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
     }
 }
 

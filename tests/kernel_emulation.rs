@@ -8,11 +8,17 @@ use std::process::Command;
 
 /// A C++20 compiler, or None (the test then prints SKIP).
 fn cxx() -> Option<String> {
-    let candidates = [std::env::var("CXX").ok(), Some("g++".into()), Some("c++".into())];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+    let candidates = [
+        std::env::var("CXX").ok(),
+        Some("g++".into()),
+        Some("c++".into()),
+    ];
+    candidates.into_iter().flatten().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 fn build_and_run(harness: &str) {
@@ -39,10 +45,18 @@ fn build_and_run(harness: &str) {
     let run = Command::new(&exe).output().expect("run the emulation");
     let stdout = String::from_utf8_lossy(&run.stdout);
     print!("{stdout}");
-    assert!(run.status.success() && stdout.contains("ALL OK"), "{harness} failed:\n{stdout}");
+    assert!(
+        run.status.success() && stdout.contains("ALL OK"),
+        "{harness} failed:\n{stdout}"
+    );
 }
 
 #[test]
 fn conv_implicit_gemm_kernels_match_a_direct_convolution() {
     build_and_run("conv_igemm.cpp");
+}
+
+#[test]
+fn sgemm_tiles_match_a_double_precision_product() {
+    build_and_run("sgemm.cpp");
 }

@@ -138,6 +138,8 @@ pub struct CudaBackend {
     attention_core: Option<AttentionCore>,
     /// The conv kernels (DIFFRECON_CONV, with_conv_kernel).
     conv_kernel: ConvKernel,
+    /// The SGEMM tile edge when forced (32 or 64; with_gemm_tile), else chosen by size.
+    gemm_tile: Option<usize>,
     /// Fill every output with NaN before its kernel runs (fresh or reused buffer alike), so a
     /// kernel that skips an element cannot pass a parity test.
     poison: bool,
@@ -167,7 +169,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "lincomb_per_item",
         ],
     ),
-    ("gemm", &["sgemm_strided"]),
+    ("gemm", &["sgemm_strided", "sgemm_strided_32"]),
     ("cg", &["cg_init", "cg_alpha", "cg_beta"]),
     (
         "conv",
@@ -369,6 +371,7 @@ impl CudaBackend {
             sm_count,
             attention_core: attention_core_from_env()?,
             conv_kernel: conv_kernel_from_env()?,
+            gemm_tile: None,
             poison: false,
         })
     }
@@ -383,6 +386,12 @@ impl CudaBackend {
     /// Choose the conv kernels (forward and backward data).
     pub fn with_conv_kernel(mut self, kernel: ConvKernel) -> Self {
         self.conv_kernel = kernel;
+        self
+    }
+
+    /// Force the SGEMM tile edge: Some(32) or Some(64) (kernel tests); None chooses by size.
+    pub fn with_gemm_tile(mut self, tile: Option<usize>) -> Self {
+        self.gemm_tile = tile.filter(|t| *t == 32 || *t == 64);
         self
     }
 
@@ -514,16 +523,29 @@ impl CudaBackend {
         let (a_rs, a_cs, b_rs, b_cs, c_rs) =
             (a.1 as i32, a.2 as i32, b.1 as i32, b.2 as i32, c_rs as i32);
         let (a_bs, b_bs, c_bs) = (a.3 as i64, b.3 as i64, c_bs as i64);
+        // 64×64 tiles while they give two blocks per multiprocessor, else 32×32 (same bits).
+        let tile = self.gemm_tile.unwrap_or(
+            if m.div_ceil(64) * n.div_ceil(64) * batch >= 2 * self.sm_count {
+                64
+            } else {
+                32
+            },
+        );
         let cfg = LaunchConfig {
             grid_dim: (
-                (n as u32).div_ceil(64),
-                (m as u32).div_ceil(64),
+                (n as u32).div_ceil(tile as u32),
+                (m as u32).div_ceil(tile as u32),
                 batch as u32,
             ),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = self.stream.launch_builder(self.f("sgemm_strided"));
+        let kernel = if tile == 64 {
+            "sgemm_strided"
+        } else {
+            "sgemm_strided_32"
+        };
+        let mut l = self.stream.launch_builder(self.f(kernel));
         l.arg(&mi)
             .arg(&ni)
             .arg(&ki)
