@@ -25,7 +25,7 @@
 #                 both benchmark tables and diffrecon/PyTorch ratios where op and batch match.
 #
 # $OUT (default ./gpu-out) gets at most 8 files (the device tool returns at most 8):
-# summary.md, steps.log, parity.log, sanitizer.log, bench.md, torch.log, torch.json, ncu.log.
+# summary.md, steps.log, parity.log, sanitizer.log, bench.md, torch.log, torch.json, profile.log.
 #
 # Time: the steps share a budget of GPU_CHECK_BUDGET seconds (default 400); each step's
 # timeout is the smaller of its own cap and what is left after the reserve kept for the later,
@@ -74,7 +74,7 @@ trap cleanup EXIT
 : >"$OUT/sanitizer.log"
 : >"$OUT/bench.md"
 : >"$OUT/torch.log"
-: >"$OUT/ncu.log"
+: >"$OUT/profile.log"
 rm -f "$OUT/torch.json" "$OUT/summary.md"
 : >"$TMP/steps.tsv"
 T0="${EPOCHREALTIME/,/.}"
@@ -582,6 +582,14 @@ for b in "${BL[@]}"; do
 done
 write_summary
 
+# The same benchmark at batch 1 with the kernels the implicit GEMM and the attention GEMM path
+# replaced (DIFFRECON_CONV=direct, DIFFRECON_ATTENTION=fused, 64-tile SGEMM behaviour aside): the
+# before/after of those changes on this machine, in steps.log (not bench.md, whose rows feed the
+# summary's ratios).
+run_step bench_cuda_b1_direct 40 150 "$OUT/steps.log" -- \
+    env DIFFRECON_CONV=direct DIFFRECON_ATTENTION=fused \
+    "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
+
 # ---------------------------------------------------------------- e. the PyTorch peer
 run_step torch 240 15 "$OUT/torch.log" -- \
     env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches "$BATCHES" \
@@ -590,18 +598,12 @@ run_step torch 240 15 "$OUT/torch.log" -- \
 write_summary
 
 # ---------------------------------------------------------------- extras, with the time left
-# The per-kernel profile of a forward + a 2-step run at batch 1 (kernel durations only, so the
-# replay is cheap), for the "top kernels" table of a missed target.
-NCU="$(command -v ncu 2>/dev/null)"
-for c in /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu; do
-    [[ -z "$NCU" && -x "$c" ]] && NCU="$c"
-done
-if [[ -n "$NCU" ]]; then
-    run_step ncu 75 60 "$OUT/ncu.log" -- "$NCU" --clock-control none --metrics gpu__time_duration.sum \
-        --print-summary per-kernel --launch-count 2000 "$DR" bench --device cuda --batches 1 --steps 2 --repeats 1
-else
-    skip_step ncu "ncu not found" "$OUT/ncu.log"
-fi
+# The per-kernel GPU time (CUDA events, real clocks) of each op at batch 1 and 8, 10 steps: the
+# "top kernels" table of a missed target, and how much of the wall time is kernels at all.
+run_step profile 90 20 "$OUT/profile.log" -- \
+    "$DR" bench --device cuda --batches 1,8 --steps 10 --repeats 1 --profile
+write_summary
+
 run_step golden_cpu 60 10 "$OUT/parity.log" -- "${WRAP[@]}" "$G/golden" --test-threads="$(nproc)"
 san initcheck_diffpir4 initcheck 45 -- "${PIR_ARGS[@]}" --out "$TMP/diffpir_ic.npy"
 san synccheck_eps synccheck 45 -- "${EPS_ARGS[@]}" --out "$TMP/eps_sc.npy"

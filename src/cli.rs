@@ -182,6 +182,10 @@ pub enum Command {
         repeats: usize,
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// After timing each op, run it once more with per-kernel GPU time recorded (CUDA
+        /// events) and print each op's kernel table after the timings.
+        #[arg(long)]
+        profile: bool,
     },
     /// Synthetic CT-like phantoms (8-bit quantised), for training and evaluation.
     Phantoms {
@@ -498,6 +502,7 @@ pub fn run(cli: Cli) -> Result<()> {
             steps: n,
             repeats,
             size,
+            profile,
         } => {
             if batches.is_empty() || batches.contains(&0) {
                 bail!("--batches needs positive batch sizes");
@@ -506,8 +511,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(w) => engine::load(&w, num_heads, device)?,
                 None => engine::synthetic(&crate::unet::UNetConfig::notebook(), 1, device)?,
             };
-            let timings = crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats);
+            let timings =
+                crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);
             print!("{}", crate::bench::table(&model.device(), &timings));
+            let profiles = crate::bench::profiles(&timings);
+            if profile && profiles.is_empty() {
+                eprintln!("--profile: {} runs no kernels to profile", model.device());
+            }
+            print!("{profiles}");
             Ok(())
         }
         Command::Phantoms {

@@ -95,6 +95,8 @@ pub trait Model {
     fn sample(&self, x_t: &Tensor, steps: usize, progress: Progress) -> Result<Tensor>;
     /// ‖K x − y‖ / ‖y‖ per slice.
     fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>>;
+    /// Per-kernel GPU time (see Backend::profile_kernels): `true` starts, `false` reports.
+    fn profile_kernels(&self, on: bool) -> Result<Option<String>>;
 }
 
 /// Load and validate a weights file onto the chosen device.
@@ -194,6 +196,10 @@ impl<B: Backend> Engine<B> {
 impl<B: Backend> Model for Engine<B> {
     fn device(&self) -> String {
         self.be.name()
+    }
+
+    fn profile_kernels(&self, on: bool) -> Result<Option<String>> {
+        self.be.profile_kernels(on)
     }
 
     fn config(&self) -> &UNetConfig {

@@ -29,6 +29,11 @@ pub trait Backend: Sync {
     type Buf: Clone + Send + Sync;
 
     fn name(&self) -> String;
+    /// Per-kernel GPU time: `true` starts recording, `false` stops it and returns the report
+    /// (a markdown table). Backends without kernels return None.
+    fn profile_kernels(&self, _on: bool) -> Result<Option<String>> {
+        Ok(None)
+    }
     fn upload(&self, t: &Tensor) -> Result<Self::Buf>;
     fn download(&self, b: &Self::Buf) -> Result<Tensor>;
     fn shape<'a>(&self, b: &'a Self::Buf) -> &'a [usize];

@@ -7,6 +7,7 @@
 
 mod cg;
 mod pool;
+mod profile;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -23,6 +24,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 pub use pool::AllocStats;
 use pool::DevicePool;
+pub use profile::KernelStat;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -140,6 +142,8 @@ pub struct CudaBackend {
     conv_kernel: ConvKernel,
     /// The SGEMM tile edge when forced (32 or 64; with_gemm_tile), else chosen by size.
     gemm_tile: Option<usize>,
+    /// Per-kernel GPU time while recording (bench --profile).
+    profiler: profile::KernelProfiler,
     /// Fill every output with NaN before its kernel runs (fresh or reused buffer alike), so a
     /// kernel that skips an element cannot pass a parity test.
     poison: bool,
@@ -372,6 +376,7 @@ impl CudaBackend {
             attention_core: attention_core_from_env()?,
             conv_kernel: conv_kernel_from_env()?,
             gemm_tile: None,
+            profiler: Default::default(),
             poison: false,
         })
     }
@@ -401,7 +406,8 @@ impl CudaBackend {
         self
     }
 
-    fn f(&self, name: &str) -> &CudaFunction {
+    fn f(&self, name: &'static str) -> &CudaFunction {
+        self.profiler.name_next(name);
         &self.funcs[name]
     }
 
@@ -771,10 +777,12 @@ impl CudaBackend {
 
     /// Launch a built kernel call.
     fn run(&self, mut l: cudarc::driver::LaunchArgs, cfg: LaunchConfig) -> Result<()> {
-        // SAFETY: every caller pushes the arguments of its kernel's ABI (kernels/README.md) in
-        // order, with sizes taken from the tensors' shapes.
-        unsafe { l.launch(cfg) }.map_err(cuda_err)?;
-        Ok(())
+        self.profiler.around(&self.stream, || {
+            // SAFETY: every caller pushes the arguments of its kernel's ABI (kernels/README.md)
+            // in order, with sizes taken from the tensors' shapes.
+            unsafe { l.launch(cfg) }.map_err(cuda_err)?;
+            Ok(())
+        })
     }
 
     fn blur_cfg(planes: usize, h: usize, w: usize) -> LaunchConfig {
@@ -877,6 +885,15 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn profile_kernels(&self, on: bool) -> Result<Option<String>> {
+        if on {
+            self.profiler.set(true);
+            return Ok(None);
+        }
+        self.profiler.set(false);
+        Ok(Some(profile::table(&self.profiler.report()?)))
     }
 
     fn upload(&self, t: &Tensor) -> Result<CudaTensor> {
