@@ -275,10 +275,15 @@ extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
 //
 // Every output sums its K terms in increasing K order with fmaf from its initial value (the bias
 // for the forward, 0 for the backward), so the forward gives the direct kernel's bits except for
-// the sign of an exact zero (a padded tap adds 0·w instead of being skipped).
+// the sign of an exact zero (a padded tap adds 0·w instead of being skipped), and both tiles give
+// the same bits. Split-K (k_split > 1) cuts K into k_split slices of whole 16-term chunks, each
+// summed from 0 by its own block, and conv2d_splitk_reduce adds the slices to the bias in order.
+// The Rust side derives the tile from the whole batch but k_split from one image's shape only,
+// so a slice of a batch gets the bits it gets alone.
 //
-// Launch: grid = (ceil(N / BN), ceil(M / BM)), block = 256; BM = BN = 64 (4×4 outputs per
-// thread) or 32 (2×2) for small problems, chosen on the Rust side by how many blocks fill the GPU.
+// Launch: grid = (ceil(N / BN), ceil(M / BM), k_split), block = 256; BM = BN = 64 (4×4 outputs
+// per thread) or 32 (2×2) for small problems, chosen on the Rust side by how many blocks fill the
+// GPU.
 // K is staged 16 at a time; the next chunk's global loads are issued before the current chunk's
 // FMAs (register prefetch). Columns are (image, pixel) pairs flattened, so a batch adds blocks.
 
@@ -312,7 +317,8 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
                                            const float* __restrict__ w,
                                            const float* __restrict__ bias,
                                            const float* __restrict__ extra, int epi,
-                                           float* __restrict__ out, const ConvGeom g) {
+                                           float* __restrict__ out, const ConvGeom g,
+                                           int k_split, float* __restrict__ partial) {
     constexpr int TM = BM / (kBlock / IG_TX);  // rows per thread
     constexpr int TN = BN / IG_TX;             // columns per thread
     constexpr int A_PER = BM * IG_BK / kBlock;  // A values staged per thread
@@ -335,6 +341,11 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
     const int out_pix = out_h * out_w;
     const int N = g.n * out_pix;
     const int K = in_c * kk;
+    // This block's share of K: slice blockIdx.z of k_split, in whole 16-term chunks (a slice past
+    // the end is empty and writes zeros).
+    const int k_chunk = ((K + k_split - 1) / k_split + IG_BK - 1) / IG_BK * IG_BK;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = min(K, k_begin + k_chunk);
 
     const int tid = threadIdx.x;
     const int tx = tid % IG_TX, ty = tid / IG_TX;
@@ -358,7 +369,7 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
             const int am = e / IG_BK, aq = e % IG_BK;  // neighbouring threads: neighbouring K
             const int gm = m0 + am, gq = k0 + aq;
             float v = 0.0f;
-            if (gm < M && gq < K) {
+            if (gm < M && gq < k_end) {
                 if (fwd) {
                     v = __ldg(w + (long long)gm * K + gq);
                 } else {
@@ -372,7 +383,7 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
         for (int s = 0; s < B_PER; ++s) {
             const int gq = k0 + bk0 + s * B_KSTEP;
             float v = 0.0f;
-            if (col_live && gq < K) {
+            if (col_live && gq < k_end) {
                 int c, ky, kx;
                 split_tap<K_>(gq, k, c, ky, kx);
                 if (fwd) {
@@ -396,13 +407,13 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
         const int m = m0 + ty * TM + r;
-        const float init = (fwd && m < M) ? __ldg(bias + m) : 0.0f;
+        const float init = (fwd && k_split == 1 && m < M) ? __ldg(bias + m) : 0.0f;
 #pragma unroll
         for (int q = 0; q < TN; ++q) acc[r][q] = init;
     }
 
-    load(0);
-    for (int k0 = 0; k0 < K; k0 += IG_BK) {
+    load(k_begin);
+    for (int k0 = k_begin; k0 < k_end; k0 += IG_BK) {
 #pragma unroll
         for (int s = 0; s < A_PER; ++s) {
             const int e = tid + s * kBlock;
@@ -411,7 +422,7 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
 #pragma unroll
         for (int s = 0; s < B_PER; ++s) Bs[bk0 + s * B_KSTEP][bj] = b_reg[s];
         __syncthreads();
-        if (k0 + IG_BK < K) load(k0 + IG_BK);  // in flight during the FMAs below
+        if (k0 + IG_BK < k_end) load(k0 + IG_BK);  // in flight during the FMAs below
 #pragma unroll
         for (int p = 0; p < IG_BK; ++p) {
             float ar[TM], br[TN];
@@ -437,6 +448,10 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
             const int m = m0 + ty * TM + r;
             if (m >= M) continue;
             const long long oi = ((long long)img * M + m) * out_pix + pix;
+            if (k_split > 1) {  // a partial sum; conv2d_splitk_reduce adds bias and epilogue
+                partial[(long long)blockIdx.z * N * M + oi] = acc[r][q];
+                continue;
+            }
             float v = acc[r][q];
             if (fwd && epi == EPI_CHANNEL) v = __fadd_rn(v, __ldg(extra + (long long)img * M + m));
             if (fwd && epi == EPI_RESIDUAL) v = __fadd_rn(v, __ldg(extra + oi));
@@ -450,12 +465,13 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
                                                     const float* __restrict__ w,
                                                     const float* __restrict__ bias,
                                                     const float* __restrict__ extra, int epi,
-                                                    float* __restrict__ out, const ConvGeom& g) {
-    if (g.k < 1 || g.stride < 1 || g.pad < 0) return;
+                                                    float* __restrict__ out, const ConvGeom& g,
+                                                    int k_split, float* __restrict__ partial) {
+    if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
     switch (g.k) {
-        case 1: conv_igemm<MODE, BM, BN, 1>(in, w, bias, extra, epi, out, g); break;
-        case 3: conv_igemm<MODE, BM, BN, 3>(in, w, bias, extra, epi, out, g); break;
-        default: conv_igemm<MODE, BM, BN, 0>(in, w, bias, extra, epi, out, g); break;
+        case 1: conv_igemm<MODE, BM, BN, 1>(in, w, bias, extra, epi, out, g, k_split, partial); break;
+        case 3: conv_igemm<MODE, BM, BN, 3>(in, w, bias, extra, epi, out, g, k_split, partial); break;
+        default: conv_igemm<MODE, BM, BN, 0>(in, w, bias, extra, epi, out, g, k_split, partial); break;
     }
 }
 
@@ -463,26 +479,51 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
 
 // Forward: y = conv(x) + bias, plus by `epi` (0 none, 1 per (image, channel) v, 2 residual r of
 // y's shape, in `extra`, which is not read when epi = 0). _64: 64×64 tiles, _32: 32×32.
+// Split-K: with k_split > 1, grid.z = k_split blocks share each tile's K range and write their
+// partial sums to `partial` (k_split × n·cout·ho·wo); conv2d_splitk_reduce then adds them to the
+// bias in slice order and applies the epilogue (y is not written here). k_split = 1: `partial`
+// is not read or written.
 #define DIFFRECON_CONV_IGEMM(NAME, BM)                                                          \
     extern "C" __global__ void __launch_bounds__(kBlock)                                        \
         NAME(const float* __restrict__ x, const float* __restrict__ w,                          \
              const float* __restrict__ bias, const float* __restrict__ extra, int epi,          \
              float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride, \
-             int pad, int ho, int wo) {                                                         \
+             int pad, int ho, int wo, int k_split, float* __restrict__ partial) {               \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
-        conv_igemm_dispatch<ConvMode::Forward, BM, BM>(x, w, bias, extra, epi, y, g);           \
+        conv_igemm_dispatch<ConvMode::Forward, BM, BM>(x, w, bias, extra, epi, y, g, k_split,   \
+                                                       partial);                                \
     }
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32)
 
-// Backward data: dx = convᵀ(dy), the same arguments as conv2d_bwd_data.
+// Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair.
 #define DIFFRECON_CONV_BWD_IGEMM(NAME, BM)                                                      \
     extern "C" __global__ void __launch_bounds__(kBlock)                                        \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, \
              int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,       \
-             int wo) {                                                                          \
+             int wo, int k_split, float* __restrict__ partial) {                                \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
-        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM>(dy, w, nullptr, nullptr, 0, dx, g); \
+        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM>(dy, w, nullptr, nullptr, 0, dx, g,  \
+                                                            k_split, partial);                  \
     }
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32)
+
+// out[i] = (bias[m] or 0) + partial[0][i] + ... + partial[k_split − 1][i] in that order, then the
+// epilogue as above; i over the `total` = n·rows·pix outputs, m = (i / pix) % rows. One thread
+// per output, grid = ceil(total / 256). bias == nullptr: start from 0 (the backward).
+extern "C" __global__ void conv2d_splitk_reduce(const float* __restrict__ partial,
+                                                const float* __restrict__ bias,
+                                                const float* __restrict__ extra, int epi,
+                                                float* __restrict__ out, int k_split, int rows,
+                                                int pix, int total) {
+    const int i = flat_index();
+    if (i >= total) return;
+    const int plane = i / pix;  // img·rows + m
+    const int m = plane % rows;
+    float v = bias != nullptr ? bias[m] : 0.0f;
+    for (int z = 0; z < k_split; ++z) v = __fadd_rn(v, partial[(long long)z * total + i]);
+    if (epi == EPI_CHANNEL) v = __fadd_rn(v, extra[plane]);
+    if (epi == EPI_RESIDUAL) v = __fadd_rn(v, extra[i]);
+    out[i] = v;
+}

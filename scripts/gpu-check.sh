@@ -504,6 +504,10 @@ note "tests/golden: $golden_how"
 
 # ---------------------------------------------------------------- b. CUDA parity tests
 run_step parity 150 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/cuda_parity" --nocapture --test-threads=1
+# Slices of a batch against single-slice runs, on the GPU (tests/batch.rs runs CPU then GPU).
+if [[ -x "$G/batch" ]]; then
+    run_step batch_slices 60 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/batch" --nocapture --test-threads=1
+fi
 write_summary
 
 # ---------------------------------------------------------------- c. compute-sanitizer

@@ -41,10 +41,10 @@ echo "nvcc: $nvcc" >&2
 export DIFFRECON_REQUIRE_KERNELS=1
 step "cargo build --release --bin diffrecon"
 cargo build --release --bin diffrecon
-step "cargo test --release --no-run --test cuda_parity --test golden"
+step "cargo test --release --no-run --test cuda_parity --test golden --test batch"
 msgs="$(mktemp)"
 trap 'rm -f "$msgs"' EXIT
-cargo test --release --no-run --test cuda_parity --test golden --message-format=json >"$msgs"
+cargo test --release --no-run --test cuda_parity --test golden --test batch --message-format=json >"$msgs"
 
 # Executable path of test target $1 from cargo's JSON messages.
 test_exe() {
@@ -80,6 +80,7 @@ for line in open(sys.argv[1]):
 EOF
 )"
 golden_exe="$(test_exe golden)"
+batch_exe="$(test_exe batch)"
 bin_exe="$root/target/release/diffrecon"
 echo "cuda_parity: $parity_exe" >&2
 echo "golden:      $golden_exe" >&2
@@ -90,6 +91,7 @@ mkdir -p "$dest/tests"
 strip -o "$dest/diffrecon" "$bin_exe"
 strip -o "$dest/cuda_parity" "$parity_exe"
 strip -o "$dest/golden" "$golden_exe"
+strip -o "$dest/batch" "$batch_exe"
 cp -r tests/golden "$dest/tests/golden"
 cp tools/reference.py tools/torch_bench.py "$dest/"
 
@@ -128,7 +130,7 @@ if [[ "${GPU_PREPARE_SKIP_GOLDEN:-0}" != 1 ]]; then
     grep -m1 "^test result" <<<"$golden_out" >&2
 fi
 # 5. Highest glibc symbol version the binaries need (the device's glibc must be at least this).
-glibc_need="$(objdump -T "$dest/diffrecon" "$dest/cuda_parity" "$dest/golden" 2>/dev/null |
+glibc_need="$(objdump -T "$dest/diffrecon" "$dest/cuda_parity" "$dest/golden" "$dest/batch" 2>/dev/null |
     grep -o 'GLIBC_[0-9.]*' | sort -V -u | tail -n 1 || true)"
 
 step "manifest"

@@ -1,6 +1,7 @@
 //! Slices of a batch are independent: slice i of a batched run matches a single-slice run with
 //! the same inputs (DPS's loss is each slice's own mean), and the same seed gives bitwise the
-//! same output.
+//! same output. On the CPU, and on the GPU where one is usable (the CUDA backend derives every
+//! kernel choice that changes rounding from one image's shape, never from the batch).
 
 use diffrecon::engine::{self, Device, Model};
 use diffrecon::operators::{simulate, Kernel};
@@ -10,9 +11,15 @@ use diffrecon::samplers::dps::DpsParams;
 use diffrecon::tensor::Tensor;
 use std::path::PathBuf;
 
-fn model() -> Box<dyn Model> {
+/// The small golden model on the CPU, and on GPU 0 when one is usable.
+fn models() -> Vec<Box<dyn Model>> {
     let w = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/small.safetensors");
-    engine::load(&w, None, Device::Cpu).unwrap()
+    let mut out = vec![engine::load(&w, None, Device::Cpu).unwrap()];
+    match diffrecon::backend::cuda::unavailable_reason(0) {
+        None => out.push(engine::load(&w, None, Device::Cuda(0)).unwrap()),
+        Some(why) => println!("GPU part skipped: {why}"),
+    }
+    out
 }
 
 fn slice(t: &Tensor, i: usize) -> Tensor {
@@ -29,7 +36,12 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn batched_slices_match_single_runs_and_runs_repeat_bitwise() {
-    let m = model();
+    for m in models() {
+        notebook_samplers_keep_slices_independent(m.as_ref());
+    }
+}
+
+fn notebook_samplers_keep_slices_independent(m: &dyn Model) {
     let k = Kernel::motion(9, 20.0).unwrap();
     let truth = diffrecon::phantom::phantoms(3, 7, 32);
     let y = simulate(&truth, &k, 0.01, 7).unwrap();
@@ -50,7 +62,10 @@ fn batched_slices_match_single_runs_and_runs_repeat_bitwise() {
             max_abs(&slice(&batch_dps, i), &one_dps),
             max_abs(&slice(&batch_pir, i), &one_pir),
         );
-        println!("slice {i}: DPS max |batch - single| {e_dps:.1e}, DiffPIR-style {e_pir:.1e}");
+        println!(
+            "{}: slice {i}: DPS max |batch - single| {e_dps:.1e}, DiffPIR-style {e_pir:.1e}",
+            m.device()
+        );
         assert!(e_dps <= 1e-6 && e_pir <= 1e-6);
     }
     assert_eq!(
@@ -64,10 +79,15 @@ fn batched_slices_match_single_runs_and_runs_repeat_bitwise() {
 /// streams, so the same holds for them; different seeds give different samples.
 #[test]
 fn published_samplers_keep_slices_independent() {
+    for m in models() {
+        published_samplers_slices(m.as_ref());
+    }
+}
+
+fn published_samplers_slices(m: &dyn Model) {
     use diffrecon::rng::slice_noise;
     use diffrecon::samplers::diffpir_pnp::DiffPirPnpParams;
     use diffrecon::samplers::dps_paper::DpsPaperParams;
-    let m = model();
     let k = Kernel::motion(9, 20.0).unwrap();
     let truth = diffrecon::phantom::phantoms(3, 8, 32);
     let y = simulate(&truth, &k, 0.01, 8).unwrap();
@@ -106,7 +126,10 @@ fn published_samplers_keep_slices_independent() {
             max_abs(&slice(&batch_pnp, i), &one_pnp),
             max_abs(&slice(&batch_dpsp, i), &one_dpsp),
         );
-        println!("slice {i}: DiffPIR (published) {e_pnp:.1e}, DPS (published) {e_dpsp:.1e}");
+        println!(
+            "{}: slice {i}: DiffPIR (published) {e_pnp:.1e}, DPS (published) {e_dpsp:.1e}",
+            m.device()
+        );
         assert!(e_pnp <= 1e-6 && e_dpsp <= 1e-6);
     }
     let (again, _) = m.diffpir_pnp(&y, &k, &pnp, &seeds, &mut |_, _| {}).unwrap();

@@ -39,24 +39,32 @@ int main(){
     ref_fwd(x,w,b,want,c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);
     for(auto&e:dy)e=nd(rng);
     ref_bwd(dy,w,dxw,c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);
-    for(int tile:{32,64}) for(int epi:{0,1,2}){
-      std::vector<float> y(want.size(),NAN);
-      int N=c.n*ho*wo; dim3 g{(unsigned)((N+tile-1)/tile),(unsigned)((c.cout+tile-1)/tile),1};
+    // (split, tile, epilogue): every epilogue at both tiles unsplit, and the split paths (8 slices
+    // leave some slices empty on the small-K cases).
+    const int fwd_runs[][3]={{1,32,0},{1,32,1},{1,32,2},{1,64,0},{1,64,1},{1,64,2},{3,32,1},{3,64,2},{8,32,0}};
+    for(auto run:fwd_runs){ const int split=run[0], tile=run[1], epi=run[2];
+      std::vector<float> y(want.size(),NAN), part(split*want.size(),NAN);
+      int N=c.n*ho*wo; dim3 g{(unsigned)((N+tile-1)/tile),(unsigned)((c.cout+tile-1)/tile),(unsigned)split};
       const float* extra = epi==1? v.data(): epi==2? r.data(): b.data();
-      launch(g,{256,1,1},[&]{ if(tile==64) conv2d_igemm_64(x.data(),w.data(),b.data(),extra,epi,y.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);
-                              else conv2d_igemm_32(x.data(),w.data(),b.data(),extra,epi,y.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);});
+      launch(g,{256,1,1},[&]{ if(tile==64) conv2d_igemm_64(x.data(),w.data(),b.data(),extra,epi,y.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());
+                              else conv2d_igemm_32(x.data(),w.data(),b.data(),extra,epi,y.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());});
+      if(split>1){ int total=(int)want.size();
+        launch({(unsigned)((total+255)/256),1,1},{256,1,1},[&]{ conv2d_splitk_reduce(part.data(),b.data(),extra,epi,y.data(),split,c.cout,ho*wo,total);});}
       std::vector<float> ww=want;
       for(int i=0;i<c.n;i++)for(int co=0;co<c.cout;co++)for(int pp=0;pp<ho*wo;pp++){size_t o=((size_t)i*c.cout+co)*ho*wo+pp; if(epi==1)ww[o]+=v[i*c.cout+co]; if(epi==2)ww[o]+=r[o];}
       double e=relerr(y,ww); bool ok=e<1e-5; bad+=!ok;
-      printf("fwd n%d %d->%d k%d s%d p%d %dx%d tile%d epi%d: %.2e %s\n",c.n,c.cin,c.cout,c.k,c.s,c.p,c.h,c.wd,tile,epi,e,ok?"ok":"FAIL");
+      printf("fwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d: %.2e %s\n",c.n,c.cin,c.cout,c.k,c.s,c.p,c.h,c.wd,split,tile,epi,e,ok?"ok":"FAIL");
     }
-    for(int tile:{32,64}){
-      std::vector<float> dx(x.size(),NAN);
-      int N=c.n*c.h*c.wd; dim3 g{(unsigned)((N+tile-1)/tile),(unsigned)((c.cin+tile-1)/tile),1};
-      launch(g,{256,1,1},[&]{ if(tile==64) conv2d_bwd_igemm_64(dy.data(),w.data(),dx.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);
-                              else conv2d_bwd_igemm_32(dy.data(),w.data(),dx.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);});
+    const int bwd_runs[][2]={{1,32},{1,64},{3,64},{8,32}};
+    for(auto run:bwd_runs){ const int split=run[0], tile=run[1];
+      std::vector<float> dx(x.size(),NAN), part(split*x.size(),NAN);
+      int N=c.n*c.h*c.wd; dim3 g{(unsigned)((N+tile-1)/tile),(unsigned)((c.cin+tile-1)/tile),(unsigned)split};
+      launch(g,{256,1,1},[&]{ if(tile==64) conv2d_bwd_igemm_64(dy.data(),w.data(),dx.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());
+                              else conv2d_bwd_igemm_32(dy.data(),w.data(),dx.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());});
+      if(split>1){ int total=(int)x.size();
+        launch({(unsigned)((total+255)/256),1,1},{256,1,1},[&]{ conv2d_splitk_reduce(part.data(),nullptr,nullptr,0,dx.data(),split,c.cin,c.h*c.wd,total);});}
       double e=relerr(dx,dxw); bool ok=e<1e-5; bad+=!ok;
-      printf("bwd n%d %d->%d k%d s%d p%d %dx%d tile%d: %.2e %s\n",c.n,c.cin,c.cout,c.k,c.s,c.p,c.h,c.wd,tile,e,ok?"ok":"FAIL");
+      printf("bwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d: %.2e %s\n",c.n,c.cin,c.cout,c.k,c.s,c.p,c.h,c.wd,split,tile,e,ok?"ok":"FAIL");
     }
   }
   printf("%s\n",bad?"FAILURES":"ALL OK"); return bad!=0;

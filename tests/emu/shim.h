@@ -1,5 +1,5 @@
 // A CPU emulation of the CUDA execution model, enough to run a kernel's index logic without a
-// GPU: blocks run one after another, each with one std::thread per CUDA thread; __syncthreads is
+// GPU: blocks run one after another on one std::thread per CUDA thread; __syncthreads is
 // a barrier over the block's threads and __shared__ is `static` (one block lives at a time).
 // Arithmetic intrinsics map to plain C++ (no FMA contraction guarantees): the harnesses compare
 // against double-precision references with a tolerance, not bit for bit. Warp shuffles are not
@@ -32,17 +32,26 @@ inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 template <class T> inline T __shfl_xor_sync(unsigned, T v, int) { return v; }
 using std::min; using std::max;
+// Runs f as a grid of blocks: nt threads (one per CUDA thread of a block) are started once per
+// launch and walk the blocks in order together, with a barrier between blocks, because the
+// `static` shared arrays belong to one block at a time.
 inline void launch(dim3 grid, dim3 block, std::function<void()> f) {
-    gridDim = grid; blockDim = block;
-    unsigned nt = block.x * block.y * block.z;
-    for (unsigned bz = 0; bz < grid.z; ++bz) for (unsigned by = 0; by < grid.y; ++by) for (unsigned bx = 0; bx < grid.x; ++bx) {
-        std::barrier<> bar(nt); g_bar = &bar;
-        std::vector<std::thread> ts;
-        for (unsigned t = 0; t < nt; ++t) ts.emplace_back([&, t] {
-            blockIdx = {bx, by, bz};
+    gridDim = grid;
+    blockDim = block;
+    const unsigned nt = block.x * block.y * block.z;
+    std::barrier<> bar(nt);
+    g_bar = &bar;
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < nt; ++t)
+        ts.emplace_back([&, t] {
             threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-            f();
+            for (unsigned bz = 0; bz < grid.z; ++bz)
+                for (unsigned by = 0; by < grid.y; ++by)
+                    for (unsigned bx = 0; bx < grid.x; ++bx) {
+                        blockIdx = {bx, by, bz};
+                        f();
+                        bar.arrive_and_wait();  // the block is done before the next starts
+                    }
         });
-        for (auto& th : ts) th.join();
-    }
+    for (auto& th : ts) th.join();
 }

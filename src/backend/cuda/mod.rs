@@ -186,6 +186,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "conv2d_igemm_32",
             "conv2d_bwd_igemm_64",
             "conv2d_bwd_igemm_32",
+            "conv2d_splitk_reduce",
         ],
     ),
     ("groupnorm", &["group_norm_fwd", "group_norm_vjp"]),
@@ -213,21 +214,24 @@ pub enum AttentionCore {
     Gemm,
 }
 
-/// The fused kernel runs one thread per query, so with few images in flight it leaves most of
-/// the GPU idle (H200, batch 1, 256 to 1024 tokens: 64 threads × 16–64 blocks, 0.1–0.2 ms);
-/// the GEMM path spreads each image's t² scores over many blocks. The fused kernel is kept
-/// where it has at least four blocks per multiprocessor; it takes head widths ≤ 128 only.
+/// The fused kernel runs one thread per query, so for one image it leaves most of the GPU idle
+/// (H200, 256 to 1024 tokens: 64 threads × 16–64 blocks, 0.1–0.2 ms); the GEMM path spreads each
+/// image's t² scores over many blocks. The choice is made from one image's shape, never the
+/// batch, so that a slice of a batch gets the bits it gets alone: the fused kernel where one
+/// image gives it four blocks per multiprocessor, or where the GEMM path's score buffer (heads·t²
+/// floats) would pass 256 MB. Head widths over 128 always take the GEMM path.
 fn attention_core_path(
     forced: Option<AttentionCore>,
-    (n, d, t, heads): (usize, usize, usize, usize),
+    (d, t, heads): (usize, usize, usize),
     sms: usize,
 ) -> AttentionCore {
-    let fused_blocks = t.div_ceil(64) * heads * n;
+    let fused_blocks = t.div_ceil(64) * heads;
+    let scores = heads.saturating_mul(t).saturating_mul(t);
     match forced {
         _ if d > MAX_HEAD_DIM => AttentionCore::Gemm,
         Some(path) => path,
-        None if fused_blocks < 4 * sms => AttentionCore::Gemm,
-        None => AttentionCore::Fused,
+        None if fused_blocks >= 4 * sms || scores > 1 << 26 => AttentionCore::Fused,
+        None => AttentionCore::Gemm,
     }
 }
 
@@ -280,6 +284,19 @@ fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> Option<usiz
         ConvKernel::Igemm64 => Some(64),
         ConvKernel::Igemm if m.div_ceil(64) * n.div_ceil(64) >= 2 * sms => Some(64),
         ConvKernel::Igemm => Some(32),
+    }
+}
+
+/// Split-K slices for an implicit-GEMM conv with `rows` × `pix` outputs per image and `kterms`
+/// terms each: as many as it takes for two 32×32-tile blocks per multiprocessor from one image,
+/// each slice at least 128 terms, at most 8. Derived from one image's shape, not the batch, so
+/// a slice of a batch gets the bits it gets alone.
+fn igemm_k_split(rows: usize, pix: usize, kterms: usize, sms: usize) -> usize {
+    let blocks = rows.div_ceil(32) * pix.div_ceil(32);
+    if blocks >= 2 * sms {
+        1
+    } else {
+        (2 * sms).div_ceil(blocks).min(kterms / 128).clamp(1, 8)
     }
 }
 
@@ -707,32 +724,18 @@ impl CudaBackend {
         dim(w.len(), "conv weight size")?;
         match igemm_tile(self.conv_kernel, cout, n * ho * wo, self.sm_count) {
             Some(tile) => {
-                let cfg = LaunchConfig {
-                    grid_dim: (
-                        ((n * ho * wo) as u32).div_ceil(tile as u32),
-                        (cout as u32).div_ceil(tile as u32),
-                        1,
-                    ),
-                    block_dim: (BLOCK, 1, 1),
-                    shared_mem_bytes: 0,
-                };
                 let name = if tile == 64 {
                     "conv2d_igemm_64"
                 } else {
                     "conv2d_igemm_32"
                 };
-                let mut l = self.stream.launch_builder(self.f(name));
-                // Without an epilogue the kernel never reads `extra`: pass the bias.
-                l.arg(x.dev())
-                    .arg(w.dev())
-                    .arg(b.dev())
-                    .arg(extra.map_or(b.dev(), |e| e.dev()))
-                    .arg(&epi_code)
-                    .arg(y.dev_mut());
-                for a in &args {
-                    l.arg(a);
-                }
-                self.run(l, cfg)?;
+                self.igemm(
+                    (name, tile),
+                    (x, w, Some(b), extra, epi_code),
+                    &mut y,
+                    &args,
+                    (cout, ho * wo, cin * k * k),
+                )?;
             }
             None => {
                 let cfg = LaunchConfig {
@@ -757,6 +760,81 @@ impl CudaBackend {
             }
         }
         Ok(y)
+    }
+
+    /// One implicit-GEMM conv (kernels/conv.cu): `out` (n images × rows × pix) from `input`
+    /// (x, or dy for the backward, which has no bias) and the weights; `args` = (n, cin, h, w,
+    /// cout, k, stride, pad, ho, wo). With split-K the slices' partial sums go to a pooled
+    /// workspace and conv2d_splitk_reduce adds them to the bias and applies the epilogue.
+    #[allow(clippy::type_complexity)]
+    fn igemm(
+        &self,
+        (name, tile): (&'static str, usize),
+        (input, w, bias, extra, epi): (
+            &CudaTensor,
+            &CudaTensor,
+            Option<&CudaTensor>,
+            Option<&CudaTensor>,
+            i32,
+        ),
+        out: &mut CudaTensor,
+        args: &[i32],
+        (rows, pix, kterms): (usize, usize, usize),
+    ) -> Result<()> {
+        let total = out.len();
+        let k_split = igemm_k_split(rows, pix, kterms, self.sm_count);
+        dim(k_split * total, "split-K workspace")?;
+        let mut partial = match k_split {
+            1 => None,
+            _ => Some(self.output(&[k_split, total])?),
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (
+                ((total / rows) as u32).div_ceil(tile as u32),
+                (rows as u32).div_ceil(tile as u32),
+                k_split as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let ks = k_split as i32;
+        let mut l = self.stream.launch_builder(self.f(name));
+        l.arg(input.dev()).arg(w.dev());
+        if let Some(b) = bias {
+            // Without an epilogue the kernel never reads `extra`: pass the bias.
+            l.arg(b.dev())
+                .arg(extra.map_or(b.dev(), |e| e.dev()))
+                .arg(&epi);
+        }
+        l.arg(out.dev_mut());
+        for a in args {
+            l.arg(a);
+        }
+        l.arg(&ks);
+        // Unsplit, the kernel neither reads nor writes `partial`: pass the weights.
+        match partial.as_mut() {
+            Some(p) => l.arg(p.dev_mut()),
+            None => l.arg(w.dev()),
+        };
+        self.run(l, cfg)?;
+        let Some(partial) = partial else {
+            return Ok(());
+        };
+        let null_ptr: u64 = 0; // the backward has no bias and no epilogue operand
+        let (ri, pi, ti) = (rows as i32, pix as i32, total as i32);
+        let mut l = self.stream.launch_builder(self.f("conv2d_splitk_reduce"));
+        l.arg(partial.dev());
+        match bias {
+            Some(b) => l.arg(b.dev()).arg(extra.map_or(b.dev(), |e| e.dev())),
+            None => l.arg(&null_ptr).arg(&null_ptr),
+        };
+        l.arg(&epi)
+            .arg(out.dev_mut())
+            .arg(&ks)
+            .arg(&ri)
+            .arg(&pi)
+            .arg(&ti);
+        self.run(l, grid1d(total))
     }
 
     /// rows × cols bias rows for each of `batch` matrices: c[b][r][j] = bias[r].
@@ -994,41 +1072,37 @@ impl Backend for CudaBackend {
             .map(|&v| dim(v, "conv size"))
             .collect::<Result<Vec<i32>>>()?;
         let mut dx = self.output(in_shape)?;
-        let (name, cfg) = match igemm_tile(self.conv_kernel, cin, n * h * wd, self.sm_count) {
+        match igemm_tile(self.conv_kernel, cin, n * h * wd, self.sm_count) {
             // C (cin × n·h·w) as an implicit GEMM.
             Some(tile) => {
-                let cfg = LaunchConfig {
-                    grid_dim: (
-                        ((n * h * wd) as u32).div_ceil(tile as u32),
-                        (cin as u32).div_ceil(tile as u32),
-                        1,
-                    ),
-                    block_dim: (BLOCK, 1, 1),
-                    shared_mem_bytes: 0,
-                };
                 let name = if tile == 64 {
                     "conv2d_bwd_igemm_64"
                 } else {
                     "conv2d_bwd_igemm_32"
                 };
-                (name, cfg)
+                self.igemm(
+                    (name, tile),
+                    (dy, w, None, None, 0),
+                    &mut dx,
+                    &args,
+                    (cin, h * wd, cout * k * k),
+                )?;
             }
             // One thread per dx element: grid = (pixels / 256, cin, n).
-            None => (
-                "conv2d_bwd_data",
-                LaunchConfig {
+            None => {
+                let cfg = LaunchConfig {
                     grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
                     block_dim: (BLOCK, 1, 1),
                     shared_mem_bytes: 0,
-                },
-            ),
-        };
-        let mut l = self.stream.launch_builder(self.f(name));
-        l.arg(dy.dev()).arg(w.dev()).arg(dx.dev_mut());
-        for a in &args {
-            l.arg(a);
+                };
+                let mut l = self.stream.launch_builder(self.f("conv2d_bwd_data"));
+                l.arg(dy.dev()).arg(w.dev()).arg(dx.dev_mut());
+                for a in &args {
+                    l.arg(a);
+                }
+                self.run(l, cfg)?;
+            }
         }
-        self.run(l, cfg)?;
         Ok(dx)
     }
 
@@ -1109,8 +1183,7 @@ impl Backend for CudaBackend {
         }
         let qkv = self.project_in(y, p)?;
         let ctx =
-            match attention_core_path(self.attention_core, (n, c / heads, t, heads), self.sm_count)
-            {
+            match attention_core_path(self.attention_core, (c / heads, t, heads), self.sm_count) {
                 AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
                 AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
             };
