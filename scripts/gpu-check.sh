@@ -57,6 +57,7 @@ if [[ -z "${OUT:-}" ]]; then
     fi
 fi
 BUDGET="${GPU_CHECK_BUDGET:-400}"
+# Space-separated step names to skip (e.g. "racecheck_diffpir4 torch"), for a short rerun.
 REPEATS="${GPU_CHECK_REPEATS:-5}"
 BATCHES="${GPU_CHECK_BATCHES:-1,8,64}"
 STEPS="${GPU_CHECK_STEPS:-40}"
@@ -87,6 +88,10 @@ note() { echo "$*" | tee -a "$OUT/steps.log"; }
 run_step() {
     local name="$1" cap="$2" reserve="$3" log="$4"
     shift 5
+    if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then
+        skip_step "$name" "GPU_CHECK_SKIP" "$log"
+        return 97
+    fi
     local left=$((BUDGET - $(now) - reserve))
     local t=$((cap < left ? cap : left))
     if ((t < 5)); then
@@ -587,12 +592,15 @@ done
 write_summary
 
 # The same benchmark at batch 1 with the kernels the implicit GEMM and the attention GEMM path
-# replaced (DIFFRECON_CONV=direct, DIFFRECON_ATTENTION=fused, 64-tile SGEMM behaviour aside): the
-# before/after of those changes on this machine, in steps.log (not bench.md, whose rows feed the
-# summary's ratios).
+# replaced and no graphs (DIFFRECON_CONV=direct, DIFFRECON_ATTENTION=fused, DIFFRECON_GRAPHS=0;
+# the SGEMM tile choice aside): the before/after of those changes on this machine, in steps.log
+# (not bench.md, whose rows feed the summary's ratios).
 run_step bench_cuda_b1_direct 40 150 "$OUT/steps.log" -- \
-    env DIFFRECON_CONV=direct DIFFRECON_ATTENTION=fused \
+    env DIFFRECON_CONV=direct DIFFRECON_ATTENTION=fused DIFFRECON_GRAPHS=0 \
     "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
+# And with today's kernels but no CUDA graphs: what the graphs alone save.
+run_step bench_cuda_b1_nographs 40 150 "$OUT/steps.log" -- \
+    env DIFFRECON_GRAPHS=0 "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
 
 # ---------------------------------------------------------------- e. the PyTorch peer
 run_step torch 240 15 "$OUT/torch.log" -- \

@@ -25,6 +25,9 @@ pub struct AttnParams<B> {
 
 /// Tensors are NCHW f32 at the interface. Ops allocate their outputs; shapes are validated by
 /// the callers (the UNet and samplers check their inputs once at the top).
+/// Device work over buffers, as `Backend::replay` takes it.
+pub type DeviceWork<'a, B> = &'a dyn Fn(&[&B]) -> Result<B>;
+
 pub trait Backend: Sync {
     type Buf: Clone + Send + Sync;
 
@@ -33,6 +36,18 @@ pub trait Backend: Sync {
     /// (a markdown table). Backends without kernels return None.
     fn profile_kernels(&self, _on: bool) -> Result<Option<String>> {
         Ok(None)
+    }
+    /// Runs `f(inputs)`. `f` must do device work only (no uploads, downloads or host reads of
+    /// device data) and ask for outputs of the same shapes whenever the inputs have the same
+    /// shapes, so that the CUDA backend can capture it as a CUDA graph (once per `key` and input
+    /// shapes) and replay it with new input values. The default runs `f` directly.
+    fn replay(
+        &self,
+        _key: usize,
+        inputs: &[&Self::Buf],
+        f: DeviceWork<'_, Self::Buf>,
+    ) -> Result<Self::Buf> {
+        f(inputs)
     }
     fn upload(&self, t: &Tensor) -> Result<Self::Buf>;
     fn download(&self, b: &Self::Buf) -> Result<Tensor>;

@@ -255,9 +255,15 @@ impl<B: Backend> UNet<B> {
         }
     }
 
-    /// eps(x, t): one timestep per batch item, or one for all.
+    /// eps(x, t): one timestep per batch item, or one for all. Everything after the upload of
+    /// the sinusoidal embedding is device work of fixed shapes, handed to `Backend::replay`:
+    /// the CUDA backend captures it once per input shape as a CUDA graph and replays it.
     pub fn forward(&self, be: &B, x: &B::Buf, t: &[f32]) -> Result<B::Buf> {
-        self.run(be, x, t, None)
+        let emb = self.embedding(be, x, t)?;
+        let key = self as *const Self as usize;
+        be.replay(key, &[x, &emb], &|inputs| {
+            self.run(be, inputs[0], inputs[1], None)
+        })
     }
 
     /// As `forward`, also returning what `vjp` needs.
@@ -267,19 +273,27 @@ impl<B: Backend> UNet<B> {
         x: &B::Buf,
         t: &[f32],
     ) -> Result<(B::Buf, Tape<B::Buf>)> {
+        let emb = self.embedding(be, x, t)?;
         let mut tape = None;
-        let eps = self.run(be, x, t, Some(&mut tape))?;
+        let eps = self.run(be, x, &emb, Some(&mut tape))?;
         Ok((eps, tape.expect("run fills the tape when asked")))
     }
 
-    fn time_vector(&self, be: &B, t: &[f32], n: usize) -> Result<B::Buf> {
+    /// The checked input's sinusoidal time embedding (n, time_dim), uploaded.
+    fn embedding(&self, be: &B, x: &B::Buf, t: &[f32]) -> Result<B::Buf> {
+        let n = be.shape(x)[0];
+        self.check_input(be.shape(x), t)?;
         let ts: Vec<f32> = if t.len() == 1 {
             vec![t[0]; n]
         } else {
             t.to_vec()
         };
-        let emb = be.upload(&timestep_embedding(&ts, self.cfg.time_dim))?;
-        let hidden = be.linear(&emb, &self.time_mlp0.w, &self.time_mlp0.b, false)?;
+        be.upload(&timestep_embedding(&ts, self.cfg.time_dim))
+    }
+
+    /// The time MLP on the uploaded embedding: (n, time_dim).
+    fn time_vector(&self, be: &B, emb: &B::Buf) -> Result<B::Buf> {
+        let hidden = be.linear(emb, &self.time_mlp0.w, &self.time_mlp0.b, false)?;
         be.linear(&hidden, &self.time_mlp2.w, &self.time_mlp2.b, true)
     }
 
@@ -287,13 +301,11 @@ impl<B: Backend> UNet<B> {
         &self,
         be: &B,
         x: &B::Buf,
-        t: &[f32],
+        emb: &B::Buf,
         tape_out: Option<&mut Option<Tape<B::Buf>>>,
     ) -> Result<B::Buf> {
-        let x_shape = be.shape(x).to_vec();
-        self.check_input(&x_shape, t)?;
         let record = tape_out.is_some();
-        let temb = self.time_vector(be, t, x_shape[0])?;
+        let temb = self.time_vector(be, emb)?;
         let mut h = be.conv2d(x, &self.init.w, &self.init.b, 1, 1)?;
         let mut skips = Vec::new();
         let (mut down_t, mut down_in) = (Vec::new(), Vec::new());
@@ -336,7 +348,7 @@ impl<B: Backend> UNet<B> {
         let eps = be.conv2d(&a, &self.out_conv.w, &self.out_conv.b, 1, 1)?;
         if let Some(slot) = tape_out {
             *slot = Some(Tape {
-                x_shape,
+                x_shape: be.shape(x).to_vec(),
                 down: down_t,
                 down_in,
                 mid1: m1.expect("recorded"),

@@ -145,7 +145,7 @@ impl CudaBackend {
         let read = |v: &CudaSlice<f64>| self.stream.clone_dtoh(v).map_err(cuda_err);
         let (rr, bb, iters) = (read(&st.rr)?, read(&st.bb)?, read(&st.iters)?);
         for v in [st.rr, st.bb, st.curv, st.rr_new, st.done, st.iters] {
-            self.pool.give_f64(v);
+            self.active_pool().give_f64(v);
         }
         let slices = (0..n)
             .map(|i| CgSlice {

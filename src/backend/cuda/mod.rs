@@ -6,6 +6,7 @@
 //! to it on drop, so the steps of a sampler after the first make no device allocation.
 
 mod cg;
+mod graph;
 mod pool;
 mod profile;
 
@@ -22,11 +23,12 @@ use cudarc::driver::{
     PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
+pub use graph::GraphStats;
 pub use pool::AllocStats;
 use pool::DevicePool;
 pub use profile::KernelStat;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Threads per block of the 1-D kernels (kernels/common.cuh uses the same).
 const BLOCK: u32 = 256;
@@ -144,6 +146,11 @@ pub struct CudaBackend {
     gemm_tile: Option<usize>,
     /// Per-kernel GPU time while recording (bench --profile).
     profiler: profile::KernelProfiler,
+    /// Captured graphs of `Backend::replay` (graph.rs), and whether replay captures at all.
+    graphs: graph::GraphCache,
+    graphs_on: bool,
+    /// The pool outputs come from while a graph is being captured (graph.rs), else None.
+    capture_pool: Mutex<Option<Arc<DevicePool>>>,
     /// Fill every output with NaN before its kernel runs (fresh or reused buffer alike), so a
     /// kernel that skips an element cannot pass a parity test.
     poison: bool,
@@ -394,6 +401,9 @@ impl CudaBackend {
             conv_kernel: conv_kernel_from_env()?,
             gemm_tile: None,
             profiler: Default::default(),
+            graphs: Default::default(),
+            graphs_on: graph::graphs_from_env(),
+            capture_pool: Mutex::new(None),
             poison: false,
         })
     }
@@ -445,12 +455,30 @@ impl CudaBackend {
         self.pool.release_free();
     }
 
-    /// A pooled buffer of `shape` around `data`.
+    /// The pool new buffers come from: a graph's private pool during its capture, else the
+    /// backend's.
+    fn active_pool(&self) -> Arc<DevicePool> {
+        let capture = self.capture_pool.lock().unwrap_or_else(|e| e.into_inner());
+        capture.clone().unwrap_or_else(|| self.pool.clone())
+    }
+
+    /// Turn graph capture in `Backend::replay` on or off (default: on unless DIFFRECON_GRAPHS=0).
+    pub fn with_graphs(mut self, on: bool) -> Self {
+        self.graphs_on = on;
+        self
+    }
+
+    /// How often `Backend::replay` captured and replayed a graph.
+    pub fn graph_stats(&self) -> GraphStats {
+        self.graphs.stats()
+    }
+
+    /// A pooled buffer of `shape` around `data` (which came from the active pool).
     fn wrap(&self, shape: &[usize], data: CudaSlice<f32>) -> CudaTensor {
         CudaTensor {
             shape: shape.to_vec(),
             data: Some(data),
-            pool: self.pool.clone(),
+            pool: self.active_pool(),
         }
     }
 
@@ -458,7 +486,7 @@ impl CudaBackend {
     /// its output), or all NaN under `with_poison`.
     fn output(&self, shape: &[usize]) -> Result<CudaTensor> {
         let n: usize = shape.iter().product();
-        let mut data = self.pool.take_f32(n).map_err(cuda_err)?;
+        let mut data = self.active_pool().take_f32(n).map_err(cuda_err)?;
         if self.poison {
             self.stream
                 .memcpy_htod(&vec![f32::NAN; n], &mut data)
@@ -469,7 +497,7 @@ impl CudaBackend {
 
     /// f64 scratch of `n` values for a per-item reduction (NaN under `with_poison`).
     fn scratch_f64(&self, n: usize) -> Result<CudaSlice<f64>> {
-        let mut out = self.pool.take_f64(n).map_err(cuda_err)?;
+        let mut out = self.active_pool().take_f64(n).map_err(cuda_err)?;
         if self.poison {
             self.stream
                 .memcpy_htod(&vec![f64::NAN; n], &mut out)
@@ -489,7 +517,7 @@ impl CudaBackend {
         let cfg = per_item_cfg(n);
         let result =
             launch(&mut out, cfg).and_then(|()| self.stream.clone_dtoh(&out).map_err(cuda_err));
-        self.pool.give_f64(out);
+        self.active_pool().give_f64(out);
         result
     }
 
@@ -974,8 +1002,22 @@ impl Backend for CudaBackend {
         Ok(Some(profile::table(&self.profiler.report()?)))
     }
 
+    fn replay(
+        &self,
+        key: usize,
+        inputs: &[&CudaTensor],
+        f: super::DeviceWork<'_, CudaTensor>,
+    ) -> Result<CudaTensor> {
+        // Profiling brackets each launch with events, and poisoning fills outputs from the
+        // host (not capturable): both run the work as it is.
+        if !self.graphs_on || self.profiler.is_on() || self.poison {
+            return f(inputs);
+        }
+        self.replay_graph(key, inputs, f)
+    }
+
     fn upload(&self, t: &Tensor) -> Result<CudaTensor> {
-        let mut data = self.pool.take_f32(t.len()).map_err(cuda_err)?;
+        let mut data = self.active_pool().take_f32(t.len()).map_err(cuda_err)?;
         self.stream
             .memcpy_htod(t.data(), &mut data)
             .map_err(cuda_err)?;
