@@ -945,7 +945,7 @@ fn kernels_do_not_spill() {
     );
 }
 
-/// The UNet forward through a CUDA graph (captured on the first call with a shape, replayed
+/// The UNet forward through a CUDA graph (captured on the second call with a shape, replayed
 /// after) gives the eager forward's bits for new inputs and timesteps on every replay, at
 /// batch 1 and 3; a tensor kept alive across replays is never overwritten (the graph's buffers
 /// are its own); a 4-step DiffPIR-style run (forward replays inside a sampler) matches too.
@@ -968,7 +968,8 @@ fn graph_replay_matches_the_eager_forward() {
     for n in [1usize, 3] {
         let kept_values = rand(&[n, 1, 32, 32], 990);
         let kept = graphed.be.upload(&kept_values).unwrap();
-        for step in 0..3u64 {
+        // Calls 0..4: eager (first sight), capture, replay, replay.
+        for step in 0..4u64 {
             let x = rand(&[n, 1, 32, 32], 900 + 10 * n as u64 + step);
             let t = 37.0 + 120.0 * step as f32;
             let (want, got) = (forward(&eager, &x, t), forward(&graphed, &x, t));
@@ -1001,4 +1002,35 @@ fn graph_replay_matches_the_eager_forward() {
         graphed.be.graph_stats().replays > 4,
         "the sampler did not replay"
     );
+
+    // DPS: one graph per step (its scalars are kernel arguments), captured in the second run
+    // with the same schedule and replayed in the third.
+    let x_t = rand(&[2, 1, 32, 32], 981);
+    let params = DpsParams {
+        steps: 4,
+        ..DpsParams::default()
+    };
+    let run = |e: &Engine<CudaBackend>| {
+        on(e, &y, &kt, |p| {
+            dps::run(p, p.be.upload(&x_t)?, &params, &mut |_, _| {})
+        })
+    };
+    let want = run(&eager);
+    for pass in ["eager", "capture", "replay"] {
+        let before = graphed.be.graph_stats();
+        let got = run(&graphed);
+        assert_eq!(
+            got.data(),
+            want.data(),
+            "4-step DPS with graphs ({pass} run)"
+        );
+        println!("parity graph dps 4 steps ({pass} run): relative error 0.00e0");
+        let after = graphed.be.graph_stats();
+        if pass == "replay" {
+            assert!(
+                after.replays >= before.replays + 3,
+                "DPS steps did not replay"
+            );
+        }
+    }
 }

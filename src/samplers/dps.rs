@@ -59,8 +59,20 @@ pub fn scaled_gradient<B: Backend>(
     t: usize,
     scale: f32,
 ) -> Result<DpsGrad<B::Buf>> {
+    let emb = p.net.embedding(p.be, x, &[t as f32])?;
+    scaled_gradient_emb(p, x, &emb, t, scale)
+}
+
+/// `scaled_gradient` with the time embedding already uploaded: device work only.
+fn scaled_gradient_emb<B: Backend>(
+    p: &Problem<B>,
+    x: &B::Buf,
+    emb: &B::Buf,
+    t: usize,
+    scale: f32,
+) -> Result<DpsGrad<B::Buf>> {
     let be = p.be;
-    let (eps, tape) = p.net.forward_with_tape(be, x, &[t as f32])?;
+    let (eps, tape) = p.net.forward_with_tape_emb(be, x, emb)?;
     let (sab, s1m) = p.schedule.coeffs(t);
     let x0_raw = be.predict_x0(x, &eps, sab, s1m)?;
     let mut x0 = x0_raw.clone();
@@ -76,6 +88,9 @@ pub fn scaled_gradient<B: Backend>(
 }
 
 /// One DPS step from timestep t to t_next: clamp(DDIM(x0, eps, t_next) − guidance·g, −1, 1).
+/// Everything after the embedding's upload is device work handed to `Backend::replay`, keyed by
+/// the step's scalars (t, t_next, guidance, σ_y), which the kernels take as arguments: a CUDA
+/// backend replays one graph per step from a sampler's second run with the same schedule on.
 pub fn step<B: Backend>(
     p: &Problem<B>,
     x: &B::Buf,
@@ -84,11 +99,38 @@ pub fn step<B: Backend>(
     params: &DpsParams,
 ) -> Result<B::Buf> {
     let be = p.be;
-    let g = gradient(p, x, t, params.sigma_y)?;
-    let prior = p.ddim(&g.x0, &g.eps, Some(t_next))?;
-    let mut x = be.lincomb(&prior, 1.0, &g.grad, -params.guidance as f32)?;
-    be.clamp(&mut x, -1.0, 1.0)?;
-    Ok(x)
+    let shape = be.shape(x);
+    let pixels: usize = shape[1..].iter().product();
+    let scale = (1.0 / (pixels as f64 * params.sigma_y * params.sigma_y)) as f32;
+    let emb = p.net.embedding(be, x, &[t as f32])?;
+    let key = step_key(p, t, t_next, scale, params.guidance);
+    be.replay(key, &[x, &emb, p.y, p.kernel], &|inputs| {
+        let &[x, emb, y, kernel] = inputs else {
+            unreachable!("replay passes the four inputs")
+        };
+        let q = Problem { y, kernel, ..*p };
+        let g = scaled_gradient_emb(&q, x, emb, t, scale)?;
+        let prior = q.ddim(&g.x0, &g.eps, Some(t_next))?;
+        let mut x = be.lincomb(&prior, 1.0, &g.grad, -params.guidance as f32)?;
+        be.clamp(&mut x, -1.0, 1.0)?;
+        Ok(x)
+    })
+}
+
+/// What a DPS step's captured work depends on besides its inputs' values: the network, the
+/// schedule's timesteps and the scalars baked into its kernel arguments.
+fn step_key<B: Backend>(
+    p: &Problem<B>,
+    t: usize,
+    t_next: usize,
+    scale: f32,
+    guidance: f64,
+) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ("dps step", p.net as *const _ as usize, t, t_next).hash(&mut h);
+    (scale.to_bits(), guidance.to_bits()).hash(&mut h);
+    h.finish() as usize
 }
 
 /// Run DPS from the starting noise `x_t` (same shape as y).

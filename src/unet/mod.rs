@@ -274,13 +274,23 @@ impl<B: Backend> UNet<B> {
         t: &[f32],
     ) -> Result<(B::Buf, Tape<B::Buf>)> {
         let emb = self.embedding(be, x, t)?;
+        self.forward_with_tape_emb(be, x, &emb)
+    }
+
+    /// `forward_with_tape` from an uploaded embedding (`embedding`): device work only.
+    pub fn forward_with_tape_emb(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        emb: &B::Buf,
+    ) -> Result<(B::Buf, Tape<B::Buf>)> {
         let mut tape = None;
-        let eps = self.run(be, x, &emb, Some(&mut tape))?;
+        let eps = self.run(be, x, emb, Some(&mut tape))?;
         Ok((eps, tape.expect("run fills the tape when asked")))
     }
 
     /// The checked input's sinusoidal time embedding (n, time_dim), uploaded.
-    fn embedding(&self, be: &B, x: &B::Buf, t: &[f32]) -> Result<B::Buf> {
+    pub fn embedding(&self, be: &B, x: &B::Buf, t: &[f32]) -> Result<B::Buf> {
         let n = be.shape(x)[0];
         self.check_input(be.shape(x), t)?;
         let ts: Vec<f32> = if t.len() == 1 {

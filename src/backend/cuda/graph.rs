@@ -1,13 +1,15 @@
-//! CUDA graphs behind `Backend::replay`: the first call with a given key and input shapes runs
-//! the work once eagerly (every buffer it needs then sits in a private pool), captures a second
-//! run as a graph and launches it; later calls copy the new inputs into the graph's own input
-//! buffers, launch the graph and copy its output out. One launch replaces the UNet forward's
-//! ~150, and no per-kernel host work remains.
+//! CUDA graphs behind `Backend::replay`. The first call with a given key and input shapes runs
+//! eagerly; the second runs the work once more eagerly with the graph pool active (so every
+//! buffer it needs sits there), captures a third run as a graph and launches it; later calls
+//! copy the new inputs into the graph's own input buffers, launch the graph and copy its output
+//! out. One launch replaces the UNet forward's ~150, and no per-kernel host work remains. A key
+//! met once only (a sampler's per-timestep work in a single run) never pays for a capture.
 //!
-//! Why a private pool: the graph bakes in every buffer address it touched. Its buffers come
-//! from a pool that only the graph's own tensors hold, so no other tensor can ever be handed
-//! one of them (the main pool would give a buffer freed during capture to the next caller, and
-//! the next replay would overwrite it).
+//! Why a graph pool: a graph bakes in every buffer address it touched, so its buffers come from
+//! a pool that eager work never draws from (the main pool would hand a buffer freed during
+//! capture to the next caller, and the next replay would overwrite it). All graphs of a backend
+//! share that pool: they run one after another on the one stream, so a buffer internal to one
+//! graph is dead whenever another runs; each graph's input and output buffers stay its own.
 //!
 //! A capture that fails (a driver that refuses it, work that is not capturable) is reported
 //! once on stderr and that key runs eagerly from then on. DIFFRECON_GRAPHS=0 turns graphs off.
@@ -34,6 +36,8 @@ struct SendGraph(CudaGraph);
 unsafe impl Send for SendGraph {}
 
 enum Slot {
+    /// Met once: the next call captures.
+    Seen,
     Captured(Captured),
     /// Capture failed for this key: run eagerly.
     Eager,
@@ -41,10 +45,11 @@ enum Slot {
 
 type Key = (usize, Vec<Vec<usize>>);
 
-/// The graphs of one backend, by (caller's key, input shapes).
+/// The graphs of one backend, by (caller's key, input shapes), and their buffer pool.
 #[derive(Default)]
 pub struct GraphCache {
     slots: Mutex<HashMap<Key, Slot>>,
+    pool: Mutex<Option<Arc<DevicePool>>>,
     captures: AtomicU64,
     replays: AtomicU64,
 }
@@ -85,6 +90,10 @@ impl CudaBackend {
         let id: Key = (key, inputs.iter().map(|t| t.shape.clone()).collect());
         let mut slots = self.graphs.slots.lock().unwrap_or_else(|e| e.into_inner());
         match slots.get_mut(&id) {
+            None => {
+                slots.insert(id, Slot::Seen);
+                return f(inputs);
+            }
             Some(Slot::Eager) => return f(inputs),
             Some(Slot::Captured(c)) => {
                 for (own, new) in c.inputs.iter_mut().zip(inputs) {
@@ -96,7 +105,7 @@ impl CudaBackend {
                 self.graphs.replays.fetch_add(1, Ordering::Relaxed);
                 return self.copy_of(&c.output);
             }
-            None => {}
+            Some(Slot::Seen) => {}
         }
         match self.capture(inputs, f) {
             Ok(c) => {
@@ -123,11 +132,17 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// Runs `f` once eagerly on private copies of the inputs (filling a private pool), then
-    /// captures a second run. The captured work has not run yet when this returns.
+    /// Runs `f` once eagerly on graph-owned copies of the inputs (filling the graph pool),
+    /// then captures a second run. The captured work has not run yet when this returns.
     fn capture(&self, inputs: &[&CudaTensor], f: Work<'_>) -> Result<Captured> {
-        let private = Arc::new(DevicePool::new(self.stream.clone()));
-        *self.capture_pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(private);
+        let pool = self
+            .graphs
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| Arc::new(DevicePool::new(self.stream.clone())))
+            .clone();
+        *self.capture_pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool);
         let result = (|| {
             let own = inputs
                 .iter()
