@@ -60,6 +60,8 @@ BUDGET="${GPU_CHECK_BUDGET:-400}"
 # Space-separated step names to skip (e.g. "racecheck_diffpir4 torch"), for a short rerun.
 REPEATS="${GPU_CHECK_REPEATS:-5}"
 BATCHES="${GPU_CHECK_BATCHES:-1,8,64}"
+# The PyTorch peer's batches (default: the same), for a rerun that must be shorter.
+TORCH_BATCHES="${GPU_CHECK_TORCH_BATCHES:-$BATCHES}"
 STEPS="${GPU_CHECK_STEPS:-40}"
 mkdir -p "$OUT" || exit 1
 OUT="$(cd "$OUT" && pwd)"
@@ -604,8 +606,8 @@ run_step bench_cuda_b1_nographs 40 150 "$OUT/steps.log" -- \
 
 # ---------------------------------------------------------------- e. the PyTorch peer
 run_step torch 240 15 "$OUT/torch.log" -- \
-    env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches "$BATCHES" \
-    --samplers --sampler-batches "$BATCHES" --steps "$STEPS" --repeats "$REPEATS" --warmup 2 \
+    env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches "$TORCH_BATCHES" \
+    --samplers --sampler-batches "$TORCH_BATCHES" --steps "$STEPS" --repeats "$REPEATS" --warmup 2 \
     --json "$OUT/torch.json"
 write_summary
 
