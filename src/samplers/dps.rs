@@ -47,9 +47,13 @@ pub fn gradient<B: Backend>(
     t: usize,
     sigma_y: f64,
 ) -> Result<DpsGrad<B::Buf>> {
-    let shape = p.be.shape(x);
+    scaled_gradient(p, x, t, loss_scale(p.be.shape(x), sigma_y))
+}
+
+/// The notebook loss's factor 1/(pixels·σ²) per slice (its mean over the slice's own pixels).
+fn loss_scale(shape: &[usize], sigma_y: f64) -> f32 {
     let pixels: usize = shape[1..].iter().product();
-    scaled_gradient(p, x, t, (1.0 / (pixels as f64 * sigma_y * sigma_y)) as f32)
+    (1.0 / (pixels as f64 * sigma_y * sigma_y)) as f32
 }
 
 /// g = dL/dx with L = Σ_slices scale·½‖K x0 − y‖² (the published DPS uses scale 1).
@@ -99,9 +103,7 @@ pub fn step<B: Backend>(
     params: &DpsParams,
 ) -> Result<B::Buf> {
     let be = p.be;
-    let shape = be.shape(x);
-    let pixels: usize = shape[1..].iter().product();
-    let scale = (1.0 / (pixels as f64 * params.sigma_y * params.sigma_y)) as f32;
+    let scale = loss_scale(be.shape(x), params.sigma_y);
     let emb = p.net.embedding(be, x, &[t as f32])?;
     let key = step_key(p, t, t_next, scale, params.guidance);
     be.replay(key, &[x, &emb, p.y, p.kernel], &|inputs| {

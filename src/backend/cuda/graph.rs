@@ -45,6 +45,10 @@ enum Slot {
 
 type Key = (usize, Vec<Vec<usize>>);
 
+/// Captured graphs kept at most; past it the cache starts over (a sweep over many DPS settings
+/// in one process would otherwise keep every step's graph and its buffers forever).
+const MAX_GRAPHS: usize = 512;
+
 /// The graphs of one backend, by (caller's key, input shapes), and their buffer pool.
 #[derive(Default)]
 pub struct GraphCache {
@@ -106,6 +110,13 @@ impl CudaBackend {
                 return self.copy_of(&c.output);
             }
             Some(Slot::Seen) => {}
+        }
+        let captured = slots
+            .values()
+            .filter(|s| matches!(s, Slot::Captured(_)))
+            .count();
+        if captured >= MAX_GRAPHS {
+            slots.retain(|_, s| !matches!(s, Slot::Captured(_)));
         }
         match self.capture(inputs, f) {
             Ok(c) => {
