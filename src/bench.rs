@@ -44,11 +44,7 @@ fn time(
     };
     let result = run();
     let profile = match (profile, &result) {
-        (true, Ok(_)) => model
-            .profile_kernels(true)
-            .and_then(|_| f())
-            .and_then(|_| model.profile_kernels(false))
-            .unwrap_or_else(|e| Some(format!("profile failed: {e}\n"))),
+        (true, Ok(_)) => profile_once(model, f),
         _ => None,
     };
     Timing {
@@ -56,6 +52,21 @@ fn time(
         batch,
         result,
         profile,
+    }
+}
+
+/// One more run of `f` with per-kernel recording on; None where the backend has no kernels.
+/// Recording is switched off again whatever the run did.
+fn profile_once(model: &dyn Model, f: &mut dyn FnMut() -> Result<Tensor>) -> Option<String> {
+    // A backend without kernels reports None even when asked to stop: skip the extra run.
+    if let Ok(None) = model.profile_kernels(false) {
+        return None;
+    }
+    let ran = model.profile_kernels(true).and_then(|_| f());
+    let report = model.profile_kernels(false);
+    match (ran, report) {
+        (Ok(_), Ok(table)) => table,
+        (Err(e), _) | (_, Err(e)) => Some(format!("profile failed: {e}\n")),
     }
 }
 

@@ -119,8 +119,9 @@ pub fn step<B: Backend>(
     })
 }
 
-/// What a DPS step's captured work depends on besides its inputs' values: the network, the
-/// schedule's timesteps and the scalars baked into its kernel arguments.
+/// What a DPS step's captured work depends on besides its inputs' values: the network and
+/// every scalar baked into its kernels' arguments (the timesteps' schedule coefficients, the
+/// loss scale, the guidance).
 fn step_key<B: Backend>(
     p: &Problem<B>,
     t: usize,
@@ -128,11 +129,13 @@ fn step_key<B: Backend>(
     scale: f32,
     guidance: f64,
 ) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ("dps step", p.net as *const _ as usize, t, t_next).hash(&mut h);
-    (scale.to_bits(), guidance.to_bits()).hash(&mut h);
-    h.finish() as usize
+    let (sab, s1m) = p.schedule.coeffs(t);
+    let (sab_n, s1m_n) = p.schedule.coeffs(t_next);
+    let coeffs = [sab, s1m, sab_n, s1m_n].map(|c| c.to_bits() as u64);
+    let mut values = vec![0xD95u64, t as u64, t_next as u64];
+    values.extend(coeffs);
+    values.extend([scale.to_bits() as u64, guidance.to_bits()]);
+    p.net.replay_key(&values)
 }
 
 /// Run DPS from the starting noise `x_t` (same shape as y).

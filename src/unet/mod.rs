@@ -47,6 +47,9 @@ struct Level<T> {
 /// The model's parameters on backend `B`.
 pub struct UNet<B: Backend> {
     pub cfg: UNetConfig,
+    /// Unique per network built in this process: the key under which a backend may keep this
+    /// network's captured work (`Backend::replay`), never reused by another network.
+    id: usize,
     init: Conv<B::Buf>,
     time_mlp0: Conv<B::Buf>,
     time_mlp2: Conv<B::Buf>,
@@ -221,7 +224,9 @@ impl<B: Backend> UNet<B> {
             )?);
             c_prev = c;
         }
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         Ok(UNet {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             init: ld.conv("init")?,
             time_mlp0: ld.conv("time_mlp.0")?,
             time_mlp2: ld.conv("time_mlp.2")?,
@@ -260,10 +265,18 @@ impl<B: Backend> UNet<B> {
     /// the CUDA backend captures it once per input shape as a CUDA graph and replays it.
     pub fn forward(&self, be: &B, x: &B::Buf, t: &[f32]) -> Result<B::Buf> {
         let emb = self.embedding(be, x, t)?;
-        let key = self as *const Self as usize;
-        be.replay(key, &[x, &emb], &|inputs| {
+        be.replay(self.replay_key(&[]), &[x, &emb], &|inputs| {
             self.run(be, inputs[0], inputs[1], None)
         })
+    }
+
+    /// A `Backend::replay` key for work of this network that also depends on the given values
+    /// (those its kernels take as arguments), e.g. a sampler step's timesteps and coefficients.
+    pub fn replay_key(&self, values: &[u64]) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.id, values).hash(&mut h);
+        h.finish() as usize
     }
 
     /// As `forward`, also returning what `vjp` needs.

@@ -7,12 +7,19 @@
 //!
 //! Why a graph pool: a graph bakes in every buffer address it touched, so its buffers come from
 //! a pool that eager work never draws from (the main pool would hand a buffer freed during
-//! capture to the next caller, and the next replay would overwrite it). All graphs of a backend
-//! share that pool: they run one after another on the one stream, so a buffer internal to one
-//! graph is dead whenever another runs; each graph's input and output buffers stay its own.
+//! capture to the next caller, and the next replay would overwrite it), and which never frees
+//! its free buffers while graphs live (they are the graphs' scratch). All graphs of a backend
+//! share it: one graph's scratch may be another's input or output buffer, which is safe
+//! because every replay copies its inputs in, runs, and copies its output out under the cache's
+//! lock, on the one stream, so no buffer carries data from one replay to another.
 //!
-//! A capture that fails (a driver that refuses it, work that is not capturable) is reported
-//! once on stderr and that key runs eagerly from then on. DIFFRECON_GRAPHS=0 turns graphs off.
+//! At most MAX_GRAPHS graphs are captured; keys met after that run eagerly. A capture that
+//! fails (a driver that refuses it, work that is not capturable, memory) is reported once on
+//! stderr and that key runs eagerly from then on. DIFFRECON_GRAPHS=0 turns graphs off.
+//!
+//! Single-threaded by design: while a capture runs, the backend's outputs come from the graph
+//! pool and its launches are recorded, so no other thread may use the backend meanwhile (the
+//! engine drives one backend from one thread).
 
 use super::pool::DevicePool;
 use super::{cuda_err, CudaBackend, CudaTensor};
@@ -36,7 +43,7 @@ struct SendGraph(CudaGraph);
 unsafe impl Send for SendGraph {}
 
 enum Slot {
-    /// Met once: the next call captures.
+    /// Met once (or met after the cap): the next call tries to capture.
     Seen,
     Captured(Captured),
     /// Capture failed for this key: run eagerly.
@@ -45,8 +52,9 @@ enum Slot {
 
 type Key = (usize, Vec<Vec<usize>>);
 
-/// Captured graphs kept at most; past it the cache starts over (a sweep over many DPS settings
-/// in one process would otherwise keep every step's graph and its buffers forever).
+/// Captured graphs kept at most (each holds its input and output buffers and its executable
+/// graph); keys met past it run eagerly, so a sweep over many DPS settings in one process
+/// neither grows memory without bound nor thrashes captures.
 const MAX_GRAPHS: usize = 512;
 
 /// The graphs of one backend, by (caller's key, input shapes), and their buffer pool.
@@ -84,6 +92,36 @@ pub fn graphs_from_env() -> bool {
 
 type Work<'a> = crate::backend::DeviceWork<'a, CudaTensor>;
 
+/// Ends a capture and restores the backend's own pool however the capture is left (an error
+/// or a panic in the captured work), so the stream and the backend stay usable.
+struct CaptureScope<'a> {
+    be: &'a CudaBackend,
+    capturing: bool,
+}
+
+impl CaptureScope<'_> {
+    fn end(&mut self) -> Result<Option<CudaGraph>> {
+        self.capturing = false;
+        self.be
+            .stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(cuda_err)
+    }
+}
+
+impl Drop for CaptureScope<'_> {
+    fn drop(&mut self) {
+        if self.capturing {
+            let _ = self.end();
+        }
+        *self
+            .be
+            .capture_pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 impl CudaBackend {
     pub(super) fn replay_graph(
         &self,
@@ -93,12 +131,11 @@ impl CudaBackend {
     ) -> Result<CudaTensor> {
         let id: Key = (key, inputs.iter().map(|t| t.shape.clone()).collect());
         let mut slots = self.graphs.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let captured = slots
+            .values()
+            .filter(|s| matches!(s, Slot::Captured(_)))
+            .count();
         match slots.get_mut(&id) {
-            None => {
-                slots.insert(id, Slot::Seen);
-                return f(inputs);
-            }
-            Some(Slot::Eager) => return f(inputs),
             Some(Slot::Captured(c)) => {
                 for (own, new) in c.inputs.iter_mut().zip(inputs) {
                     self.stream
@@ -109,14 +146,15 @@ impl CudaBackend {
                 self.graphs.replays.fetch_add(1, Ordering::Relaxed);
                 return self.copy_of(&c.output);
             }
-            Some(Slot::Seen) => {}
-        }
-        let captured = slots
-            .values()
-            .filter(|s| matches!(s, Slot::Captured(_)))
-            .count();
-        if captured >= MAX_GRAPHS {
-            slots.retain(|_, s| !matches!(s, Slot::Captured(_)));
+            Some(Slot::Seen) if captured < MAX_GRAPHS => {}
+            // First sight, past the cap, or a failed capture: eager, without the lock.
+            slot => {
+                if slot.is_none() {
+                    slots.insert(id, Slot::Seen);
+                }
+                drop(slots);
+                return f(inputs);
+            }
         }
         match self.capture(inputs, f) {
             Ok(c) => {
@@ -129,6 +167,7 @@ impl CudaBackend {
             Err(e) => {
                 eprintln!("note: CUDA graph capture failed ({e}); running without a graph");
                 slots.insert(id, Slot::Eager);
+                drop(slots);
                 f(inputs)
             }
         }
@@ -151,35 +190,33 @@ impl CudaBackend {
             .pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(|| Arc::new(DevicePool::new(self.stream.clone())))
+            .get_or_insert_with(|| Arc::new(DevicePool::pinned(self.stream.clone())))
             .clone();
         *self.capture_pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool);
-        let result = (|| {
-            let own = inputs
-                .iter()
-                .map(|t| self.copy_of(t))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&CudaTensor> = own.iter().collect();
-            drop(f(&refs)?);
-            self.stream.synchronize().map_err(cuda_err)?;
-            self.stream
-                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
-                .map_err(cuda_err)?;
-            let output = f(&refs);
-            // End the capture whatever f did, so the stream is usable again.
-            let graph = self
-                .stream
-                .end_capture(CUgraphInstantiate_flags(0))
-                .map_err(cuda_err);
-            let (output, graph) = (output?, graph?);
-            let graph = graph.ok_or_else(|| Error::internal("the capture recorded no work"))?;
-            Ok(Captured {
-                graph: SendGraph(graph),
-                inputs: own,
-                output,
-            })
-        })();
-        *self.capture_pool.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        result
+        let mut scope = CaptureScope {
+            be: self,
+            capturing: false,
+        };
+        let own = inputs
+            .iter()
+            .map(|t| self.copy_of(t))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&CudaTensor> = own.iter().collect();
+        drop(f(&refs)?);
+        self.stream.synchronize().map_err(cuda_err)?;
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(cuda_err)?;
+        scope.capturing = true;
+        let output = f(&refs);
+        // End the capture whatever f did, so the stream is usable again.
+        let graph = scope.end();
+        let (output, graph) = (output?, graph?);
+        let graph = graph.ok_or_else(|| Error::internal("the capture recorded no work"))?;
+        Ok(Captured {
+            graph: SendGraph(graph),
+            inputs: own,
+            output,
+        })
     }
 }

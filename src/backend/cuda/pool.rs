@@ -92,6 +92,9 @@ pub(super) struct DevicePool {
     pub(super) stream: Arc<CudaStream>,
     f32s: FreeLists<CudaSlice<f32>>,
     f64s: FreeLists<CudaSlice<f64>>,
+    /// Whether running out of device memory may free the free lists. Not for the CUDA graphs'
+    /// pool: its free buffers are the captured graphs' scratch, which their replays still write.
+    release_on_oom: bool,
 }
 
 impl DevicePool {
@@ -100,16 +103,28 @@ impl DevicePool {
             stream,
             f32s: FreeLists::default(),
             f64s: FreeLists::default(),
+            release_on_oom: true,
+        }
+    }
+
+    /// A pool whose free buffers are never released behind its owner's back (graph.rs).
+    pub(super) fn pinned(stream: Arc<CudaStream>) -> Self {
+        DevicePool {
+            release_on_oom: false,
+            ..DevicePool::new(stream)
         }
     }
 
     /// A fresh zeroed slice; when the device is out of memory, the free buffers are released
-    /// and the allocation tried once more.
+    /// (unless the pool is pinned) and the allocation tried once more.
     fn fresh<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         len: usize,
     ) -> Result<CudaSlice<T>, DriverError> {
-        self.stream.alloc_zeros::<T>(len).or_else(|_| {
+        self.stream.alloc_zeros::<T>(len).or_else(|e| {
+            if !self.release_on_oom {
+                return Err(e);
+            }
             self.release_free();
             self.stream.alloc_zeros::<T>(len)
         })

@@ -96,12 +96,16 @@ impl KernelProfiler {
     }
 }
 
-/// A markdown table of a profile: kernel, launches, total and mean time, share.
+/// A markdown table of a profile: kernel, launches, total and mean time, share; with the
+/// caveat of event brackets.
 pub fn table(stats: &[KernelStat]) -> String {
     let total: f64 = stats.iter().map(|s| s.total_ms).sum();
     let launches: usize = stats.iter().map(|s| s.launches).sum();
-    let mut s =
-        String::from("| kernel | launches | total ms | mean us | share |\n|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "Each launch is bracketed by two CUDA events; where the GPU runs dry between launches \
+         the bracket also holds launch latency, so short kernels read a few µs high.\n\n\
+         | kernel | launches | total ms | mean us | share |\n|---|---|---|---|---|\n",
+    );
     for k in stats {
         s += &format!(
             "| {} | {} | {:.3} | {:.1} | {:.1}% |\n",
