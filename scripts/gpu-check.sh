@@ -14,8 +14,10 @@
 #                 racecheck (eps, DiffPIR-style) on the small golden weights and inputs
 #                 (tests/golden, 32x32, --device cuda); the CLI outputs of the memcheck runs are
 #                 then compared with the PyTorch golden outputs (cli_vs_golden);
-#   d. bench      diffrecon bench --device cuda --steps 40 --repeats 5, one call per batch
-#                 (1, 8, 64) so that a slow batch cannot cost the others;
+#   d. bench      first the batch-1 A/B (the direct kernels without graphs, then today's kernels
+#                 without graphs, in steps.log), then diffrecon bench --device cuda --steps 40
+#                 --repeats 5, one call per batch (1, 8, 64) so that a slow batch cannot cost
+#                 the others;
 #   e. torch      python3 .gpu/torch_bench.py --device cuda: the PyTorch peer on the same
 #                 (synthetic) weights and the same batches, in the same call;
 #   then, with the time left: the golden CPU tests, initcheck and synccheck, diffrecon's CPU
@@ -579,6 +581,18 @@ run_step cli_vs_golden 30 150 "$OUT/parity.log" -- python3 "$TMP/compare.py" "$T
 write_summary
 
 # ---------------------------------------------------------------- d. diffrecon benchmarks
+# First (before the long batch-64 run can use up the budget), the benchmark at batch 1 with
+# the kernels the implicit GEMM and the attention GEMM path replaced and no graphs
+# (DIFFRECON_CONV=direct, DIFFRECON_ATTENTION=fused, DIFFRECON_GRAPHS=0; the SGEMM tile choice
+# aside): the before/after of those changes on this machine, in steps.log (not bench.md, whose
+# rows feed the summary's ratios).
+run_step bench_cuda_b1_direct 40 150 "$OUT/steps.log" -- \
+    env DIFFRECON_CONV=direct DIFFRECON_ATTENTION=fused DIFFRECON_GRAPHS=0 \
+    "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
+# And with today's kernels but no CUDA graphs: what the graphs alone save.
+run_step bench_cuda_b1_nographs 40 150 "$OUT/steps.log" -- \
+    env DIFFRECON_GRAPHS=0 "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
+
 IFS=, read -r -a BL <<<"$BATCHES"
 for b in "${BL[@]}"; do
     cap=60
@@ -592,17 +606,6 @@ for b in "${BL[@]}"; do
         "$DR" bench --device cuda --batches "$b" --steps "$STEPS" --repeats "$REPEATS"
 done
 write_summary
-
-# The same benchmark at batch 1 with the kernels the implicit GEMM and the attention GEMM path
-# replaced and no graphs (DIFFRECON_CONV=direct, DIFFRECON_ATTENTION=fused, DIFFRECON_GRAPHS=0;
-# the SGEMM tile choice aside): the before/after of those changes on this machine, in steps.log
-# (not bench.md, whose rows feed the summary's ratios).
-run_step bench_cuda_b1_direct 40 150 "$OUT/steps.log" -- \
-    env DIFFRECON_CONV=direct DIFFRECON_ATTENTION=fused DIFFRECON_GRAPHS=0 \
-    "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
-# And with today's kernels but no CUDA graphs: what the graphs alone save.
-run_step bench_cuda_b1_nographs 40 150 "$OUT/steps.log" -- \
-    env DIFFRECON_GRAPHS=0 "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
 
 # ---------------------------------------------------------------- e. the PyTorch peer
 run_step torch 240 15 "$OUT/torch.log" -- \
