@@ -2,70 +2,168 @@
 // backward data, both tiles) run on the CPU through shim.h against a double-precision direct
 // convolution. Built and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs
 // start as NaN, so an element no block writes fails.
+// shim.h first: it defines the CUDA vocabulary conv.cu is written in.
 #include "shim.h"
 #include "conv.cu"
+
 #include <cstdio>
 #include <random>
-// naive reference
-static void ref_fwd(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
-    std::vector<float>& y, int n,int cin,int h,int wd,int cout,int k,int s,int p,int ho,int wo){
-  for(int i=0;i<n;i++)for(int co=0;co<cout;co++)for(int oy=0;oy<ho;oy++)for(int ox=0;ox<wo;ox++){
-    double acc=b[co];
-    for(int ci=0;ci<cin;ci++)for(int ky=0;ky<k;ky++)for(int kx=0;kx<k;kx++){
-      int iy=oy*s-p+ky, ix=ox*s-p+kx; if(iy<0||iy>=h||ix<0||ix>=wd)continue;
-      acc+= (double)x[((i*cin+ci)*h+iy)*wd+ix]*w[((co*cin+ci)*k+ky)*k+kx];}
-    y[((i*cout+co)*ho+oy)*wo+ox]=acc;}
+
+// The forward convolution, accumulated in double: y = conv(x) + b.
+static void ref_fwd(const std::vector<float>& x, const std::vector<float>& w,
+                    const std::vector<float>& b, std::vector<float>& y, int n, int cin, int h,
+                    int wd, int cout, int k, int s, int p, int ho, int wo) {
+    for (int i = 0; i < n; i++)
+        for (int co = 0; co < cout; co++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    double acc = b[co];
+                    for (int ci = 0; ci < cin; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= wd)
+                                    continue;
+                                acc += (double)x[((i * cin + ci) * h + iy) * wd + ix] *
+                                       w[((co * cin + ci) * k + ky) * k + kx];
+                            }
+                    y[((i * cout + co) * ho + oy) * wo + ox] = acc;
+                }
 }
-static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w, std::vector<float>& dx,
-    int n,int cin,int h,int wd,int cout,int k,int s,int p,int ho,int wo){
-  std::fill(dx.begin(),dx.end(),0.f); std::vector<double> acc(dx.size(),0.0);
-  for(int i=0;i<n;i++)for(int co=0;co<cout;co++)for(int oy=0;oy<ho;oy++)for(int ox=0;ox<wo;ox++)
-    for(int ci=0;ci<cin;ci++)for(int ky=0;ky<k;ky++)for(int kx=0;kx<k;kx++){
-      int iy=oy*s-p+ky, ix=ox*s-p+kx; if(iy<0||iy>=h||ix<0||ix>=wd)continue;
-      acc[((i*cin+ci)*h+iy)*wd+ix]+=(double)dy[((i*cout+co)*ho+oy)*wo+ox]*w[((co*cin+ci)*k+ky)*k+kx];}
-  for(size_t j=0;j<dx.size();j++)dx[j]=acc[j];
+
+// Its transpose (the input-VJP) by scattering every output's products back, in double.
+static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
+                    std::vector<float>& dx, int n, int cin, int h, int wd, int cout, int k, int s,
+                    int p, int ho, int wo) {
+    std::fill(dx.begin(), dx.end(), 0.f);
+    std::vector<double> acc(dx.size(), 0.0);
+    for (int i = 0; i < n; i++)
+        for (int co = 0; co < cout; co++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++)
+                    for (int ci = 0; ci < cin; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= wd)
+                                    continue;
+                                acc[((i * cin + ci) * h + iy) * wd + ix] +=
+                                    (double)dy[((i * cout + co) * ho + oy) * wo + ox] *
+                                    w[((co * cin + ci) * k + ky) * k + kx];
+                            }
+    for (size_t j = 0; j < dx.size(); j++)
+        dx[j] = acc[j];
 }
-static double relerr(const std::vector<float>&a,const std::vector<float>&b){double num=0,den=0;for(size_t i=0;i<a.size();i++){double d=a[i]-b[i];if(std::isnan(a[i]))return 1e9;num+=d*d;den+=(double)b[i]*b[i];}return std::sqrt(num/std::max(den,1e-30));}
-int main(){
-  std::mt19937 rng(1); std::normal_distribution<float> nd;
-  struct C{int n,cin,h,wd,cout,k,s,p;}; 
-  C cases[]={{2,3,13,11,5,3,1,1},{1,17,16,16,33,3,2,1},{2,8,9,7,20,1,1,0},{1,5,11,13,7,3,2,1},{1,4,11,9,3,5,1,2},{2,9,11,7,4,1,2,0},{2,3,12,9,5,3,2,0},{1,70,8,8,40,3,1,1}};
-  int bad=0;
-  for(auto c:cases){
-    int ho=(c.h+2*c.p-c.k)/c.s+1, wo=(c.wd+2*c.p-c.k)/c.s+1;
-    std::vector<float> x(c.n*c.cin*c.h*c.wd), w(c.cout*c.cin*c.k*c.k), b(c.cout), v(c.n*c.cout), r(c.n*c.cout*ho*wo);
-    for(auto*vec:{&x,&w,&b,&v,&r})for(auto&e:*vec)e=nd(rng);
-    std::vector<float> want(c.n*c.cout*ho*wo), dy(want.size()), dxw(x.size());
-    ref_fwd(x,w,b,want,c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);
-    for(auto&e:dy)e=nd(rng);
-    ref_bwd(dy,w,dxw,c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo);
-    // (split, tile, epilogue): every epilogue at both tiles unsplit, and the split paths (8 slices
-    // leave some slices empty on the small-K cases).
-    const int fwd_runs[][3]={{1,32,0},{1,32,1},{1,32,2},{1,64,0},{1,64,1},{1,64,2},{3,32,1},{3,64,2},{8,32,0}};
-    for(auto run:fwd_runs){ const int split=run[0], tile=run[1], epi=run[2];
-      std::vector<float> y(want.size(),NAN), part(split*want.size(),NAN);
-      int N=c.n*ho*wo; dim3 g{(unsigned)((N+tile-1)/tile),(unsigned)((c.cout+tile-1)/tile),(unsigned)split};
-      const float* extra = epi==1? v.data(): epi==2? r.data(): b.data();
-      launch(g,{256,1,1},[&]{ if(tile==64) conv2d_igemm_64(x.data(),w.data(),b.data(),extra,epi,y.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());
-                              else conv2d_igemm_32(x.data(),w.data(),b.data(),extra,epi,y.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());});
-      if(split>1){ int total=(int)want.size();
-        launch({(unsigned)((total+255)/256),1,1},{256,1,1},[&]{ conv2d_splitk_reduce(part.data(),b.data(),extra,epi,y.data(),split,c.cout,ho*wo,total);});}
-      std::vector<float> ww=want;
-      for(int i=0;i<c.n;i++)for(int co=0;co<c.cout;co++)for(int pp=0;pp<ho*wo;pp++){size_t o=((size_t)i*c.cout+co)*ho*wo+pp; if(epi==1)ww[o]+=v[i*c.cout+co]; if(epi==2)ww[o]+=r[o];}
-      double e=relerr(y,ww); bool ok=e<1e-5; bad+=!ok;
-      printf("fwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d: %.2e %s\n",c.n,c.cin,c.cout,c.k,c.s,c.p,c.h,c.wd,split,tile,epi,e,ok?"ok":"FAIL");
+
+// ‖a − b‖ / ‖b‖, or 1e9 when a holds a NaN (an output no block wrote).
+static double relerr(const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        double d = a[i] - b[i];
+        if (std::isnan(a[i]))
+            return 1e9;
+        num += d * d;
+        den += (double)b[i] * b[i];
     }
-    const int bwd_runs[][2]={{1,32},{1,64},{3,64},{8,32}};
-    for(auto run:bwd_runs){ const int split=run[0], tile=run[1];
-      std::vector<float> dx(x.size(),NAN), part(split*x.size(),NAN);
-      int N=c.n*c.h*c.wd; dim3 g{(unsigned)((N+tile-1)/tile),(unsigned)((c.cin+tile-1)/tile),(unsigned)split};
-      launch(g,{256,1,1},[&]{ if(tile==64) conv2d_bwd_igemm_64(dy.data(),w.data(),dx.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());
-                              else conv2d_bwd_igemm_32(dy.data(),w.data(),dx.data(),c.n,c.cin,c.h,c.wd,c.cout,c.k,c.s,c.p,ho,wo,split,part.data());});
-      if(split>1){ int total=(int)x.size();
-        launch({(unsigned)((total+255)/256),1,1},{256,1,1},[&]{ conv2d_splitk_reduce(part.data(),nullptr,nullptr,0,dx.data(),split,c.cin,c.h*c.wd,total);});}
-      double e=relerr(dx,dxw); bool ok=e<1e-5; bad+=!ok;
-      printf("bwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d: %.2e %s\n",c.n,c.cin,c.cout,c.k,c.s,c.p,c.h,c.wd,split,tile,e,ok?"ok":"FAIL");
+    return std::sqrt(num / std::max(den, 1e-30));
+}
+
+int main() {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd;
+    // Images, channels, size, kernel, stride and padding: k 1, 3 and 5, stride 1 and 2, odd and
+    // even sizes, sizes whose last rows no output reads, and K over several 16-term chunks.
+    struct Case {
+        int n, cin, h, wd, cout, k, s, p;
+    };
+    const Case cases[] = {{2, 3, 13, 11, 5, 3, 1, 1}, {1, 17, 16, 16, 33, 3, 2, 1},
+                 {2, 8, 9, 7, 20, 1, 1, 0},  {1, 5, 11, 13, 7, 3, 2, 1},
+                 {1, 4, 11, 9, 3, 5, 1, 2},  {2, 9, 11, 7, 4, 1, 2, 0},
+                 {2, 3, 12, 9, 5, 3, 2, 0},  {1, 70, 8, 8, 40, 3, 1, 1}};
+    int bad = 0;
+    for (auto c : cases) {
+        int ho = (c.h + 2 * c.p - c.k) / c.s + 1, wo = (c.wd + 2 * c.p - c.k) / c.s + 1;
+        std::vector<float> x(c.n * c.cin * c.h * c.wd), w(c.cout * c.cin * c.k * c.k), b(c.cout),
+            v(c.n * c.cout), r(c.n * c.cout * ho * wo);
+        for (auto* vec : {&x, &w, &b, &v, &r})
+            for (auto& e : *vec)
+                e = nd(rng);
+        std::vector<float> want(c.n * c.cout * ho * wo), dy(want.size()), dxw(x.size());
+        ref_fwd(x, w, b, want, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+        for (auto& e : dy)
+            e = nd(rng);
+        ref_bwd(dy, w, dxw, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+        // (split, tile, epilogue): every epilogue at both tiles unsplit, and the split paths (8
+        // slices leave some slices empty on the small-K cases).
+        const int fwd_runs[][3] = {{1, 32, 0}, {1, 32, 1}, {1, 32, 2}, {1, 64, 0}, {1, 64, 1},
+                                   {1, 64, 2}, {3, 32, 1}, {3, 64, 2}, {8, 32, 0}};
+        for (auto run : fwd_runs) {
+            const int split = run[0], tile = run[1], epi = run[2];
+            std::vector<float> y(want.size(), NAN), part(split * want.size(), NAN);
+            int N = c.n * ho * wo;
+            dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cout + tile - 1) / tile),
+                   (unsigned)split};
+            const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
+            launch(g, {256, 1, 1}, [&] {
+                if (tile == 64)
+                    conv2d_igemm_64(x.data(), w.data(), b.data(), extra, epi, y.data(), c.n, c.cin,
+                                    c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+                else
+                    conv2d_igemm_32(x.data(), w.data(), b.data(), extra, epi, y.data(), c.n, c.cin,
+                                    c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+            });
+            if (split > 1) {
+                int total = (int)want.size();
+                launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+                    conv2d_splitk_reduce(part.data(), b.data(), extra, epi, y.data(), split, c.cout,
+                                         ho * wo, total);
+                });
+            }
+            std::vector<float> ww = want;
+            for (int i = 0; i < c.n; i++)
+                for (int co = 0; co < c.cout; co++)
+                    for (int pp = 0; pp < ho * wo; pp++) {
+                        size_t o = ((size_t)i * c.cout + co) * ho * wo + pp;
+                        if (epi == 1)
+                            ww[o] += v[i * c.cout + co];
+                        if (epi == 2)
+                            ww[o] += r[o];
+                    }
+            double e = relerr(y, ww);
+            bool ok = e < 1e-5;
+            bad += !ok;
+            printf("fwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d: %.2e %s\n", c.n, c.cin,
+                   c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile, epi, e, ok ? "ok" : "FAIL");
+        }
+        const int bwd_runs[][2] = {{1, 32}, {1, 64}, {3, 64}, {8, 32}};
+        for (auto run : bwd_runs) {
+            const int split = run[0], tile = run[1];
+            std::vector<float> dx(x.size(), NAN), part(split * x.size(), NAN);
+            int N = c.n * c.h * c.wd;
+            dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cin + tile - 1) / tile),
+                   (unsigned)split};
+            launch(g, {256, 1, 1}, [&] {
+                if (tile == 64)
+                    conv2d_bwd_igemm_64(dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd,
+                                        c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+                else
+                    conv2d_bwd_igemm_32(dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd,
+                                        c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+            });
+            if (split > 1) {
+                int total = (int)x.size();
+                launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+                    conv2d_splitk_reduce(part.data(), nullptr, nullptr, 0, dx.data(), split, c.cin,
+                                         c.h * c.wd, total);
+                });
+            }
+            double e = relerr(dx, dxw);
+            bool ok = e < 1e-5;
+            bad += !ok;
+            printf("bwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d: %.2e %s\n", c.n, c.cin, c.cout,
+                   c.k, c.s, c.p, c.h, c.wd, split, tile, e, ok ? "ok" : "FAIL");
+        }
     }
-  }
-  printf("%s\n",bad?"FAILURES":"ALL OK"); return bad!=0;
+    printf("%s\n", bad ? "FAILURES" : "ALL OK");
+    return bad != 0;
 }
