@@ -274,10 +274,12 @@ extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
 //                  (and likewise ox), 0 where no such output exists (the forward's transpose).
 //
 // Every output sums its K terms in increasing K order with fmaf from its initial value (the bias
-// for the forward, 0 for the backward), so the forward gives the direct kernel's bits except for
-// the sign of an exact zero (a padded tap adds 0·w instead of being skipped), and both tiles give
-// the same bits. Split-K (k_split > 1) cuts K into k_split slices of whole 16-term chunks, each
-// summed from 0 by its own block, and conv2d_splitk_reduce adds the slices to the bias in order.
+// for the forward, 0 for the backward), so both tiles give the same bits and, unsplit, the
+// forward gives the direct kernel's bits except for the sign of an exact zero (a padded tap adds
+// 0·w instead of being skipped; H200 run 2, before split-K, showed equal errors for both).
+// Split-K (k_split > 1; another summation order, so not the direct kernel's bits) cuts K into
+// k_split slices of whole 16-term chunks, each summed from 0 by its own block, and
+// conv2d_splitk_reduce adds the slices to the bias in order.
 // The Rust side derives the tile from the whole batch but k_split from one image's shape only,
 // so a slice of a batch gets the bits it gets alone.
 //

@@ -9,34 +9,11 @@
 #include <cstdio>
 #include <random>
 
-// The forward convolution, accumulated in double: y = conv(x) + b.
-static void ref_fwd(const std::vector<float>& x, const std::vector<float>& w,
-                    const std::vector<float>& b, std::vector<float>& y, int n, int cin, int h,
-                    int wd, int cout, int k, int s, int p, int ho, int wo) {
-    for (int i = 0; i < n; i++)
-        for (int co = 0; co < cout; co++)
-            for (int oy = 0; oy < ho; oy++)
-                for (int ox = 0; ox < wo; ox++) {
-                    double acc = b[co];
-                    for (int ci = 0; ci < cin; ci++)
-                        for (int ky = 0; ky < k; ky++)
-                            for (int kx = 0; kx < k; kx++) {
-                                int iy = oy * s - p + ky, ix = ox * s - p + kx;
-                                if (iy < 0 || iy >= h || ix < 0 || ix >= wd)
-                                    continue;
-                                acc += (double)x[((i * cin + ci) * h + iy) * wd + ix] *
-                                       w[((co * cin + ci) * k + ky) * k + kx];
-                            }
-                    y[((i * cout + co) * ho + oy) * wo + ox] = acc;
-                }
-}
-
-// Its transpose (the input-VJP) by scattering every output's products back, in double.
-static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
-                    std::vector<float>& dx, int n, int cin, int h, int wd, int cout, int k, int s,
-                    int p, int ho, int wo) {
-    std::fill(dx.begin(), dx.end(), 0.f);
-    std::vector<double> acc(dx.size(), 0.0);
+// Calls f(x index, w index, y index) for every (output, tap) pair whose input lies inside the
+// image: the index map both references walk, the forward reading x and the transpose writing it.
+template <class F>
+static void for_each_tap(int n, int cin, int h, int wd, int cout, int k, int s, int p, int ho,
+                         int wo, F f) {
     for (int i = 0; i < n; i++)
         for (int co = 0; co < cout; co++)
             for (int oy = 0; oy < ho; oy++)
@@ -44,13 +21,35 @@ static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
                     for (int ci = 0; ci < cin; ci++)
                         for (int ky = 0; ky < k; ky++)
                             for (int kx = 0; kx < k; kx++) {
-                                int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                                const int iy = oy * s - p + ky, ix = ox * s - p + kx;
                                 if (iy < 0 || iy >= h || ix < 0 || ix >= wd)
                                     continue;
-                                acc[((i * cin + ci) * h + iy) * wd + ix] +=
-                                    (double)dy[((i * cout + co) * ho + oy) * wo + ox] *
-                                    w[((co * cin + ci) * k + ky) * k + kx];
+                                f(((i * cin + ci) * h + iy) * wd + ix,
+                                  ((co * cin + ci) * k + ky) * k + kx,
+                                  ((i * cout + co) * ho + oy) * wo + ox);
                             }
+}
+
+// The forward convolution, accumulated in double: y = conv(x) + b.
+static void ref_fwd(const std::vector<float>& x, const std::vector<float>& w,
+                    const std::vector<float>& b, std::vector<float>& y, int n, int cin, int h,
+                    int wd, int cout, int k, int s, int p, int ho, int wo) {
+    std::vector<double> acc(y.size());
+    for (size_t j = 0; j < y.size(); j++)
+        acc[j] = b[(j / (ho * wo)) % cout];
+    for_each_tap(n, cin, h, wd, cout, k, s, p, ho, wo,
+                 [&](int xi, int wi, int yi) { acc[yi] += (double)x[xi] * w[wi]; });
+    for (size_t j = 0; j < y.size(); j++)
+        y[j] = acc[j];
+}
+
+// Its transpose (the input-VJP): every output's products scattered back, in double.
+static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
+                    std::vector<float>& dx, int n, int cin, int h, int wd, int cout, int k, int s,
+                    int p, int ho, int wo) {
+    std::vector<double> acc(dx.size(), 0.0);
+    for_each_tap(n, cin, h, wd, cout, k, s, p, ho, wo,
+                 [&](int xi, int wi, int yi) { acc[xi] += (double)dy[yi] * w[wi]; });
     for (size_t j = 0; j < dx.size(); j++)
         dx[j] = acc[j];
 }

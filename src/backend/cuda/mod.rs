@@ -26,7 +26,6 @@ use cudarc::nvrtc::Ptx;
 pub use graph::GraphStats;
 pub use pool::AllocStats;
 use pool::DevicePool;
-pub use profile::KernelStat;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -281,16 +280,23 @@ fn conv_kernel_from_env() -> Result<ConvKernel> {
     }
 }
 
-/// The implicit GEMM's tile edge for an M × N output: 64 when that still gives two blocks per
-/// multiprocessor, else 32 (four times the blocks, for batch 1 at the low-resolution levels);
-/// None for the direct kernels.
-fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> Option<usize> {
+/// The implicit GEMM's tile edge for an M × N output, unless `kernel` forces one.
+fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> usize {
     match kernel {
-        ConvKernel::Direct => None,
-        ConvKernel::Igemm32 => Some(32),
-        ConvKernel::Igemm64 => Some(64),
-        ConvKernel::Igemm if m.div_ceil(64) * n.div_ceil(64) >= 2 * sms => Some(64),
-        ConvKernel::Igemm => Some(32),
+        ConvKernel::Igemm32 => 32,
+        ConvKernel::Igemm64 => 64,
+        _ => tile_edge(m.div_ceil(64) * n.div_ceil(64), sms),
+    }
+}
+
+/// The tile edge of the SGEMM and the implicit GEMM (both give the same bits either way): 64
+/// while 64×64 tiles (`blocks_at_64` of them) still give two blocks per multiprocessor, else 32,
+/// four times the blocks, for batch 1 at the low-resolution levels.
+fn tile_edge(blocks_at_64: usize, sms: usize) -> usize {
+    if blocks_at_64 >= 2 * sms {
+        64
+    } else {
+        32
     }
 }
 
@@ -574,14 +580,9 @@ impl CudaBackend {
         let (a_rs, a_cs, b_rs, b_cs, c_rs) =
             (a.1 as i32, a.2 as i32, b.1 as i32, b.2 as i32, c_rs as i32);
         let (a_bs, b_bs, c_bs) = (a.3 as i64, b.3 as i64, c_bs as i64);
-        // 64×64 tiles while they give two blocks per multiprocessor, else 32×32 (same bits).
-        let tile = self.gemm_tile.unwrap_or(
-            if m.div_ceil(64) * n.div_ceil(64) * batch >= 2 * self.sm_count {
-                64
-            } else {
-                32
-            },
-        );
+        let tile = self
+            .gemm_tile
+            .unwrap_or_else(|| tile_edge(m.div_ceil(64) * n.div_ceil(64) * batch, self.sm_count));
         let cfg = LaunchConfig {
             grid_dim: (
                 (n as u32).div_ceil(tile as u32),
@@ -614,6 +615,38 @@ impl CudaBackend {
             .arg(&c_bs);
         self.run(l, cfg)?;
         Ok(())
+    }
+
+    /// P = softmax(scale·qᵀk) of image `b` into `probs` (heads × t × t), batched over heads:
+    /// the scores of the GEMM forward and of the VJP's recomputation. Returns the image's q, k
+    /// and v (d × t per head, row stride t, head stride d·t).
+    fn attention_probs<'a>(
+        &self,
+        qkv: &'a CudaTensor,
+        b: usize,
+        (c, t, heads): (usize, usize, usize),
+        probs: &mut CudaTensor,
+    ) -> Result<[CudaView<'a, f32>; 3]> {
+        let d = c / heads;
+        let (ct, dt, tt) = (c * t, d * t, t * t);
+        let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
+        let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
+        let [q, k, v] = [0, 1, 2].map(|part| qkv_b.slice(part * ct..(part + 1) * ct));
+        // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
+        self.gemm(
+            (t, t, d),
+            (&q, 1, t, dt),
+            (&k, t, 1, dt),
+            &mut probs.dev_mut().as_view_mut(),
+            t,
+            tt,
+            0.0,
+            heads,
+        )?;
+        let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
+        l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
+        self.attn_rows(l, heads * t)?;
+        Ok([q, k, v])
     }
 
     /// ctx (n, c, t) of the attention core by the fused online-softmax kernel: one thread per
@@ -657,31 +690,11 @@ impl CudaBackend {
         let d = c / heads;
         dim(n * 3 * c * t, "attention size")?;
         dim(heads * t * t, "attention scores size")?;
-        let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
         let mut ctx = self.output(&[n, c, t])?;
         let mut probs = self.output(&[heads, t, t])?;
         let (ct, dt, tt) = (c * t, d * t, t * t);
         for b in 0..n {
-            let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
-            let (q, k, v) = (
-                qkv_b.slice(0..ct),
-                qkv_b.slice(ct..2 * ct),
-                qkv_b.slice(2 * ct..3 * ct),
-            );
-            // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
-            self.gemm(
-                (t, t, d),
-                (&q, 1, t, dt),
-                (&k, t, 1, dt),
-                &mut probs.dev_mut().as_view_mut(),
-                t,
-                tt,
-                0.0,
-                heads,
-            )?;
-            let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
-            l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
-            self.attn_rows(l, heads * t)?;
+            let [_, _, v] = self.attention_probs(qkv, b, (c, t, heads), &mut probs)?;
             // ctx (d × t) = v (d × t)·Pᵀ: B(j, i) = P[i][j].
             let mut ctx_b = ctx.dev_mut().slice_mut(b * ct..(b + 1) * ct);
             self.gemm(
@@ -750,22 +763,15 @@ impl CudaBackend {
         dim(n * cout * ho * wo, "conv output size")?;
         dim(n * cin * h * wd, "conv input size")?;
         dim(w.len(), "conv weight size")?;
-        match igemm_tile(self.conv_kernel, cout, n * ho * wo, self.sm_count) {
-            Some(tile) => {
-                let name = if tile == 64 {
-                    "conv2d_igemm_64"
-                } else {
-                    "conv2d_igemm_32"
-                };
-                self.igemm(
-                    (name, tile),
-                    (x, w, Some(b), extra, epi_code),
-                    &mut y,
-                    &args,
-                    (cout, ho * wo, cin * k * k),
-                )?;
-            }
-            None => {
+        match self.conv_kernel {
+            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
+                ["conv2d_igemm_64", "conv2d_igemm_32"],
+                (x, w, Some(b), extra, epi_code),
+                &mut y,
+                &args,
+                (cout, ho * wo, cin * k * k),
+            )?,
+            ConvKernel::Direct => {
                 let cfg = LaunchConfig {
                     grid_dim: (
                         ((ho * wo) as u32).div_ceil(64),
@@ -794,10 +800,11 @@ impl CudaBackend {
     /// (x, or dy for the backward, which has no bias) and the weights; `args` = (n, cin, h, w,
     /// cout, k, stride, pad, ho, wo). With split-K the slices' partial sums go to a pooled
     /// workspace and conv2d_splitk_reduce adds them to the bias and applies the epilogue.
+    /// `kernels` names the entry points with 64×64 and 32×32 tiles.
     #[allow(clippy::type_complexity)]
     fn igemm(
         &self,
-        (name, tile): (&'static str, usize),
+        kernels: [&'static str; 2],
         (input, w, bias, extra, epi): (
             &CudaTensor,
             &CudaTensor,
@@ -810,6 +817,8 @@ impl CudaBackend {
         (rows, pix, kterms): (usize, usize, usize),
     ) -> Result<()> {
         let total = out.len();
+        let tile = igemm_tile(self.conv_kernel, rows, total / rows, self.sm_count);
+        let name = if tile == 64 { kernels[0] } else { kernels[1] };
         let k_split = igemm_k_split(rows, pix, kterms, self.sm_count);
         dim(k_split * total, "split-K workspace")?;
         let mut partial = match k_split {
@@ -1114,24 +1123,17 @@ impl Backend for CudaBackend {
             .map(|&v| dim(v, "conv size"))
             .collect::<Result<Vec<i32>>>()?;
         let mut dx = self.output(in_shape)?;
-        match igemm_tile(self.conv_kernel, cin, n * h * wd, self.sm_count) {
+        match self.conv_kernel {
             // C (cin × n·h·w) as an implicit GEMM.
-            Some(tile) => {
-                let name = if tile == 64 {
-                    "conv2d_bwd_igemm_64"
-                } else {
-                    "conv2d_bwd_igemm_32"
-                };
-                self.igemm(
-                    (name, tile),
-                    (dy, w, None, None, 0),
-                    &mut dx,
-                    &args,
-                    (cin, h * wd, cout * k * k),
-                )?;
-            }
+            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
+                ["conv2d_bwd_igemm_64", "conv2d_bwd_igemm_32"],
+                (dy, w, None, None, 0),
+                &mut dx,
+                &args,
+                (cin, h * wd, cout * k * k),
+            )?,
             // One thread per dx element: grid = (pixels / 256, cin, n).
-            None => {
+            ConvKernel::Direct => {
                 let cfg = LaunchConfig {
                     grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
                     block_dim: (BLOCK, 1, 1),
@@ -1290,27 +1292,8 @@ impl Backend for CudaBackend {
         for b in 0..n {
             // Head h of image b: q rows at qkv[b·3ct + h·dt ..], k at + ct, v at + 2ct (d × t
             // each, row stride t), dctx rows at dctx[b·ct + h·dt ..]; batch stride dt.
-            let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
-            let (q, k, v) = (
-                qkv_b.slice(0..ct),
-                qkv_b.slice(ct..2 * ct),
-                qkv_b.slice(2 * ct..3 * ct),
-            );
+            let [q, k, v] = self.attention_probs(&qkv, b, (c, t, heads), &mut probs)?;
             let dctx_b = dctx.dev().slice(b * ct..(b + 1) * ct);
-            // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
-            self.gemm(
-                (t, t, d),
-                (&q, 1, t, dt),
-                (&k, t, 1, dt),
-                &mut probs.dev_mut().as_view_mut(),
-                t,
-                tt,
-                0.0,
-                heads,
-            )?;
-            let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
-            l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
-            self.attn_rows(l, heads * t)?;
             // dP (t × t) = dctxᵀ·v: A(i, e) = dctx[e][i]; into ds, finished in place.
             self.gemm(
                 (t, t, d),
