@@ -11,7 +11,7 @@ use diffrecon::unet::{weights, UNet, UNetConfig};
 use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
-    let be = CpuBackend;
+    let be = CpuBackend::default();
     let cfg = UNetConfig::notebook();
     let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 1)).unwrap();
     let mut g = c.benchmark_group("unet_full_config");

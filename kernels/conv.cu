@@ -21,6 +21,9 @@
 //                                                            ResBlock's conv2 with the residual)
 // as the CPU's conv2d followed by add_channel_bias / add_assign.
 #include "common.cuh"
+#include "tensor_core.cuh"
+
+#include <type_traits>
 
 namespace {
 
@@ -286,6 +289,10 @@ extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
 // Launch: grid = (ceil(N / BN), ceil(M / BM), k_split), block = 256; BM = BN = 64 (4×4 outputs
 // per thread) or 32 (2×2) for small problems, chosen on the Rust side by how many blocks fill the
 // GPU.
+// Precision (the _tf32 / _bf16 entry points, tensor_core.cuh): the same staging, with operands
+// rounded to TF32 or BF16 as they are staged and each chunk multiplied by warp MMAs (WMMA) with
+// f32 accumulators from 0; the tile then goes through shared memory to the same epilogue, which
+// adds the bias first. The split-K rule and the batch-independence argument are unchanged.
 // K is staged 16 at a time; the next chunk's global loads are issued before the current chunk's
 // FMAs (register prefetch). Columns are (image, pixel) pairs flattened, so a batch adds blocks.
 
@@ -314,8 +321,11 @@ __device__ __forceinline__ void split_tap(int kq, int k, int& c, int& ky, int& k
     kx = tap - ky * kd;
 }
 
-template <ConvMode MODE, int BM, int BN, int K_>
-__device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
+// Stands in for tc::TcTile on the f32 path (never used there).
+struct NoTile {};
+
+template <ConvMode MODE, int BM, int BN, int K_, int P>
+__device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& sh, const float* __restrict__ in,
                                            const float* __restrict__ w,
                                            const float* __restrict__ bias,
                                            const float* __restrict__ extra, int epi,
@@ -329,8 +339,10 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
     static_assert(TM * (kBlock / IG_TX) == BM && TN * IG_TX == BN, "tile covers the block");
     static_assert(A_PER * kBlock == BM * IG_BK && B_PER * B_KSTEP == IG_BK, "staging map");
 
-    __shared__ __align__(16) float As[IG_BK][BM + IG_PAD];
-    __shared__ __align__(16) float Bs[IG_BK][BN + IG_PAD];
+    using Tiles = tc::SharedTiles<BM, BN, P, IG_PAD>;
+    constexpr int PAD = Tiles::kPad;
+    auto& As = sh.op.a;
+    auto& Bs = sh.op.b;
 
     const bool fwd = MODE == ConvMode::Forward;
     const int k = K_ > 0 ? K_ : g.k;
@@ -405,39 +417,62 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
         }
     };
 
+    // The f32 path starts from the bias (unsplit forward); the tensor-core path from 0, with
+    // the bias added in the epilogue.
+    const bool bias_first = fwd && k_split == 1;
     float acc[TM][TN];
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
         const int m = m0 + ty * TM + r;
-        const float init = (fwd && k_split == 1 && m < M) ? __ldg(bias + m) : 0.0f;
+        const float init = (P == kF32 && bias_first && m < M) ? __ldg(bias + m) : 0.0f;
 #pragma unroll
         for (int q = 0; q < TN; ++q) acc[r][q] = init;
     }
+    std::conditional_t<P == kF32, NoTile, tc::TcTile<BM, BN, P>> tile;
+    if constexpr (P != kF32) tile.zero();
 
     load(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += IG_BK) {
 #pragma unroll
         for (int s = 0; s < A_PER; ++s) {
             const int e = tid + s * kBlock;
-            As[e % IG_BK][e / IG_BK] = a_reg[s];
+            As[e % IG_BK][e / IG_BK] = tc::to_operand<P>(a_reg[s]);
         }
 #pragma unroll
-        for (int s = 0; s < B_PER; ++s) Bs[bk0 + s * B_KSTEP][bj] = b_reg[s];
+        for (int s = 0; s < B_PER; ++s) Bs[bk0 + s * B_KSTEP][bj] = tc::to_operand<P>(b_reg[s]);
         __syncthreads();
-        if (k0 + IG_BK < k_end) load(k0 + IG_BK);  // in flight during the FMAs below
+        if (k0 + IG_BK < k_end) load(k0 + IG_BK);  // in flight during the products below
+        if constexpr (P == kF32) {
 #pragma unroll
-        for (int p = 0; p < IG_BK; ++p) {
-            float ar[TM], br[TN];
+            for (int p = 0; p < IG_BK; ++p) {
+                float ar[TM], br[TN];
 #pragma unroll
-            for (int r = 0; r < TM; ++r) ar[r] = As[p][ty * TM + r];
+                for (int r = 0; r < TM; ++r) ar[r] = As[p][ty * TM + r];
 #pragma unroll
-            for (int q = 0; q < TN; ++q) br[q] = Bs[p][tx + IG_TX * q];
+                for (int q = 0; q < TN; ++q) br[q] = Bs[p][tx + IG_TX * q];
 #pragma unroll
-            for (int r = 0; r < TM; ++r)
+                for (int r = 0; r < TM; ++r)
 #pragma unroll
-                for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+                    for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+            }
+        } else {
+            tile.mma_chunk(&As[0][0], BM + PAD, &Bs[0][0], BN + PAD, IG_BK);
         }
         __syncthreads();
+    }
+    if constexpr (P != kF32) {
+        // The fragments' owners are opaque: go through shared memory to this thread's outputs
+        // (the loop's last barrier freed the operand tiles that Cs overlays).
+        auto& Cs = sh.c;
+        tile.store(&Cs[0][0], Tiles::kLdc);
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < TM; ++r) {
+            const int m = m0 + ty * TM + r;
+            const float b = (bias_first && m < M) ? __ldg(bias + m) : 0.0f;
+#pragma unroll
+            for (int q = 0; q < TN; ++q) acc[r][q] = __fadd_rn(b, Cs[ty * TM + r][tx + IG_TX * q]);
+        }
     }
 
 #pragma unroll
@@ -462,7 +497,7 @@ __device__ __forceinline__ void conv_igemm(const float* __restrict__ in,
     }
 }
 
-template <ConvMode MODE, int BM, int BN>
+template <ConvMode MODE, int BM, int BN, int P>
 __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in,
                                                     const float* __restrict__ w,
                                                     const float* __restrict__ bias,
@@ -470,46 +505,57 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
                                                     float* __restrict__ out, const ConvGeom& g,
                                                     int k_split, float* __restrict__ partial) {
     if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
+    // Declared here, once for the three kernel-size instantiations below.
+    __shared__ __align__(32) tc::SharedTiles<BM, BN, P, IG_PAD> sh;
     switch (g.k) {
-        case 1: conv_igemm<MODE, BM, BN, 1>(in, w, bias, extra, epi, out, g, k_split, partial); break;
-        case 3: conv_igemm<MODE, BM, BN, 3>(in, w, bias, extra, epi, out, g, k_split, partial); break;
-        default: conv_igemm<MODE, BM, BN, 0>(in, w, bias, extra, epi, out, g, k_split, partial); break;
+        case 1: conv_igemm<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial); break;
+        case 3: conv_igemm<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial); break;
+        default: conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial); break;
     }
 }
 
 }  // namespace
 
 // Forward: y = conv(x) + bias, plus by `epi` (0 none, 1 per (image, channel) v, 2 residual r of
-// y's shape, in `extra`, which is not read when epi = 0). _64: 64×64 tiles, _32: 32×32.
+// y's shape, in `extra`, which is not read when epi = 0). _64: 64×64 tiles, _32: 32×32; _tf32 /
+// _bf16: the tensor-core path (operands rounded to TF32 / BF16, f32 accumulation).
 // Split-K: with k_split > 1, grid.z = k_split blocks share each tile's K range and write their
 // partial sums to `partial` (k_split × n·cout·ho·wo); conv2d_splitk_reduce then adds them to the
 // bias in slice order and applies the epilogue (y is not written here). k_split = 1: `partial`
 // is not read or written.
-#define DIFFRECON_CONV_IGEMM(NAME, BM)                                                          \
+#define DIFFRECON_CONV_IGEMM(NAME, BM, P)                                                       \
     extern "C" __global__ void __launch_bounds__(kBlock)                                        \
         NAME(const float* __restrict__ x, const float* __restrict__ w,                          \
              const float* __restrict__ bias, const float* __restrict__ extra, int epi,          \
              float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride, \
              int pad, int ho, int wo, int k_split, float* __restrict__ partial) {               \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
-        conv_igemm_dispatch<ConvMode::Forward, BM, BM>(x, w, bias, extra, epi, y, g, k_split,   \
-                                                       partial);                                \
+        conv_igemm_dispatch<ConvMode::Forward, BM, BM, P>(x, w, bias, extra, epi, y, g,         \
+                                                          k_split, partial);                    \
     }
-DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64)
-DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64, kF32)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32, kF32)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_64_tf32, 64, kTf32)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_32_tf32, 32, kTf32)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_64_bf16, 64, kBf16)
+DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 
 // Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair.
-#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM)                                                      \
+#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                   \
     extern "C" __global__ void __launch_bounds__(kBlock)                                        \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, \
              int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,       \
              int wo, int k_split, float* __restrict__ partial) {                                \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
-        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM>(dy, w, nullptr, nullptr, 0, dx, g,  \
-                                                            k_split, partial);                  \
+        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P>(dy, w, nullptr, nullptr, 0, dx,  \
+                                                               g, k_split, partial);            \
     }
-DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64)
-DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64, kF32)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32, kF32)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_tf32, 64, kTf32)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_tf32, 32, kTf32)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_bf16, 64, kBf16)
+DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
 
 // out[i] = (bias[m] or 0) + partial[0][i] + ... + partial[k_split − 1][i] in that order, then the
 // epilogue as above; i over the `total` = n·rows·pix outputs, m = (i / pix) % rows. One thread

@@ -10,7 +10,12 @@
 // T×T tile of C; each thread a (T/16)×(T/16) sub-tile (rows ty·T/16.., columns tx + 16·c)
 // accumulated in f32 with fmaf in increasing k order, so both tiles give the same bits.
 // K is staged through shared memory 16 at a time.
+// The _tf32 / _bf16 entry points take the tensor-core path of tensor_core.cuh: operands rounded
+// to TF32 / BF16 as they are staged, warp MMAs with f32 accumulators, then the same store.
 #include "common.cuh"
+#include "tensor_core.cuh"
+
+#include <type_traits>
 
 namespace {
 
@@ -19,7 +24,9 @@ constexpr int TK = 16;  // K chunk staged per step
 // (still 16-byte aligned for the float4 reads) turns that 16-way bank conflict into 2-way.
 constexpr int PAD = 4;
 
-template <int T>
+struct NoTile {};  // stands in for tc::TcTile on the f32 path
+
+template <int T, int P>
 __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, int a_rs,
                                            int a_cs, const float* b, int b_rs, int b_cs,
                                            float* c, int c_rs, float beta, long long a_bs,
@@ -28,8 +35,11 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
     constexpr int PER = T * TK / kBlock;    // values of each operand a thread stages
     static_assert(PER * kBlock == T * TK, "the tile stages evenly");
     // k-major tiles: As[p][i], Bs[p][j], so the inner loop reads a row of each.
-    __shared__ __align__(16) float As[TK][T + PAD];
-    __shared__ __align__(16) float Bs[TK][T + PAD];
+    using Tiles = tc::SharedTiles<T, T, P, PAD>;
+    constexpr int OP_PAD = Tiles::kPad;
+    __shared__ __align__(32) Tiles sh;
+    auto& As = sh.op.a;
+    auto& Bs = sh.op.b;
 
     const int z = blockIdx.z;
     a += z * a_bs;
@@ -49,6 +59,8 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
     for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int q = 0; q < R; ++q) acc[r][q] = 0.0f;
+    std::conditional_t<P == kF32, NoTile, tc::TcTile<T, T, P>> tile;
+    if constexpr (P != kF32) tile.zero();
 
     for (int p0 = 0; p0 < k; p0 += TK) {
 #pragma unroll
@@ -57,28 +69,42 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
             const int ai = a_along_p ? e / TK : e % T;
             const int ap = a_along_p ? e % TK : e / T;
             const int gi = i0 + ai, gp = p0 + ap;
-            As[ap][ai] = (gi < m && gp < k) ? a[gi * a_rs + gp * a_cs] : 0.0f;
+            As[ap][ai] = tc::to_operand<P>((gi < m && gp < k) ? a[gi * a_rs + gp * a_cs] : 0.0f);
 
             const int bj = b_along_p ? e / TK : e % T;
             const int bp = b_along_p ? e % TK : e / T;
             const int gj = j0 + bj, gq = p0 + bp;
-            Bs[bp][bj] = (gj < n && gq < k) ? b[gq * b_rs + gj * b_cs] : 0.0f;
+            Bs[bp][bj] = tc::to_operand<P>((gj < n && gq < k) ? b[gq * b_rs + gj * b_cs] : 0.0f);
         }
         __syncthreads();
+        if constexpr (P == kF32) {
 #pragma unroll
-        for (int p = 0; p < TK; ++p) {
-            // Rows ty·R..: a broadcast read. Columns tx + 16·q of B: conflict-free.
-            float ar[R], br[R];
+            for (int p = 0; p < TK; ++p) {
+                // Rows ty·R..: a broadcast read. Columns tx + 16·q of B: conflict-free.
+                float ar[R], br[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) ar[r] = As[p][ty * R + r];
+                for (int r = 0; r < R; ++r) ar[r] = As[p][ty * R + r];
 #pragma unroll
-            for (int q = 0; q < R; ++q) br[q] = Bs[p][tx + 16 * q];
+                for (int q = 0; q < R; ++q) br[q] = Bs[p][tx + 16 * q];
 #pragma unroll
-            for (int r = 0; r < R; ++r)
+                for (int r = 0; r < R; ++r)
 #pragma unroll
-                for (int q = 0; q < R; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+                    for (int q = 0; q < R; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+            }
+        } else {
+            tile.mma_chunk(&As[0][0], T + OP_PAD, &Bs[0][0], T + OP_PAD, TK);
         }
         __syncthreads();
+    }
+    if constexpr (P != kF32) {
+        // The fragments' owners are opaque: go through shared memory to this thread's outputs.
+        auto& Cs = sh.c;  // overlays As, Bs: the loop's last barrier freed them
+        tile.store(&Cs[0][0], Tiles::kLdc);
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int q = 0; q < R; ++q) acc[r][q] = Cs[ty * R + r][tx + 16 * q];
     }
 
 #pragma unroll
@@ -98,16 +124,19 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kBlock)
-    sgemm_strided(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
-                  int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,
-                  long long b_bs, long long c_bs) {
-    sgemm_tile<64>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs, c_bs);
-}
-
-extern "C" __global__ void __launch_bounds__(kBlock)
-    sgemm_strided_32(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,
-                     int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,
-                     long long b_bs, long long c_bs) {
-    sgemm_tile<32>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs, c_bs);
-}
+// _32: 32×32 tiles; _tf32 / _bf16: the tensor-core path. Every entry point takes the same
+// arguments.
+#define DIFFRECON_SGEMM(NAME, T, P)                                                          \
+    extern "C" __global__ void __launch_bounds__(kBlock)                                     \
+        NAME(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,        \
+             int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,             \
+             long long b_bs, long long c_bs) {                                               \
+        sgemm_tile<T, P>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs,   \
+                         c_bs);                                                              \
+    }
+DIFFRECON_SGEMM(sgemm_strided, 64, kF32)
+DIFFRECON_SGEMM(sgemm_strided_32, 32, kF32)
+DIFFRECON_SGEMM(sgemm_strided_tf32, 64, kTf32)
+DIFFRECON_SGEMM(sgemm_strided_32_tf32, 32, kTf32)
+DIFFRECON_SGEMM(sgemm_strided_bf16, 64, kBf16)
+DIFFRECON_SGEMM(sgemm_strided_32_bf16, 32, kBf16)

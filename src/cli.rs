@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{self, Spec};
 use crate::metrics::{self, Quality};
 use crate::operators::{self, Kernel};
+use crate::precision::Precision;
 use crate::progress::ProgressBar;
 use crate::rng::{normal_tensor, slice_noise};
 use crate::samplers::cg::CgSettings;
@@ -174,6 +175,9 @@ pub enum Command {
         num_heads: Option<usize>,
         #[arg(long, default_value = "auto")]
         device: Device,
+        /// The GEMMs' arithmetic: f32, tf32 or bf16 (see `reconstruct --help`).
+        #[arg(long, value_enum, default_value_t = Precision::F32)]
+        precision: Precision,
         #[arg(long, value_delimiter = ',', default_value = "1,8")]
         batches: Vec<usize>,
         #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
@@ -211,6 +215,11 @@ pub struct ModelArgs {
     pub num_heads: Option<usize>,
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    /// The GEMMs' arithmetic (convolutions, attention): f32 (exact), or TF32 / BF16 operands
+    /// on the GPU's tensor cores (f32 accumulation). On the CPU, TF32 / BF16 round the same
+    /// operands (an emulation of the GPU path, slower than f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 impl ModelArgs {
@@ -222,7 +231,10 @@ impl ModelArgs {
                 crate::DEFAULT_WEIGHTS
             );
         };
-        Ok((engine::load(&path, self.num_heads, self.device)?, path))
+        Ok((
+            engine::load(&path, self.num_heads, self.device, self.precision)?,
+            path,
+        ))
     }
 }
 
@@ -498,6 +510,7 @@ pub fn run(cli: Cli) -> Result<()> {
             weights,
             num_heads,
             device,
+            precision,
             batches,
             steps: n,
             repeats,
@@ -508,8 +521,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--batches needs positive batch sizes");
             }
             let model = match weights {
-                Some(w) => engine::load(&w, num_heads, device)?,
-                None => engine::synthetic(&crate::unet::UNetConfig::notebook(), 1, device)?,
+                Some(w) => engine::load(&w, num_heads, device, precision)?,
+                None => {
+                    let cfg = crate::unet::UNetConfig::notebook();
+                    engine::synthetic(&cfg, 1, device, precision)?
+                }
             };
             let timings =
                 crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);

@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
 use crate::operators::Kernel;
+use crate::precision::Precision;
 use crate::samplers::cg::CgReport;
 use crate::samplers::{ddim, diffpir, diffpir_pnp, dps, dps_paper, Problem, Progress};
 use crate::schedule::{Schedule, T_DEFAULT};
@@ -99,30 +100,42 @@ pub trait Model {
     fn profile_kernels(&self, on: bool) -> Result<Option<String>>;
 }
 
-/// Load and validate a weights file onto the chosen device.
-pub fn load(path: &Path, heads: Option<usize>, device: Device) -> Result<Box<dyn Model>> {
+/// Load and validate a weights file onto the chosen device, its GEMMs at `precision`.
+pub fn load(
+    path: &Path,
+    heads: Option<usize>,
+    device: Device,
+    precision: Precision,
+) -> Result<Box<dyn Model>> {
     let (cfg, params) = weights::load(path, heads)?;
-    Ok(match resolve(device)? {
-        None => Box::new(Engine::from_params(CpuBackend, cfg, &params)?),
-        Some(ordinal) => Box::new(Engine::from_params(
-            CudaBackend::new(ordinal)?,
-            cfg,
-            &params,
-        )?),
-    })
+    from_params(cfg, &params, device, precision)
 }
 
 /// A model with deterministic synthetic weights (benchmarks, tests).
-pub fn synthetic(cfg: &UNetConfig, seed: u64, device: Device) -> Result<Box<dyn Model>> {
+pub fn synthetic(
+    cfg: &UNetConfig,
+    seed: u64,
+    device: Device,
+    precision: Precision,
+) -> Result<Box<dyn Model>> {
     let params = weights::synthetic(cfg, seed);
-    from_params(cfg.clone(), &params, device)
+    from_params(cfg.clone(), &params, device, precision)
 }
 
-fn from_params(cfg: UNetConfig, params: &Params, device: Device) -> Result<Box<dyn Model>> {
+fn from_params(
+    cfg: UNetConfig,
+    params: &Params,
+    device: Device,
+    precision: Precision,
+) -> Result<Box<dyn Model>> {
     Ok(match resolve(device)? {
-        None => Box::new(Engine::from_params(CpuBackend, cfg, params)?),
+        None => Box::new(Engine::from_params(
+            CpuBackend::with_precision(precision),
+            cfg,
+            params,
+        )?),
         Some(ordinal) => Box::new(Engine::from_params(
-            CudaBackend::new(ordinal)?,
+            CudaBackend::new(ordinal)?.with_precision(precision)?,
             cfg,
             params,
         )?),
@@ -332,10 +345,10 @@ pub fn residual_ratio(x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64
             y.shape()
         );
     }
-    let diff = CpuBackend.lincomb(&crate::operators::apply(x, kernel)?, 1.0, y, -1.0)?;
-    let r = CpuBackend.sum_sq_per_item(&diff)?;
+    let diff = CpuBackend::default().lincomb(&crate::operators::apply(x, kernel)?, 1.0, y, -1.0)?;
+    let r = CpuBackend::default().sum_sq_per_item(&diff)?;
     Ok(crate::samplers::norm_ratios(
         &r,
-        &CpuBackend.sum_sq_per_item(y)?,
+        &CpuBackend::default().sum_sq_per_item(y)?,
     ))
 }

@@ -15,6 +15,7 @@ pub mod io;
 pub mod metrics;
 pub mod operators;
 pub mod phantom;
+pub mod precision;
 pub mod progress;
 pub mod rng;
 pub mod samplers;
@@ -24,6 +25,7 @@ pub mod tensor;
 pub mod unet;
 
 pub use error::{Error, Result};
+pub use precision::Precision;
 pub use tensor::Tensor;
 
 /// File name of the bundled prior under `weights/`.

@@ -9,14 +9,20 @@ use diffrecon::rng::normal_tensor;
 use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::dps::DpsParams;
 use diffrecon::tensor::Tensor;
+use diffrecon::Precision;
 use std::path::PathBuf;
 
-/// The small golden model on the CPU, and on GPU 0 when one is usable.
+/// The small golden model on the CPU, and on GPU 0 when one is usable, there in f32 and on the
+/// tensor cores (TF32).
 fn models() -> Vec<Box<dyn Model>> {
     let w = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/small.safetensors");
-    let mut out = vec![engine::load(&w, None, Device::Cpu).unwrap()];
+    let mut out = vec![engine::load(&w, None, Device::Cpu, Precision::F32).unwrap()];
     match diffrecon::backend::cuda::unavailable_reason(0) {
-        None => out.push(engine::load(&w, None, Device::Cuda(0)).unwrap()),
+        None => {
+            for p in [Precision::F32, Precision::Tf32] {
+                out.push(engine::load(&w, None, Device::Cuda(0), p).unwrap());
+            }
+        }
         Some(why) => println!("GPU part skipped: {why}"),
     }
     out

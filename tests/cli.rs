@@ -107,6 +107,45 @@ fn eps_command_reproduces_the_golden_output() {
     assert!(err < 1e-4, "max abs error {err}");
 }
 
+/// `--precision`: an unknown value is refused with the choices; bf16 on the CPU (the emulation
+/// of the tensor-core path) runs and moves eps from the f32 golden by about BF16's rounding,
+/// not more and not zero.
+#[test]
+fn precision_flag() {
+    let x = golden("eps_small/x.npy");
+    let out = tmp("eps_bf16.npy");
+    let args = |p: &'static str| {
+        vec![
+            "eps".to_string(),
+            "--weights".into(),
+            small(),
+            "--input".into(),
+            s(&x).into(),
+            "--t".into(),
+            "37,311".into(),
+            "--out".into(),
+            s(&out).into(),
+            "--device".into(),
+            "cpu".into(),
+            "--precision".into(),
+            p.into(),
+        ]
+    };
+    let bad = args("fp16");
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    fails_with(&bad, "possible values: f32, tf32, bf16");
+    let ok = args("bf16");
+    let ok: Vec<&str> = ok.iter().map(String::as_str).collect();
+    let o = run(&ok);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (got, want) = (
+        read_npy(&out).unwrap(),
+        read_npy(&golden("eps_small/eps.npy")).unwrap(),
+    );
+    let e = got.rel_l2(&want).unwrap();
+    assert!(e > 1e-4 && e < 5e-2, "bf16 eps {e:.2e} from the f32 golden");
+}
+
 #[test]
 fn weight_file_errors() {
     let y = image("y_w.npy", 32, 32, 0.0);

@@ -72,7 +72,7 @@ fn conv2d_forward() {
     if gpu("conv2d_forward").is_none() {
         return;
     }
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
         (1, 3, 13, 11, 5, 3, 1, 1),
         (2, 17, 16, 16, 33, 3, 2, 1),
@@ -121,7 +121,7 @@ fn conv2d_fused_epilogues() {
     if gpu("conv2d_fused_epilogues").is_none() {
         return;
     }
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
         (1, 3, 13, 11, 5, 3, 1, 1),
         (2, 17, 9, 7, 33, 3, 1, 1),
@@ -203,7 +203,7 @@ fn conv2d_fused_epilogues() {
 #[test]
 fn group_norm_with_and_without_silu() {
     let Some(g) = gpu("group_norm") else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     for (i, &(n, c, h, w, groups)) in [(2, 12, 5, 7, 6), (1, 64, 64, 64, 32), (1, 36, 3, 3, 18)]
         .iter()
         .enumerate()
@@ -237,7 +237,7 @@ fn attention_forward() {
     if gpu("attention").is_none() {
         return;
     }
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     // Both paths of the attention core at every size (c288 heads 2: head width 144, past the
     // fused kernel's 128, runs the GEMM path either way), and both SGEMM tiles (the projections
     // and the GEMM path's products).
@@ -306,7 +306,7 @@ fn conv2d_vjp_backward_data() {
     if gpu("conv2d_vjp").is_none() {
         return;
     }
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     // (n, cin, h, w, cout, k, stride, pad): k 1 and 3, stride 1 and 2, odd H/W, even H/W with
     // stride 2, a k = 5 case, and stride-2 shapes whose last input rows no output reads.
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
@@ -357,7 +357,7 @@ fn group_norm_vjp_with_and_without_silu() {
     let Some(g) = gpu("group_norm_vjp") else {
         return;
     };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     // (n, c, h, w, groups): 3, 3, 1, 3 and 2 channels per group (odd counts), odd planes.
     for (i, &(n, c, h, w, groups)) in [
         (2, 15, 5, 7, 5),
@@ -400,7 +400,7 @@ fn attention_vjp_input() {
     if gpu("attention_vjp").is_none() {
         return;
     }
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     // (n, c, h, w, heads): 2 and 4 heads; 16, 64, 65 (odd) and 1024 tokens.
     for (i, &(n, c, h, w, heads)) in [
         (2, 8, 4, 4, 2),
@@ -451,7 +451,7 @@ fn attention_vjp_input() {
 #[test]
 fn small_ops() {
     let Some(g) = gpu("small_ops") else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let up = |t: &Tensor| g.upload(t).unwrap();
     let (a, b) = (rand(&[2, 3, 5, 7], 1), rand(&[2, 3, 5, 7], 2));
     check(
@@ -538,7 +538,7 @@ fn per_item_dot_and_lincomb() {
     let Some(g) = gpu("per_item_dot_and_lincomb") else {
         return;
     };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let up = |t: &Tensor| g.upload(t).unwrap();
     for (i, shape) in [
         vec![3, 2, 17, 13],
@@ -551,7 +551,7 @@ fn per_item_dot_and_lincomb() {
     {
         let (a, b) = (rand(shape, 200 + i as u64), rand(shape, 210 + i as u64));
         let n = shape[0];
-        // CpuBackend uses the trait's default (through the host) for both ops.
+        // CpuBackend::default() uses the trait's default (through the host) for both ops.
         let want = cpu.dot_per_item(&a, &b).unwrap();
         let got = g.dot_per_item(&up(&a), &up(&b)).unwrap();
         assert_eq!(got.len(), n);
@@ -593,7 +593,7 @@ fn per_item_dot_and_lincomb() {
 #[test]
 fn blur_and_fused_diffpir_steps() {
     let Some(g) = gpu("blur") else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let up = |t: &Tensor| g.upload(t).unwrap();
     let x = rand(&[2, 1, 37, 29], 9);
     let y = rand(&[2, 1, 37, 29], 10);
@@ -649,7 +649,7 @@ fn unet_eps_and_four_step_diffpir_match_the_cpu() {
     };
     let (cfg, params) = weights::load(&golden("small.safetensors"), None).unwrap();
     let on_gpu = Engine::from_params(g, cfg.clone(), &params).unwrap();
-    let on_cpu = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    let on_cpu = Engine::from_params(CpuBackend::default(), cfg, &params).unwrap();
     let x = rand(&[2, 1, 32, 32], 12);
     let e = rel_err(
         &on_gpu.eps(&x, &[37.0, 311.0]).unwrap(),
@@ -677,7 +677,7 @@ fn second_diffpir_step_allocates_nothing() {
     };
     let (cfg, params) = weights::load(&golden("small.safetensors"), None).unwrap();
     let on_gpu = Engine::from_params(g, cfg.clone(), &params).unwrap();
-    let on_cpu = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    let on_cpu = Engine::from_params(CpuBackend::default(), cfg, &params).unwrap();
     let y = rand(&[2, 1, 32, 32], 14);
     let kt = Kernel::motion(9, 20.0).unwrap().to_tensor();
     let ts = on_gpu.schedule.timesteps(4).unwrap();
@@ -734,7 +734,7 @@ fn second_diffpir_step_allocates_nothing() {
 fn golden_engines(g: CudaBackend) -> (Engine<CudaBackend>, Engine<CpuBackend>) {
     let (cfg, params) = weights::load(&golden("small.safetensors"), None).unwrap();
     let on_gpu = Engine::from_params(g, cfg.clone(), &params).unwrap();
-    let on_cpu = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    let on_cpu = Engine::from_params(CpuBackend::default(), cfg, &params).unwrap();
     (on_gpu, on_cpu)
 }
 

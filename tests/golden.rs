@@ -38,7 +38,13 @@ fn json(file: &str) -> Value {
 
 fn engine(weights_file: &str) -> Box<dyn Model> {
     let path = dir().join(weights_file);
-    diffrecon::engine::load(&path, None, diffrecon::engine::Device::Cpu).unwrap()
+    diffrecon::engine::load(
+        &path,
+        None,
+        diffrecon::engine::Device::Cpu,
+        Default::default(),
+    )
+    .unwrap()
 }
 
 fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
@@ -107,7 +113,7 @@ fn eps_full_notebook_config_with_synthetic_weights() {
         let want = f32_list(&check_vals[format!("{name}[:3]")]);
         assert_eq!(&params[name].data()[..3], &want[..], "{name}");
     }
-    let e = Engine::from_params(CpuBackend, cfg, &params).unwrap();
+    let e = Engine::from_params(CpuBackend::default(), cfg, &params).unwrap();
     let got = e.eps(&npy("eps_full", "x.npy"), &times(&m["t"])).unwrap();
     check("eps_full", &got, &npy("eps_full", "eps.npy"), 1e-4);
 }
@@ -366,7 +372,7 @@ fn motion_kernels_exact_and_gaussian_kernels_close() {
 #[test]
 fn blur_and_adjoint_match_conv2d() {
     let m = meta("blur");
-    let be = CpuBackend;
+    let be = CpuBackend::default();
     use diffrecon::backend::Backend;
     let (x, y) = (npy("blur", "x.npy"), npy("blur", "y.npy"));
     let km = kernel_of(&m["operator"]).to_tensor();

@@ -572,7 +572,7 @@ mod tests {
     /// Directional finite differences of <eps(x), r> against <Jᵀr, v>.
     #[test]
     fn vjp_matches_directional_finite_differences() {
-        let be = CpuBackend;
+        let be = CpuBackend::default();
         let cfg = tiny();
         let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 3)).unwrap();
         let mut rng = Rng::new(4);
@@ -606,7 +606,7 @@ mod tests {
 
     #[test]
     fn bad_shapes_and_timesteps_are_input_errors() {
-        let be = CpuBackend;
+        let be = CpuBackend::default();
         let cfg = tiny();
         let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 3)).unwrap();
         let odd = Tensor::zeros(&[1, 1, 7, 8]);

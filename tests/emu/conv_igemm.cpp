@@ -1,10 +1,12 @@
 // The implicit-GEMM conv kernels of kernels/conv.cu (forward with its three epilogues, and
-// backward data, both tiles) run on the CPU through shim.h against a double-precision direct
-// convolution. Built and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs
+// backward data, both tiles, f32 and the tensor-core paths TF32 and BF16) run on the CPU through
+// shim.h against a double-precision direct convolution of the operands rounded as each precision
+// stages them. Built and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs
 // start as NaN, so an element no block writes fails.
 // shim.h first: it defines the CUDA vocabulary conv.cu is written in.
 #include "shim.h"
 #include "conv.cu"
+#include "check.h"
 
 #include <cstdio>
 #include <random>
@@ -54,19 +56,6 @@ static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
         dx[j] = acc[j];
 }
 
-// ‖a − b‖ / ‖b‖, or 1e9 when a holds a NaN (an output no block wrote).
-static double relerr(const std::vector<float>& a, const std::vector<float>& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); i++) {
-        double d = a[i] - b[i];
-        if (std::isnan(a[i]))
-            return 1e9;
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return std::sqrt(num / std::max(den, 1e-30));
-}
-
 int main() {
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
@@ -76,91 +65,97 @@ int main() {
         int n, cin, h, wd, cout, k, s, p;
     };
     const Case cases[] = {{2, 3, 13, 11, 5, 3, 1, 1}, {1, 17, 16, 16, 33, 3, 2, 1},
-                 {2, 8, 9, 7, 20, 1, 1, 0},  {1, 5, 11, 13, 7, 3, 2, 1},
-                 {1, 4, 11, 9, 3, 5, 1, 2},  {2, 9, 11, 7, 4, 1, 2, 0},
-                 {2, 3, 12, 9, 5, 3, 2, 0},  {1, 70, 8, 8, 40, 3, 1, 1}};
+                          {2, 8, 9, 7, 20, 1, 1, 0},  {1, 5, 11, 13, 7, 3, 2, 1},
+                          {1, 4, 11, 9, 3, 5, 1, 2},  {2, 9, 11, 7, 4, 1, 2, 0},
+                          {2, 3, 12, 9, 5, 3, 2, 0},  {1, 70, 8, 8, 40, 3, 1, 1}};
+    // The entry points by precision (kF32, kTf32, kBf16) and tile (32, 64).
+    using Fwd = decltype(&conv2d_igemm_64);
+    using Bwd = decltype(&conv2d_bwd_igemm_64);
+    const Fwd fwd_kernels[3][2] = {{conv2d_igemm_32, conv2d_igemm_64},
+                                   {conv2d_igemm_32_tf32, conv2d_igemm_64_tf32},
+                                   {conv2d_igemm_32_bf16, conv2d_igemm_64_bf16}};
+    const Bwd bwd_kernels[3][2] = {{conv2d_bwd_igemm_32, conv2d_bwd_igemm_64},
+                                   {conv2d_bwd_igemm_32_tf32, conv2d_bwd_igemm_64_tf32},
+                                   {conv2d_bwd_igemm_32_bf16, conv2d_bwd_igemm_64_bf16}};
+    // (split, tile, epilogue): every epilogue at both tiles unsplit, and the split paths (8
+    // slices leave some slices empty on the small-K cases).
+    const int fwd_runs[][3] = {{1, 32, 0}, {1, 32, 1}, {1, 32, 2}, {1, 64, 0}, {1, 64, 1},
+                               {1, 64, 2}, {3, 32, 1}, {3, 64, 2}, {8, 32, 0}};
+    const int bwd_runs[][2] = {{1, 32}, {1, 64}, {3, 64}, {8, 32}};
     int bad = 0;
     for (auto c : cases) {
         int ho = (c.h + 2 * c.p - c.k) / c.s + 1, wo = (c.wd + 2 * c.p - c.k) / c.s + 1;
         std::vector<float> x(c.n * c.cin * c.h * c.wd), w(c.cout * c.cin * c.k * c.k), b(c.cout),
-            v(c.n * c.cout), r(c.n * c.cout * ho * wo);
-        for (auto* vec : {&x, &w, &b, &v, &r})
+            v(c.n * c.cout), r(c.n * c.cout * ho * wo), dy(r.size());
+        for (auto* vec : {&x, &w, &b, &v, &r, &dy})
             for (auto& e : *vec)
                 e = nd(rng);
-        std::vector<float> want(c.n * c.cout * ho * wo), dy(want.size()), dxw(x.size());
-        ref_fwd(x, w, b, want, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
-        for (auto& e : dy)
-            e = nd(rng);
-        ref_bwd(dy, w, dxw, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
-        // (split, tile, epilogue): every epilogue at both tiles unsplit, and the split paths (8
-        // slices leave some slices empty on the small-K cases).
-        const int fwd_runs[][3] = {{1, 32, 0}, {1, 32, 1}, {1, 32, 2}, {1, 64, 0}, {1, 64, 1},
-                                   {1, 64, 2}, {3, 32, 1}, {3, 64, 2}, {8, 32, 0}};
-        for (auto run : fwd_runs) {
-            const int split = run[0], tile = run[1], epi = run[2];
-            std::vector<float> y(want.size(), NAN), part(split * want.size(), NAN);
-            int N = c.n * ho * wo;
-            dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cout + tile - 1) / tile),
-                   (unsigned)split};
-            const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
-            launch(g, {256, 1, 1}, [&] {
-                if (tile == 64)
-                    conv2d_igemm_64(x.data(), w.data(), b.data(), extra, epi, y.data(), c.n, c.cin,
-                                    c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
-                else
-                    conv2d_igemm_32(x.data(), w.data(), b.data(), extra, epi, y.data(), c.n, c.cin,
-                                    c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
-            });
-            if (split > 1) {
-                int total = (int)want.size();
-                launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
-                    conv2d_splitk_reduce(part.data(), b.data(), extra, epi, y.data(), split, c.cout,
-                                         ho * wo, total);
-                });
+        // y plus the epilogue's term: v per (image, channel), or the residual r.
+        auto with_epi = [&](std::vector<float> y, int epi) {
+            for (size_t o = 0; o < y.size(); o++) {
+                if (epi == 1)
+                    y[o] += v[o / (ho * wo)];
+                if (epi == 2)
+                    y[o] += r[o];
             }
-            std::vector<float> ww = want;
-            for (int i = 0; i < c.n; i++)
-                for (int co = 0; co < c.cout; co++)
-                    for (int pp = 0; pp < ho * wo; pp++) {
-                        size_t o = ((size_t)i * c.cout + co) * ho * wo + pp;
-                        if (epi == 1)
-                            ww[o] += v[i * c.cout + co];
-                        if (epi == 2)
-                            ww[o] += r[o];
-                    }
-            double e = relerr(y, ww);
-            bool ok = e < 1e-5;
-            bad += !ok;
-            printf("fwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d: %.2e %s\n", c.n, c.cin,
-                   c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile, epi, e, ok ? "ok" : "FAIL");
-        }
-        const int bwd_runs[][2] = {{1, 32}, {1, 64}, {3, 64}, {8, 32}};
-        for (auto run : bwd_runs) {
-            const int split = run[0], tile = run[1];
-            std::vector<float> dx(x.size(), NAN), part(split * x.size(), NAN);
-            int N = c.n * c.h * c.wd;
-            dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cin + tile - 1) / tile),
-                   (unsigned)split};
-            launch(g, {256, 1, 1}, [&] {
-                if (tile == 64)
-                    conv2d_bwd_igemm_64(dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd,
-                                        c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
-                else
-                    conv2d_bwd_igemm_32(dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd,
-                                        c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
-            });
-            if (split > 1) {
-                int total = (int)x.size();
-                launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
-                    conv2d_splitk_reduce(part.data(), nullptr, nullptr, 0, dx.data(), split, c.cin,
-                                         c.h * c.wd, total);
+            return y;
+        };
+        // The references from the f32 operands; those of a precision's own rounding follow.
+        std::vector<float> want_f32(r.size()), dxw_f32(x.size());
+        ref_fwd(x, w, b, want_f32, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+        ref_bwd(dy, w, dxw_f32, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+        for (int prec : {kF32, kTf32, kBf16}) {
+            // The operands as the kernel stages them (the gather's zero padding stays zero).
+            const std::vector<float> xq = rounded(prec, x), wq = rounded(prec, w),
+                                     dyq = rounded(prec, dy);
+            std::vector<float> want(r.size()), dxw(x.size());
+            ref_fwd(xq, wq, b, want, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+            ref_bwd(dyq, wq, dxw, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+            for (auto run : fwd_runs) {
+                const int split = run[0], tile = run[1], epi = run[2];
+                std::vector<float> y(want.size(), NAN), part(split * want.size(), NAN);
+                int N = c.n * ho * wo;
+                dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cout + tile - 1) / tile),
+                       (unsigned)split};
+                const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
+                launch(g, {256, 1, 1}, [&] {
+                    fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi,
+                                                  y.data(), c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s,
+                                                  c.p, ho, wo, split, part.data());
                 });
+                if (split > 1) {
+                    int total = (int)want.size();
+                    launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+                        conv2d_splitk_reduce(part.data(), b.data(), extra, epi, y.data(), split,
+                                             c.cout, ho * wo, total);
+                    });
+                }
+                printf("fwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d", prec_name(prec),
+                       c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile, epi);
+                bad += !verdict(prec, y, with_epi(want, epi), with_epi(want_f32, epi));
             }
-            double e = relerr(dx, dxw);
-            bool ok = e < 1e-5;
-            bad += !ok;
-            printf("bwd n%d %d->%d k%d s%d p%d %dx%d split%d tile%d: %.2e %s\n", c.n, c.cin, c.cout,
-                   c.k, c.s, c.p, c.h, c.wd, split, tile, e, ok ? "ok" : "FAIL");
+            for (auto run : bwd_runs) {
+                const int split = run[0], tile = run[1];
+                std::vector<float> dx(x.size(), NAN), part(split * x.size(), NAN);
+                int N = c.n * c.h * c.wd;
+                dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cin + tile - 1) / tile),
+                       (unsigned)split};
+                launch(g, {256, 1, 1}, [&] {
+                    bwd_kernels[prec][tile == 64](dy.data(), w.data(), dx.data(), c.n, c.cin, c.h,
+                                                  c.wd, c.cout, c.k, c.s, c.p, ho, wo, split,
+                                                  part.data());
+                });
+                if (split > 1) {
+                    int total = (int)x.size();
+                    launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+                        conv2d_splitk_reduce(part.data(), nullptr, nullptr, 0, dx.data(), split,
+                                             c.cin, c.h * c.wd, total);
+                    });
+                }
+                printf("bwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d", prec_name(prec), c.n,
+                       c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile);
+                bad += !verdict(prec, dx, dxw, dxw_f32);
+            }
         }
     }
     printf("%s\n", bad ? "FAILURES" : "ALL OK");

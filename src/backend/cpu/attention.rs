@@ -4,6 +4,7 @@
 
 use super::gemm::{sgemm, sgemm_serial, View};
 use super::math::exp;
+use crate::precision::Precision;
 use rayon::prelude::*;
 
 /// Attention weights: in_w (3c, c) rows q,k,v; in_b (3c); out_w (c, c); out_b (c).
@@ -12,6 +13,8 @@ pub struct AttnWeights<'a> {
     pub in_b: &'a [f32],
     pub out_w: &'a [f32],
     pub out_b: &'a [f32],
+    /// The precision of every product (projections and the attention core).
+    pub precision: Precision,
 }
 
 /// Queries per task: a block's scores (this × tokens) stay in cache between the two GEMMs.
@@ -24,7 +27,7 @@ pub fn attention(y: &[f32], wts: &AttnWeights, c: usize, t: usize, heads: usize,
     assert_eq!(out.len(), y.len());
     for (o, yi) in out.chunks_mut(c * t).zip(y.chunks(c * t)) {
         let qkv = project_in(yi, wts, c, t);
-        let ctx = attend(&qkv, c, t, heads);
+        let ctx = attend(&qkv, c, t, heads, wts.precision);
         project_out(&ctx, wts, c, t, o);
     }
 }
@@ -42,6 +45,7 @@ pub fn attention_vjp(
     assert_eq!(y.len() % (c * t), 0);
     assert_eq!(dout.len(), y.len());
     assert_eq!(dy.len(), y.len());
+    let prec = wts.precision;
     for (dyi, (yi, douti)) in dy
         .chunks_mut(c * t)
         .zip(y.chunks(c * t).zip(dout.chunks(c * t)))
@@ -50,6 +54,7 @@ pub fn attention_vjp(
         // dctx (c×t) = out_wᵀ · dout.
         let mut dctx = vec![0.0f32; c * t];
         sgemm(
+            prec,
             c,
             c,
             t,
@@ -58,9 +63,10 @@ pub fn attention_vjp(
             0.0,
             &mut dctx,
         );
-        let dqkv = attend_vjp(&qkv, &dctx, c, t, heads);
+        let dqkv = attend_vjp(&qkv, &dctx, c, t, heads, prec);
         // dy (c×t) = in_wᵀ · dqkv.
         sgemm(
+            prec,
             c,
             3 * c,
             t,
@@ -74,11 +80,13 @@ pub fn attention_vjp(
 
 /// (3c, t) = in_w · y + in_b: q, k, v rows, channel-major.
 fn project_in(y: &[f32], wts: &AttnWeights, c: usize, t: usize) -> Vec<f32> {
+    let prec = wts.precision;
     let mut qkv = vec![0.0f32; 3 * c * t];
     for (r, row) in qkv.chunks_mut(t).enumerate() {
         row.fill(wts.in_b[r]);
     }
     sgemm(
+        prec,
         3 * c,
         c,
         t,
@@ -91,10 +99,12 @@ fn project_in(y: &[f32], wts: &AttnWeights, c: usize, t: usize) -> Vec<f32> {
 }
 
 fn project_out(ctx: &[f32], wts: &AttnWeights, c: usize, t: usize, out: &mut [f32]) {
+    let prec = wts.precision;
     for (r, row) in out.chunks_mut(t).enumerate() {
         row.fill(wts.out_b[r]);
     }
     sgemm(
+        prec,
         c,
         c,
         t,
@@ -112,7 +122,13 @@ fn head_rows(qkv: &[f32], c: usize, t: usize, d: usize, h: usize) -> (&[f32], &[
 }
 
 /// Softmax probabilities of queries i0..i0+nq of one head: (nq × t), row = query.
-fn probs_block(q: &[f32], k: &[f32], t: usize, d: usize, i0: usize, nq: usize) -> Vec<f32> {
+fn probs_block(
+    q: &[f32],
+    k: &[f32],
+    (t, d): (usize, usize),
+    (i0, nq): (usize, usize),
+    prec: Precision,
+) -> Vec<f32> {
     let mut p = vec![0.0f32; nq * t];
     // scores = q_blockᵀ (nq×d) · k (d×t).
     let qb = View {
@@ -120,14 +136,14 @@ fn probs_block(q: &[f32], k: &[f32], t: usize, d: usize, i0: usize, nq: usize) -
         rs: 1,
         cs: t,
     };
-    sgemm_serial(nq, d, t, qb, View::rows(k, t), 0.0, &mut p);
+    sgemm_serial(prec, nq, d, t, qb, View::rows(k, t), 0.0, &mut p);
     let scale = 1.0 / (d as f32).sqrt();
     p.chunks_mut(t).for_each(|row| softmax_scaled(row, scale));
     p
 }
 
 /// Concatenated head outputs ctx (c×t), computed per (head, query block) in parallel.
-fn attend(qkv: &[f32], c: usize, t: usize, heads: usize) -> Vec<f32> {
+fn attend(qkv: &[f32], c: usize, t: usize, heads: usize, prec: Precision) -> Vec<f32> {
     let d = c / heads;
     let blocks = t.div_ceil(QUERY_BLOCK);
     let parts: Vec<Vec<f32>> = (0..heads * blocks)
@@ -136,10 +152,11 @@ fn attend(qkv: &[f32], c: usize, t: usize, heads: usize) -> Vec<f32> {
             let (h, i0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
             let nq = QUERY_BLOCK.min(t - i0);
             let (q, k, v) = head_rows(qkv, c, t, d, h);
-            let p = probs_block(q, k, t, d, i0, nq);
+            let p = probs_block(q, k, (t, d), (i0, nq), prec);
             // ctx block (d×nq) = v (d×t) · pᵀ.
             let mut cb = vec![0.0f32; d * nq];
             sgemm_serial(
+                prec,
                 d,
                 t,
                 nq,
@@ -163,7 +180,14 @@ fn attend(qkv: &[f32], c: usize, t: usize, heads: usize) -> Vec<f32> {
 }
 
 /// Gradients of q, k, v (3c×t) given dctx, one task per head, query blocks in sequence.
-fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Vec<f32> {
+fn attend_vjp(
+    qkv: &[f32],
+    dctx: &[f32],
+    c: usize,
+    t: usize,
+    heads: usize,
+    prec: Precision,
+) -> Vec<f32> {
     let d = c / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let per_head: Vec<[Vec<f32>; 3]> = (0..heads)
@@ -178,14 +202,14 @@ fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Ve
             );
             for i0 in (0..t).step_by(QUERY_BLOCK) {
                 let nq = QUERY_BLOCK.min(t - i0);
-                let p = probs_block(q, k, t, d, i0, nq);
+                let p = probs_block(q, k, (t, d), (i0, nq), prec);
                 let dctx_b = View {
                     data: &dctx_h[i0..],
                     rs: t,
                     cs: 1,
                 };
                 // dv (d×t) += dctx_b (d×nq) · p (nq×t).
-                sgemm_serial(d, nq, t, dctx_b, View::rows(&p, t), 1.0, &mut dv);
+                sgemm_serial(prec, d, nq, t, dctx_b, View::rows(&p, t), 1.0, &mut dv);
                 // dp (nq×t) = dctx_bᵀ · v.
                 let mut ds = vec![0.0f32; nq * t];
                 let dctx_bt = View {
@@ -193,7 +217,7 @@ fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Ve
                     rs: 1,
                     cs: t,
                 };
-                sgemm_serial(nq, d, t, dctx_bt, View::rows(v, t), 0.0, &mut ds);
+                sgemm_serial(prec, nq, d, t, dctx_bt, View::rows(v, t), 0.0, &mut ds);
                 // Softmax backward with the score scale folded in: ds = scale·p ⊙ (dp − <dp, p>).
                 for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
                     let dot = dot(dsr, pr);
@@ -204,6 +228,7 @@ fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Ve
                 // dq block (d×nq) = k (d×t) · dsᵀ ; dk (d×t) += q_block (d×nq) · ds.
                 let mut dqb = vec![0.0f32; d * nq];
                 sgemm_serial(
+                    prec,
                     d,
                     t,
                     nq,
@@ -220,7 +245,7 @@ fn attend_vjp(qkv: &[f32], dctx: &[f32], c: usize, t: usize, heads: usize) -> Ve
                     rs: t,
                     cs: 1,
                 };
-                sgemm_serial(d, nq, t, qb, View::rows(&ds, t), 1.0, &mut dk);
+                sgemm_serial(prec, d, nq, t, qb, View::rows(&ds, t), 1.0, &mut dk);
             }
             [dq, dk, dv]
         })
@@ -346,6 +371,7 @@ mod tests {
             in_b: &w.in_b,
             out_w: &w.out_w,
             out_b: &w.out_b,
+            precision: Precision::F32,
         }
     }
 

@@ -2,6 +2,7 @@
 //! both through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
 
 use super::gemm::{sgemm, sgemm_serial, View};
+use crate::precision::Precision;
 use rayon::prelude::*;
 
 /// Shapes of one convolution call.
@@ -37,8 +38,16 @@ impl ConvGeom {
 /// Output pixels per task: the unfolded chunk (cin·k·k × this) stays in cache for its GEMM.
 const PIXELS_PER_TASK: usize = 256;
 
-/// out = conv(x, weight) + bias; x is (n, cin, h, w), weight (cout, cin, k, k), out (n, cout, ho, wo).
-pub fn conv2d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom, out: &mut [f32]) {
+/// out = conv(x, weight) + bias; x is (n, cin, h, w), weight (cout, cin, k, k), out (n, cout, ho, wo);
+/// the products at precision `prec` (operands rounded, f32 accumulation).
+pub fn conv2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeom,
+    out: &mut [f32],
+    prec: Precision,
+) {
     let (ho, wo) = g.out_hw();
     let (in_len, npix) = (g.cin * g.h * g.w, ho * wo);
     assert_eq!(x.len(), g.n * in_len);
@@ -51,6 +60,7 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom, out: &mut [
             .for_each(|(o, xi)| {
                 fill_bias(o, bias, npix);
                 sgemm(
+                    prec,
                     g.cout,
                     g.cin,
                     npix,
@@ -73,6 +83,7 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom, out: &mut [
             let mut c = vec![0.0f32; g.cout * np];
             fill_bias(&mut c, bias, np);
             sgemm_serial(
+                prec,
                 g.cout,
                 g.col_rows(),
                 np,
@@ -100,8 +111,8 @@ fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
     }
 }
 
-/// dx = conv^T(dy): the gradient of `conv2d` with respect to its input.
-pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]) {
+/// dx = conv^T(dy): the gradient of `conv2d` with respect to its input, at precision `prec`.
+pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32], prec: Precision) {
     let (ho, wo) = g.out_hw();
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * ho * wo);
     assert_eq!(dy.len(), g.n * out_len);
@@ -109,6 +120,7 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
     if g.is_pointwise() {
         for (dxi, dyi) in dx.chunks_mut(in_len).zip(dy.chunks(out_len)) {
             sgemm(
+                prec,
                 g.cin,
                 g.cout,
                 ho * wo,
@@ -127,7 +139,7 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
             cout: g.cin,
             ..*g
         };
-        conv2d(dy, &flipped, &vec![0.0; g.cin], &gt, dx);
+        conv2d(dy, &flipped, &vec![0.0; g.cin], &gt, dx, prec);
     } else {
         dx.par_chunks_mut(in_len)
             .zip(dy.par_chunks(out_len))
@@ -135,6 +147,7 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
                 let mut dcol = vec![0.0f32; g.col_rows() * ho * wo];
                 let wt = View::transposed(weight, g.col_rows());
                 sgemm(
+                    prec,
                     g.col_rows(),
                     g.cout,
                     ho * wo,
@@ -303,7 +316,7 @@ mod tests {
             let w = rng.normal_vec(g.cout * g.cin * g.k * g.k);
             let b = rng.normal_vec(g.cout);
             let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
-            conv2d(&x, &w, &b, &g, &mut out);
+            conv2d(&x, &w, &b, &g, &mut out, Precision::F32);
             let want = conv_naive(&x, &w, &b, &g);
             let err = want
                 .iter()
@@ -325,7 +338,7 @@ mod tests {
             let dy = rng.normal_vec(g.n * g.cout * ho * wo);
             let y = conv_naive(&x, &w, &vec![0.0; g.cout], &g);
             let mut dx = vec![f32::NAN; x.len()];
-            conv2d_vjp_input(&dy, &w, &g, &mut dx);
+            conv2d_vjp_input(&dy, &w, &g, &mut dx, Precision::F32);
             let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!(

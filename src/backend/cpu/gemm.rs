@@ -1,6 +1,9 @@
 //! Single-precision GEMM over strided matrices, split across the thread pool by column blocks
-//! of C so that each thread packs only its own part of B.
+//! of C so that each thread packs only its own part of B. At TF32 or BF16 precision both
+//! operands are rounded first (copies), as the CUDA kernels round what they stage, and the
+//! product accumulates in f32 as before.
 
+use crate::precision::Precision;
 use rayon::prelude::*;
 
 /// A read-only strided matrix view: element (i, j) lives at `data[i*rs + j*cs]`.
@@ -38,14 +41,36 @@ unsafe impl Sync for SendPtr {}
 /// Columns per parallel task: small GEMMs run on one thread.
 const MIN_COLS_PER_TASK: usize = 128;
 
+/// The rows × cols matrix of `v`, row-major, each element rounded to `prec`.
+fn rounded(prec: Precision, rows: usize, cols: usize, v: View) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|e| prec.round(v.data[(e / cols) * v.rs + (e % cols) * v.cs]))
+        .collect()
+}
+
 /// As `sgemm` on the calling thread only: for GEMMs inside an already parallel loop.
-pub fn sgemm_serial(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_serial(
+    prec: Precision,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View,
+    b: View,
+    beta: f32,
+    c: &mut [f32],
+) {
     assert_eq!(c.len(), m * n, "sgemm: C has the wrong size");
     if m == 0 || n == 0 {
         return;
     }
     check_bounds(m, k, a, "A");
     check_bounds(k, n, b, "B");
+    if prec != Precision::F32 && k > 0 {
+        let (ra, rb) = (rounded(prec, m, k, a), rounded(prec, k, n, b));
+        let (a, b) = (View::rows(&ra, k), View::rows(&rb, n));
+        return sgemm_serial(Precision::F32, m, k, n, a, b, beta, c);
+    }
     // SAFETY: bounds checked above; C is exclusively borrowed.
     unsafe {
         matrixmultiply::sgemm(
@@ -67,14 +92,30 @@ pub fn sgemm_serial(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c
     }
 }
 
-/// `C = A·B + beta·C` for A (m×k), B (k×n), C row-major m×n (contiguous, `c.len() == m*n`).
-pub fn sgemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+/// `C = A·B + beta·C` for A (m×k), B (k×n), C row-major m×n (contiguous, `c.len() == m*n`),
+/// with the operands rounded to `prec`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    prec: Precision,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View,
+    b: View,
+    beta: f32,
+    c: &mut [f32],
+) {
     assert_eq!(c.len(), m * n, "sgemm: C has the wrong size");
     if m == 0 || n == 0 {
         return;
     }
     check_bounds(m, k, a, "A");
     check_bounds(k, n, b, "B");
+    if prec != Precision::F32 && k > 0 {
+        let (ra, rb) = (rounded(prec, m, k, a), rounded(prec, k, n, b));
+        let (a, b) = (View::rows(&ra, k), View::rows(&rb, n));
+        return sgemm(Precision::F32, m, k, n, a, b, beta, c);
+    }
     let threads = rayon::current_num_threads().max(1);
     let tasks = (n / MIN_COLS_PER_TASK).clamp(1, threads * 2);
     let cols_per_task = n.div_ceil(tasks).next_multiple_of(16).min(n);
@@ -118,6 +159,7 @@ fn check_bounds(rows: usize, cols: usize, v: View, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Precision::*;
 
     fn naive(m: usize, k: usize, n: usize, a: View, b: View) -> Vec<f32> {
         let mut c = vec![0.0f32; m * n];
@@ -141,7 +183,16 @@ mod tests {
             let b = rng.normal_vec(k * n);
             let want = naive(m, k, n, View::rows(&a, k), View::rows(&b, n));
             let mut c = vec![f32::NAN; m * n];
-            sgemm(m, k, n, View::rows(&a, k), View::rows(&b, n), 0.0, &mut c);
+            sgemm(
+                F32,
+                m,
+                k,
+                n,
+                View::rows(&a, k),
+                View::rows(&b, n),
+                0.0,
+                &mut c,
+            );
             let err = want
                 .iter()
                 .zip(&c)
@@ -152,6 +203,7 @@ mod tests {
             let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
             let mut c2 = vec![f32::NAN; m * n];
             sgemm(
+                F32,
                 m,
                 k,
                 n,
@@ -166,6 +218,49 @@ mod tests {
                 .map(|(x, y)| (x - y).abs())
                 .fold(0.0, f32::max);
             assert!(diff < 1e-4, "transposed A differs by {diff}");
+        }
+    }
+
+    #[test]
+    fn reduced_precision_multiplies_the_rounded_operands() {
+        let mut rng = crate::rng::Rng::new(5);
+        let (m, k, n) = (9, 70, 300);
+        let a = rng.normal_vec(m * k);
+        let b = rng.normal_vec(k * n);
+        for prec in [Tf32, Bf16] {
+            let ra: Vec<f32> = a.iter().map(|&v| prec.round(v)).collect();
+            let rb: Vec<f32> = b.iter().map(|&v| prec.round(v)).collect();
+            let want = naive(m, k, n, View::rows(&ra, k), View::rows(&rb, n));
+            let exact = naive(m, k, n, View::rows(&a, k), View::rows(&b, n));
+            // A transposed view of A takes the same rounding.
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            for (serial, av) in [(false, View::rows(&a, k)), (true, View::transposed(&at, m))] {
+                let mut c = vec![f32::NAN; m * n];
+                let bv = View::rows(&b, n);
+                match serial {
+                    true => sgemm_serial(prec, m, k, n, av, bv, 0.0, &mut c),
+                    false => sgemm(prec, m, k, n, av, bv, 0.0, &mut c),
+                }
+                let rel = |w: &[f32]| {
+                    let num: f64 = w
+                        .iter()
+                        .zip(&c)
+                        .map(|(x, y)| ((x - y) as f64).powi(2))
+                        .sum();
+                    let den: f64 = w.iter().map(|x| (*x as f64).powi(2)).sum();
+                    (num / den).sqrt()
+                };
+                assert!(
+                    rel(&want) < 1e-6,
+                    "{prec}: {} from the rounded product",
+                    rel(&want)
+                );
+                assert!(
+                    rel(&exact) > 1e-5,
+                    "{prec}: {} from f32: not rounded",
+                    rel(&exact)
+                );
+            }
         }
     }
 }

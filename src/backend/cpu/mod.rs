@@ -10,10 +10,25 @@ pub mod math;
 
 use super::{AttnParams, Backend};
 use crate::error::Result;
+use crate::precision::Precision;
 use crate::tensor::Tensor;
 
+/// The CPU backend; `precision` rounds the GEMMs' operands as the GPU's tensor-core path does
+/// (an emulation, for reproducing and measuring that path without a GPU).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    precision: Precision,
+}
+
+impl CpuBackend {
+    pub fn with_precision(precision: Precision) -> Self {
+        CpuBackend { precision }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+}
 
 fn out_like(shape: &[usize]) -> Tensor {
     Tensor::zeros(shape)
@@ -30,7 +45,11 @@ impl Backend for CpuBackend {
     type Buf = Tensor;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let threads = rayon::current_num_threads();
+        match self.precision {
+            Precision::F32 => format!("cpu ({threads} threads)"),
+            p => format!("cpu ({threads} threads, {p} operand rounding emulated)"),
+        }
     }
 
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
@@ -56,7 +75,14 @@ impl Backend for CpuBackend {
         let g = geom(x.shape(), w.shape(), stride, pad);
         let (ho, wo) = g.out_hw();
         let mut out = out_like(&[g.n, g.cout, ho, wo]);
-        conv::conv2d(x.data(), w.data(), b.data(), &g, out.data_mut());
+        conv::conv2d(
+            x.data(),
+            w.data(),
+            b.data(),
+            &g,
+            out.data_mut(),
+            self.precision,
+        );
         Ok(out)
     }
 
@@ -70,7 +96,7 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         let g = geom(in_shape, w.shape(), stride, pad);
         let mut dx = out_like(in_shape);
-        conv::conv2d_vjp_input(dy.data(), w.data(), &g, dx.data_mut());
+        conv::conv2d_vjp_input(dy.data(), w.data(), &g, dx.data_mut(), self.precision);
         Ok(dx)
     }
 
@@ -114,7 +140,14 @@ impl Backend for CpuBackend {
     fn attention(&self, y: &Tensor, p: &AttnParams<Tensor>, heads: usize) -> Result<Tensor> {
         let (_, c, h, w) = dims4(y);
         let mut out = out_like(y.shape());
-        attention::attention(y.data(), &attn_view(p), c, h * w, heads, out.data_mut());
+        attention::attention(
+            y.data(),
+            &attn_view(p, self.precision),
+            c,
+            h * w,
+            heads,
+            out.data_mut(),
+        );
         Ok(out)
     }
 
@@ -129,7 +162,7 @@ impl Backend for CpuBackend {
         let mut dy = out_like(y.shape());
         attention::attention_vjp(
             y.data(),
-            &attn_view(p),
+            &attn_view(p, self.precision),
             c,
             h * w,
             heads,
@@ -270,11 +303,12 @@ fn gn_geom(x: &Tensor, groups: usize) -> groupnorm::GnGeom {
     }
 }
 
-fn attn_view(p: &AttnParams<Tensor>) -> attention::AttnWeights<'_> {
+fn attn_view(p: &AttnParams<Tensor>, precision: Precision) -> attention::AttnWeights<'_> {
     attention::AttnWeights {
         in_w: p.in_w.data(),
         in_b: p.in_b.data(),
         out_w: p.out_w.data(),
         out_b: p.out_b.data(),
+        precision,
     }
 }

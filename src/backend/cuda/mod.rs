@@ -17,6 +17,7 @@ mod embedded {
 use super::{AttnParams, Backend};
 use crate::bail;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use crate::tensor::Tensor;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig,
@@ -143,6 +144,8 @@ pub struct CudaBackend {
     conv_kernel: ConvKernel,
     /// The SGEMM tile edge when forced (32 or 64; with_gemm_tile), else chosen by size.
     gemm_tile: Option<usize>,
+    /// The GEMMs' arithmetic (with_precision): f32, or the tensor-core kernels.
+    precision: Precision,
     /// Per-kernel GPU time while recording (bench --profile).
     profiler: profile::KernelProfiler,
     /// Captured graphs of `Backend::replay` (graph.rs), and whether replay captures at all.
@@ -179,7 +182,17 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "lincomb_per_item",
         ],
     ),
-    ("gemm", &["sgemm_strided", "sgemm_strided_32"]),
+    (
+        "gemm",
+        &[
+            "sgemm_strided",
+            "sgemm_strided_32",
+            "sgemm_strided_tf32",
+            "sgemm_strided_32_tf32",
+            "sgemm_strided_bf16",
+            "sgemm_strided_32_bf16",
+        ],
+    ),
     ("cg", &["cg_init", "cg_alpha", "cg_beta"]),
     (
         "conv",
@@ -192,6 +205,14 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "conv2d_igemm_32",
             "conv2d_bwd_igemm_64",
             "conv2d_bwd_igemm_32",
+            "conv2d_igemm_64_tf32",
+            "conv2d_igemm_32_tf32",
+            "conv2d_bwd_igemm_64_tf32",
+            "conv2d_bwd_igemm_32_tf32",
+            "conv2d_igemm_64_bf16",
+            "conv2d_igemm_32_bf16",
+            "conv2d_bwd_igemm_64_bf16",
+            "conv2d_bwd_igemm_32_bf16",
             "conv2d_splitk_reduce",
         ],
     ),
@@ -207,6 +228,33 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ("blur", &["blur", "blur_sub", "blur_t_step"]),
     ("diffpir", &["diffpir_prior"]),
 ];
+
+/// The GEMM-shaped kernels' entry points, [64×64 tiles, 32×32 tiles], per precision (f32, tf32,
+/// bf16): all of a row take the same arguments.
+type EntryPoints = [[&'static str; 2]; 3];
+const CONV_FWD: EntryPoints = [
+    ["conv2d_igemm_64", "conv2d_igemm_32"],
+    ["conv2d_igemm_64_tf32", "conv2d_igemm_32_tf32"],
+    ["conv2d_igemm_64_bf16", "conv2d_igemm_32_bf16"],
+];
+const CONV_BWD: EntryPoints = [
+    ["conv2d_bwd_igemm_64", "conv2d_bwd_igemm_32"],
+    ["conv2d_bwd_igemm_64_tf32", "conv2d_bwd_igemm_32_tf32"],
+    ["conv2d_bwd_igemm_64_bf16", "conv2d_bwd_igemm_32_bf16"],
+];
+const SGEMM: EntryPoints = [
+    ["sgemm_strided", "sgemm_strided_32"],
+    ["sgemm_strided_tf32", "sgemm_strided_32_tf32"],
+    ["sgemm_strided_bf16", "sgemm_strided_32_bf16"],
+];
+
+fn entry_points(table: &EntryPoints, p: Precision) -> [&'static str; 2] {
+    table[match p {
+        Precision::F32 => 0,
+        Precision::Tf32 => 1,
+        Precision::Bf16 => 2,
+    }]
+}
 
 fn dim(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v)
@@ -224,19 +272,22 @@ pub enum AttentionCore {
 /// (H200, 256 to 1024 tokens: 64 threads × 16–64 blocks, 0.1–0.2 ms); the GEMM path spreads each
 /// image's t² scores over many blocks. The choice is made from one image's shape, never the
 /// batch, so that a slice of a batch gets the bits it gets alone: the fused kernel where one
-/// image gives it four blocks per multiprocessor, or where the GEMM path's score buffer (heads·t²
-/// floats) would pass 256 MB. Head widths over 128 always take the GEMM path.
+/// image gives it four blocks per multiprocessor (f32 only: the fused kernel has no tensor-core
+/// path), or where the GEMM path's score buffer (heads·t² floats) would pass 256 MB (at any
+/// precision: that core then runs in f32). Head widths over 128 always take the GEMM path.
 fn attention_core_path(
     forced: Option<AttentionCore>,
     (d, t, heads): (usize, usize, usize),
     sms: usize,
+    precision: Precision,
 ) -> AttentionCore {
     let fused_blocks = t.div_ceil(64) * heads;
     let scores = heads.saturating_mul(t).saturating_mul(t);
+    let fused_fills_gpu = fused_blocks >= 4 * sms && precision == Precision::F32;
     match forced {
         _ if d > MAX_HEAD_DIM => AttentionCore::Gemm,
         Some(path) => path,
-        None if fused_blocks >= 4 * sms || scores > 1 << 26 => AttentionCore::Fused,
+        None if fused_fills_gpu || scores > 1 << 26 => AttentionCore::Fused,
         None => AttentionCore::Gemm,
     }
 }
@@ -406,6 +457,7 @@ impl CudaBackend {
             attention_core: attention_core_from_env()?,
             conv_kernel: conv_kernel_from_env()?,
             gemm_tile: None,
+            precision: Precision::F32,
             profiler: Default::default(),
             graphs: Default::default(),
             graphs_on: graph::graphs_from_env(),
@@ -427,6 +479,23 @@ impl CudaBackend {
         self
     }
 
+    /// Run the GEMMs (implicit-GEMM convolutions and the SGEMMs of attention) at `precision`:
+    /// f32, or the tensor-core kernels with TF32 / BF16 operands and f32 accumulation.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        if precision != Precision::F32 && self.conv_kernel == ConvKernel::Direct {
+            bail!("--precision {precision} needs the implicit-GEMM convolutions; unset DIFFRECON_CONV=direct or use --precision f32");
+        }
+        self.precision = precision;
+        if precision != Precision::F32 {
+            self.name = format!("{}, {precision} tensor cores", self.name);
+        }
+        Ok(self)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Force the SGEMM tile edge: Some(32) or Some(64) (kernel tests); None chooses by size.
     pub fn with_gemm_tile(mut self, tile: Option<usize>) -> Self {
         self.gemm_tile = tile.filter(|t| *t == 32 || *t == 64);
@@ -437,6 +506,14 @@ impl CudaBackend {
     pub fn with_poison(mut self, on: bool) -> Self {
         self.poison = on;
         self
+    }
+
+    /// The direct conv kernels have no tensor-core path (with_conv_kernel after with_precision).
+    fn direct_conv_is_f32(&self) -> Result<()> {
+        match self.precision {
+            Precision::F32 => Ok(()),
+            p => bail!("the direct conv kernels (DIFFRECON_CONV=direct) run f32 only, not {p}"),
+        }
     }
 
     fn f(&self, name: &'static str) -> &CudaFunction {
@@ -592,11 +669,8 @@ impl CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let kernel = if tile == 64 {
-            "sgemm_strided"
-        } else {
-            "sgemm_strided_32"
-        };
+        let [k64, k32] = entry_points(&SGEMM, self.precision);
+        let kernel = if tile == 64 { k64 } else { k32 };
         let mut l = self.stream.launch_builder(self.f(kernel));
         l.arg(&mi)
             .arg(&ni)
@@ -765,13 +839,14 @@ impl CudaBackend {
         dim(w.len(), "conv weight size")?;
         match self.conv_kernel {
             ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
-                ["conv2d_igemm_64", "conv2d_igemm_32"],
+                entry_points(&CONV_FWD, self.precision),
                 (x, w, Some(b), extra, epi_code),
                 &mut y,
                 &args,
                 (cout, ho * wo, cin * k * k),
             )?,
             ConvKernel::Direct => {
+                self.direct_conv_is_f32()?;
                 let cfg = LaunchConfig {
                     grid_dim: (
                         ((ho * wo) as u32).div_ceil(64),
@@ -1126,7 +1201,7 @@ impl Backend for CudaBackend {
         match self.conv_kernel {
             // C (cin × n·h·w) as an implicit GEMM.
             ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
-                ["conv2d_bwd_igemm_64", "conv2d_bwd_igemm_32"],
+                entry_points(&CONV_BWD, self.precision),
                 (dy, w, None, None, 0),
                 &mut dx,
                 &args,
@@ -1134,6 +1209,7 @@ impl Backend for CudaBackend {
             )?,
             // One thread per dx element: grid = (pixels / 256, cin, n).
             ConvKernel::Direct => {
+                self.direct_conv_is_f32()?;
                 let cfg = LaunchConfig {
                     grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
                     block_dim: (BLOCK, 1, 1),
@@ -1226,11 +1302,15 @@ impl Backend for CudaBackend {
             )));
         }
         let qkv = self.project_in(y, p)?;
-        let ctx =
-            match attention_core_path(self.attention_core, (c / heads, t, heads), self.sm_count) {
-                AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
-                AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
-            };
+        let ctx = match attention_core_path(
+            self.attention_core,
+            (c / heads, t, heads),
+            self.sm_count,
+            self.precision,
+        ) {
+            AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
+            AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
+        };
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
         self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
