@@ -9,19 +9,22 @@
 # step. Steps, in order of value:
 #   a. gpu        nvidia-smi -L, driver and CUDA version, environment;
 #   b. parity     .gpu/cuda_parity --nocapture --test-threads=1 (every CUDA op vs the CPU
-#                 reference; the `parity <op>: relative error` lines);
+#                 reference; the `parity <op>: relative error` lines), .gpu/batch (slices of a
+#                 batch) and .gpu/precision (the tensor-core path vs the CPU's emulation);
 #   c. sanitizer  compute-sanitizer memcheck (eps, DiffPIR-style 4 steps, DPS 4 steps) and
 #                 racecheck (eps, DiffPIR-style) on the small golden weights and inputs
 #                 (tests/golden, 32x32, --device cuda); the CLI outputs of the memcheck runs are
 #                 then compared with the PyTorch golden outputs (cli_vs_golden);
 #   d. bench      first the batch-1 A/B (the direct kernels without graphs, then today's kernels
-#                 without graphs, in steps.log), then diffrecon bench --device cuda --steps 40
+#                 without graphs, then --precision tf32 and bf16 at batch 1 and 8, in
+#                 steps.log), then diffrecon bench --device cuda --steps 40
 #                 --repeats 5, one call per batch (1, 8, 64) so that a slow batch cannot cost
 #                 the others;
 #   e. torch      python3 .gpu/torch_bench.py --device cuda: the PyTorch peer on the same
 #                 (synthetic) weights and the same batches, in the same call;
-#   then, with the time left: the golden CPU tests, initcheck and synccheck, diffrecon's CPU
-#   forward at batch 1; and
+#   then, with the time left: the per-kernel profile, the quality table at f32, tf32 and bf16
+#   (evaluate_*: the tensor-core path's PSNR effect), the golden CPU tests, initcheck and
+#   synccheck, diffrecon's CPU forward at batch 1; and
 #   f. summary    $OUT/summary.md, written LAST (and refreshed after every step, so a killed run
 #                 still leaves one): device, driver, commit, parity lines, sanitizer verdicts,
 #                 both benchmark tables and diffrecon/PyTorch ratios where op and batch match.
@@ -517,6 +520,11 @@ run_step parity 150 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/cuda_parity" --noc
 if [[ -x "$G/batch" ]]; then
     run_step batch_slices 60 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/batch" --nocapture --test-threads=1
 fi
+# The tensor-core path (TF32, BF16) against the CPU's emulation of it and against f32
+# (tests/precision.rs: the `<precision> <what>: … from the cpu's …, … from f32` lines).
+if [[ -x "$G/precision" ]]; then
+    run_step precision 90 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/precision" --nocapture --test-threads=1
+fi
 write_summary
 
 # ---------------------------------------------------------------- c. compute-sanitizer
@@ -592,6 +600,11 @@ run_step bench_cuda_b1_direct 40 150 "$OUT/steps.log" -- \
 # And with today's kernels but no CUDA graphs: what the graphs alone save.
 run_step bench_cuda_b1_nographs 40 150 "$OUT/steps.log" -- \
     env DIFFRECON_GRAPHS=0 "$DR" bench --device cuda --batches 1 --steps "$STEPS" --repeats "$REPEATS"
+# The tensor-core path at batch 1 and 8 (steps.log too: bench.md's rows are the f32 table).
+for p in tf32 bf16; do
+    run_step "bench_cuda_$p" 60 150 "$OUT/steps.log" -- \
+        "$DR" bench --device cuda --precision "$p" --batches 1,8 --steps "$STEPS" --repeats "$REPEATS"
+done
 
 IFS=, read -r -a BL <<<"$BATCHES"
 for b in "${BL[@]}"; do
@@ -619,6 +632,21 @@ write_summary
 # "top kernels" table of a missed target, and how much of the wall time is kernels at all.
 run_step profile 90 20 "$OUT/profile.log" -- \
     "$DR" bench --device cuda --batches 1,8 --steps 10 --repeats 1 --profile
+write_summary
+
+# What the tensor-core path does to reconstructions: the quality table (every sampler, 32
+# held-out phantoms, the bundled prior) at each precision; the mean PSNR change from f32 is the
+# issue's ≤ 0.05 dB bound. The phantoms and the baselines are the same in all three.
+if [[ -f "$G/weights/prior.safetensors" ]]; then
+    for p in f32 tf32 bf16; do
+        run_step "evaluate_$p" 90 10 "$OUT/steps.log" -- "$DR" evaluate --device cuda --precision "$p" \
+            --count 32 --spread-count 0 --weights "$G/weights/prior.safetensors"
+    done
+fi
+# The PyTorch peer with TF32 allowed (cuDNN and cuBLAS), batch 1: the peer of --precision tf32.
+run_step torch_tf32 120 10 "$OUT/torch.log" -- \
+    env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches 1 \
+    --samplers --sampler-batches 1 --steps "$STEPS" --repeats "$REPEATS" --warmup 2 --tf32
 write_summary
 
 run_step golden_cpu 60 10 "$OUT/parity.log" -- "${WRAP[@]}" "$G/golden" --test-threads="$(nproc)"

@@ -41,10 +41,11 @@ echo "nvcc: $nvcc" >&2
 export DIFFRECON_REQUIRE_KERNELS=1
 step "cargo build --release --bin diffrecon"
 cargo build --release --bin diffrecon
-step "cargo test --release --no-run --test cuda_parity --test golden --test batch"
+step "cargo test --release --no-run --test cuda_parity --test golden --test batch --test precision"
 msgs="$(mktemp)"
 trap 'rm -f "$msgs"' EXIT
-cargo test --release --no-run --test cuda_parity --test golden --test batch --message-format=json >"$msgs"
+cargo test --release --no-run --test cuda_parity --test golden --test batch --test precision \
+    --message-format=json >"$msgs"
 
 # Executable path of test target $1 from cargo's JSON messages.
 test_exe() {
@@ -81,6 +82,7 @@ EOF
 )"
 golden_exe="$(test_exe golden)"
 batch_exe="$(test_exe batch)"
+precision_exe="$(test_exe precision)"
 bin_exe="$root/target/release/diffrecon"
 echo "cuda_parity: $parity_exe" >&2
 echo "golden:      $golden_exe" >&2
@@ -92,7 +94,11 @@ strip -o "$dest/diffrecon" "$bin_exe"
 strip -o "$dest/cuda_parity" "$parity_exe"
 strip -o "$dest/golden" "$golden_exe"
 strip -o "$dest/batch" "$batch_exe"
+strip -o "$dest/precision" "$precision_exe"
 cp -r tests/golden "$dest/tests/golden"
+# The precision tests also read the bundled prior (CARGO_MANIFEST_DIR/weights, like tests/golden).
+mkdir -p "$dest/weights"
+cp weights/prior.safetensors "$dest/weights/"
 cp tools/reference.py tools/torch_bench.py "$dest/"
 
 step "checks"
@@ -130,7 +136,8 @@ if [[ "${GPU_PREPARE_SKIP_GOLDEN:-0}" != 1 ]]; then
     grep -m1 "^test result" <<<"$golden_out" >&2
 fi
 # 5. Highest glibc symbol version the binaries need (the device's glibc must be at least this).
-glibc_need="$(objdump -T "$dest/diffrecon" "$dest/cuda_parity" "$dest/golden" "$dest/batch" 2>/dev/null |
+glibc_need="$(objdump -T "$dest/diffrecon" "$dest/cuda_parity" "$dest/golden" "$dest/batch" \
+    "$dest/precision" 2>/dev/null |
     grep -o 'GLIBC_[0-9.]*' | sort -V -u | tail -n 1 || true)"
 
 step "manifest"
