@@ -325,7 +325,8 @@ __device__ __forceinline__ void split_tap(int kq, int k, int& c, int& ky, int& k
 struct NoTile {};
 
 template <ConvMode MODE, int BM, int BN, int K_, int P>
-__device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& sh, const float* __restrict__ in,
+__device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& sh,
+                                           const float* __restrict__ in,
                                            const float* __restrict__ w,
                                            const float* __restrict__ bias,
                                            const float* __restrict__ extra, int epi,
@@ -456,7 +457,7 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
                     for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
             }
         } else {
-            tile.mma_chunk(&As[0][0], BM + PAD, &Bs[0][0], BN + PAD, IG_BK);
+            tile.template mma_chunk<IG_BK>(&As[0][0], BM + PAD, &Bs[0][0], BN + PAD);
         }
         __syncthreads();
     }
@@ -508,9 +509,15 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
     // Declared here, once for the three kernel-size instantiations below.
     __shared__ __align__(32) tc::SharedTiles<BM, BN, P, IG_PAD> sh;
     switch (g.k) {
-        case 1: conv_igemm<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial); break;
-        case 3: conv_igemm<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial); break;
-        default: conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial); break;
+        case 1:
+            conv_igemm<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            break;
+        case 3:
+            conv_igemm<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            break;
+        default:
+            conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            break;
     }
 }
 

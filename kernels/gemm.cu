@@ -92,7 +92,7 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
                     for (int q = 0; q < R; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
             }
         } else {
-            tile.mma_chunk(&As[0][0], T + OP_PAD, &Bs[0][0], T + OP_PAD, TK);
+            tile.template mma_chunk<TK>(&As[0][0], T + OP_PAD, &Bs[0][0], T + OP_PAD);
         }
         __syncthreads();
     }

@@ -14,6 +14,8 @@
 // Precision codes (template argument P): kF32 (no tensor cores), kTf32, kBf16.
 // Without nvcc (the CPU emulation in tests/emu/shim.h) the WMMA API comes from the shim.
 #pragma once
+#include "common.cuh"
+
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <mma.h>
@@ -99,18 +101,18 @@ template <int BM, int BN, int P> struct TcTile {
         for (int s = 0; s < kPerWarp; ++s) wmma::fill_fragment(acc[s], 0.0f);
     }
 
-    // Accumulates one staged chunk of `depth` K terms (a multiple of kK): As/Bs as above with
-    // leading dimensions lda = BM + pad, ldb = BN + pad. Warp-uniform: a warp without fragments
-    // skips it.
-    __device__ __forceinline__ void mma_chunk(const T* As, int lda, const T* Bs, int ldb,
-                                              int depth) {
+    // Accumulates one staged chunk of DEPTH K terms: As/Bs as above with leading dimensions
+    // lda = BM + pad, ldb = BN + pad. Warp-uniform: a warp without fragments skips it.
+    template <int DEPTH>
+    __device__ __forceinline__ void mma_chunk(const T* As, int lda, const T* Bs, int ldb) {
+        static_assert(DEPTH % kK == 0, "a chunk is whole MMA steps");
 #pragma unroll
         for (int s = 0; s < kPerWarp; ++s) {
             const int f = frag(s);
             if (f >= kFrags) continue;
             const int fm = f / kFn, fn = f % kFn;
 #pragma unroll
-            for (int p = 0; p < depth; p += kK) {
+            for (int p = 0; p < DEPTH; p += kK) {
                 wmma::fragment<wmma::matrix_a, kFrag, kFrag, kK, Elem, wmma::col_major> a;
                 wmma::fragment<wmma::matrix_b, kFrag, kFrag, kK, Elem, wmma::row_major> b;
                 wmma::load_matrix_sync(a, As + p * lda + fm * kFrag, lda);

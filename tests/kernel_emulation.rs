@@ -1,7 +1,9 @@
 //! Kernel logic without a GPU: tests/emu/*.cpp include a kernel source from kernels/ through a
 //! CPU emulation of the CUDA execution model (tests/emu/shim.h) and compare it with a
 //! double-precision reference. This checks indexing, tiling, staging and barriers where no GPU
-//! exists (CI); the parity tests in cuda_parity.rs check the real kernels on a GPU.
+//! exists (CI); the parity tests in cuda_parity.rs check the real kernels on a GPU. The
+//! tensor-core (TF32 / BF16) entry points run on the shim's WMMA emulation, which
+//! wmma_shim.cpp checks on its own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,11 +46,20 @@ fn build_and_run(harness: &str) {
     );
     let run = Command::new(&exe).output().expect("run the emulation");
     let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
     print!("{stdout}");
+    eprint!("{stderr}");
+    // stderr carries the shim's message when a WMMA precondition aborts the run.
     assert!(
         run.status.success() && stdout.contains("ALL OK"),
-        "{harness} failed:\n{stdout}"
+        "{harness} failed ({}):\n{stdout}{stderr}",
+        run.status
     );
+}
+
+#[test]
+fn wmma_shim_rounds_loads_multiplies_and_checks_as_documented() {
+    build_and_run("wmma_shim.cpp");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 // arithmetic on doubles, not bit tricks), so that the two check each other (wmma_shim.cpp).
 #pragma once
 #include "shim.h"
-#include "common.cuh"       // tensor_core.cuh uses its kWarp
+#include "common.cuh"
 #include "tensor_core.cuh"  // the precision codes kF32, kTf32, kBf16
 
 #include <cfloat>
@@ -19,10 +19,12 @@
 inline float round_sig(float v, int bits, double (*to_int)(double)) {
     if (v == 0.0f || !std::isfinite(v))
         return v;
+    // |v| = m·2^e with m in [0.5, 1), e at least FLT_MIN's -125; |v|·2^(bits − e) < 2^bits is
+    // exact in double.
     int e;
-    std::frexp(v, &e);      // |v| = m·2^e, m in [0.5, 1)
-    e = std::max(e, -125);  // FLT_MIN = 0.5·2^-125
-    const double r = to_int(std::ldexp((double)v, bits - e));  // exact scaling, |·| < 2^bits
+    std::frexp(v, &e);
+    e = std::max(e, -125);
+    const double r = to_int(std::ldexp((double)v, bits - e));
     const double out = std::ldexp(r, e - bits);
     return std::fabs(out) > FLT_MAX ? std::copysign(INFINITY, v) : (float)out;
 }

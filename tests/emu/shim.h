@@ -145,9 +145,11 @@ constexpr int kCols = std::is_same_v<Use, matrix_a> ? K : N;
 
 [[noreturn]] inline void fail(const char* fn, const char* what, const void* p, unsigned ldm) {
     static std::mutex m;
-    std::lock_guard<std::mutex> lock(m);  // one message, then the process ends
-    std::fprintf(stderr, "shim: wmma::%s: %s (ptr %p, ldm %u, thread %u of block %u,%u,%u)\n", fn,
-                 what, p, ldm, threadIdx.x, blockIdx.x, blockIdx.y, blockIdx.z);
+    // One message, after the harness's lines so far; then the process ends.
+    std::lock_guard<std::mutex> lock(m);
+    std::fflush(stdout);
+    std::fprintf(stderr, "shim: wmma::%s: %s (ptr %p, ldm %u, threadIdx.x %u, blockIdx %u,%u,%u)\n",
+                 fn, what, p, ldm, threadIdx.x, blockIdx.x, blockIdx.y, blockIdx.z);
     std::abort();
 }
 
