@@ -9,7 +9,8 @@
 // (TF32: round to nearest, ties away, 10 mantissa bits, as cvt.rna.tf32.f32; BF16: round to
 // nearest even), so every warp reading a value sees the same rounded operand; products of such
 // operands are exact in f32 and accumulate in f32. The CPU backend's emulation (src/precision.rs)
-// rounds the same operands, so the two paths differ only in summation order.
+// rounds the same operands, so on the same inputs the two differ only in summation order (and the
+// tensor cores' accumulation); through a network, later roundings amplify that.
 //
 // Precision codes (template argument P): kF32 (no tensor cores), kTf32, kBf16.
 // Without nvcc (the CPU emulation in tests/emu/shim.h) the WMMA API comes from the shim.

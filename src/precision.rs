@@ -4,8 +4,10 @@
 //!
 //! The CUDA backend's `_tf32` / `_bf16` kernels round each operand as they stage it
 //! (kernels/tensor_core.cuh); the CPU backend emulates the same rounding before its f32 GEMM,
-//! so a fast-path run can be reproduced, and its effect measured, without a GPU. The two then
-//! differ only in summation order.
+//! so a fast-path run can be reproduced, and its effect measured, without a GPU. One GEMM on
+//! the same inputs then differs only by summation order (and the tensor cores' own f32
+//! accumulation); through a network the differences flip later roundings and grow to the size of
+//! the rounding itself, so whole runs agree statistically, not to f32 parity.
 
 use std::fmt;
 
@@ -36,6 +38,22 @@ impl Precision {
                 let lsb = (bits >> 16) & 1;
                 f32::from_bits(bits.wrapping_add(0x7fff + lsb) & 0xffff_0000)
             }
+        }
+    }
+}
+
+/// Attention scores per image (heads·t²) past which the CUDA backend runs the forward attention
+/// core as its fused kernel (the GEMM path's score buffer would pass 256 MB), which computes in
+/// f32 at any precision; the CPU's emulation follows that rule. The VJP rounds at any size.
+pub const FUSED_ATTENTION_SCORES: usize = 1 << 26;
+
+impl Precision {
+    /// The precision of the forward attention core (scores and context products) for one image
+    /// of `t` tokens in `heads` heads: this one, or f32 where the GPU takes its fused kernel.
+    pub fn attention_core(self, heads: usize, t: usize) -> Precision {
+        match heads.saturating_mul(t).saturating_mul(t) > FUSED_ATTENTION_SCORES {
+            true => Precision::F32,
+            false => self,
         }
     }
 }
@@ -80,6 +98,14 @@ mod tests {
         assert_eq!(Bf16.round(1.0 + ulp * 0.51), 1.0 + ulp);
         assert_eq!(Bf16.round(-3.0 - ulp * 0.51 * 2.0), -3.0 - 2.0 * ulp);
         assert_eq!(Bf16.round(std::f32::consts::PI), 3.140625);
+    }
+
+    #[test]
+    fn the_attention_core_is_f32_past_the_fused_threshold() {
+        assert_eq!(Bf16.attention_core(4, 1024), Bf16);
+        assert_eq!(Bf16.attention_core(4, 4097), F32);
+        assert_eq!(Tf32.attention_core(1, 8193), F32);
+        assert_eq!(F32.attention_core(4, 1024), F32);
     }
 
     #[test]

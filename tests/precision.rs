@@ -3,11 +3,14 @@
 //! On the CPU (CI): the emulation rounds exactly the GEMM operands, so it moves the UNet by the
 //! operand types' rounding and no more, BF16 (8 significant bits) further than TF32 (11).
 //! On a GPU: the tensor-core kernels against the CPU's emulation of the same precision, op by op
-//! and through the UNet, its VJP and the samplers. The tensor cores sum in another order than
-//! the CPU, so the two do not agree bit for bit; what must hold is that the GPU reproduces the
-//! emulation far more closely than it reproduces f32 (`e_same ≤ e_f32 / 4`: the rounding really
-//! happened, on the same operands), and that the distance from f32 stays within the bound the
-//! issue expects (about 1e-3 for TF32). Without a usable GPU those tests print SKIP.
+//! and through the UNet, its VJP and the samplers. For one op (same inputs) the two differ by
+//! summation order and the tensor cores' accumulation only: the GPU must reproduce the emulation
+//! far more closely than it reproduces f32 (`e_same ≤ e_f32 / 4`: the rounding happened, on the
+//! same operands). Through a network that no longer holds: each layer rounds its inputs again,
+//! so a tiny difference flips roundings and grows to the rounding error's own size within a few
+//! layers (a 1e-7 perturbation of the CPU emulation's parameters gives e_f32 / e_same of 0.75 to
+//! 1.9). There the GPU's distance from f32 must match the emulation's (within 3×, either way) and
+//! stay within the bound the issue expects (about 1e-3 for TF32). Without a GPU they print SKIP.
 
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
@@ -42,8 +45,9 @@ fn small_weights() -> PathBuf {
 
 /// How far from f32 a precision may move one GEMM-shaped op (`Op`), or one network pass (`Pass`:
 /// the UNet forward, the DPS gradient through forward and VJP). TF32 keeps 11 significant bits
-/// (half an ulp is 2.4e-4 relative), BF16 8 bits (2e-3): one op's relative error is about that,
-/// the UNet's few dozen layers add up to several times more (the CPU emulation measures, on the
+/// (half an ulp is 2.4e-4 relative), BF16 8 bits (2e-3): one op's relative error is a few times
+/// that (attention's VJP chains four products: the CPU's BF16 is 8.5e-3 from f32 on the smallest
+/// case below), the UNet's few dozen layers add up to more (the CPU emulation measures, on the
 /// small golden weights, TF32 1.7e-3 / 2.3e-3 and BF16 1.3e-2 / 6.2e-2 for eps / gradient).
 /// Sampler runs (`Sampler`) have no bound from f32: on the golden weights, which are random, a
 /// 4-step run amplifies any change of eps (x0 = (x − √(1−ᾱ)·eps)/√ᾱ at small ᾱ) by 10-20×; what
@@ -60,8 +64,8 @@ fn bound_from_f32(p: Precision, level: Level) -> f64 {
     match (p, level) {
         (_, Level::Sampler) => f64::INFINITY,
         (F32, _) => 0.0,
-        (Tf32, Level::Op) => 1e-3,
-        (Bf16, Level::Op) => 8e-3,
+        (Tf32, Level::Op) => 2e-3,
+        (Bf16, Level::Op) => 1.5e-2,
         (Tf32, Level::Pass) => 1e-2,
         (Bf16, Level::Pass) => 1e-1,
     }
@@ -170,14 +174,23 @@ fn gpu(test: &str, p: Precision) -> Option<CudaBackend> {
     }
 }
 
-/// The GPU result against the CPU at the same precision and at f32.
+/// The GPU result against the CPU at the same precision and at f32 (see the module comment).
 fn check(name: &str, p: Precision, level: Level, got: &Tensor, same: &Tensor, exact: &Tensor) {
-    let (e_same, e_f32) = (rel(got, same), rel(got, exact));
-    println!("{p} {name}: {e_same:.2e} from the cpu's {p}, {e_f32:.2e} from f32");
-    assert!(
-        e_same <= e_f32 / 4.0,
-        "{p} {name}: {e_same:.2e} from the emulation is not well inside {e_f32:.2e} from f32"
+    let (e_same, e_f32, e_emu) = (rel(got, same), rel(got, exact), rel(same, exact));
+    println!(
+        "{p} {name}: {e_same:.2e} from the cpu's {p}, {e_f32:.2e} from f32 (the cpu's {p}: {e_emu:.2e})"
     );
+    if level == Level::Op {
+        assert!(
+            e_same <= e_f32 / 4.0,
+            "{p} {name}: {e_same:.2e} from the emulation is not well inside {e_f32:.2e} from f32"
+        );
+    } else {
+        assert!(
+            e_f32 >= e_emu / 3.0 && e_f32 <= 3.0 * e_emu,
+            "{p} {name}: {e_f32:.2e} from f32, the emulation {e_emu:.2e}: not the same rounding"
+        );
+    }
     let bound = bound_from_f32(p, level);
     assert!(
         e_f32 <= bound,
@@ -376,13 +389,30 @@ impl<B: Backend> GradOn for Engine<B> {
     }
 }
 
-/// The direct conv kernels have no tensor-core path: asking for one is an error, not f32.
+/// The direct conv kernels and the fused attention kernel have no tensor-core path: asking for
+/// one is an error, not f32.
 #[test]
-fn direct_convolutions_refuse_a_tensor_core_precision() {
+fn f32_only_kernels_refuse_a_tensor_core_precision() {
     if cuda::unavailable_reason(0).is_some() {
-        println!("SKIP direct_convolutions_refuse_a_tensor_core_precision: no usable GPU");
+        println!("SKIP f32_only_kernels_refuse_a_tensor_core_precision: no usable GPU");
         return;
     }
+    let fused = Some(AttentionCore::Fused);
+    let g = CudaBackend::new(0).unwrap().with_attention_core(fused);
+    assert!(g.with_precision(Bf16).is_err());
+    let g = CudaBackend::new(0)
+        .unwrap()
+        .with_precision(Tf32)
+        .unwrap()
+        .with_attention_core(fused);
+    let prm = AttnParams {
+        in_w: g.upload(&rand(&[24, 8], 4, 0.3)).unwrap(),
+        in_b: g.upload(&rand(&[24], 5, 0.3)).unwrap(),
+        out_w: g.upload(&rand(&[8, 8], 6, 0.3)).unwrap(),
+        out_b: g.upload(&rand(&[8], 7, 0.3)).unwrap(),
+    };
+    let y = g.upload(&rand(&[1, 8, 4, 4], 8, 1.0)).unwrap();
+    assert!(g.attention(&y, &prm, 2).is_err());
     let g = CudaBackend::new(0)
         .unwrap()
         .with_conv_kernel(ConvKernel::Direct);

@@ -27,7 +27,7 @@ pub fn attention(y: &[f32], wts: &AttnWeights, c: usize, t: usize, heads: usize,
     assert_eq!(out.len(), y.len());
     for (o, yi) in out.chunks_mut(c * t).zip(y.chunks(c * t)) {
         let qkv = project_in(yi, wts, c, t);
-        let ctx = attend(&qkv, c, t, heads, wts.precision);
+        let ctx = attend(&qkv, c, t, heads, wts.precision.attention_core(heads, t));
         project_out(&ctx, wts, c, t, o);
     }
 }

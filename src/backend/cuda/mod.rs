@@ -17,7 +17,7 @@ mod embedded {
 use super::{AttnParams, Backend};
 use crate::bail;
 use crate::error::{Error, Result};
-use crate::precision::Precision;
+use crate::precision::{Precision, FUSED_ATTENTION_SCORES};
 use crate::tensor::Tensor;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig,
@@ -287,7 +287,7 @@ fn attention_core_path(
     match forced {
         _ if d > MAX_HEAD_DIM => AttentionCore::Gemm,
         Some(path) => path,
-        None if fused_fills_gpu || scores > 1 << 26 => AttentionCore::Fused,
+        None if fused_fills_gpu || scores > FUSED_ATTENTION_SCORES => AttentionCore::Fused,
         None => AttentionCore::Gemm,
     }
 }
@@ -484,6 +484,9 @@ impl CudaBackend {
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         if precision != Precision::F32 && self.conv_kernel == ConvKernel::Direct {
             bail!("--precision {precision} needs the implicit-GEMM convolutions; unset DIFFRECON_CONV=direct or use --precision f32");
+        }
+        if precision != Precision::F32 && self.attention_core == Some(AttentionCore::Fused) {
+            bail!("--precision {precision} needs the attention GEMM path; unset DIFFRECON_ATTENTION=fused or use --precision f32");
         }
         self.precision = precision;
         if precision != Precision::F32 {
@@ -1300,6 +1303,12 @@ impl Backend for CudaBackend {
             return Err(Error::internal(format!(
                 "attention: {c} channels in {heads} heads"
             )));
+        }
+        if self.attention_core == Some(AttentionCore::Fused) && self.precision != Precision::F32 {
+            bail!(
+                "the fused attention kernel (DIFFRECON_ATTENTION=fused) runs f32 only, not {}",
+                self.precision
+            );
         }
         let qkv = self.project_in(y, p)?;
         let ctx = match attention_core_path(
