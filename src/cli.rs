@@ -165,6 +165,10 @@ pub enum Command {
         sweep: bool,
         #[arg(long, default_value_t = 8)]
         sweep_count: usize,
+        /// Also rerun the diffusion samplers at these precisions (e.g. tf32,bf16) and report
+        /// each one's PSNR change from the table's precision, slice by slice.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        compare_precision: Vec<Precision>,
     },
     /// Time the UNet forward and whole samplers on a device (synthetic weights of the
     /// notebook's config unless --weights is given).
@@ -604,6 +608,7 @@ pub fn run(cli: Cli) -> Result<()> {
             samples,
             sweep,
             sweep_count,
+            compare_precision,
         } => {
             if count == 0 {
                 bail!("--count must be positive");
@@ -665,6 +670,19 @@ pub fn run(cli: Cli) -> Result<()> {
             let rows = evaluate::evaluate(engine.as_ref(), &spec, &mut say)?;
             println!("{}", evaluate::format_table(&rows));
             println!("{}\n", evaluate::verdict(&rows));
+            if !compare_precision.is_empty() {
+                let mut effects = Vec::new();
+                for &p in &compare_precision {
+                    let other = engine::load(&path, model.num_heads, model.device, p)?;
+                    let e = evaluate::precision_effect(&rows, other.as_ref(), p, &spec, &mut say)?;
+                    effects.extend(e);
+                }
+                println!("the diffusion samplers at other precisions (same slices, paired):");
+                println!(
+                    "{}",
+                    evaluate::format_precision_effect(model.precision, &effects)
+                );
+            }
             if spread_count > 0 {
                 let res =
                     evaluate::spread(engine.as_ref(), &spec, spread_count, samples, &mut say)?;

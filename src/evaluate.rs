@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::metrics::{self, Quality};
 use crate::operators::Kernel;
 use crate::phantom;
+use crate::precision::Precision;
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps::DpsParams;
@@ -168,6 +169,19 @@ pub fn evaluate(
         &TV_LAMBDAS,
         baselines::total_variation,
     )?);
+    rows.extend(sampler_rows(engine, &set, spec, progress)?);
+    Ok(rows)
+}
+
+/// The diffusion samplers' rows of `evaluate`: DPS, DiffPIR-style, published DiffPIR and
+/// published DPS.
+fn sampler_rows(
+    engine: &dyn Model,
+    set: &ProblemSet,
+    spec: &Spec,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<MethodResult>> {
+    let mut rows = Vec::new();
     progress("DPS");
     let (x, secs) =
         timed(|| engine.dps(&set.y, &spec.kernel, &set.x_t, &spec.dps, &mut |_, _| {}))?;
@@ -175,12 +189,12 @@ pub fn evaluate(
         "guidance {}, sigma_y {}",
         spec.dps.guidance, spec.dps.sigma_y
     );
-    rows.push(measure(engine, &set, &spec.kernel, "DPS", note, &x, secs)?);
+    rows.push(measure(engine, set, &spec.kernel, "DPS", note, &x, secs)?);
     progress("DiffPIR-style");
     let (x, secs) = timed(|| engine.diffpir(&set.y, &spec.kernel, &spec.diffpir, &mut |_, _| {}))?;
     rows.push(measure(
         engine,
-        &set,
+        set,
         &spec.kernel,
         "DiffPIR-style",
         format!("tau {}", spec.diffpir.tau),
@@ -200,7 +214,7 @@ pub fn evaluate(
     );
     rows.push(measure(
         engine,
-        &set,
+        set,
         &spec.kernel,
         "DiffPIR (published)",
         note,
@@ -213,7 +227,7 @@ pub fn evaluate(
     let note = format!("ζ {}, η {}", spec.dps_paper.zeta, spec.dps_paper.eta);
     rows.push(measure(
         engine,
-        &set,
+        set,
         &spec.kernel,
         "DPS (published)",
         note,
@@ -481,6 +495,67 @@ pub fn verdict(rows: &[MethodResult]) -> String {
 }
 
 /// A markdown table of mean ± std per method.
+/// One sampler's reconstructions at another precision against the same sampler in the
+/// evaluation's table, slice by slice (paired: same measurements, same noise).
+pub struct PrecisionEffect {
+    pub sampler: String,
+    pub precision: Precision,
+    /// Mean PSNR over the slices at the table's precision, and at `precision`.
+    pub psnr_base: f64,
+    pub psnr: f64,
+    /// Mean, standard deviation and largest magnitude of the per-slice PSNR change.
+    pub delta_mean: f64,
+    pub delta_std: f64,
+    pub delta_max_abs: f64,
+}
+
+/// The diffusion samplers of `base` (the rows `evaluate` returned for `spec`) rerun on `engine`
+/// (the same weights at `precision`), compared slice by slice.
+pub fn precision_effect(
+    base: &[MethodResult],
+    engine: &dyn Model,
+    precision: Precision,
+    spec: &Spec,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<PrecisionEffect>> {
+    let set = problem_set(spec)?;
+    let mut out = Vec::new();
+    let mut say = |m: &str| progress(&format!("{m} at {precision}"));
+    for row in sampler_rows(engine, &set, spec, &mut say)? {
+        let Some(b) = base.iter().find(|b| b.name == row.name) else {
+            continue;
+        };
+        let delta: Vec<f64> = row
+            .quality
+            .iter()
+            .zip(&b.quality)
+            .map(|(q, q0)| q.psnr - q0.psnr)
+            .collect();
+        let (delta_mean, delta_std) = mean_std(&delta);
+        out.push(PrecisionEffect {
+            sampler: row.name.clone(),
+            precision,
+            psnr_base: b.mean_psnr(),
+            psnr: row.mean_psnr(),
+            delta_mean,
+            delta_std,
+            delta_max_abs: delta.iter().fold(0.0, |m, d| m.max(d.abs())),
+        });
+    }
+    Ok(out)
+}
+
+pub fn format_precision_effect(base: Precision, rows: &[PrecisionEffect]) -> String {
+    let mut s = format!("| sampler | precision | PSNR at {base} (dB) | PSNR (dB) | mean ΔPSNR (dB) | std of Δ | largest abs(Δ) |\n|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:+.3} | {:.3} | {:.3} |\n",
+            r.sampler, r.precision, r.psnr_base, r.psnr, r.delta_mean, r.delta_std, r.delta_max_abs
+        );
+    }
+    s
+}
+
 pub fn format_table(rows: &[MethodResult]) -> String {
     let mut s = String::from("| method | MSE | PSNR (dB) | SSIM | residual ‖Kx−y‖/‖y‖ | time (s) | notes |\n|---|---|---|---|---|---|---|\n");
     for r in rows {

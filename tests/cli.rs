@@ -680,10 +680,32 @@ fn phantoms_sample_evaluate_and_baselines() {
         "0",
         "--device",
         "cpu",
+        "--compare-precision",
+        "bf16",
     ]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(text.contains("2 images"), "{text}");
+    // --compare-precision: each diffusion sampler rerun at bf16, paired with the table's f32.
+    assert!(text.contains("PSNR at f32"), "{text}");
+    for sampler in [
+        "DPS",
+        "DiffPIR-style",
+        "DiffPIR (published)",
+        "DPS (published)",
+    ] {
+        assert!(text.contains(&format!("| {sampler} | bf16 |")), "{text}");
+    }
+    fails_with(
+        &[
+            "evaluate",
+            "--weights",
+            &small(),
+            "--compare-precision",
+            "tf32,fp8",
+        ],
+        "possible values",
+    );
     fails_with(
         &[
             "evaluate",
