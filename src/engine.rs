@@ -186,7 +186,9 @@ impl<B: Backend> Engine<B> {
         Ok(t as usize)
     }
 
-    fn with_problem<R>(
+    /// Runs `f` on the problem of measurement `y` and blur `kernel` on this engine's backend
+    /// (both uploaded, the measurement checked first).
+    pub fn with_problem<R>(
         &self,
         y: &Tensor,
         kernel: &Kernel,

@@ -20,7 +20,6 @@ use diffrecon::operators::Kernel;
 use diffrecon::rng::Rng;
 use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::dps::{self, DpsParams};
-use diffrecon::samplers::Problem;
 use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
 use diffrecon::Precision::{self, Bf16, Tf32, F32};
@@ -93,7 +92,7 @@ fn network_results(
     };
     let mut out = vec![
         ("unet eps", Level::Pass, e.eps(&x, &[37.0, 311.0]).unwrap()),
-        ("dps gradient", Level::Pass, e.grad(&y, &k.to_tensor(), &x)),
+        ("dps gradient", Level::Pass, e.grad(&y, &k, &x)),
         (
             "diffpir-style 4 steps",
             Level::Sampler,
@@ -333,25 +332,6 @@ fn tensor_core_ops_match_the_cpu_emulation() {
     }
 }
 
-/// Run `f` on engine `e`'s backend with y and the kernel uploaded; the result downloaded.
-fn on<B: Backend>(
-    e: &Engine<B>,
-    y: &Tensor,
-    kernel: &Tensor,
-    f: impl FnOnce(&Problem<B>) -> diffrecon::error::Result<B::Buf>,
-) -> Tensor {
-    let (yb, kb) = (e.be.upload(y).unwrap(), e.be.upload(kernel).unwrap());
-    let p = Problem {
-        be: &e.be,
-        net: &e.net,
-        schedule: &e.schedule,
-        y: &yb,
-        kernel: &kb,
-    };
-    let out = f(&p).unwrap();
-    e.be.download(&out).unwrap()
-}
-
 /// The network results of `network_results` on the GPU against the CPU's emulation.
 #[test]
 fn tensor_core_unet_dps_and_samplers_match_the_cpu_emulation() {
@@ -378,14 +358,16 @@ fn tensor_core_unet_dps_and_samplers_match_the_cpu_emulation() {
 
 /// The DPS gradient at t = 311 on either engine.
 trait GradOn {
-    fn grad(&self, y: &Tensor, kernel: &Tensor, x: &Tensor) -> Tensor;
+    fn grad(&self, y: &Tensor, kernel: &Kernel, x: &Tensor) -> Tensor;
 }
 
 impl<B: Backend> GradOn for Engine<B> {
-    fn grad(&self, y: &Tensor, kernel: &Tensor, x: &Tensor) -> Tensor {
-        on(self, y, kernel, |p| {
-            dps::gradient(p, &p.be.upload(x)?, 311, 0.05).map(|d| d.grad)
+    fn grad(&self, y: &Tensor, kernel: &Kernel, x: &Tensor) -> Tensor {
+        self.with_problem(y, kernel, |p| {
+            let g = dps::gradient(p, &p.be.upload(x)?, 311, 0.05)?.grad;
+            p.be.download(&g)
         })
+        .unwrap()
     }
 }
 
