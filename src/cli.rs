@@ -763,6 +763,9 @@ fn reconstruct(
         }
         _ => {
             let (engine, _) = model.load()?;
+            if sampler.sampler == SamplerKind::Dps && model.precision != Precision::F32 {
+                eprintln!("note: the notebook's DPS is sensitive to the GEMMs' rounding: at --precision {} its reconstructions move by about ±1 dB PSNR per slice (over 32 phantoms the mean change stayed within its standard error; BENCHMARKS.md); use --precision f32 where slice-level reproducibility matters", model.precision);
+            }
             (
                 run_sampler(engine.as_ref(), sampler, &y_all, &kernel, &x_t, seed)?,
                 engine.device(),

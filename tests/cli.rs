@@ -144,6 +144,29 @@ fn precision_flag() {
     );
     let e = got.rel_l2(&want).unwrap();
     assert!(e > 1e-4 && e < 5e-2, "bf16 eps {e:.2e} from the f32 golden");
+    // The notebook's DPS at a reduced precision says what that does to it (BENCHMARKS.md).
+    let y = golden("dps_traj_small/y.npy");
+    let (w, out) = (small(), tmp("dps_bf16.npy"));
+    let o = run(&[
+        "reconstruct",
+        "--weights",
+        &w,
+        "--measurement",
+        s(&y),
+        "--sampler",
+        "dps",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+        "--out",
+        s(&out),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("sensitive to the GEMMs' rounding"), "{err}");
 }
 
 #[test]
