@@ -295,6 +295,36 @@ if ctxt:
         if line.startswith("cli "):
             w("- " + line)
     w("")
+# ---- the tensor-core path: .gpu/precision's lines and the paired PSNR comparison
+pr = paritylog.get("precision", "")
+ev = steplog.get("evaluate_precision", "")
+if pr or ev:
+    w("## Precision (tf32 / bf16 tensor cores)")
+    w("")
+if pr:
+    result = re.findall(r"test result: .*", pr)
+    w("`.gpu/precision`: `%s`" % (result[-1] if result else "no 'test result' line: crashed or killed"))
+    w("")
+    for line in pr.splitlines():
+        if (re.search(r"(tf32|bf16) .* from the cpu's", line) or "panicked at" in line
+                or "SKIP" in line or re.search(r"cpu (tf32|bf16) emulation", line)):
+            w("- " + line.replace("|", "/")[:220])
+    w("")
+if ev:
+    table = [l for l in ev.splitlines() if l.startswith("| ") and (" tf32 |" in l or " bf16 |" in l
+             or l.startswith("| sampler"))]
+    if table:
+        w("PSNR change from f32, 32 phantoms, paired (`evaluate --compare-precision tf32,bf16`):")
+        w("")
+        w(table[0])
+        w("|---|---|---|---|---|---|---|")
+        for l in table[1:]:
+            w(l)
+        w("")
+    else:
+        w("evaluate_precision: no comparison table (see steps.log).")
+        w("")
+
 gtxt = paritylog.get("golden_cpu", "")
 if gtxt:
     result = re.findall(r"test result: .*", gtxt)
