@@ -48,6 +48,16 @@ fn rounded(prec: Precision, rows: usize, cols: usize, v: View) -> Vec<f32> {
         .collect()
 }
 
+/// A (m×k) and B (k×n) as `prec` rounds them, row-major; None at f32 (use them as they are).
+fn rounded_operands(
+    prec: Precision,
+    (m, k, n): (usize, usize, usize),
+    a: View,
+    b: View,
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    (prec != Precision::F32 && k > 0).then(|| (rounded(prec, m, k, a), rounded(prec, k, n, b)))
+}
+
 /// As `sgemm` on the calling thread only: for GEMMs inside an already parallel loop.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_serial(
@@ -66,8 +76,7 @@ pub fn sgemm_serial(
     }
     check_bounds(m, k, a, "A");
     check_bounds(k, n, b, "B");
-    if prec != Precision::F32 && k > 0 {
-        let (ra, rb) = (rounded(prec, m, k, a), rounded(prec, k, n, b));
+    if let Some((ra, rb)) = rounded_operands(prec, (m, k, n), a, b) {
         let (a, b) = (View::rows(&ra, k), View::rows(&rb, n));
         return sgemm_serial(Precision::F32, m, k, n, a, b, beta, c);
     }
@@ -111,8 +120,7 @@ pub fn sgemm(
     }
     check_bounds(m, k, a, "A");
     check_bounds(k, n, b, "B");
-    if prec != Precision::F32 && k > 0 {
-        let (ra, rb) = (rounded(prec, m, k, a), rounded(prec, k, n, b));
+    if let Some((ra, rb)) = rounded_operands(prec, (m, k, n), a, b) {
         let (a, b) = (View::rows(&ra, k), View::rows(&rb, n));
         return sgemm(Precision::F32, m, k, n, a, b, beta, c);
     }

@@ -482,13 +482,8 @@ impl CudaBackend {
     /// Run the GEMMs (implicit-GEMM convolutions and the SGEMMs of attention) at `precision`:
     /// f32, or the tensor-core kernels with TF32 / BF16 operands and f32 accumulation.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
-        if precision != Precision::F32 && self.conv_kernel == ConvKernel::Direct {
-            bail!("--precision {precision} needs the implicit-GEMM convolutions; unset DIFFRECON_CONV=direct or use --precision f32");
-        }
-        if precision != Precision::F32 && self.attention_core == Some(AttentionCore::Fused) {
-            bail!("--precision {precision} needs the attention GEMM path; unset DIFFRECON_ATTENTION=fused or use --precision f32");
-        }
         self.precision = precision;
+        self.f32_only_kernels_unused()?;
         if precision != Precision::F32 {
             self.name = format!("{}, {precision} tensor cores", self.name);
         }
@@ -511,12 +506,18 @@ impl CudaBackend {
         self
     }
 
-    /// The direct conv kernels have no tensor-core path (with_conv_kernel after with_precision).
-    fn direct_conv_is_f32(&self) -> Result<()> {
-        match self.precision {
-            Precision::F32 => Ok(()),
-            p => bail!("the direct conv kernels (DIFFRECON_CONV=direct) run f32 only, not {p}"),
+    /// The direct conv kernels and the fused attention kernel have no tensor-core path: forcing
+    /// one at TF32 / BF16 is an error, checked when the precision is set and again at use (the
+    /// `with_*` calls may come in either order).
+    fn f32_only_kernels_unused(&self) -> Result<()> {
+        let p = self.precision;
+        if p != Precision::F32 && self.conv_kernel == ConvKernel::Direct {
+            bail!("--precision {p} needs the implicit-GEMM convolutions; unset DIFFRECON_CONV=direct or use --precision f32");
         }
+        if p != Precision::F32 && self.attention_core == Some(AttentionCore::Fused) {
+            bail!("--precision {p} needs the attention GEMM path; unset DIFFRECON_ATTENTION=fused or use --precision f32");
+        }
+        Ok(())
     }
 
     fn f(&self, name: &'static str) -> &CudaFunction {
@@ -849,7 +850,7 @@ impl CudaBackend {
                 (cout, ho * wo, cin * k * k),
             )?,
             ConvKernel::Direct => {
-                self.direct_conv_is_f32()?;
+                self.f32_only_kernels_unused()?;
                 let cfg = LaunchConfig {
                     grid_dim: (
                         ((ho * wo) as u32).div_ceil(64),
@@ -1212,7 +1213,7 @@ impl Backend for CudaBackend {
             )?,
             // One thread per dx element: grid = (pixels / 256, cin, n).
             ConvKernel::Direct => {
-                self.direct_conv_is_f32()?;
+                self.f32_only_kernels_unused()?;
                 let cfg = LaunchConfig {
                     grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
                     block_dim: (BLOCK, 1, 1),
@@ -1304,12 +1305,7 @@ impl Backend for CudaBackend {
                 "attention: {c} channels in {heads} heads"
             )));
         }
-        if self.attention_core == Some(AttentionCore::Fused) && self.precision != Precision::F32 {
-            bail!(
-                "the fused attention kernel (DIFFRECON_ATTENTION=fused) runs f32 only, not {}",
-                self.precision
-            );
-        }
+        self.f32_only_kernels_unused()?;
         let qkv = self.project_in(y, p)?;
         let ctx = match attention_core_path(
             self.attention_core,
