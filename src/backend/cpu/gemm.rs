@@ -189,18 +189,10 @@ mod tests {
         for &(m, k, n) in &[(1, 1, 1), (7, 13, 301), (33, 5, 1000), (64, 576, 257)] {
             let a = rng.normal_vec(m * k);
             let b = rng.normal_vec(k * n);
-            let want = naive(m, k, n, View::rows(&a, k), View::rows(&b, n));
+            let (av, bv) = (View::rows(&a, k), View::rows(&b, n));
+            let want = naive(m, k, n, av, bv);
             let mut c = vec![f32::NAN; m * n];
-            sgemm(
-                F32,
-                m,
-                k,
-                n,
-                View::rows(&a, k),
-                View::rows(&b, n),
-                0.0,
-                &mut c,
-            );
+            sgemm(F32, m, k, n, av, bv, 0.0, &mut c);
             let err = want
                 .iter()
                 .zip(&c)
@@ -210,16 +202,7 @@ mod tests {
             // A stored transposed (k×m row-major) gives the same product.
             let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
             let mut c2 = vec![f32::NAN; m * n];
-            sgemm(
-                F32,
-                m,
-                k,
-                n,
-                View::transposed(&at, m),
-                View::rows(&b, n),
-                0.0,
-                &mut c2,
-            );
+            sgemm(F32, m, k, n, View::transposed(&at, m), bv, 0.0, &mut c2);
             let diff = c
                 .iter()
                 .zip(&c2)
