@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use diffrecon::backend::cpu::CpuBackend;
-use diffrecon::operators::Kernel;
+use diffrecon::operators::{Kernel, Operator};
 use diffrecon::rng::normal_tensor;
 use diffrecon::samplers::{diffpir, dps, Problem};
 use diffrecon::schedule::Schedule;
@@ -33,13 +33,14 @@ fn bench(c: &mut Criterion) {
     }
     let schedule = Schedule::cosine(400);
     let y = normal_tensor(&[1, 1, 64, 64], 4);
-    let kernel = Kernel::motion(9, 20.0).unwrap().to_tensor();
+    let op = Operator::Blur(Kernel::motion(9, 20.0).unwrap());
+    let uploaded = op.upload(&be).unwrap();
     let p = Problem {
         be: &be,
         net: &net,
         schedule: &schedule,
         y: &y,
-        kernel: &kernel,
+        op: uploaded.view(),
     };
     let x = normal_tensor(&[1, 1, 64, 64], 5);
     let params = dps::DpsParams::default();

@@ -3,7 +3,7 @@
 
 use crate::engine::Model;
 use crate::error::Result;
-use crate::operators::Kernel;
+use crate::operators::{Kernel, Operator};
 use crate::rng::normal_tensor;
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::diffpir_pnp::DiffPirPnpParams;
@@ -82,7 +82,7 @@ pub fn run(
     repeats: usize,
     profile: bool,
 ) -> Vec<Timing> {
-    let kernel = Kernel::motion(9, 20.0).expect("valid kernel");
+    let kernel = Operator::Blur(Kernel::motion(9, 20.0).expect("valid kernel"));
     let timed = |op: String, b: usize, f: &mut dyn FnMut() -> Result<Tensor>| {
         time(model, profile, repeats, (op, b), f)
     };

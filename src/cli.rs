@@ -4,7 +4,7 @@ use crate::engine::{self, Device, Model};
 use crate::error::{Error, Result};
 use crate::evaluate::{self, Spec};
 use crate::metrics::{self, Quality};
-use crate::operators::{self, Kernel};
+use crate::operators::{self, Kernel, Operator};
 use crate::precision::Precision;
 use crate::progress::ProgressBar;
 use crate::rng::{normal_tensor, slice_noise};
@@ -15,7 +15,7 @@ use crate::samplers::dps::DpsParams;
 use crate::samplers::dps_paper::DpsPaperParams;
 use crate::schedule::Skip;
 use crate::tensor::Tensor;
-use crate::{bail, baselines, figure, io, phantom, spread};
+use crate::{bail, figure, io, phantom, spread};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -267,7 +267,11 @@ pub struct OperatorArgs {
 }
 
 impl OperatorArgs {
-    pub fn kernel(&self) -> Result<Kernel> {
+    pub fn kernel(&self) -> Result<Operator> {
+        self.blur_kernel().map(Operator::Blur)
+    }
+
+    fn blur_kernel(&self) -> Result<Kernel> {
         let size = || -> Result<usize> {
             if self.kernel_size <= 0 {
                 bail!(
@@ -759,7 +763,11 @@ fn reconstruct(
     let start = Instant::now();
     let (x_all, device) = match sampler.sampler {
         SamplerKind::Tikhonov | SamplerKind::Tv => {
-            (run_baseline(sampler, &y, &kernel)?, "cpu".to_string())
+            let solver = engine::solver(model.device)?;
+            (
+                run_baseline(solver.as_ref(), sampler, &y, &kernel)?,
+                solver.device(),
+            )
         }
         _ => {
             let (engine, _) = model.load()?;
@@ -858,7 +866,7 @@ fn run_sampler(
     engine: &dyn Model,
     args: &SamplerArgs,
     y: &Tensor,
-    kernel: &Kernel,
+    kernel: &Operator,
     x_t: &Tensor,
     seed: u64,
 ) -> Result<Tensor> {
@@ -896,16 +904,21 @@ fn run_sampler(
         SamplerKind::DpsPaper => {
             engine.dps_paper(y, kernel, x_t, &args.dps_paper()?, &seeds, &mut progress)
         }
-        SamplerKind::Tikhonov | SamplerKind::Tv => run_baseline(args, y, kernel),
+        SamplerKind::Tikhonov | SamplerKind::Tv => run_baseline(engine, args, y, kernel),
     }
 }
 
-fn run_baseline(args: &SamplerArgs, y: &Tensor, kernel: &Kernel) -> Result<Tensor> {
+fn run_baseline(
+    solver: &dyn engine::Solver,
+    args: &SamplerArgs,
+    y: &Tensor,
+    op: &Operator,
+) -> Result<Tensor> {
     match args.sampler {
         SamplerKind::Tikhonov => {
-            baselines::tikhonov(y, kernel, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA))
+            solver.tikhonov(y, op, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA))
         }
-        _ => baselines::total_variation(y, kernel, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA)),
+        _ => solver.total_variation(y, op, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA)),
     }
 }
 
@@ -917,7 +930,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
     let size = 64 - 64 % engine.config().size_multiple();
     let truth = phantom::phantoms(1, DEMO_PHANTOM_SEED, size);
-    let kernel = Kernel::motion(9, 20.0)?;
+    let kernel = Operator::Blur(Kernel::motion(9, 20.0)?);
     let y = operators::simulate(&truth, &kernel, 0.01, seed)?;
     println!(
         "diffrecon demo: motion blur k=9, angle 20, noise 0.01, {n_steps} steps, weights {}, device {}",
@@ -970,7 +983,7 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         &mut |d, t| bar.update(d, t),
     )?;
     let t_dpsp = start.elapsed().as_secs_f64();
-    let tv = baselines::total_variation(&y, &kernel, DEFAULT_TV_LAMBDA)?;
+    let tv = engine.total_variation(&y, &kernel, DEFAULT_TV_LAMBDA)?;
     let rows: Vec<(&str, &Tensor, Option<f64>)> = vec![
         ("Observation", &y, None),
         ("DPS", &x_dps, Some(t_dps)),

@@ -6,7 +6,7 @@ use crate::backend::cuda::{self, CudaBackend};
 use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
-use crate::operators::Kernel;
+use crate::operators::{LinOp, Operator};
 use crate::precision::Precision;
 use crate::samplers::cg::CgReport;
 use crate::samplers::{ddim, diffpir, diffpir_pnp, dps, dps_paper, Problem, Progress};
@@ -42,10 +42,61 @@ impl FromStr for Device {
     }
 }
 
-/// What a loaded model can do, on whichever backend it lives.
-pub trait Model {
+/// What runs without a model: the classical baselines and the operator itself, on a backend.
+pub trait Solver {
     /// The backend, in words.
     fn device(&self) -> String;
+    /// Tikhonov: argmin ‖Ax − y‖² + λ‖x‖² by CG.
+    fn tikhonov(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor>;
+    /// Total variation: argmin ½‖Ax − y‖² + λ·TV(x) by Chambolle–Pock.
+    fn total_variation(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor>;
+}
+
+/// The baselines on the chosen device (no weights needed).
+pub fn solver(device: Device) -> Result<Box<dyn Solver>> {
+    Ok(match resolve(device)? {
+        None => Box::new(Backed(CpuBackend::default())),
+        Some(ordinal) => Box::new(Backed(CudaBackend::new(ordinal)?)),
+    })
+}
+
+/// A backend alone, as a `Solver`.
+struct Backed<B>(B);
+
+impl<B: Backend> Solver for Backed<B> {
+    fn device(&self) -> String {
+        self.0.name()
+    }
+    fn tikhonov(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
+        with_operator(&self.0, y, op, |y, op| {
+            crate::baselines::tikhonov(&self.0, op, y, lambda)
+        })
+    }
+    fn total_variation(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
+        with_operator(&self.0, y, op, |y, op| {
+            crate::baselines::total_variation(&self.0, op, y, lambda)
+        })
+    }
+}
+
+/// Uploads y (checked finite and against the operator) and the operator, runs `f`, downloads.
+fn with_operator<B: Backend>(
+    be: &B,
+    y: &Tensor,
+    op: &Operator,
+    f: impl FnOnce(&B::Buf, LinOp<B>) -> Result<B::Buf>,
+) -> Result<Tensor> {
+    y.check_finite("the measurement")?;
+    let up = op.upload(be)?;
+    up.view()
+        .image_shape(y.shape())
+        .map_err(|e| e.context("measurement"))?;
+    let out = f(&be.upload(y)?, up.view())?;
+    be.download(&out)
+}
+
+/// What a loaded model can do, on whichever backend it lives.
+pub trait Model: Solver {
     fn config(&self) -> &UNetConfig;
     /// Noise prediction for a batch; one timestep per item or one for all.
     fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor>;
@@ -55,13 +106,13 @@ pub trait Model {
         x: &Tensor,
         t: f64,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         sigma_y: f64,
     ) -> Result<Tensor>;
     fn dps(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         x_t: &Tensor,
         params: &dps::DpsParams,
         progress: Progress,
@@ -69,7 +120,7 @@ pub trait Model {
     fn diffpir(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         params: &diffpir::DiffPirParams,
         progress: Progress,
     ) -> Result<Tensor>;
@@ -77,7 +128,7 @@ pub trait Model {
     fn diffpir_pnp(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         params: &diffpir_pnp::DiffPirPnpParams,
         seeds: &[u64],
         progress: Progress,
@@ -86,7 +137,7 @@ pub trait Model {
     fn dps_paper(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         x_t: &Tensor,
         params: &dps_paper::DpsPaperParams,
         seeds: &[u64],
@@ -94,8 +145,8 @@ pub trait Model {
     ) -> Result<Tensor>;
     /// Unconditional DDIM (η = 0) samples from the starting noise x_T.
     fn sample(&self, x_t: &Tensor, steps: usize, progress: Progress) -> Result<Tensor>;
-    /// ‖K x − y‖ / ‖y‖ per slice.
-    fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>>;
+    /// ‖A x − y‖ / ‖y‖ per slice.
+    fn residual_ratio(&self, x: &Tensor, y: &Tensor, op: &Operator) -> Result<Vec<f64>>;
     /// Per-kernel GPU time (see Backend::profile_kernels): `true` starts, `false` reports.
     fn profile_kernels(&self, on: bool) -> Result<Option<String>>;
 }
@@ -186,32 +237,45 @@ impl<B: Backend> Engine<B> {
         Ok(t as usize)
     }
 
-    /// Runs `f` on the problem of measurement `y` and blur `kernel` on this engine's backend
+    /// Runs `f` on the problem of measurement `y` and operator `op` on this engine's backend
     /// (both uploaded, the measurement checked first).
     pub fn with_problem<R>(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         f: impl FnOnce(&Problem<B>) -> Result<R>,
     ) -> Result<R> {
         y.check_finite("the measurement")?;
-        let (yb, kb) = (self.be.upload(y)?, self.be.upload(&kernel.to_tensor())?);
+        let (yb, ob) = (self.be.upload(y)?, op.upload(&self.be)?);
         let p = Problem {
             be: &self.be,
             net: &self.net,
             schedule: &self.schedule,
             y: &yb,
-            kernel: &kb,
+            op: ob.view(),
         };
         p.check().map_err(|e| e.context("measurement"))?;
         f(&p)
     }
 }
 
-impl<B: Backend> Model for Engine<B> {
+impl<B: Backend> Solver for Engine<B> {
     fn device(&self) -> String {
         self.be.name()
     }
+    fn tikhonov(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
+        with_operator(&self.be, y, op, |y, op| {
+            crate::baselines::tikhonov(&self.be, op, y, lambda)
+        })
+    }
+    fn total_variation(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
+        with_operator(&self.be, y, op, |y, op| {
+            crate::baselines::total_variation(&self.be, op, y, lambda)
+        })
+    }
+}
+
+impl<B: Backend> Model for Engine<B> {
 
     fn profile_kernels(&self, on: bool) -> Result<Option<String>> {
         self.be.profile_kernels(on)
@@ -236,20 +300,20 @@ impl<B: Backend> Model for Engine<B> {
         x: &Tensor,
         t: f64,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         sigma_y: f64,
     ) -> Result<Tensor> {
         x.check_finite("the input")?;
         crate::samplers::check_param("--sigma-y", sigma_y, true)?;
         let t = self.check_timestep(t)?;
-        if x.shape() != y.shape() {
-            bail!(
-                "input shape {:?} and measurement shape {:?} differ",
-                x.shape(),
-                y.shape()
-            );
-        }
-        self.with_problem(y, kernel, |p| {
+        self.with_problem(y, op, |p| {
+            let image = p.image_shape()?;
+            if x.shape() != image.as_slice() {
+                bail!(
+                    "input shape {:?} does not fit the measurement's images {image:?}",
+                    x.shape()
+                );
+            }
             let g = dps::gradient(p, &self.be.upload(x)?, t, sigma_y)?;
             self.be.download(&g.grad)
         })
@@ -258,13 +322,13 @@ impl<B: Backend> Model for Engine<B> {
     fn dps(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         x_t: &Tensor,
         params: &dps::DpsParams,
         progress: Progress,
     ) -> Result<Tensor> {
         x_t.check_finite("the starting noise (--init)")?;
-        self.with_problem(y, kernel, |p| {
+        self.with_problem(y, op, |p| {
             let out = dps::run(p, self.be.upload(x_t)?, params, progress)?;
             self.be.download(&out)
         })
@@ -273,11 +337,11 @@ impl<B: Backend> Model for Engine<B> {
     fn diffpir(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         params: &diffpir::DiffPirParams,
         progress: Progress,
     ) -> Result<Tensor> {
-        self.with_problem(y, kernel, |p| {
+        self.with_problem(y, op, |p| {
             let out = diffpir::run(p, params, progress)?;
             self.be.download(&out)
         })
@@ -286,12 +350,12 @@ impl<B: Backend> Model for Engine<B> {
     fn diffpir_pnp(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         params: &diffpir_pnp::DiffPirPnpParams,
         seeds: &[u64],
         progress: Progress,
     ) -> Result<(Tensor, CgReport)> {
-        self.with_problem(y, kernel, |p| {
+        self.with_problem(y, op, |p| {
             let (out, report) = diffpir_pnp::run(p, params, seeds, progress)?;
             Ok((self.be.download(&out)?, report))
         })
@@ -300,14 +364,14 @@ impl<B: Backend> Model for Engine<B> {
     fn dps_paper(
         &self,
         y: &Tensor,
-        kernel: &Kernel,
+        op: &Operator,
         x_t: &Tensor,
         params: &dps_paper::DpsPaperParams,
         seeds: &[u64],
         progress: Progress,
     ) -> Result<Tensor> {
         x_t.check_finite("the starting noise (--init)")?;
-        self.with_problem(y, kernel, |p| {
+        self.with_problem(y, op, |p| {
             let out = dps_paper::run(p, self.be.upload(x_t)?, params, seeds, progress)?;
             self.be.download(&out)
         })
@@ -326,31 +390,34 @@ impl<B: Backend> Model for Engine<B> {
         self.be.download(&out)
     }
 
-    fn residual_ratio(&self, x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
-        if x.shape() != y.shape() {
-            bail!(
-                "reconstruction shape {:?} and measurement shape {:?} differ",
-                x.shape(),
-                y.shape()
-            );
-        }
-        self.with_problem(y, kernel, |p| p.residual_ratio(&self.be.upload(x)?))
+    fn residual_ratio(&self, x: &Tensor, y: &Tensor, op: &Operator) -> Result<Vec<f64>> {
+        self.with_problem(y, op, |p| {
+            let image = p.image_shape()?;
+            if x.shape() != image.as_slice() {
+                bail!(
+                    "reconstruction shape {:?} does not fit the measurement's images {image:?}",
+                    x.shape()
+                );
+            }
+            p.residual_ratio(&self.be.upload(x)?)
+        })
     }
 }
 
-/// ‖K x − y‖ / ‖y‖ per slice on the CPU, for results that did not come from a model.
-pub fn residual_ratio(x: &Tensor, y: &Tensor, kernel: &Kernel) -> Result<Vec<f64>> {
-    if x.shape() != y.shape() {
+/// ‖A x − y‖ / ‖y‖ per slice on the CPU, for results that did not come from a model.
+pub fn residual_ratio(x: &Tensor, y: &Tensor, op: &Operator) -> Result<Vec<f64>> {
+    let ax = op.apply(x)?;
+    if ax.shape() != y.shape() {
         bail!(
-            "reconstruction shape {:?} and measurement shape {:?} differ",
-            x.shape(),
+            "the reconstruction's measurement shape {:?} and the measurement's {:?} differ",
+            ax.shape(),
             y.shape()
         );
     }
-    let diff = CpuBackend::default().lincomb(&crate::operators::apply(x, kernel)?, 1.0, y, -1.0)?;
-    let r = CpuBackend::default().sum_sq_per_item(&diff)?;
+    let be = CpuBackend::default();
+    let diff = be.lincomb(&ax, 1.0, y, -1.0)?;
     Ok(crate::samplers::norm_ratios(
-        &r,
-        &CpuBackend::default().sum_sq_per_item(y)?,
+        &be.sum_sq_per_item(&diff)?,
+        &be.sum_sq_per_item(y)?,
     ))
 }

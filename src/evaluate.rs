@@ -2,11 +2,10 @@
 //! two classical baselines on held-out phantoms (or the user's images), the posterior spread's
 //! calibration, and the parameter sweeps that set the defaults.
 
-use crate::baselines;
 use crate::engine::Model;
 use crate::error::Result;
 use crate::metrics::{self, Quality};
-use crate::operators::Kernel;
+use crate::operators::Operator;
 use crate::phantom;
 use crate::precision::Precision;
 use crate::samplers::diffpir::DiffPirParams;
@@ -31,7 +30,7 @@ pub struct Spec {
     pub seed: u64,
     pub size: usize,
     pub noise_level: f64,
-    pub kernel: Kernel,
+    pub kernel: Operator,
     pub dps: DpsParams,
     pub diffpir: DiffPirParams,
     pub pnp: DiffPirPnpParams,
@@ -86,7 +85,7 @@ impl MethodResult {
 fn measure(
     engine: &dyn Model,
     set: &ProblemSet,
-    kernel: &Kernel,
+    kernel: &Operator,
     name: &str,
     note: String,
     x: &Tensor,
@@ -114,7 +113,7 @@ fn best_lambda(
     spec: &Spec,
     name: &str,
     lambdas: &[f64],
-    solve: impl Fn(&Tensor, &Kernel, f64) -> Result<Tensor>,
+    solve: impl Fn(&Tensor, &Operator, f64) -> Result<Tensor>,
 ) -> Result<MethodResult> {
     let mut best: Option<MethodResult> = None;
     for &l in lambdas {
@@ -158,7 +157,7 @@ pub fn evaluate(
         spec,
         "Tikhonov (CG)",
         &TIKHONOV_LAMBDAS,
-        baselines::tikhonov,
+        |y, op, l| engine.tikhonov(y, op, l),
     )?);
     progress("TV (primal-dual), λ sweep");
     rows.push(best_lambda(
@@ -167,7 +166,7 @@ pub fn evaluate(
         spec,
         "TV (primal-dual)",
         &TV_LAMBDAS,
-        baselines::total_variation,
+        |y, op, l| engine.total_variation(y, op, l),
     )?);
     rows.extend(sampler_rows(engine, &set, spec, progress)?);
     Ok(rows)

@@ -4,7 +4,7 @@
 //! kernel choice that changes rounding from one image's shape, never from the batch).
 
 use diffrecon::engine::{self, Device, Model};
-use diffrecon::operators::{simulate, Kernel};
+use diffrecon::operators::{simulate, Kernel, Operator};
 use diffrecon::rng::normal_tensor;
 use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::dps::DpsParams;
@@ -50,7 +50,7 @@ fn batched_slices_match_single_runs_and_runs_repeat_bitwise() {
 }
 
 fn notebook_samplers_keep_slices_independent(m: &dyn Model) {
-    let k = Kernel::motion(9, 20.0).unwrap();
+    let k: Operator = Kernel::motion(9, 20.0).unwrap().into();
     let truth = diffrecon::phantom::phantoms(3, 7, 32);
     let y = simulate(&truth, &k, 0.01, 7).unwrap();
     let x_t = normal_tensor(y.shape(), 7);
@@ -96,7 +96,7 @@ fn published_samplers_slices(m: &dyn Model) {
     use diffrecon::rng::slice_noise;
     use diffrecon::samplers::diffpir_pnp::DiffPirPnpParams;
     use diffrecon::samplers::dps_paper::DpsPaperParams;
-    let k = Kernel::motion(9, 20.0).unwrap();
+    let k: Operator = Kernel::motion(9, 20.0).unwrap().into();
     let truth = diffrecon::phantom::phantoms(3, 8, 32);
     let y = simulate(&truth, &k, 0.01, 8).unwrap();
     let seeds = [11u64, 12, 13];

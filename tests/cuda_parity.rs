@@ -6,7 +6,7 @@ use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
-use diffrecon::operators::Kernel;
+use diffrecon::operators::{Kernel, Operator};
 use diffrecon::rng::Rng;
 use diffrecon::samplers::diffpir::{self, DiffPirParams};
 use diffrecon::samplers::diffpir_pnp::{self, DiffPirPnpParams};
@@ -661,8 +661,8 @@ fn unet_eps_and_four_step_diffpir_match_the_cpu() {
     let k = Kernel::motion(9, 20.0).unwrap();
     let p = DiffPirParams { steps: 4, tau: 0.6 };
     let e = rel_err(
-        &on_gpu.diffpir(&y, &k, &p, &mut |_, _| {}).unwrap(),
-        &on_cpu.diffpir(&y, &k, &p, &mut |_, _| {}).unwrap(),
+        &on_gpu.diffpir(&y, &k.clone().into(), &p, &mut |_, _| {}).unwrap(),
+        &on_cpu.diffpir(&y, &k.into(), &p, &mut |_, _| {}).unwrap(),
     );
     println!("parity diffpir 4 steps: relative error {e:.2e}");
     assert!(e <= 1e-4);
@@ -679,17 +679,17 @@ fn second_diffpir_step_allocates_nothing() {
     let on_gpu = Engine::from_params(g, cfg.clone(), &params).unwrap();
     let on_cpu = Engine::from_params(CpuBackend::default(), cfg, &params).unwrap();
     let y = rand(&[2, 1, 32, 32], 14);
-    let kt = Kernel::motion(9, 20.0).unwrap().to_tensor();
+    let op = Operator::Blur(Kernel::motion(9, 20.0).unwrap());
     let ts = on_gpu.schedule.timesteps(4).unwrap();
 
     let be = &on_gpu.be;
-    let (yb, kb) = (be.upload(&y).unwrap(), be.upload(&kt).unwrap());
+    let (yb, kb) = (be.upload(&y).unwrap(), op.upload(be).unwrap());
     let p = Problem {
         be,
         net: &on_gpu.net,
         schedule: &on_gpu.schedule,
         y: &yb,
-        kernel: &kb,
+        op: kb.view(),
     };
     let mut x = yb.clone();
     let at_start = be.alloc_stats();
@@ -715,12 +715,13 @@ fn second_diffpir_step_allocates_nothing() {
     assert!(after_second.reused > after_first.reused);
 
     let cpu = &on_cpu.be;
+    let kc = op.upload(cpu).unwrap();
     let pc = Problem {
         be: cpu,
         net: &on_cpu.net,
         schedule: &on_cpu.schedule,
         y: &y,
-        kernel: &kt,
+        op: kc.view(),
     };
     let mut xc = y.clone();
     xc = diffpir::step(&pc, &xc, ts[0], ts[1], 0.6).unwrap();
@@ -738,20 +739,21 @@ fn golden_engines(g: CudaBackend) -> (Engine<CudaBackend>, Engine<CpuBackend>) {
     (on_gpu, on_cpu)
 }
 
-/// Run `f` on engine `e`'s backend with y and the kernel uploaded; the result downloaded.
+/// Run `f` on engine `e`'s backend with y and the blur `kernel` uploaded; the result downloaded.
 fn on<B: Backend>(
     e: &Engine<B>,
     y: &Tensor,
     kernel: &Tensor,
     f: impl FnOnce(&Problem<B>) -> diffrecon::error::Result<B::Buf>,
 ) -> Tensor {
-    let (yb, kb) = (e.be.upload(y).unwrap(), e.be.upload(kernel).unwrap());
+    let op = Operator::Blur(Kernel::custom(kernel).unwrap());
+    let (yb, kb) = (e.be.upload(y).unwrap(), op.upload(&e.be).unwrap());
     let p = Problem {
         be: &e.be,
         net: &e.net,
         schedule: &e.schedule,
         y: &yb,
-        kernel: &kb,
+        op: kb.view(),
     };
     let out = f(&p).unwrap();
     e.be.download(&out).unwrap()
@@ -911,7 +913,7 @@ fn solve_prox<B: Backend>(
 ) -> (Tensor, diffrecon::samplers::cg::CgReport) {
     let mut report = None;
     let x = on(e, y, kt, |p| {
-        let (x, r) = diffrecon::samplers::cg::prox_solve(p, &p.be.upload(x0)?, mu, cg)?;
+        let (x, r) = diffrecon::samplers::cg::prox_solve(p.be, p.op, p.y, &p.be.upload(x0)?, mu, cg)?;
         report = Some(r);
         Ok(x)
     });

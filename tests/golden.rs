@@ -6,7 +6,7 @@ use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::engine::{Engine, Model};
 use diffrecon::io::npy::read_npy;
 use diffrecon::metrics;
-use diffrecon::operators::Kernel;
+use diffrecon::operators::{Kernel, Operator};
 use diffrecon::samplers::cg::CgSettings;
 use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::diffpir_pnp::DiffPirPnpParams;
@@ -69,6 +69,10 @@ fn f32_list(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+fn op_of(op: &Value) -> Operator {
+    Operator::Blur(kernel_of(op))
+}
+
 fn kernel_of(op: &Value) -> Kernel {
     let k = op["k"].as_u64().unwrap() as usize;
     match op["type"].as_str().unwrap() {
@@ -121,7 +125,7 @@ fn eps_full_notebook_config_with_synthetic_weights() {
 fn dps_grad_case(case: &str) {
     let m = meta(case);
     let e = engine(m["weights"].as_str().unwrap());
-    let k = kernel_of(&m["operator"]);
+    let k = op_of(&m["operator"]);
     let got = e
         .dps_grad(
             &npy(case, "x.npy"),
@@ -157,7 +161,7 @@ fn dps_four_step_trajectory() {
     let got = e
         .dps(
             &npy(case, "y.npy"),
-            &kernel_of(&m["operator"]),
+            &op_of(&m["operator"]),
             &npy(case, "x_T.npy"),
             &p,
             &mut |_, _| {},
@@ -178,7 +182,7 @@ fn diffpir_four_step_trajectory() {
     let got = e
         .diffpir(
             &npy(case, "y.npy"),
-            &kernel_of(&m["operator"]),
+            &op_of(&m["operator"]),
             &p,
             &mut |_, _| {},
         )
@@ -252,7 +256,7 @@ fn diffpir_pnp_case(case: &str) {
     let (got, report) = e
         .diffpir_pnp(
             &npy(case, "y.npy"),
-            &kernel_of(&m["operator"]),
+            &op_of(&m["operator"]),
             &p,
             &u64_list(&m["seeds"]),
             &mut |_, _| {},
@@ -296,7 +300,7 @@ fn dps_paper_case(case: &str) {
     let got = e
         .dps_paper(
             &npy(case, "y.npy"),
-            &kernel_of(&m["operator"]),
+            &op_of(&m["operator"]),
             &npy(case, "x_T.npy"),
             &p,
             &u64_list(&m["seeds"]),

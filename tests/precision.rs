@@ -16,7 +16,7 @@ use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
-use diffrecon::operators::Kernel;
+use diffrecon::operators::{Kernel, Operator};
 use diffrecon::rng::Rng;
 use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::dps::{self, DpsParams};
@@ -84,7 +84,7 @@ fn network_results(
     let x = rand(&shape, 12, 1.0);
     let y = rand(&shape, 601, 0.5);
     let x_t = rand(&shape, 701, 1.0);
-    let k = Kernel::motion(9, 20.0).unwrap();
+    let k: Operator = Kernel::motion(9, 20.0).unwrap().into();
     let style = DiffPirParams { steps: 4, tau: 0.6 };
     let dps_params = DpsParams {
         steps: 4,
@@ -358,11 +358,11 @@ fn tensor_core_unet_dps_and_samplers_match_the_cpu_emulation() {
 
 /// The DPS gradient at t = 311 on either engine.
 trait GradOn {
-    fn grad(&self, y: &Tensor, kernel: &Kernel, x: &Tensor) -> Tensor;
+    fn grad(&self, y: &Tensor, kernel: &Operator, x: &Tensor) -> Tensor;
 }
 
 impl<B: Backend> GradOn for Engine<B> {
-    fn grad(&self, y: &Tensor, kernel: &Kernel, x: &Tensor) -> Tensor {
+    fn grad(&self, y: &Tensor, kernel: &Operator, x: &Tensor) -> Tensor {
         self.with_problem(y, kernel, |p| {
             let g = dps::gradient(p, &p.be.upload(x)?, 311, 0.05)?.grad;
             p.be.download(&g)

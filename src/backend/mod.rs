@@ -28,6 +28,9 @@ pub struct AttnParams<B> {
 /// Device work over buffers, as `Backend::replay` takes it.
 pub type DeviceWork<'a, B> = &'a dyn Fn(&[&B]) -> Result<B>;
 
+/// AᵀA of a forward operator, as device work over backend buffers (the CG's normal operator).
+pub type NormalOp<'a, B> = &'a dyn Fn(&B) -> Result<B>;
+
 pub trait Backend: Sync {
     type Buf: Clone + Send + Sync;
 
@@ -155,6 +158,25 @@ pub trait Backend: Sync {
     // --- operator and sampler ops ----------------------------------------------------------
     /// Blur every slice with a k×k kernel (a (k, k) buffer); `adjoint` applies Kᵀ.
     fn blur(&self, x: &Self::Buf, kernel: &Self::Buf, adjoint: bool) -> Result<Self::Buf>;
+    /// TV dual step for every slice: p ← proj_{|p| ≤ λ}(p + step·∇x̄) (cpu/tv.rs).
+    fn tv_dual_update(
+        &self,
+        px: &mut Self::Buf,
+        py: &mut Self::Buf,
+        xbar: &Self::Buf,
+        step: f32,
+        lam: f32,
+    ) -> Result<()>;
+    /// TV primal step for every slice: x_new = clamp(x − step·(atq + ∇ᵀp)), x̄ = 2x_new − x.
+    fn tv_primal_update(
+        &self,
+        x: &mut Self::Buf,
+        xbar: &mut Self::Buf,
+        atq: &Self::Buf,
+        px: &Self::Buf,
+        py: &Self::Buf,
+        step: f32,
+    ) -> Result<()>;
     /// ca·a + cb·b.
     fn lincomb(&self, a: &Self::Buf, ca: f32, b: &Self::Buf, cb: f32) -> Result<Self::Buf>;
     /// (x − s1m·eps) / sab, unclamped.
@@ -178,15 +200,16 @@ pub trait Backend: Sync {
             .collect())
     }
 
-    /// The proximal CG solve of published DiffPIR (`samplers::cg`) run by the backend itself,
-    /// every scalar kept where the vectors live: `None` (the default) means "use the generic
-    /// loop". A backend that answers must produce the generic loop's iterates (running all
-    /// `max_iters` with converged slices frozen is the same), with per-slice statistics.
+    /// The proximal CG solve of published DiffPIR (`samplers::cg`): (AᵀA + μ_i I) x = Aᵀy + μ_i x0
+    /// per slice, given `ata` (device work only) and Aᵀy, run by the backend itself with every
+    /// scalar kept where the vectors live: `None` (the default) means "use the generic loop". A
+    /// backend that answers must produce the generic loop's iterates (running all `max_iters`
+    /// with converged slices frozen is the same), with per-slice statistics.
     #[allow(clippy::too_many_arguments)]
     fn prox_cg(
         &self,
-        _y: &Self::Buf,
-        _kernel: &Self::Buf,
+        _ata: NormalOp<'_, Self::Buf>,
+        _aty: &Self::Buf,
         _x0: &Self::Buf,
         _mu: &[f32],
         _max_iters: usize,

@@ -1,179 +1,261 @@
-//! Forward operators: the blur kernels (motion, Gaussian, user-supplied) and the relative
-//! measurement-noise model.
+//! Forward operators A: a host description (`Operator`), its uploaded form on a backend
+//! (`Uploaded`), and the view the samplers use (`LinOp`: A, Aᵀ, ‖A‖, shapes). A sampler never
+//! knows which operator it runs. The exact definitions are in OPERATORS.md (shared/).
 
+pub mod blur;
+pub mod noise;
+
+pub use blur::Kernel;
+pub use noise::{relative_noise, simulate};
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
-use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// A k×k blur kernel (k odd), row-major.
+/// A linear forward operator on model space, acting on each slice of an (N, 1, H, W) batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Kernel {
-    pub size: usize,
-    pub data: Vec<f32>,
+pub enum Operator {
+    /// 'Same'-size correlation with a (k, k) kernel, zero padding.
+    Blur(Kernel),
 }
 
-fn check_size(k: usize) -> Result<()> {
-    if k == 0 || k.is_multiple_of(2) {
-        bail!("--kernel-size must be a positive odd number, got {k}");
+impl From<Kernel> for Operator {
+    fn from(k: Kernel) -> Self {
+        Operator::Blur(k)
     }
-    if k > 255 {
-        bail!("--kernel-size {k} is unreasonably large (at most 255)");
-    }
-    Ok(())
 }
 
-impl Kernel {
-    /// Motion blur along a line at `angle_deg`: the taps (trunc(c + (i−c)cos a), trunc(c + (i−c)sin a)).
-    pub fn motion(k: usize, angle_deg: f64) -> Result<Self> {
-        check_size(k)?;
-        if !angle_deg.is_finite() {
-            bail!("--angle must be a finite number of degrees");
+impl Operator {
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Operator::Blur(k) => format!("blur, {}×{} kernel", k.size, k.size),
         }
-        let c = (k / 2) as f64;
-        let a = angle_deg.to_radians();
-        let (sin, cos) = a.sin_cos();
-        let mut data = vec![0.0f32; k * k];
-        for i in 0..k {
-            let x = (c + (i as f64 - c) * cos).trunc();
-            let y = (c + (i as f64 - c) * sin).trunc();
-            if (0.0..k as f64).contains(&x) && (0.0..k as f64).contains(&y) {
-                data[y as usize * k + x as usize] = 1.0;
-            }
-        }
-        Self::normalised(k, data)
     }
 
-    /// Gaussian blur exp(−(i² + j²)/(2·variance)) on the centred grid.
-    pub fn gaussian(k: usize, variance: f64) -> Result<Self> {
-        check_size(k)?;
-        if !(variance.is_finite() && variance > 0.0) {
-            bail!("--variance must be a positive number, got {variance}");
+    /// The measurement's (rows, columns) for an image of (h, w).
+    pub fn measurement_dims(&self, image: (usize, usize)) -> Result<(usize, usize)> {
+        match self {
+            Operator::Blur(_) => Ok(image),
         }
-        let c = (k / 2) as f64;
-        let data = (0..k * k)
-            .map(|idx| {
-                let (i, j) = ((idx / k) as f64 - c, (idx % k) as f64 - c);
-                (-(i * i + j * j) / (2.0 * variance)).exp() as f32
-            })
-            .collect();
-        Self::normalised(k, data)
     }
 
-    /// A user kernel from a (k, k) array, used as given (not normalised).
-    pub fn custom(t: &Tensor) -> Result<Self> {
-        let k = match *t.shape() {
-            [a, b] if a == b => a,
-            [1, 1, a, b] if a == b => a,
-            ref s => bail!("--kernel-file must hold a square (k, k) array, got shape {s:?}"),
+    /// The image's (h, w) for a measurement of (rows, columns), checking that they fit.
+    pub fn image_dims(&self, measurement: (usize, usize)) -> Result<(usize, usize)> {
+        match self {
+            Operator::Blur(_) => Ok(measurement),
+        }
+    }
+
+    /// ‖A‖ (the operator 2-norm) or the upper bound the step sizes use. Blur: Σ|k| (Young's
+    /// inequality), taken as exactly 1 for a non-negative kernel that sums to 1 up to f32
+    /// rounding (motion, Gaussian), so τ keeps the notebook's meaning there.
+    pub fn norm(&self) -> f64 {
+        match self {
+            Operator::Blur(k) => k.norm_bound(),
+        }
+    }
+
+    /// The operator's buffers on `be`.
+    pub fn upload<B: Backend>(&self, be: &B) -> Result<Uploaded<B>> {
+        let buf = match self {
+            Operator::Blur(k) => Some(be.upload(&k.to_tensor())?),
         };
-        check_size(k)?;
-        t.check_finite("--kernel-file")?;
-        if t.data().iter().all(|&v| v == 0.0) {
-            bail!("--kernel-file holds an all-zero kernel");
-        }
-        Ok(Kernel {
-            size: k,
-            data: t.data().to_vec(),
+        Ok(Uploaded {
+            op: self.clone(),
+            buf,
         })
     }
 
-    fn normalised(k: usize, mut data: Vec<f32>) -> Result<Self> {
-        let sum: f32 = data.iter().sum();
-        data.iter_mut().for_each(|v| *v /= sum);
-        Ok(Kernel { size: k, data })
+    /// A x on the CPU (simulation, residuals of results that did not come from a model).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let be = CpuBackend::default();
+        let up = self.upload(&be)?;
+        let op = up.view();
+        op.check_image(image_dims(x.shape())?)?;
+        op.apply(&be, x)
     }
 
-    pub fn to_tensor(&self) -> Tensor {
-        Tensor::new(vec![self.size, self.size], self.data.clone()).expect("square kernel")
+    /// Aᵀ y on the CPU.
+    pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
+        let be = CpuBackend::default();
+        let up = self.upload(&be)?;
+        let op = up.view();
+        let (n, _, h, w) = dims4(y.shape())?;
+        op.check_measurement(n, (h, w))?;
+        op.adjoint(&be, y)
     }
 }
 
-/// K(x) for every slice, on the CPU (simulation and classical baselines).
-pub fn apply(x: &Tensor, kernel: &Kernel) -> Result<Tensor> {
-    let (h, w) = match *x.shape() {
-        [_, _, h, w] => (h, w),
-        ref s => bail!("expected an (N, C, H, W) image stack, got shape {s:?}"),
-    };
-    let mut out = Tensor::zeros(x.shape());
-    crate::backend::cpu::blur::blur(
-        x.data(),
-        h,
-        w,
-        &kernel.data,
-        kernel.size,
-        false,
-        out.data_mut(),
-    );
-    Ok(out)
+fn dims4(shape: &[usize]) -> Result<(usize, usize, usize, usize)> {
+    match *shape {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        ref s => bail!("expected an (N, 1, H, W) stack, got shape {s:?}"),
+    }
 }
 
-/// Mixed into the seed so the measurement noise never repeats DPS's starting noise.
-const NOISE_STREAM: u64 = 0x5EED_0000_0000_0001;
-
-/// y = K x + e with relative noise (see `relative_noise`), seeded by `seed`.
-pub fn simulate(x: &Tensor, kernel: &Kernel, noise_level: f64, seed: u64) -> Result<Tensor> {
-    let kx = apply(x, kernel)?;
-    let e = relative_noise(&kx, noise_level, &mut Rng::new(seed ^ NOISE_STREAM))?;
-    let data = kx.data().iter().zip(e.data()).map(|(a, b)| a + b).collect();
-    Tensor::new(kx.shape().to_vec(), data)
+fn image_dims(shape: &[usize]) -> Result<(usize, usize)> {
+    let (_, _, h, w) = dims4(shape)?;
+    Ok((h, w))
 }
 
-/// Noise for each slice of `kx` (N,1,H,W): e = n/‖n‖ · ‖Kx‖ · level, n standard normal.
-pub fn relative_noise(kx: &Tensor, level: f64, rng: &mut Rng) -> Result<Tensor> {
-    if !(level.is_finite() && level >= 0.0) {
-        bail!("--noise-level must be a non-negative number, got {level}");
+/// An operator with its buffers on a backend.
+pub struct Uploaded<B: Backend> {
+    op: Operator,
+    buf: Option<B::Buf>,
+}
+
+impl<B: Backend> Uploaded<B> {
+    pub fn view(&self) -> LinOp<'_, B> {
+        LinOp {
+            op: &self.op,
+            buf: self.buf.as_ref(),
+        }
     }
-    let n = kx.shape()[0];
-    let per = kx.len() / n;
-    let mut out = Vec::with_capacity(kx.len());
-    for slice in kx.data().chunks(per) {
-        let noise = rng.normal_vec(per);
-        let nn = noise
-            .iter()
-            .map(|&v| v as f64 * v as f64)
-            .sum::<f64>()
-            .sqrt();
-        let nk = slice
-            .iter()
-            .map(|&v| v as f64 * v as f64)
-            .sum::<f64>()
-            .sqrt();
-        let s = if nn > 0.0 { nk * level / nn } else { 0.0 };
-        out.extend(noise.iter().map(|&v| (v as f64 * s) as f32));
+}
+
+/// What a sampler sees of an operator: its description and its (borrowed) device buffer.
+pub struct LinOp<'a, B: Backend> {
+    op: &'a Operator,
+    buf: Option<&'a B::Buf>,
+}
+
+impl<B: Backend> Clone for LinOp<'_, B> {
+    fn clone(&self) -> Self {
+        *self
     }
-    Tensor::new(kx.shape().to_vec(), out)
+}
+impl<B: Backend> Copy for LinOp<'_, B> {}
+
+impl<'a, B: Backend> LinOp<'a, B> {
+    pub fn operator(&self) -> &'a Operator {
+        self.op
+    }
+
+    /// The device buffer, for `Backend::replay`'s inputs (None: the operator has none).
+    pub fn buffer(&self) -> Option<&'a B::Buf> {
+        self.buf
+    }
+
+    /// The same operator over another copy of its buffer (a replay's input).
+    pub fn rebind<'b>(&self, buf: Option<&'b B::Buf>) -> LinOp<'b, B>
+    where
+        'a: 'b,
+    {
+        LinOp { op: self.op, buf }
+    }
+
+    fn buf(&self) -> &'a B::Buf {
+        self.buf.expect("operators with a buffer carry it from upload")
+    }
+
+    /// A x.
+    pub fn apply(&self, be: &B, x: &B::Buf) -> Result<B::Buf> {
+        match self.op {
+            Operator::Blur(_) => be.blur(x, self.buf(), false),
+        }
+    }
+
+    /// Aᵀ y.
+    pub fn adjoint(&self, be: &B, y: &B::Buf) -> Result<B::Buf> {
+        match self.op {
+            Operator::Blur(_) => be.blur(y, self.buf(), true),
+        }
+    }
+
+    /// AᵀA x.
+    pub fn normal(&self, be: &B, x: &B::Buf) -> Result<B::Buf> {
+        self.adjoint(be, &self.apply(be, x)?)
+    }
+
+    pub fn norm(&self) -> f64 {
+        self.op.norm()
+    }
+
+    /// An image-shaped first estimate from y (where the notebook's DiffPIR-style and published
+    /// DiffPIR start). Blur: y itself, as the notebook does.
+    pub fn initial_estimate(&self, _be: &B, y: &B::Buf) -> Result<B::Buf> {
+        match self.op {
+            Operator::Blur(_) => Ok(y.clone()),
+        }
+    }
+
+    /// One gradient step on ½‖A x − y‖² with τ in units of 1/‖A‖², clamped to [−1, 1]:
+    /// clamp(xp − τ/‖A‖²·Aᵀ(A xp − y)). Blur runs the backend's fused step.
+    pub fn gradient_step(&self, be: &B, xp: &B::Buf, y: &B::Buf, tau: f64) -> Result<B::Buf> {
+        let n2 = self.norm() * self.norm();
+        let step = if n2 > 0.0 { tau / n2 } else { 0.0 };
+        match self.op {
+            Operator::Blur(_) => be.data_step(xp, y, self.buf(), step as f32),
+        }
+    }
+
+    /// Values a captured CUDA graph depends on besides its inputs' shapes (scalars the
+    /// operator's kernels take as arguments).
+    pub fn key_values(&self) -> Vec<u64> {
+        match self.op {
+            Operator::Blur(_) => vec![1],
+        }
+    }
+
+    /// Checks an image of (h, w) fits the operator.
+    pub fn check_image(&self, image: (usize, usize)) -> Result<()> {
+        self.op.measurement_dims(image).map(|_| ())
+    }
+
+    /// The image shape (N, 1, H, W) a measurement stack of `y_shape` reconstructs to.
+    pub fn image_shape(&self, y_shape: &[usize]) -> Result<Vec<usize>> {
+        let [n, c, rows, cols] = *y_shape else {
+            bail!("the measurement must be an (N, 1, rows, cols) stack, got shape {y_shape:?}");
+        };
+        if c != 1 {
+            bail!("the measurement must have one channel, got shape {y_shape:?}");
+        }
+        let (h, w) = self.check_measurement(n, (rows, cols))?;
+        Ok(vec![n, c, h, w])
+    }
+
+    /// The image (h, w) a batch of `n` measurements of (rows, cols) reconstructs to.
+    pub fn check_measurement(&self, n: usize, m: (usize, usize)) -> Result<(usize, usize)> {
+        if n == 0 {
+            bail!("the measurement holds no slices");
+        }
+        self.op.image_dims(m)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
+    /// ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ for every operator, on odd sizes.
     #[test]
-    fn horizontal_motion_is_a_centred_row() {
-        let k = Kernel::motion(5, 0.0).unwrap();
-        let row: Vec<f32> = k.data[10..15].to_vec();
-        assert_eq!(row, vec![0.2; 5]);
-        assert_eq!(k.data.iter().sum::<f32>(), 1.0);
-    }
-
-    #[test]
-    fn even_and_zero_sizes_are_rejected() {
-        for k in [0, 2, 8] {
-            assert_eq!(Kernel::motion(k, 20.0).unwrap_err().exit_code(), 2);
-            assert_eq!(Kernel::gaussian(k, 1.0).unwrap_err().exit_code(), 2);
-        }
-        assert!(Kernel::gaussian(3, -1.0).is_err());
-    }
-
-    #[test]
-    fn noise_has_the_requested_relative_norm() {
-        let kx = Tensor::new(vec![2, 1, 4, 4], (0..32).map(|i| i as f32).collect()).unwrap();
-        let e = relative_noise(&kx, 0.01, &mut Rng::new(1)).unwrap();
-        for (s, n) in kx.data().chunks(16).zip(e.data().chunks(16)) {
-            let ns: f64 = s.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            let ne: f64 = n.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            assert!((ne / ns - 0.01).abs() < 1e-6);
+    fn adjoints_are_exact() {
+        let mut rng = Rng::new(7);
+        let ops = [
+            Operator::Blur(Kernel::motion(9, 20.0).unwrap()),
+            Operator::Blur(Kernel::gaussian(5, 1.5).unwrap()),
+        ];
+        for op in ops {
+            let (h, w) = (24, 20);
+            let (mh, mw) = op.measurement_dims((h, w)).unwrap();
+            let x = Tensor::new(vec![2, 1, h, w], rng.normal_vec(2 * h * w)).unwrap();
+            let y = Tensor::new(vec![2, 1, mh, mw], rng.normal_vec(2 * mh * mw)).unwrap();
+            let ax = op.apply(&x).unwrap();
+            let aty = op.adjoint(&y).unwrap();
+            let dot = |a: &Tensor, b: &Tensor| -> f64 {
+                a.data()
+                    .iter()
+                    .zip(b.data())
+                    .map(|(p, q)| *p as f64 * *q as f64)
+                    .sum()
+            };
+            let (l, r) = (dot(&ax, &y), dot(&x, &aty));
+            let gap = (l - r).abs() / l.abs().max(r.abs());
+            assert!(gap < 1e-6, "{}: gap {gap:e}", op.describe());
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The exact proximal data step of published DiffPIR, FFT-free: for each slice i,
-//! `argmin_x ‖Kx − y‖² + μ_i‖x − x0‖²`, i.e. conjugate gradients on `(KᵀK + μ_i I) x = Kᵀy + μ_i x0`.
+//! `argmin_x ‖Ax − y‖² + μ_i‖x − x0‖²`, i.e. conjugate gradients on `(AᵀA + μ_i I) x = Aᵀy + μ_i x0`
+//! (also Tikhonov's solve, with x0 = 0 and μ = λ).
 //! Every scalar (step, β, convergence) is kept per slice, and a slice that has converged is frozen,
 //! so a slice of a batch takes exactly the iterations it would take alone.
 
-use super::Problem;
-use crate::backend::{Backend, CgSlice};
+use crate::backend::{Backend, CgSlice, NormalOp};
 use crate::error::Result;
+use crate::operators::LinOp;
 
 /// Iteration limit and relative tolerance ‖b − A x‖ ≤ tol·‖b‖.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,25 +34,22 @@ impl CgReport {
     }
 }
 
-/// (KᵀK + μ_i I) v for each slice.
-fn normal_op<B: Backend>(p: &Problem<B>, v: &B::Buf, mu: &[f32]) -> Result<B::Buf> {
-    let be = p.be;
-    let ktk = be.blur(&be.blur(v, p.kernel, false)?, p.kernel, true)?;
-    be.lincomb_per_item(&ktk, &vec![1.0; mu.len()], v, mu)
-}
-
-/// Solve the proximal problem for every slice, starting from `x0` (the natural warm start:
-/// the prior's estimate). Returns the solution and how well it converged. A backend that runs
-/// the loop itself (the GPU: no host round trip per iteration) does; else the generic loop.
+/// Solve the proximal problem for every slice of y, starting from `x0` (the natural warm
+/// start: the prior's estimate). Returns the solution and how well it converged. A backend that
+/// runs the loop itself (the GPU: no host round trip per iteration) does; else the generic loop.
 pub fn prox_solve<B: Backend>(
-    p: &Problem<B>,
+    be: &B,
+    op: LinOp<B>,
+    y: &B::Buf,
     x0: &B::Buf,
     mu: &[f32],
     cg: &CgSettings,
 ) -> Result<(B::Buf, CgReport)> {
-    let solved = match p.be.prox_cg(p.y, p.kernel, x0, mu, cg.max_iters, cg.tol)? {
+    let aty = op.adjoint(be, y)?;
+    let normal = |v: &B::Buf| op.normal(be, v);
+    let solved = match be.prox_cg(&normal, &aty, x0, mu, cg.max_iters, cg.tol)? {
         Some(done) => done,
-        None => generic_solve(p, x0, mu, cg)?,
+        None => generic_solve(be, &normal, &aty, x0, mu, cg)?,
     };
     Ok((solved.0, report(&solved.1)))
 }
@@ -76,19 +74,21 @@ fn report(slices: &[CgSlice]) -> CgReport {
 
 /// The CG loop over backend ops, with per-slice scalars on the host.
 fn generic_solve<B: Backend>(
-    p: &Problem<B>,
+    be: &B,
+    ata: NormalOp<'_, B::Buf>,
+    aty: &B::Buf,
     x0: &B::Buf,
     mu: &[f32],
     cg: &CgSettings,
 ) -> Result<(B::Buf, Vec<CgSlice>)> {
-    let be = p.be;
     let n = mu.len();
     let ones = vec![1.0f32; n];
-    let kty = be.blur(p.y, p.kernel, true)?;
-    let b = be.lincomb_per_item(&kty, &ones, x0, mu)?;
+    // (AᵀA + μ_i I) v for each slice.
+    let normal_op = |v: &B::Buf| be.lincomb_per_item(&ata(v)?, &ones, v, mu);
+    let b = be.lincomb_per_item(aty, &ones, x0, mu)?;
     let b_norm = be.sum_sq_per_item(&b)?;
     let mut x = x0.clone();
-    let mut r = be.lincomb(&b, 1.0, &normal_op(p, &x, mu)?, -1.0)?;
+    let mut r = be.lincomb(&b, 1.0, &normal_op(&x)?, -1.0)?;
     let mut rr = be.sum_sq_per_item(&r)?;
     let mut dir = r.clone();
     let converged = |rr: f64, bb: f64| rr <= cg.tol * cg.tol * bb;
@@ -98,7 +98,7 @@ fn generic_solve<B: Backend>(
         if done.iter().all(|&d| d) {
             break;
         }
-        let a_dir = normal_op(p, &dir, mu)?;
+        let a_dir = normal_op(&dir)?;
         let curv = be.dot_per_item(&dir, &a_dir)?;
         let alpha: Vec<f32> = (0..n)
             .map(|i| {

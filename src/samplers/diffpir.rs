@@ -1,5 +1,6 @@
 //! The notebook's DiffPIR-style sampler: a DDIM prior step from the clamped x0 estimate, then
-//! one gradient step on ½‖Kx − y‖² with step size tau, clamped. Starts from y itself.
+//! one gradient step on ½‖Ax − y‖² with step size tau/‖A‖², clamped. Starts from y itself
+//! (blur, inpainting) or the operator's image-shaped estimate from y (`LinOp::initial_estimate`).
 
 use super::{check_param, Problem, Progress};
 use crate::backend::Backend;
@@ -28,7 +29,7 @@ pub fn run<B: Backend>(
     p.check()?;
     check_param("--tau", params.tau, false)?;
     let ts = p.schedule.timesteps(params.steps)?;
-    let mut x = p.y.clone();
+    let mut x = p.op.initial_estimate(p.be, p.y)?;
     for (i, pair) in ts.windows(2).enumerate() {
         x = step(p, &x, pair[0], pair[1], params.tau)?;
         progress(i + 1, ts.len() - 1);
@@ -36,7 +37,7 @@ pub fn run<B: Backend>(
     Ok(x)
 }
 
-/// One step from t to t_next: prior DDIM step, then x = clamp(xp − tau·Kᵀ(K xp − y), −1, 1).
+/// One step from t to t_next: prior DDIM step, then x = clamp(xp − tau/‖A‖²·Aᵀ(A xp − y), −1, 1).
 pub fn step<B: Backend>(
     p: &Problem<B>,
     x: &B::Buf,
@@ -47,5 +48,5 @@ pub fn step<B: Backend>(
     let eps = p.net.forward(p.be, x, &[t as f32])?;
     let prior =
         p.be.diffpir_prior(x, &eps, p.schedule.coeffs(t), p.schedule.coeffs(t_next))?;
-    p.be.data_step(&prior, p.y, p.kernel, tau as f32)
+    p.op.gradient_step(p.be, &prior, p.y, tau)
 }

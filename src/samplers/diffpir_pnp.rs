@@ -1,8 +1,9 @@
 //! DiffPIR as published (Zhu et al., CVPR-W 2023), beside the notebook's simplified version:
 //! each step denoises with the prior, solves the data subproblem exactly
-//! `x̂0 = argmin ‖Kx − y‖²/(2σ_n²) + (ρ_t/2)‖x − x0‖²` with ρ_t = λ/σ̄_t², σ̄_t² = (1 − ᾱ_t)/ᾱ_t
+//! `x̂0 = argmin ‖Ax − y‖²/(2σ_n²) + (ρ_t/2)‖x − x0‖²` with ρ_t = λ/σ̄_t², σ̄_t² = (1 − ᾱ_t)/ᾱ_t
 //! (by conjugate gradients, see `cg`), then steps to t_next re-injecting a fraction ζ of fresh
-//! noise. It starts from y with the noise level of the first timestep.
+//! noise. It starts from y (or the operator's image-shaped estimate from y) with the noise level
+//! of the first timestep.
 
 use super::cg::{self, CgReport, CgSettings};
 use super::{check_param, Problem, Progress};
@@ -72,36 +73,37 @@ pub fn run<B: Backend>(
     p.check()?;
     params.check()?;
     let be = p.be;
-    let shape = be.shape(p.y).to_vec();
+    let shape = p.image_shape()?;
     if seeds.len() != shape[0] {
         bail!("{} noise seeds for {} slices", seeds.len(), shape[0]);
     }
     let ts = p
         .schedule
         .spaced_timesteps(params.t_start, params.steps, params.skip)?;
-    let pixels: usize = shape[1..].iter().product();
+    let values: usize = be.shape(p.y)[1..].iter().product();
     let sigma_n2: Vec<f64> = be
         .sum_sq_per_item(p.y)?
         .iter()
-        .map(|yy| params.noise_level.powi(2) * yy / pixels as f64)
+        .map(|yy| params.noise_level.powi(2) * yy / values as f64)
         .collect();
     let noise = |stream: u64| be.upload(&slice_noise(&shape, seeds, stream));
     let (sab0, s1m0) = p.schedule.coeffs(ts[0]);
-    let mut x = be.lincomb(p.y, sab0, &noise(0)?, s1m0)?;
+    let start = p.op.initial_estimate(be, p.y)?;
+    let mut x = be.lincomb(&start, sab0, &noise(0)?, s1m0)?;
     let mut report = CgReport::default();
     for (i, &t) in ts.iter().enumerate() {
         let eps = p.net.forward(be, &x, &[t as f32])?;
         let (sab, s1m) = p.schedule.coeffs(t);
         let mut x0 = be.predict_x0(&x, &eps, sab, s1m)?;
         be.clamp(&mut x0, -1.0, 1.0)?;
-        // μ = ρ_t·σ_n² = λ·σ_n²/σ̄_t² multiplies ‖x − x0‖² once ‖Kx − y‖² is unscaled.
+        // μ = ρ_t·σ_n² = λ·σ_n²/σ̄_t² multiplies ‖x − x0‖² once ‖Ax − y‖² is unscaled.
         let ab = p.schedule.alpha_bars[t] as f64;
         let sigma_bar2 = (1.0 - ab) / ab;
         let mu: Vec<f32> = sigma_n2
             .iter()
             .map(|s2| (params.lambda * s2 / sigma_bar2) as f32)
             .collect();
-        let (mut x0_data, r) = cg::prox_solve(p, &x0, &mu, &params.cg)?;
+        let (mut x0_data, r) = cg::prox_solve(be, p.op, p.y, &x0, &mu, &params.cg)?;
         report.merge(&r);
         be.clamp(&mut x0_data, -1.0, 1.0)?;
         x = match ts.get(i + 1) {

@@ -40,23 +40,24 @@ pub struct DpsGrad<T> {
     pub x0: T,
 }
 
-/// g = dL/dx with L = Σ_slices mean((K x0 − y)²) / (2σ²), x0 = clamp(x0_hat(x, eps(x, t))).
+/// g = dL/dx with L = Σ_slices mean((A x0 − y)²) / (2σ²), x0 = clamp(x0_hat(x, eps(x, t))).
 pub fn gradient<B: Backend>(
     p: &Problem<B>,
     x: &B::Buf,
     t: usize,
     sigma_y: f64,
 ) -> Result<DpsGrad<B::Buf>> {
-    scaled_gradient(p, x, t, loss_scale(p.be.shape(x), sigma_y))
+    scaled_gradient(p, x, t, loss_scale(p.be.shape(p.y), sigma_y))
 }
 
-/// The notebook loss's factor 1/(pixels·σ²) per slice (its mean over the slice's own pixels).
+/// The notebook loss's factor 1/(values·σ²) per slice (its mean over the slice's own
+/// measurement values; the image's pixels for blur).
 fn loss_scale(shape: &[usize], sigma_y: f64) -> f32 {
     let pixels: usize = shape[1..].iter().product();
     (1.0 / (pixels as f64 * sigma_y * sigma_y)) as f32
 }
 
-/// g = dL/dx with L = Σ_slices scale·½‖K x0 − y‖² (the published DPS uses scale 1).
+/// g = dL/dx with L = Σ_slices scale·½‖A x0 − y‖² (the published DPS uses scale 1).
 pub fn scaled_gradient<B: Backend>(
     p: &Problem<B>,
     x: &B::Buf,
@@ -81,9 +82,9 @@ fn scaled_gradient_emb<B: Backend>(
     let x0_raw = be.predict_x0(x, &eps, sab, s1m)?;
     let mut x0 = x0_raw.clone();
     be.clamp(&mut x0, -1.0, 1.0)?;
-    // r = scale·Kᵀ(K x0 − y), the scale folded into the residual (Kᵀ is linear).
-    let kx0 = be.blur(&x0, p.kernel, false)?;
-    let mut r = be.blur(&be.lincomb(&kx0, scale, p.y, -scale)?, p.kernel, true)?;
+    // r = scale·Aᵀ(A x0 − y), the scale folded into the residual (Aᵀ is linear).
+    let ax0 = p.op.apply(be, &x0)?;
+    let mut r = p.op.adjoint(be, &be.lincomb(&ax0, scale, p.y, -scale)?)?;
     be.clamp_vjp(&x0_raw, -1.0, 1.0, &mut r)?;
     // x0_hat = (x − s1m·eps)/sab, so dL/dx = (r − s1m·Jᵀr)/sab.
     let jtr = p.net.vjp(be, &tape, &r)?;
@@ -103,14 +104,20 @@ pub fn step<B: Backend>(
     params: &DpsParams,
 ) -> Result<B::Buf> {
     let be = p.be;
-    let scale = loss_scale(be.shape(x), params.sigma_y);
+    let scale = loss_scale(be.shape(p.y), params.sigma_y);
     let emb = p.net.embedding(be, x, &[t as f32])?;
     let key = step_key(p, t, t_next, scale, params.guidance);
-    be.replay(key, &[x, &emb, p.y, p.kernel], &|inputs| {
-        let &[x, emb, y, kernel] = inputs else {
-            unreachable!("replay passes the four inputs")
+    let mut inputs = vec![x, &emb, p.y];
+    inputs.extend(p.op.buffer());
+    be.replay(key, &inputs, &|inputs| {
+        let &[x, emb, y, ref op_buf @ ..] = inputs else {
+            unreachable!("replay passes x, the embedding, y and the operator's buffer")
         };
-        let q = Problem { y, kernel, ..*p };
+        let q = Problem {
+            y,
+            op: p.op.rebind(op_buf.first().copied()),
+            ..*p
+        };
         let g = scaled_gradient_emb(&q, x, emb, t, scale)?;
         let prior = q.ddim(&g.x0, &g.eps, Some(t_next))?;
         let mut x = be.lincomb(&prior, 1.0, &g.grad, -params.guidance as f32)?;
@@ -134,6 +141,7 @@ fn step_key<B: Backend>(
     let coeffs = [sab, s1m, sab_n, s1m_n].map(|c| c.to_bits() as u64);
     let mut values = vec![0xD95u64, t as u64, t_next as u64];
     values.extend(coeffs);
+    values.extend(p.op.key_values());
     values.extend([scale.to_bits() as u64, guidance.to_bits()]);
     p.net.replay_key(&values)
 }
@@ -148,11 +156,11 @@ pub fn run<B: Backend>(
     p.check()?;
     params.check()?;
     let be = p.be;
-    if be.shape(&x_t) != be.shape(p.y) {
+    let image = p.image_shape()?;
+    if be.shape(&x_t) != image.as_slice() {
         bail!(
-            "--init has shape {:?} but the measurement has {:?}",
+            "--init has shape {:?} but the images of this measurement have {image:?}",
             be.shape(&x_t),
-            be.shape(p.y)
         );
     }
     let ts = p.schedule.timesteps(params.steps)?;

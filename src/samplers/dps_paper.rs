@@ -1,7 +1,7 @@
 //! DPS as published (Chung et al., ICLR 2023, Algorithm 1 and the official code), beside the
 //! notebook's version: an ancestral step (DDIM with η; η = 1 on consecutive timesteps is the
-//! DDPM step) from the clamped x0 estimate, corrected by ζ·∇_x‖y − K x̂0‖ — the gradient of the
-//! unsquared residual norm, i.e. a step ζ/‖y − K x̂0‖ on ½‖y − K x̂0‖². Each slice uses its own
+//! DDPM step) from the clamped x0 estimate, corrected by ζ·∇_x‖y − A x̂0‖ — the gradient of the
+//! unsquared residual norm, i.e. a step ζ/‖y − K x̂0‖ on ½‖y − A x̂0‖². Each slice uses its own
 //! norm and its own noise streams, so slices of a batch do not couple.
 
 use super::{check_param, dps, Problem, Progress};
@@ -52,12 +52,11 @@ pub fn run<B: Backend>(
     p.check()?;
     params.check()?;
     let be = p.be;
-    let shape = be.shape(p.y).to_vec();
+    let shape = p.image_shape()?;
     if be.shape(&x_t) != shape.as_slice() {
         bail!(
-            "--init has shape {:?} but the measurement has {:?}",
+            "--init has shape {:?} but the images of this measurement have {shape:?}",
             be.shape(&x_t),
-            shape
         );
     }
     if seeds.len() != shape[0] {

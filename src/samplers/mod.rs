@@ -12,6 +12,7 @@ pub mod dps_paper;
 use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
+use crate::operators::LinOp;
 use crate::schedule::Schedule;
 use crate::unet::UNet;
 
@@ -20,25 +21,31 @@ pub struct Problem<'a, B: Backend> {
     pub be: &'a B,
     pub net: &'a UNet<B>,
     pub schedule: &'a Schedule,
-    /// The measurement y, (N, C, H, W) in model space.
+    /// The measurement y, (N, 1, rows, cols) in the operator's measurement space.
     pub y: &'a B::Buf,
-    /// The blur kernel K as a (k, k) buffer.
-    pub kernel: &'a B::Buf,
+    /// The forward operator A.
+    pub op: LinOp<'a, B>,
 }
 
 impl<B: Backend> Problem<'_, B> {
-    /// Validates y against the model; every sampler calls this first.
+    /// The shape (N, 1, H, W) of the images this problem reconstructs.
+    pub fn image_shape(&self) -> Result<Vec<usize>> {
+        self.op.image_shape(self.be.shape(self.y))
+    }
+
+    /// Validates y against the operator and its image against the model; every sampler calls
+    /// this first.
     pub fn check(&self) -> Result<()> {
-        self.net.check_input(self.be.shape(self.y), &[0.0])
+        self.net.check_input(&self.image_shape()?, &[0.0])
     }
 
-    /// K(x) − y.
+    /// A x − y.
     pub fn residual(&self, x: &B::Buf) -> Result<B::Buf> {
-        let kx = self.be.blur(x, self.kernel, false)?;
-        self.be.lincomb(&kx, 1.0, self.y, -1.0)
+        let ax = self.op.apply(self.be, x)?;
+        self.be.lincomb(&ax, 1.0, self.y, -1.0)
     }
 
-    /// ‖K x − y‖ / ‖y‖ for each slice (0 where y is zero).
+    /// ‖A x − y‖ / ‖y‖ for each slice (‖A x − y‖ where y is zero).
     pub fn residual_ratio(&self, x: &B::Buf) -> Result<Vec<f64>> {
         let r = self.be.sum_sq_per_item(&self.residual(x)?)?;
         Ok(norm_ratios(&r, &self.be.sum_sq_per_item(self.y)?))

@@ -7,8 +7,10 @@ pub mod elementwise;
 pub mod gemm;
 pub mod groupnorm;
 pub mod math;
+pub mod tv;
 
 use super::{AttnParams, Backend};
+use rayon::prelude::*;
 use crate::error::Result;
 use crate::precision::Precision;
 use crate::tensor::Tensor;
@@ -27,6 +29,16 @@ impl CpuBackend {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+}
+
+/// Every operand of an op has the reference shape, or an internal error naming the op.
+fn same_shape(shapes: &[&[usize]], reference: &[usize], op: &str) -> Result<()> {
+    match shapes.iter().find(|s| **s != reference) {
+        Some(s) => Err(crate::error::Error::internal(format!(
+            "{op}: operand shape {s:?} differs from {reference:?}"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -240,6 +252,46 @@ impl Backend for CpuBackend {
             out.data_mut(),
         );
         Ok(out)
+    }
+
+    fn tv_dual_update(
+        &self,
+        px: &mut Tensor,
+        py: &mut Tensor,
+        xbar: &Tensor,
+        step: f32,
+        lam: f32,
+    ) -> Result<()> {
+        let (_, _, h, w) = dims4(xbar);
+        same_shape(&[px.shape(), py.shape()], xbar.shape(), "tv_dual_update")?;
+        px.data_mut()
+            .par_chunks_mut(h * w)
+            .zip(py.data_mut().par_chunks_mut(h * w))
+            .zip(xbar.data().par_chunks(h * w))
+            .for_each(|((a, b), xb)| tv::dual_update(a, b, xb, h, w, step, lam));
+        Ok(())
+    }
+
+    fn tv_primal_update(
+        &self,
+        x: &mut Tensor,
+        xbar: &mut Tensor,
+        atq: &Tensor,
+        px: &Tensor,
+        py: &Tensor,
+        step: f32,
+    ) -> Result<()> {
+        let (_, _, h, w) = dims4(x);
+        let shapes = [xbar.shape(), atq.shape(), px.shape(), py.shape()];
+        same_shape(&shapes, x.shape(), "tv_primal_update")?;
+        let hw = h * w;
+        x.data_mut()
+            .par_chunks_mut(hw)
+            .zip(xbar.data_mut().par_chunks_mut(hw))
+            .zip(atq.data().par_chunks(hw))
+            .zip(px.data().par_chunks(hw).zip(py.data().par_chunks(hw)))
+            .for_each(|(((x, xb), q), (a, b))| tv::primal_update(x, xb, q, a, b, h, w, step));
+        Ok(())
     }
 
     fn lincomb(&self, a: &Tensor, ca: f32, b: &Tensor, cb: f32) -> Result<Tensor> {

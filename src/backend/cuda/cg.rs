@@ -4,7 +4,7 @@
 //! generic loop's iterates (src/samplers/cg.rs) without a host check per iteration.
 
 use super::{cuda_err, grid1d, per_item_cfg, CudaBackend, CudaTensor};
-use crate::backend::{Backend, CgSlice};
+use crate::backend::{Backend, CgSlice, NormalOp};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use cudarc::driver::{CudaSlice, PushKernelArg};
@@ -53,29 +53,28 @@ impl CudaBackend {
         }
     }
 
-    /// (KᵀK + μ_i I) v per slice, μ in `coef_mu` = [1 | μ].
+    /// (AᵀA + μ_i I) v per slice, μ in `coef_mu` = [1 | μ].
     fn normal_op(
         &self,
         v: &CudaTensor,
-        kernel: &CudaTensor,
+        ata: NormalOp<'_, CudaTensor>,
         coef_mu: &CudaTensor,
     ) -> Result<CudaTensor> {
-        let ktk = self.blur(&self.blur(v, kernel, false)?, kernel, true)?;
-        self.lincomb_per_item_dev(&ktk, v, coef_mu)
+        self.lincomb_per_item_dev(&ata(v)?, v, coef_mu)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn prox_cg_on_device(
         &self,
-        y: &CudaTensor,
-        kernel: &CudaTensor,
+        ata: NormalOp<'_, CudaTensor>,
+        aty: &CudaTensor,
         x0: &CudaTensor,
         mu: &[f32],
         max_iters: usize,
         tol: f64,
     ) -> Result<(CudaTensor, Vec<CgSlice>)> {
         let (n, _) = self.items(x0)?;
-        Self::same_len(x0, y, "prox_cg")?;
+        Self::same_len(x0, aty, "prox_cg")?;
         if mu.len() != n {
             return Err(crate::error::Error::internal(format!(
                 "prox_cg: {} μ values for {n} slices",
@@ -100,11 +99,11 @@ impl CudaBackend {
             done: self.scratch_f64(n)?,
             iters: self.scratch_f64(n)?,
         };
-        // b = Kᵀy + μ·x0; x = x0; r = b − A x; d = r.
-        let b = self.lincomb_per_item_dev(&self.blur(y, kernel, true)?, x0, &coef_mu)?;
+        // b = Aᵀy + μ·x0; x = x0; r = b − (AᵀA + μ) x; d = r.
+        let b = self.lincomb_per_item_dev(aty, x0, &coef_mu)?;
         self.reduce_into(&b, None, &mut st.bb)?;
         let mut x = x0.clone();
-        let mut r = self.lincomb(&b, 1.0, &self.normal_op(&x, kernel, &coef_mu)?, -1.0)?;
+        let mut r = self.lincomb(&b, 1.0, &self.normal_op(&x, ata, &coef_mu)?, -1.0)?;
         self.reduce_into(&r, None, &mut st.rr)?;
         let mut dir = r.clone();
         let mut l = self.stream.launch_builder(self.f("cg_init"));
@@ -116,7 +115,7 @@ impl CudaBackend {
             .arg(&ni);
         self.run(l, scalars)?;
         for _ in 0..max_iters {
-            let a_dir = self.normal_op(&dir, kernel, &coef_mu)?;
+            let a_dir = self.normal_op(&dir, ata, &coef_mu)?;
             self.reduce_into(&dir, Some(&a_dir), &mut st.curv)?;
             let mut l = self.stream.launch_builder(self.f("cg_alpha"));
             l.arg(&st.rr)

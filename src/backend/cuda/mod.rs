@@ -1559,6 +1559,29 @@ impl Backend for CudaBackend {
         Ok(y)
     }
 
+    fn tv_dual_update(
+        &self,
+        _px: &mut CudaTensor,
+        _py: &mut CudaTensor,
+        _xbar: &CudaTensor,
+        _step: f32,
+        _lam: f32,
+    ) -> Result<()> {
+        bail!("TODO(operators): TV kernels not wired yet")
+    }
+
+    fn tv_primal_update(
+        &self,
+        _x: &mut CudaTensor,
+        _xbar: &mut CudaTensor,
+        _atq: &CudaTensor,
+        _px: &CudaTensor,
+        _py: &CudaTensor,
+        _step: f32,
+    ) -> Result<()> {
+        bail!("TODO(operators): TV kernels not wired yet")
+    }
+
     fn lincomb(&self, a: &CudaTensor, ca: f32, b: &CudaTensor, cb: f32) -> Result<CudaTensor> {
         let mut out = self.output(&a.shape)?;
         let li = a.len() as i32;
@@ -1640,14 +1663,14 @@ impl Backend for CudaBackend {
 
     fn prox_cg(
         &self,
-        y: &CudaTensor,
-        kernel: &CudaTensor,
+        ata: super::NormalOp<'_, CudaTensor>,
+        aty: &CudaTensor,
         x0: &CudaTensor,
         mu: &[f32],
         max_iters: usize,
         tol: f64,
     ) -> Result<Option<(CudaTensor, Vec<super::CgSlice>)>> {
-        self.prox_cg_on_device(y, kernel, x0, mu, max_iters, tol)
+        self.prox_cg_on_device(ata, aty, x0, mu, max_iters, tol)
             .map(Some)
     }
 
