@@ -3,11 +3,15 @@
 //! statistics. It runs all `max_iters` iterations with converged slices frozen, which gives the
 //! generic loop's iterates (src/samplers/cg.rs) without a host check per iteration.
 
-use super::{cuda_err, grid1d, per_item_cfg, CudaBackend, CudaTensor};
+use super::launch::{grid1d, per_item_cfg};
+use super::{cuda_err, CudaBackend, CudaTensor};
 use crate::backend::{Backend, CgSlice, NormalOp};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use cudarc::driver::{CudaSlice, PushKernelArg};
+
+/// The kernels of kernels/cg.cu (the vector work reuses blur.rs and elementwise.rs).
+pub(super) const KERNELS: &[&str] = &["cg_init", "cg_alpha", "cg_beta"];
 
 /// Per-slice f64 state of the loop.
 struct State {

@@ -1,0 +1,343 @@
+//! Multi-head self-attention and its input-VJP (kernels/attention.cu; CPU twin:
+//! src/backend/cpu/attention.rs): the projections as SGEMMs, the core by the fused kernel or
+//! by GEMMs and softmax row kernels.
+
+use super::launch::{dim, dims4, BLOCK};
+use super::{CudaBackend, CudaTensor};
+use crate::backend::AttnParams;
+use crate::error::{Error, Result};
+use crate::precision::{Precision, FUSED_ATTENTION_SCORES};
+use cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+
+/// The kernels of kernels/attention.cu.
+pub(super) const KERNELS: &[&str] = &[
+    "attention_fwd",
+    "attn_softmax_rows",
+    "attn_softmax_vjp_rows",
+];
+
+/// The fused kernel's limit (kernels/attention.cu writes nothing beyond it).
+pub(super) const MAX_HEAD_DIM: usize = 128;
+
+/// How the attention core runs: the fused kernel, or GEMMs + a softmax row kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionCore {
+    Fused,
+    Gemm,
+}
+
+/// The fused kernel runs one thread per query, so for one image it leaves most of the GPU idle
+/// (H200, 256 to 1024 tokens: 64 threads × 16–64 blocks, 0.1–0.2 ms); the GEMM path spreads each
+/// image's t² scores over many blocks. The choice is made from one image's shape, never the
+/// batch, so that a slice of a batch gets the bits it gets alone: the fused kernel where one
+/// image gives it four blocks per multiprocessor (f32 only: the fused kernel has no tensor-core
+/// path), or where the GEMM path's score buffer (heads·t² floats) would pass 256 MB (at any
+/// precision: that core then runs in f32). Head widths over 128 always take the GEMM path.
+pub(super) fn attention_core_path(
+    forced: Option<AttentionCore>,
+    (d, t, heads): (usize, usize, usize),
+    sms: usize,
+    precision: Precision,
+) -> AttentionCore {
+    let fused_blocks = t.div_ceil(64) * heads;
+    let scores = heads.saturating_mul(t).saturating_mul(t);
+    let fused_fills_gpu = fused_blocks >= 4 * sms && precision == Precision::F32;
+    match forced {
+        _ if d > MAX_HEAD_DIM => AttentionCore::Gemm,
+        Some(path) => path,
+        None if fused_fills_gpu || scores > FUSED_ATTENTION_SCORES => AttentionCore::Fused,
+        None => AttentionCore::Gemm,
+    }
+}
+
+/// DIFFRECON_ATTENTION=fused|gemm forces the attention core's path (benchmarks, kernel tests).
+pub(super) fn attention_core_from_env() -> Result<Option<AttentionCore>> {
+    match std::env::var("DIFFRECON_ATTENTION").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Ok(None),
+        Ok("fused") => Ok(Some(AttentionCore::Fused)),
+        Ok("gemm") => Ok(Some(AttentionCore::Gemm)),
+        Ok(other) => Err(Error::input(format!(
+            "DIFFRECON_ATTENTION={other}: expected fused, gemm or auto"
+        ))),
+    }
+}
+
+impl CudaBackend {
+    /// P = softmax(scale·qᵀk) of image `b` into `probs` (heads × t × t), batched over heads:
+    /// the scores of the GEMM forward and of the VJP's recomputation. Returns the image's q, k
+    /// and v (d × t per head, row stride t, head stride d·t).
+    pub(super) fn attention_probs<'a>(
+        &self,
+        qkv: &'a CudaTensor,
+        b: usize,
+        (c, t, heads): (usize, usize, usize),
+        probs: &mut CudaTensor,
+    ) -> Result<[CudaView<'a, f32>; 3]> {
+        let d = c / heads;
+        let (ct, dt, tt) = (c * t, d * t, t * t);
+        let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
+        let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
+        let [q, k, v] = [0, 1, 2].map(|part| qkv_b.slice(part * ct..(part + 1) * ct));
+        // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
+        self.gemm(
+            (t, t, d),
+            (&q, 1, t, dt),
+            (&k, t, 1, dt),
+            &mut probs.dev_mut().as_view_mut(),
+            t,
+            tt,
+            0.0,
+            heads,
+        )?;
+        let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
+        l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
+        self.attn_rows(l, heads * t)?;
+        Ok([q, k, v])
+    }
+
+    /// ctx (n, c, t) of the attention core by the fused online-softmax kernel: one thread per
+    /// query, 64 queries per block.
+    pub(super) fn attention_core_fused(
+        &self,
+        qkv: &CudaTensor,
+        n: usize,
+        c: usize,
+        t: usize,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let mut ctx = self.output(&[n, c, t])?;
+        let (ci, ti, hi) = (c as i32, t as i32, heads as i32);
+        let cfg = LaunchConfig {
+            grid_dim: ((t as u32).div_ceil(64), heads as u32, n as u32),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(self.f("attention_fwd"));
+        l.arg(qkv.dev())
+            .arg(ctx.dev_mut())
+            .arg(&ci)
+            .arg(&ti)
+            .arg(&hi);
+        self.run(l, cfg)?;
+        Ok(ctx)
+    }
+
+    /// ctx (n, c, t) of the attention core through GEMMs, image by image, batched over heads:
+    /// S = qᵀk (t × t per head), P = softmax(scale·S) by rows, ctx = v·Pᵀ (the first half of
+    /// attention_vjp's recomputation). Any head width.
+    pub(super) fn attention_core_gemm(
+        &self,
+        qkv: &CudaTensor,
+        n: usize,
+        c: usize,
+        t: usize,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let d = c / heads;
+        dim(n * 3 * c * t, "attention size")?;
+        dim(heads * t * t, "attention scores size")?;
+        let mut ctx = self.output(&[n, c, t])?;
+        let mut probs = self.output(&[heads, t, t])?;
+        let (ct, dt, tt) = (c * t, d * t, t * t);
+        for b in 0..n {
+            let [_, _, v] = self.attention_probs(qkv, b, (c, t, heads), &mut probs)?;
+            // ctx (d × t) = v (d × t)·Pᵀ: B(j, i) = P[i][j].
+            let mut ctx_b = ctx.dev_mut().slice_mut(b * ct..(b + 1) * ct);
+            self.gemm(
+                (d, t, t),
+                (&v, t, 1, dt),
+                (&probs.dev().as_view(), 1, t, tt),
+                &mut ctx_b,
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+        }
+        Ok(ctx)
+    }
+
+    /// qkv (n, 3c, t) = in_w · y + in_b: the q, k, v rows of every image, channel-major.
+    pub(super) fn project_in(
+        &self,
+        y: &CudaTensor,
+        p: &AttnParams<CudaTensor>,
+    ) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(y);
+        let t = h * w;
+        let mut qkv = self.output(&[n, 3 * c, t])?;
+        self.fill_rows(qkv.dev_mut(), p.in_b.dev(), 3 * c, t, n)?;
+        self.gemm(
+            (3 * c, t, c),
+            (&p.in_w.dev().as_view(), c, 1, 0),
+            (&y.dev().as_view(), t, 1, c * t),
+            &mut qkv.dev_mut().as_view_mut(),
+            t,
+            3 * c * t,
+            1.0,
+            n,
+        )?;
+        Ok(qkv)
+    }
+
+    /// One row kernel of attention.cu over `rows` rows of t values (grid = rows, block = 256).
+    pub(super) fn attn_rows(&self, l: cudarc::driver::LaunchArgs, rows: usize) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.run(l, cfg)
+    }
+
+    pub(super) fn attention(
+        &self,
+        y: &CudaTensor,
+        p: &AttnParams<CudaTensor>,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(y);
+        let t = h * w;
+        if heads == 0 || c % heads != 0 {
+            return Err(Error::internal(format!(
+                "attention: {c} channels in {heads} heads"
+            )));
+        }
+        self.f32_only_kernels_unused()?;
+        let qkv = self.project_in(y, p)?;
+        let ctx = match attention_core_path(
+            self.attention_core,
+            (c / heads, t, heads),
+            self.sm_count,
+            self.precision,
+        ) {
+            AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
+            AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
+        };
+        // out (n, c, t) = out_w · ctx + out_b.
+        let mut out = self.output(&y.shape)?;
+        self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
+        self.gemm(
+            (c, t, c),
+            (&p.out_w.dev().as_view(), c, 1, 0),
+            (&ctx.dev().as_view(), t, 1, c * t),
+            &mut out.dev_mut().as_view_mut(),
+            t,
+            c * t,
+            1.0,
+            n,
+        )?;
+        Ok(out)
+    }
+
+    /// The CPU's attention_vjp (attention.rs) as GEMMs and two row kernels: qkv is recomputed,
+    /// dctx = out_wᵀ·dout, then per image, batched over heads (z = head), with
+    /// S = qᵀk (t × t per head, row = query):
+    ///   P = softmax(scale·S);  dP = dctxᵀ·v;  dS = scale·P ⊙ (dP − rowsum(dP ⊙ P));
+    ///   dv = dctx·P;  dq = k·dSᵀ;  dk = q·dS;
+    /// and dy = in_wᵀ·dqkv. P and dS (heads·t² each) are reused from image to image.
+    pub(super) fn attention_vjp(
+        &self,
+        y: &CudaTensor,
+        p: &AttnParams<CudaTensor>,
+        heads: usize,
+        dout: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(y);
+        let t = h * w;
+        if heads == 0 || c % heads != 0 || dout.shape != y.shape {
+            return Err(Error::internal(format!(
+                "attention_vjp: y {:?}, dout {:?}, {heads} heads",
+                y.shape, dout.shape
+            )));
+        }
+        let d = c / heads;
+        dim(n * 3 * c * t, "attention size")?;
+        dim(heads * t * t, "attention scores size")?;
+        let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
+        let qkv = self.project_in(y, p)?;
+        // dctx (n, c, t) = out_wᵀ · dout: A(i, p) = out_w[p][i].
+        let mut dctx = self.output(&[n, c, t])?;
+        self.gemm(
+            (c, t, c),
+            (&p.out_w.dev().as_view(), 1, c, 0),
+            (&dout.dev().as_view(), t, 1, c * t),
+            &mut dctx.dev_mut().as_view_mut(),
+            t,
+            c * t,
+            0.0,
+            n,
+        )?;
+        let mut dqkv = self.output(&[n, 3 * c, t])?;
+        let mut probs = self.output(&[heads, t, t])?;
+        let mut ds = self.output(&[heads, t, t])?;
+        let (ct, dt, tt) = (c * t, d * t, t * t);
+        for b in 0..n {
+            // Head h of image b: q rows at qkv[b·3ct + h·dt ..], k at + ct, v at + 2ct (d × t
+            // each, row stride t), dctx rows at dctx[b·ct + h·dt ..]; batch stride dt.
+            let [q, k, v] = self.attention_probs(&qkv, b, (c, t, heads), &mut probs)?;
+            let dctx_b = dctx.dev().slice(b * ct..(b + 1) * ct);
+            // dP (t × t) = dctxᵀ·v: A(i, e) = dctx[e][i]; into ds, finished in place.
+            self.gemm(
+                (t, t, d),
+                (&dctx_b, 1, t, dt),
+                (&v, t, 1, dt),
+                &mut ds.dev_mut().as_view_mut(),
+                t,
+                tt,
+                0.0,
+                heads,
+            )?;
+            let mut l = self.stream.launch_builder(self.f("attn_softmax_vjp_rows"));
+            l.arg(probs.dev()).arg(ds.dev_mut()).arg(&ti).arg(&scale);
+            self.attn_rows(l, heads * t)?;
+            let mut dqkv_b = dqkv.dev_mut().slice_mut(b * 3 * ct..(b + 1) * 3 * ct);
+            // dv (d × t) = dctx (d × t)·P (t × t).
+            self.gemm(
+                (d, t, t),
+                (&dctx_b, t, 1, dt),
+                (&probs.dev().as_view(), t, 1, tt),
+                &mut dqkv_b.slice_mut(2 * ct..3 * ct),
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+            // dq (d × t) = k (d × t)·dSᵀ: B(j, i) = dS[i][j].
+            self.gemm(
+                (d, t, t),
+                (&k, t, 1, dt),
+                (&ds.dev().as_view(), 1, t, tt),
+                &mut dqkv_b.slice_mut(0..ct),
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+            // dk (d × t) = q (d × t)·dS (t × t).
+            self.gemm(
+                (d, t, t),
+                (&q, t, 1, dt),
+                (&ds.dev().as_view(), t, 1, tt),
+                &mut dqkv_b.slice_mut(ct..2 * ct),
+                t,
+                dt,
+                0.0,
+                heads,
+            )?;
+        }
+        // dy (n, c, t) = in_wᵀ · dqkv: A(i, r) = in_w[r][i], r over the 3c rows.
+        let mut dy = self.output(&y.shape)?;
+        self.gemm(
+            (c, t, 3 * c),
+            (&p.in_w.dev().as_view(), 1, c, 0),
+            (&dqkv.dev().as_view(), t, 1, 3 * ct),
+            &mut dy.dev_mut().as_view_mut(),
+            t,
+            ct,
+            0.0,
+            n,
+        )?;
+        Ok(dy)
+    }
+}

@@ -1,0 +1,342 @@
+//! conv2d, its fused ResBlock epilogues and its input-VJP (kernels/conv.cu; CPU twin:
+//! src/backend/cpu/conv.rs): the implicit GEMM with optional split-K, or the direct kernels.
+
+use super::gemm::{entry_points, tile_edge, EntryPoints};
+use super::launch::{dim, dims4, grid1d, BLOCK};
+use super::{CudaBackend, CudaTensor};
+use crate::bail;
+use crate::error::{Error, Result};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+/// The kernels of kernels/conv.cu.
+pub(super) const KERNELS: &[&str] = &[
+    "conv2d_fwd",
+    "conv2d_fwd_chan",
+    "conv2d_fwd_res",
+    "conv2d_bwd_data",
+    "conv2d_igemm_64",
+    "conv2d_igemm_32",
+    "conv2d_bwd_igemm_64",
+    "conv2d_bwd_igemm_32",
+    "conv2d_igemm_64_tf32",
+    "conv2d_igemm_32_tf32",
+    "conv2d_bwd_igemm_64_tf32",
+    "conv2d_bwd_igemm_32_tf32",
+    "conv2d_igemm_64_bf16",
+    "conv2d_igemm_32_bf16",
+    "conv2d_bwd_igemm_64_bf16",
+    "conv2d_bwd_igemm_32_bf16",
+    "conv2d_splitk_reduce",
+];
+
+/// The direct kernels' limit (kernels/conv.cu writes nothing beyond it).
+pub(super) const MAX_CONV_KERNEL: usize = 19;
+
+pub(super) const CONV_FWD: EntryPoints = [
+    ["conv2d_igemm_64", "conv2d_igemm_32"],
+    ["conv2d_igemm_64_tf32", "conv2d_igemm_32_tf32"],
+    ["conv2d_igemm_64_bf16", "conv2d_igemm_32_bf16"],
+];
+pub(super) const CONV_BWD: EntryPoints = [
+    ["conv2d_bwd_igemm_64", "conv2d_bwd_igemm_32"],
+    ["conv2d_bwd_igemm_64_tf32", "conv2d_bwd_igemm_32_tf32"],
+    ["conv2d_bwd_igemm_64_bf16", "conv2d_bwd_igemm_32_bf16"],
+];
+
+/// Which conv kernels run: the implicit GEMM (default) or the direct kernels it replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// conv2d_igemm_* / conv2d_bwd_igemm_*: tiled implicit GEMM, any k, the tile chosen by size.
+    Igemm,
+    /// The implicit GEMM with 32×32 tiles (kernel tests, benchmarks).
+    Igemm32,
+    /// The implicit GEMM with 64×64 tiles (kernel tests, benchmarks).
+    Igemm64,
+    /// conv2d_fwd* / conv2d_bwd_data: one block per (64 pixels, 16 channels), k ≤ 19.
+    Direct,
+}
+
+/// DIFFRECON_CONV=igemm|igemm32|igemm64|direct chooses the conv kernels (benchmarks, kernel
+/// regressions).
+pub(super) fn conv_kernel_from_env() -> Result<ConvKernel> {
+    match std::env::var("DIFFRECON_CONV").as_deref() {
+        Err(_) | Ok("") | Ok("igemm") => Ok(ConvKernel::Igemm),
+        Ok("igemm32") => Ok(ConvKernel::Igemm32),
+        Ok("igemm64") => Ok(ConvKernel::Igemm64),
+        Ok("direct") => Ok(ConvKernel::Direct),
+        Ok(other) => Err(Error::input(format!(
+            "DIFFRECON_CONV={other}: expected igemm, igemm32, igemm64 or direct"
+        ))),
+    }
+}
+
+/// The implicit GEMM's tile edge for an M × N output, unless `kernel` forces one.
+pub(super) fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> usize {
+    match kernel {
+        ConvKernel::Igemm32 => 32,
+        ConvKernel::Igemm64 => 64,
+        _ => tile_edge(m.div_ceil(64) * n.div_ceil(64), sms),
+    }
+}
+
+/// Split-K slices for an implicit-GEMM conv with `rows` × `pix` outputs per image and `kterms`
+/// terms each: as many as it takes for two 32×32-tile blocks per multiprocessor from one image,
+/// each slice at least 128 terms, at most 8. Derived from one image's shape, not the batch, so
+/// a slice of a batch gets the bits it gets alone.
+pub(super) fn igemm_k_split(rows: usize, pix: usize, kterms: usize, sms: usize) -> usize {
+    let blocks = rows.div_ceil(32) * pix.div_ceil(32);
+    if blocks >= 2 * sms {
+        1
+    } else {
+        (2 * sms).div_ceil(blocks).min(kterms / 128).clamp(1, 8)
+    }
+}
+
+/// What the conv kernel adds to conv(x) + bias before it stores an output.
+pub(super) enum Epilogue<'a> {
+    None,
+    /// v[image, channel], (n, cout): the time-embedding add of a ResBlock's conv1.
+    Channel(&'a CudaTensor),
+    /// A tensor of the output's shape: the residual add of a ResBlock's conv2.
+    Residual(&'a CudaTensor),
+}
+
+impl CudaBackend {
+    /// conv2d_fwd and its fused variants (kernels/conv.cu): y = conv(x) + bias, plus the
+    /// epilogue's term.
+    pub(super) fn conv(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        stride: usize,
+        pad: usize,
+        epi: Epilogue<'_>,
+    ) -> Result<CudaTensor> {
+        let (n, cin, h, wd) = dims4(x);
+        let (cout, k) = (w.shape[0], w.shape[2]);
+        if k > MAX_CONV_KERNEL && self.conv_kernel == ConvKernel::Direct {
+            bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
+        }
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (wd + 2 * pad - k) / stride + 1,
+        );
+        let out_shape = [n, cout, ho, wo];
+        // The epilogue's operand must match the output exactly: the kernel indexes it by the
+        // output's (image, channel, pixel) without bounds of its own.
+        let (direct_kernel, epi_code, extra) = match epi {
+            Epilogue::None => ("conv2d_fwd", 0i32, None),
+            Epilogue::Channel(v) => {
+                if v.len() != n * cout {
+                    return Err(Error::internal(format!(
+                        "conv2d_add_channel_bias: {:?} values for an output of {out_shape:?}",
+                        v.shape
+                    )));
+                }
+                ("conv2d_fwd_chan", 1, Some(v))
+            }
+            Epilogue::Residual(r) => {
+                if r.shape != out_shape {
+                    return Err(Error::internal(format!(
+                        "conv2d_add_residual: residual {:?} for an output of {out_shape:?}",
+                        r.shape
+                    )));
+                }
+                ("conv2d_fwd_res", 2, Some(r))
+            }
+        };
+        let mut y = self.output(&out_shape)?;
+        let args = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
+            .iter()
+            .map(|&v| dim(v, "conv size"))
+            .collect::<Result<Vec<i32>>>()?;
+        dim(n * cout * ho * wo, "conv output size")?;
+        dim(n * cin * h * wd, "conv input size")?;
+        dim(w.len(), "conv weight size")?;
+        match self.conv_kernel {
+            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
+                entry_points(&CONV_FWD, self.precision),
+                (x, w, Some(b), extra, epi_code),
+                &mut y,
+                &args,
+                (cout, ho * wo, cin * k * k),
+            )?,
+            ConvKernel::Direct => {
+                self.f32_only_kernels_unused()?;
+                let cfg = LaunchConfig {
+                    grid_dim: (
+                        ((ho * wo) as u32).div_ceil(64),
+                        (cout as u32).div_ceil(16),
+                        n as u32,
+                    ),
+                    block_dim: (BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut l = self.stream.launch_builder(self.f(direct_kernel));
+                l.arg(x.dev()).arg(w.dev()).arg(b.dev());
+                if let Some(e) = extra {
+                    l.arg(e.dev());
+                }
+                l.arg(y.dev_mut());
+                for a in &args {
+                    l.arg(a);
+                }
+                self.run(l, cfg)?;
+            }
+        }
+        Ok(y)
+    }
+
+    /// One implicit-GEMM conv (kernels/conv.cu): `out` (n images × rows × pix) from `input`
+    /// (x, or dy for the backward, which has no bias) and the weights; `args` = (n, cin, h, w,
+    /// cout, k, stride, pad, ho, wo). With split-K the slices' partial sums go to a pooled
+    /// workspace and conv2d_splitk_reduce adds them to the bias and applies the epilogue.
+    /// `kernels` names the entry points with 64×64 and 32×32 tiles.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn igemm(
+        &self,
+        kernels: [&'static str; 2],
+        (input, w, bias, extra, epi): (
+            &CudaTensor,
+            &CudaTensor,
+            Option<&CudaTensor>,
+            Option<&CudaTensor>,
+            i32,
+        ),
+        out: &mut CudaTensor,
+        args: &[i32],
+        (rows, pix, kterms): (usize, usize, usize),
+    ) -> Result<()> {
+        let total = out.len();
+        let tile = igemm_tile(self.conv_kernel, rows, total / rows, self.sm_count);
+        let name = if tile == 64 { kernels[0] } else { kernels[1] };
+        let k_split = igemm_k_split(rows, pix, kterms, self.sm_count);
+        dim(k_split * total, "split-K workspace")?;
+        let mut partial = match k_split {
+            1 => None,
+            _ => Some(self.output(&[k_split, total])?),
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (
+                ((total / rows) as u32).div_ceil(tile as u32),
+                (rows as u32).div_ceil(tile as u32),
+                k_split as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let ks = k_split as i32;
+        let mut l = self.stream.launch_builder(self.f(name));
+        l.arg(input.dev()).arg(w.dev());
+        if let Some(b) = bias {
+            // Without an epilogue the kernel never reads `extra`: pass the bias.
+            l.arg(b.dev())
+                .arg(extra.map_or(b.dev(), |e| e.dev()))
+                .arg(&epi);
+        }
+        l.arg(out.dev_mut());
+        for a in args {
+            l.arg(a);
+        }
+        l.arg(&ks);
+        // Unsplit, the kernel neither reads nor writes `partial`: pass the weights.
+        match partial.as_mut() {
+            Some(p) => l.arg(p.dev_mut()),
+            None => l.arg(w.dev()),
+        };
+        self.run(l, cfg)?;
+        let Some(partial) = partial else {
+            return Ok(());
+        };
+        let null_ptr: u64 = 0; // the backward has no bias and no epilogue operand
+        let (ri, pi, ti) = (rows as i32, pix as i32, total as i32);
+        let mut l = self.stream.launch_builder(self.f("conv2d_splitk_reduce"));
+        l.arg(partial.dev());
+        match bias {
+            Some(b) => l.arg(b.dev()).arg(extra.map_or(b.dev(), |e| e.dev())),
+            None => l.arg(&null_ptr).arg(&null_ptr),
+        };
+        l.arg(&epi)
+            .arg(out.dev_mut())
+            .arg(&ks)
+            .arg(&ri)
+            .arg(&pi)
+            .arg(&ti);
+        self.run(l, grid1d(total))
+    }
+
+    pub(super) fn conv2d_vjp(
+        &self,
+        dy: &CudaTensor,
+        w: &CudaTensor,
+        in_shape: &[usize],
+        stride: usize,
+        pad: usize,
+    ) -> Result<CudaTensor> {
+        let [n, cin, h, wd] = *in_shape else {
+            bail!("conv2d_vjp: input shape {in_shape:?} is not NCHW");
+        };
+        let [cout, wcin, k, k2] = *w.shape.as_slice() else {
+            bail!(
+                "conv2d_vjp: weight shape {:?} is not (cout, cin, k, k)",
+                w.shape
+            );
+        };
+        if wcin != cin || k2 != k || k == 0 || stride == 0 || h + 2 * pad < k || wd + 2 * pad < k {
+            return Err(Error::internal(format!(
+                "conv2d_vjp: weight {:?}, input {in_shape:?}, stride {stride}, pad {pad}",
+                w.shape
+            )));
+        }
+        if k > MAX_CONV_KERNEL && self.conv_kernel == ConvKernel::Direct {
+            bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
+        }
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (wd + 2 * pad - k) / stride + 1,
+        );
+        // The kernel indexes dy by (image, co, oy, ox) with no bounds of its own.
+        if dy.shape != [n, cout, ho, wo] {
+            return Err(Error::internal(format!(
+                "conv2d_vjp: dy {:?} for an output of {:?}",
+                dy.shape,
+                [n, cout, ho, wo]
+            )));
+        }
+        dim(n * cin * h * wd, "conv input size")?;
+        dim(n * cout * ho * wo, "conv output size")?;
+        dim(w.len(), "conv weight size")?;
+        let args = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
+            .iter()
+            .map(|&v| dim(v, "conv size"))
+            .collect::<Result<Vec<i32>>>()?;
+        let mut dx = self.output(in_shape)?;
+        match self.conv_kernel {
+            // C (cin × n·h·w) as an implicit GEMM.
+            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
+                entry_points(&CONV_BWD, self.precision),
+                (dy, w, None, None, 0),
+                &mut dx,
+                &args,
+                (cin, h * wd, cout * k * k),
+            )?,
+            // One thread per dx element: grid = (pixels / 256, cin, n).
+            ConvKernel::Direct => {
+                self.f32_only_kernels_unused()?;
+                let cfg = LaunchConfig {
+                    grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
+                    block_dim: (BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut l = self.stream.launch_builder(self.f("conv2d_bwd_data"));
+                l.arg(dy.dev()).arg(w.dev()).arg(dx.dev_mut());
+                for a in &args {
+                    l.arg(a);
+                }
+                self.run(l, cfg)?;
+            }
+        }
+        Ok(dx)
+    }
+}

@@ -1,0 +1,298 @@
+//! The small memory-bound ops (kernels/elementwise.cu; CPU twin: src/backend/cpu/elementwise.rs):
+//! channel bias, residual add, nearest upsampling, channel concat/split, the time path's linear
+//! layers, the sampler arithmetic and the per-item reductions.
+
+use super::launch::{dim, dims4, grid1d, per_item_cfg};
+use super::{cuda_err, CudaBackend, CudaTensor};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// The kernels of kernels/elementwise.cu.
+pub(super) const KERNELS: &[&str] = &[
+    "add_channel_bias",
+    "add_assign",
+    "lincomb",
+    "predict_x0",
+    "clamp_inplace",
+    "clamp_vjp",
+    "upsample2x",
+    "upsample2x_vjp",
+    "concat_channels",
+    "split_channels",
+    "fill_rows",
+    "linear",
+    "sum_sq_per_item",
+    "dot_per_item",
+    "lincomb_per_item",
+];
+
+impl CudaBackend {
+    /// Run a per-item reduction kernel (grid = n, block = 256) that writes `out[item]` and
+    /// download the n values; the scratch goes back to the pool.
+    pub(super) fn per_item_reduce(
+        &self,
+        n: usize,
+        launch: impl FnOnce(&mut CudaSlice<f64>, LaunchConfig) -> Result<()>,
+    ) -> Result<Vec<f64>> {
+        let mut out = self.scratch_f64(n)?;
+        let cfg = per_item_cfg(n);
+        let result =
+            launch(&mut out, cfg).and_then(|()| self.stream.clone_dtoh(&out).map_err(cuda_err));
+        self.active_pool().give_f64(out);
+        result
+    }
+
+    /// rows × cols bias rows for each of `batch` matrices: c[b][r][j] = bias[r].
+    pub(super) fn fill_rows(
+        &self,
+        c: &mut CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        batch: usize,
+    ) -> Result<()> {
+        let (r, co, b) = (dim(rows, "rows")?, dim(cols, "cols")?, dim(batch, "batch")?);
+        let mut l = self.stream.launch_builder(self.f("fill_rows"));
+        l.arg(c).arg(bias).arg(&r).arg(&co).arg(&b);
+        self.run(l, grid1d(batch * rows * cols))?;
+        Ok(())
+    }
+
+    /// ca[i]·a + cb[i]·b with the coefficients already on the device: `coef` = [ca | cb], 2n
+    /// values (the CG loop writes them there without the host).
+    pub(super) fn lincomb_per_item_dev(
+        &self,
+        a: &CudaTensor,
+        b: &CudaTensor,
+        coef: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        let (n, per) = self.items(a)?;
+        Self::same_len(a, b, "lincomb_per_item")?;
+        if coef.len() != 2 * n {
+            return Err(Error::internal(format!(
+                "lincomb_per_item: {} coefficients for {n} items",
+                coef.len()
+            )));
+        }
+        // Fits an int: checked by items().
+        let len = a.len();
+        let ni = n as i32;
+        let mut out = self.output(&a.shape)?;
+        let mut l = self.stream.launch_builder(self.f("lincomb_per_item"));
+        l.arg(a.dev())
+            .arg(b.dev())
+            .arg(coef.dev())
+            .arg(out.dev_mut())
+            .arg(&ni)
+            .arg(&per);
+        self.run(l, grid1d(len))?;
+        debug_assert_eq!(len, n * per as usize);
+        Ok(out)
+    }
+
+    pub(super) fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        silu_input: bool,
+    ) -> Result<CudaTensor> {
+        let (n, fin, fout) = (x.shape[0], x.shape[1], b.shape[0]);
+        let mut out = self.output(&[n, fout])?;
+        let (ni, fi, fo, s) = (n as i32, fin as i32, fout as i32, silu_input as i32);
+        let mut l = self.stream.launch_builder(self.f("linear"));
+        l.arg(x.dev())
+            .arg(w.dev())
+            .arg(b.dev())
+            .arg(out.dev_mut())
+            .arg(&ni)
+            .arg(&fi)
+            .arg(&fo)
+            .arg(&s);
+        // One warp per output.
+        self.run(l, grid1d(n * fout * 32))?;
+        Ok(out)
+    }
+
+    pub(super) fn add_channel_bias(&self, h: &mut CudaTensor, v: &CudaTensor) -> Result<()> {
+        let (n, c, hh, ww) = dims4(h);
+        let (nc, hw) = ((n * c) as i32, (hh * ww) as i32);
+        let mut l = self.stream.launch_builder(self.f("add_channel_bias"));
+        l.arg(h.dev_mut()).arg(v.dev()).arg(&nc).arg(&hw);
+        self.run(l, grid1d(n * c * hh * ww))
+    }
+
+    pub(super) fn add_assign(&self, a: &mut CudaTensor, b: &CudaTensor) -> Result<()> {
+        let len = a.len();
+        let li = len as i32;
+        let mut l = self.stream.launch_builder(self.f("add_assign"));
+        l.arg(a.dev_mut()).arg(b.dev()).arg(&li);
+        self.run(l, grid1d(len))
+    }
+
+    pub(super) fn upsample2x(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let (n, c, h, w) = dims4(x);
+        let mut y = self.output(&[n, c, 2 * h, 2 * w])?;
+        let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
+        let mut l = self.stream.launch_builder(self.f("upsample2x"));
+        l.arg(x.dev()).arg(y.dev_mut()).arg(&p).arg(&hi).arg(&wi);
+        self.run(l, grid1d(4 * n * c * h * w))?;
+        Ok(y)
+    }
+
+    pub(super) fn upsample2x_vjp(&self, dy: &CudaTensor) -> Result<CudaTensor> {
+        let (n, c, h2, w2) = dims4(dy);
+        let (h, w) = (h2 / 2, w2 / 2);
+        let mut dx = self.output(&[n, c, h, w])?;
+        let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
+        let mut l = self.stream.launch_builder(self.f("upsample2x_vjp"));
+        l.arg(dy.dev()).arg(dx.dev_mut()).arg(&p).arg(&hi).arg(&wi);
+        self.run(l, grid1d(n * c * h * w))?;
+        Ok(dx)
+    }
+
+    pub(super) fn concat_channels(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        let (n, ca, h, w) = dims4(a);
+        let cb = b.shape[1];
+        let mut out = self.output(&[n, ca + cb, h, w])?;
+        let (ni, la, lb) = (n as i32, (ca * h * w) as i32, (cb * h * w) as i32);
+        let mut l = self.stream.launch_builder(self.f("concat_channels"));
+        l.arg(a.dev())
+            .arg(b.dev())
+            .arg(out.dev_mut())
+            .arg(&ni)
+            .arg(&la)
+            .arg(&lb);
+        self.run(l, grid1d(n * (ca + cb) * h * w))?;
+        Ok(out)
+    }
+
+    pub(super) fn split_channels(
+        &self,
+        x: &CudaTensor,
+        ca: usize,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let (n, c, h, w) = dims4(x);
+        let mut a = self.output(&[n, ca, h, w])?;
+        let mut b = self.output(&[n, c - ca, h, w])?;
+        let (ni, la, lb) = (n as i32, (ca * h * w) as i32, ((c - ca) * h * w) as i32);
+        let mut l = self.stream.launch_builder(self.f("split_channels"));
+        l.arg(x.dev())
+            .arg(a.dev_mut())
+            .arg(b.dev_mut())
+            .arg(&ni)
+            .arg(&la)
+            .arg(&lb);
+        self.run(l, grid1d(n * c * h * w))?;
+        Ok((a, b))
+    }
+
+    pub(super) fn lincomb(
+        &self,
+        a: &CudaTensor,
+        ca: f32,
+        b: &CudaTensor,
+        cb: f32,
+    ) -> Result<CudaTensor> {
+        let mut out = self.output(&a.shape)?;
+        let li = a.len() as i32;
+        let mut l = self.stream.launch_builder(self.f("lincomb"));
+        l.arg(a.dev())
+            .arg(&ca)
+            .arg(b.dev())
+            .arg(&cb)
+            .arg(out.dev_mut())
+            .arg(&li);
+        self.run(l, grid1d(a.len()))?;
+        Ok(out)
+    }
+
+    pub(super) fn predict_x0(
+        &self,
+        x: &CudaTensor,
+        eps: &CudaTensor,
+        sab: f32,
+        s1m: f32,
+    ) -> Result<CudaTensor> {
+        let mut out = self.output(&x.shape)?;
+        let li = x.len() as i32;
+        let mut l = self.stream.launch_builder(self.f("predict_x0"));
+        l.arg(x.dev())
+            .arg(eps.dev())
+            .arg(&sab)
+            .arg(&s1m)
+            .arg(out.dev_mut())
+            .arg(&li);
+        self.run(l, grid1d(x.len()))?;
+        Ok(out)
+    }
+
+    pub(super) fn clamp(&self, x: &mut CudaTensor, lo: f32, hi: f32) -> Result<()> {
+        let len = x.len();
+        let li = len as i32;
+        let mut l = self.stream.launch_builder(self.f("clamp_inplace"));
+        l.arg(x.dev_mut()).arg(&lo).arg(&hi).arg(&li);
+        self.run(l, grid1d(len))
+    }
+
+    pub(super) fn clamp_vjp(
+        &self,
+        reference: &CudaTensor,
+        lo: f32,
+        hi: f32,
+        d: &mut CudaTensor,
+    ) -> Result<()> {
+        let len = d.len();
+        let li = len as i32;
+        let mut l = self.stream.launch_builder(self.f("clamp_vjp"));
+        l.arg(reference.dev())
+            .arg(&lo)
+            .arg(&hi)
+            .arg(d.dev_mut())
+            .arg(&li);
+        self.run(l, grid1d(len))
+    }
+
+    pub(super) fn sum_sq_per_item(&self, x: &CudaTensor) -> Result<Vec<f64>> {
+        let (n, per) = self.items(x)?;
+        self.per_item_reduce(n, |out, cfg| {
+            let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
+            l.arg(x.dev()).arg(out).arg(&per);
+            self.run(l, cfg)
+        })
+    }
+
+    pub(super) fn dot_per_item(&self, a: &CudaTensor, b: &CudaTensor) -> Result<Vec<f64>> {
+        let (n, per) = self.items(a)?;
+        Self::same_len(a, b, "dot_per_item")?;
+        self.per_item_reduce(n, |out, cfg| {
+            let mut l = self.stream.launch_builder(self.f("dot_per_item"));
+            l.arg(a.dev()).arg(b.dev()).arg(out).arg(&per);
+            self.run(l, cfg)
+        })
+    }
+
+    pub(super) fn lincomb_per_item(
+        &self,
+        a: &CudaTensor,
+        ca: &[f32],
+        b: &CudaTensor,
+        cb: &[f32],
+    ) -> Result<CudaTensor> {
+        let (n, _) = self.items(a)?;
+        Self::same_len(a, b, "lincomb_per_item")?;
+        if ca.len() < n || cb.len() < n {
+            return Err(Error::internal(format!(
+                "lincomb_per_item: {} and {} coefficients for {n} items",
+                ca.len(),
+                cb.len()
+            )));
+        }
+        // The coefficients as one small device array: ca[0..n] then cb[0..n].
+        let coef: Vec<f32> = ca[..n].iter().chain(&cb[..n]).copied().collect();
+        let coef = self.upload(&Tensor::new(vec![2 * n], coef)?)?;
+        self.lincomb_per_item_dev(a, b, &coef)
+    }
+}

@@ -1,0 +1,130 @@
+//! The strided batched SGEMM (kernels/gemm.cu; CPU twin: src/backend/cpu/gemm.rs) behind
+//! attention, and the entry-point tables and tile choice it shares with the implicit-GEMM convs.
+
+use super::launch::{dim, BLOCK};
+use super::CudaBackend;
+use crate::error::{Error, Result};
+use crate::precision::Precision;
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+
+/// The kernels of kernels/gemm.cu.
+pub(super) const KERNELS: &[&str] = &[
+    "sgemm_strided",
+    "sgemm_strided_32",
+    "sgemm_strided_tf32",
+    "sgemm_strided_32_tf32",
+    "sgemm_strided_bf16",
+    "sgemm_strided_32_bf16",
+];
+
+/// The GEMM-shaped kernels' entry points, [64×64 tiles, 32×32 tiles], per precision (f32, tf32,
+/// bf16): all of a row take the same arguments.
+pub(super) type EntryPoints = [[&'static str; 2]; 3];
+pub(super) const SGEMM: EntryPoints = [
+    ["sgemm_strided", "sgemm_strided_32"],
+    ["sgemm_strided_tf32", "sgemm_strided_32_tf32"],
+    ["sgemm_strided_bf16", "sgemm_strided_32_bf16"],
+];
+
+pub(super) fn entry_points(table: &EntryPoints, p: Precision) -> [&'static str; 2] {
+    table[match p {
+        Precision::F32 => 0,
+        Precision::Tf32 => 1,
+        Precision::Bf16 => 2,
+    }]
+}
+
+/// The tile edge of the SGEMM and the implicit GEMM (both give the same bits either way): 64
+/// while 64×64 tiles (`blocks_at_64` of them) still give two blocks per multiprocessor, else 32,
+/// four times the blocks, for batch 1 at the low-resolution levels.
+pub(super) fn tile_edge(blocks_at_64: usize, sms: usize) -> usize {
+    if blocks_at_64 >= 2 * sms {
+        64
+    } else {
+        32
+    }
+}
+
+impl CudaBackend {
+    /// C = A·B + beta·C over `batch` matrices with strides, through sgemm_strided. A is
+    /// (view, row stride, column stride, batch stride), B likewise; C is row-major with row
+    /// stride `c_rs` and batch stride `c_bs`. Every view must hold every element the kernel
+    /// touches (checked: the kernel has no bounds of its own beyond m, n, k).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: (&CudaView<'_, f32>, usize, usize, usize),
+        b: (&CudaView<'_, f32>, usize, usize, usize),
+        c: &mut CudaViewMut<'_, f32>,
+        c_rs: usize,
+        c_bs: usize,
+        beta: f32,
+        batch: usize,
+    ) -> Result<()> {
+        if m == 0 || n == 0 || k == 0 || batch == 0 {
+            return Err(Error::internal(format!(
+                "gemm: empty product ({m}×{k})·({k}×{n}) × {batch}"
+            )));
+        }
+        // One past the last element a (rows × cols, strides rs, cs) matrix batch reaches.
+        let span = |rows: usize, cols: usize, rs: usize, cs: usize, bs: usize| -> Option<usize> {
+            (batch - 1)
+                .checked_mul(bs)?
+                .checked_add((rows - 1).checked_mul(rs)?)?
+                .checked_add((cols - 1).checked_mul(cs)?)?
+                .checked_add(1)
+        };
+        for (what, need, have) in [
+            ("A", span(m, k, a.1, a.2, a.3), a.0.len()),
+            ("B", span(k, n, b.1, b.2, b.3), b.0.len()),
+            ("C", span(m, n, c_rs, 1, c_bs), c.len()),
+        ] {
+            if need.is_none_or(|need| need > have) {
+                return Err(Error::internal(format!(
+                    "gemm ({m}×{k})·({k}×{n}) × {batch}: operand {what} reaches {need:?} of {have} values"
+                )));
+            }
+        }
+        let (mi, ni, ki) = (dim(m, "m")?, dim(n, "n")?, dim(k, "k")?);
+        // Offsets inside one matrix are ints in the kernel; batch offsets are 64-bit.
+        for (rows, cols, rs, cs) in [(m, k, a.1, a.2), (k, n, b.1, b.2), (m, n, c_rs, 1)] {
+            dim((rows - 1) * rs + (cols - 1) * cs, "GEMM offset")?;
+        }
+        let (a_rs, a_cs, b_rs, b_cs, c_rs) =
+            (a.1 as i32, a.2 as i32, b.1 as i32, b.2 as i32, c_rs as i32);
+        let (a_bs, b_bs, c_bs) = (a.3 as i64, b.3 as i64, c_bs as i64);
+        let tile = self
+            .gemm_tile
+            .unwrap_or_else(|| tile_edge(m.div_ceil(64) * n.div_ceil(64) * batch, self.sm_count));
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (n as u32).div_ceil(tile as u32),
+                (m as u32).div_ceil(tile as u32),
+                batch as u32,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let [k64, k32] = entry_points(&SGEMM, self.precision);
+        let kernel = if tile == 64 { k64 } else { k32 };
+        let mut l = self.stream.launch_builder(self.f(kernel));
+        l.arg(&mi)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(a.0)
+            .arg(&a_rs)
+            .arg(&a_cs)
+            .arg(b.0)
+            .arg(&b_rs)
+            .arg(&b_cs);
+        l.arg(c)
+            .arg(&c_rs)
+            .arg(&beta)
+            .arg(&a_bs)
+            .arg(&b_bs)
+            .arg(&c_bs);
+        self.run(l, cfg)?;
+        Ok(())
+    }
+}
