@@ -1,0 +1,248 @@
+//! The arguments several commands share: which model (ModelArgs), which blur (OperatorArgs),
+//! which sampler and its settings (SamplerArgs), and their checks.
+
+use crate::engine::{self, Device, Model};
+use crate::error::Result;
+use crate::operators::{Kernel, Operator};
+use crate::precision::Precision;
+use crate::samplers::cg::CgSettings;
+use crate::samplers::diffpir_pnp::DiffPirPnpParams;
+use crate::samplers::dps_paper::DpsPaperParams;
+use crate::schedule::Skip;
+use crate::{bail, io};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+/// Which weights to load and where to run them.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Weights (default: the bundled prior).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long)]
+    pub num_heads: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// The GEMMs' arithmetic (convolutions, attention): f32 (exact), or TF32 / BF16 operands
+    /// on the GPU's tensor cores (f32 accumulation). On the CPU, TF32 / BF16 round the same
+    /// operands (an emulation of the GPU path, slower than f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+impl ModelArgs {
+    pub(super) fn load(&self) -> Result<(Box<dyn Model>, PathBuf)> {
+        let path = self.weights.clone().or_else(crate::default_weights);
+        let Some(path) = path else {
+            bail!(
+                "no bundled prior found (weights/{}); pass --weights W.safetensors",
+                crate::DEFAULT_WEIGHTS
+            );
+        };
+        Ok((
+            engine::load(&path, self.num_heads, self.device, self.precision)?,
+            path,
+        ))
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorKind {
+    Motion,
+    Gaussian,
+    Custom,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OperatorArgs {
+    #[arg(long, value_enum, default_value_t = OperatorKind::Motion)]
+    pub operator: OperatorKind,
+    #[arg(long, default_value_t = 9, allow_negative_numbers = true)]
+    pub kernel_size: i64,
+    /// Motion direction in degrees.
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+    pub angle: f64,
+    /// Gaussian variance (pixels²).
+    #[arg(long, allow_negative_numbers = true)]
+    pub variance: Option<f64>,
+    /// A (k, k) .npy kernel for --operator custom, used as given.
+    #[arg(long)]
+    pub kernel_file: Option<PathBuf>,
+}
+
+impl OperatorArgs {
+    pub fn kernel(&self) -> Result<Operator> {
+        self.blur_kernel().map(Operator::Blur)
+    }
+
+    fn blur_kernel(&self) -> Result<Kernel> {
+        let size = || -> Result<usize> {
+            if self.kernel_size <= 0 {
+                bail!(
+                    "--kernel-size must be a positive odd number, got {}",
+                    self.kernel_size
+                );
+            }
+            Ok(self.kernel_size as usize)
+        };
+        match self.operator {
+            OperatorKind::Motion => Kernel::motion(size()?, self.angle),
+            OperatorKind::Gaussian => match self.variance {
+                Some(v) => Kernel::gaussian(size()?, v),
+                None => bail!("--operator gaussian needs --variance V"),
+            },
+            OperatorKind::Custom => match &self.kernel_file {
+                Some(p) => {
+                    Kernel::custom(&io::npy::read_npy(p)?).map_err(|e| e.context(p.display()))
+                }
+                None => bail!("--operator custom needs --kernel-file K.npy"),
+            },
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// The notebook's DPS (squared loss, fixed guidance).
+    Dps,
+    /// The notebook's DiffPIR-style sampler (one gradient data step, starts from y).
+    Diffpir,
+    /// Published DiffPIR: exact proximal data step by CG, noise re-injection ζ.
+    DiffpirPnp,
+    /// Published DPS: step ζ/‖y − K x̂0‖, ancestral (η) steps.
+    DpsPaper,
+    /// Classical baseline: argmin ‖Kx − y‖² + λ‖x‖² by conjugate gradients.
+    Tikhonov,
+    /// Classical baseline: argmin ½‖Kx − y‖² + λ·TV(x) by a primal-dual solver.
+    Tv,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
+    /// Default: published DiffPIR, the best sampler of `evaluate`'s table (README).
+    #[arg(long, value_enum, default_value_t = SamplerKind::DiffpirPnp)]
+    pub sampler: SamplerKind,
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+    pub steps: i64,
+    /// DPS guidance scale.
+    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
+    pub guidance: f64,
+    /// DPS measurement noise level in the likelihood.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub sigma_y: f64,
+    /// DiffPIR-style data step size.
+    #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
+    pub tau: f64,
+    /// tikhonov / tv: regularisation weight; diffpir-pnp: prior weight λ (defaults: the best
+    /// on phantoms outside the evaluation set).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lambda: Option<f64>,
+    /// diffpir-pnp: fraction of fresh noise per step; dps-paper: step size on ‖y − K x̂0‖.
+    #[arg(long, allow_negative_numbers = true)]
+    pub zeta: Option<f64>,
+    /// dps-paper: ancestral noise (1 = DDPM, 0 = DDIM).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub eta: f64,
+    /// diffpir-pnp: first timestep (default T − 1); it starts from y noised to that level.
+    #[arg(long, allow_negative_numbers = true)]
+    pub t_start: Option<i64>,
+    /// diffpir-pnp: timestep spacing (default quad, dense near t = 0: the sweeps' best).
+    #[arg(long, value_enum)]
+    pub skip: Option<SkipKind>,
+    /// diffpir-pnp: relative measurement noise ‖e‖/‖Kx‖ (σ_n is estimated from it and y).
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub noise_level: f64,
+    /// diffpir-pnp: CG iteration limit and relative tolerance of each proximal solve.
+    #[arg(long, allow_negative_numbers = true)]
+    pub cg_iters: Option<i64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub cg_tol: Option<f64>,
+    /// Draw N independent samples per slice in one batched run and write their mean (--out)
+    /// and per-pixel standard deviation (OUT_std.npy, OUT_std.png).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub samples: i64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipKind {
+    Uniform,
+    Quad,
+}
+
+impl SamplerArgs {
+    pub(super) fn diffpir_pnp(&self) -> Result<DiffPirPnpParams> {
+        let d = DiffPirPnpParams::default();
+        let t_start = match self.t_start {
+            None => d.t_start,
+            Some(v) if v >= 1 => v as usize,
+            Some(v) => bail!("--t-start must be a positive timestep, got {v}"),
+        };
+        let max_iters = match self.cg_iters {
+            None => d.cg.max_iters,
+            Some(v) if v >= 1 => v as usize,
+            Some(v) => bail!("--cg-iters must be at least 1, got {v}"),
+        };
+        let p = DiffPirPnpParams {
+            steps: steps(self.steps)?,
+            lambda: self.lambda.unwrap_or(d.lambda),
+            zeta: self.zeta.unwrap_or(d.zeta),
+            noise_level: self.noise_level,
+            t_start,
+            skip: match self.skip {
+                None => d.skip,
+                Some(SkipKind::Uniform) => Skip::Uniform,
+                Some(SkipKind::Quad) => Skip::Quad,
+            },
+            cg: CgSettings {
+                max_iters,
+                tol: self.cg_tol.unwrap_or(d.cg.tol),
+            },
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    pub(super) fn dps_paper(&self) -> Result<DpsPaperParams> {
+        let p = DpsPaperParams {
+            steps: steps(self.steps)?,
+            zeta: self.zeta.unwrap_or(DpsPaperParams::default().zeta),
+            eta: self.eta,
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    pub(super) fn samples(&self) -> Result<usize> {
+        match self.samples {
+            1 => Ok(1),
+            m if m < 1 => bail!("--samples must be at least 1, got {m}"),
+            m => match self.sampler {
+                SamplerKind::Diffpir | SamplerKind::Tikhonov | SamplerKind::Tv => bail!(
+                    "--samples needs a stochastic sampler (dps, dps-paper, diffpir-pnp); {} is deterministic",
+                    sampler_name(self.sampler)
+                ),
+                _ => Ok(m as usize),
+            },
+        }
+    }
+}
+
+/// `--steps`: at least 2.
+pub(super) fn steps(v: i64) -> Result<usize> {
+    if v < 2 {
+        bail!("--steps must be at least 2, got {v}");
+    }
+    Ok(v as usize)
+}
+
+/// The sampler's name in printed lines.
+pub(super) fn sampler_name(s: SamplerKind) -> &'static str {
+    match s {
+        SamplerKind::Dps => "DPS",
+        SamplerKind::Diffpir => "DiffPIR-style",
+        SamplerKind::DiffpirPnp => "DiffPIR (published)",
+        SamplerKind::DpsPaper => "DPS (published)",
+        SamplerKind::Tikhonov => "Tikhonov",
+        SamplerKind::Tv => "TV",
+    }
+}

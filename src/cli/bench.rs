@@ -1,0 +1,67 @@
+//! `bench`: the command-line side of the timings (the measuring lives in `crate::bench`).
+
+use super::args::steps;
+use crate::bail;
+use crate::engine::{self, Device};
+use crate::error::Result;
+use crate::precision::Precision;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long)]
+    pub num_heads: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// The GEMMs' arithmetic: f32, tf32 or bf16 (see `reconstruct --help`).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batches: Vec<usize>,
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
+    pub steps: i64,
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// After timing each op, run it once more with per-kernel GPU time recorded (CUDA
+    /// events) and print each op's kernel table after the timings.
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// Time the model on a device and print the table (and kernel profiles).
+pub(super) fn run(args: BenchArgs) -> Result<()> {
+    let BenchArgs {
+        weights,
+        num_heads,
+        device,
+        precision,
+        batches,
+        steps: n,
+        repeats,
+        size,
+        profile,
+    } = args;
+    if batches.is_empty() || batches.contains(&0) {
+        bail!("--batches needs positive batch sizes");
+    }
+    let model = match weights {
+        Some(w) => engine::load(&w, num_heads, device, precision)?,
+        None => {
+            let cfg = crate::unet::UNetConfig::notebook();
+            engine::synthetic(&cfg, 1, device, precision)?
+        }
+    };
+    let timings = crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);
+    print!("{}", crate::bench::table(&model.device(), &timings));
+    let profiles = crate::bench::profiles(&timings);
+    if profile && profiles.is_empty() {
+        eprintln!("--profile: {} runs no kernels to profile", model.device());
+    }
+    print!("{profiles}");
+    Ok(())
+}

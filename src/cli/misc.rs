@@ -1,0 +1,194 @@
+//! The small commands: `eps` and `dps-grad` (the model's raw outputs), `simulate` (blur and
+//! noise), `phantoms` (synthetic ground truths) and `sample` (unconditional DDIM draws).
+
+use super::args::{steps, ModelArgs, OperatorArgs};
+use super::files::{read_stack, write};
+use crate::error::Result;
+use crate::progress::ProgressBar;
+use crate::rng::normal_tensor;
+use crate::{bail, figure, io, operators, phantom};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EpsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input x_t: .npy of shape (H,W), (1,H,W) or (N,1,H,W).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Timesteps: one per batch item, or one for all (comma-separated integers).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub t: Vec<f64>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Noise prediction eps(x, t), written to --out.
+pub(super) fn eps(args: EpsArgs) -> Result<()> {
+    let EpsArgs {
+        model,
+        input,
+        t,
+        out,
+    } = args;
+    let x = read_stack(&input, "--input")?;
+    if t.is_empty() {
+        bail!("--t needs at least one timestep");
+    }
+    let eps = model.load()?.0.eps(&x, &t)?;
+    write(&out, &eps)
+}
+
+#[derive(Args, Debug)]
+pub struct DpsGradArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, allow_negative_numbers = true)]
+    pub t: f64,
+    #[arg(long)]
+    pub measurement: PathBuf,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub sigma_y: f64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The DPS gradient dL/dx, written to --out.
+pub(super) fn dps_grad(args: DpsGradArgs) -> Result<()> {
+    let DpsGradArgs {
+        model,
+        input,
+        t,
+        measurement,
+        op,
+        sigma_y,
+        out,
+    } = args;
+    let kernel = op.kernel()?;
+    let x = read_stack(&input, "--input")?;
+    let y = read_stack(&measurement, "--measurement")?;
+    let g = model.load()?.0.dps_grad(&x, t, &y, &kernel, sigma_y)?;
+    write(&out, &g)
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Ground truth: .png (pixels in [0,1]) or .npy (model space [-1,1]).
+    #[arg(long)]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// ‖e‖ = noise_level · ‖K x‖ per slice.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub noise_level: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// y = K x + e, written to --out.
+pub(super) fn simulate(args: SimulateArgs) -> Result<()> {
+    let SimulateArgs {
+        image,
+        op,
+        noise_level,
+        seed,
+        out,
+    } = args;
+    let kernel = op.kernel()?;
+    let x = read_stack(&image, "--image")?;
+    let y = operators::simulate(&x, &kernel, noise_level, seed)?;
+    write(&out, &y)
+}
+
+#[derive(Args, Debug)]
+pub struct PhantomsArgs {
+    #[arg(long)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// A .npy file (N,1,S,S) in model space, or a directory of PNGs.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Phantoms as one .npy stack, or as PNGs in a directory.
+pub(super) fn phantoms(args: PhantomsArgs) -> Result<()> {
+    let PhantomsArgs {
+        count,
+        seed,
+        size,
+        out,
+    } = args;
+    if count == 0 {
+        bail!("--count must be positive");
+    }
+    phantom::check_size(size)?;
+    let t = phantom::phantoms(count, seed, size);
+    if out.extension().is_some() {
+        return write(&out, &t);
+    }
+    std::fs::create_dir_all(&out).map_err(|e| crate::error::io_error(&out, e))?;
+    for (i, slice) in t.data().chunks(size * size).enumerate() {
+        let p01: Vec<f32> = slice.iter().map(|v| (v + 1.0) / 2.0).collect();
+        io::png::write_png_gray(
+            &out.join(format!("phantom_{i:05}.png")),
+            &p01,
+            size,
+            size,
+            8,
+        )?;
+    }
+    println!("wrote {count} PNGs to {}", out.display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+    pub steps: i64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// DDIM samples as a grid PNG and the .npy stack beside it.
+pub(super) fn sample(args: SampleArgs) -> Result<()> {
+    let SampleArgs {
+        model,
+        count,
+        steps: n,
+        seed,
+        size,
+        out,
+    } = args;
+    if count == 0 {
+        bail!("--count must be positive");
+    }
+    let (engine, _) = model.load()?;
+    let x_t = normal_tensor(&[count, engine.config().in_ch, size, size], seed);
+    let mut bar = ProgressBar::new("DDIM");
+    let x = engine.sample(&x_t, steps(n)?, &mut |d, t| bar.update(d, t))?;
+    let slices: Vec<Vec<f32>> = x.data().chunks(size * size).map(|c| c.to_vec()).collect();
+    let cols = (count as f64).sqrt().ceil() as usize;
+    figure::image_grid(&slices, size, size, cols, 2, &out)?;
+    let npy = out.with_extension("npy");
+    io::npy::write_npy(&npy, &x)?;
+    println!("wrote {} and {}", out.display(), npy.display());
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! `reconstruct`: one sampler (or classical baseline) on a measurement, optionally several
+//! posterior samples per slice with their per-pixel spread.
+
+use super::args::{sampler_name, steps, ModelArgs, OperatorArgs, SamplerArgs, SamplerKind};
+use super::files::{read_stack, scaled_to_max, write};
+use crate::engine::{self, Model};
+use crate::error::Result;
+use crate::metrics;
+use crate::operators::Operator;
+use crate::precision::Precision;
+use crate::progress::ProgressBar;
+use crate::rng::{normal_tensor, slice_noise};
+use crate::samplers::diffpir::DiffPirParams;
+use crate::samplers::dps::DpsParams;
+use crate::tensor::Tensor;
+use crate::{bail, spread};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub measurement: PathBuf,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Starting noise x_T for dps and dps-paper (same shape as y); the others ignore it.
+    #[arg(long, conflicts_with = "seed")]
+    pub init: Option<PathBuf>,
+    /// Seed of the random samplers (slice i of a published sampler uses seed + i).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Ground truth, to print MSE, PSNR and SSIM.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Reconstruct, print the per-slice residuals (and quality against --truth), write --out.
+pub(super) fn run(args: ReconstructArgs) -> Result<()> {
+    let ReconstructArgs {
+        model,
+        measurement,
+        op,
+        sampler,
+        init,
+        seed,
+        truth,
+        out,
+    } = &args;
+    let (init, seed, truth) = (init.as_deref(), seed.unwrap_or(0), truth.as_deref());
+    let kernel = op.kernel()?;
+    let y = read_stack(measurement, "--measurement")?;
+    let truth = truth.map(|p| read_stack(p, "--truth")).transpose()?;
+    let m = sampler.samples()?;
+    if y.shape()[0] * m > MAX_BATCH {
+        bail!(
+            "{} slices × {m} samples = {} images in one batch; at most {MAX_BATCH}: use fewer --samples or split the measurement",
+            y.shape()[0],
+            y.shape()[0] * m
+        );
+    }
+    if m > 1 && init.is_some() {
+        bail!("--samples draws its own starting noise per sample; drop --init (or use --seed)");
+    }
+    let y_all = spread::tile(&y, m)?;
+    let x_t = match init {
+        Some(p) => read_stack(p, "--init")?,
+        None => starting_noise(sampler.sampler, &y_all, seed, m),
+    };
+    let start = Instant::now();
+    let (x_all, device) = match sampler.sampler {
+        SamplerKind::Tikhonov | SamplerKind::Tv => {
+            let solver = engine::solver(model.device)?;
+            (
+                run_baseline(solver.as_ref(), sampler, &y, &kernel)?,
+                solver.device(),
+            )
+        }
+        _ => {
+            let (engine, _) = model.load()?;
+            if sampler.sampler == SamplerKind::Dps && model.precision != Precision::F32 {
+                eprintln!("note: the notebook's DPS is sensitive to the GEMMs' rounding: at --precision {} its reconstructions move by about ±1 dB PSNR per slice (over 32 phantoms the mean change stayed within its standard error; BENCHMARKS.md); use --precision f32 where slice-level reproducibility matters", model.precision);
+            }
+            (
+                run_sampler(engine.as_ref(), sampler, &y_all, &kernel, &x_t, seed)?,
+                engine.device(),
+            )
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let (x, std) = spread::mean_std(&x_all, m)?;
+    for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
+        println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
+    }
+    if let Some(truth) = truth {
+        for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
+            println!(
+                "slice {i}: MSE {:.6} | PSNR {:.3} dB | SSIM {:.4}",
+                q.mse, q.psnr, q.ssim
+            );
+        }
+        if m > 1 {
+            let c = spread::calibration(&x, &std, &truth)?;
+            println!(
+                "spread of {m} samples: corr(std, |error|) {:.3} | error within ±2 std {:.1}% | mean std {:.4}",
+                c.correlation,
+                100.0 * c.coverage_2std,
+                c.mean_std
+            );
+        }
+    }
+    let what = if m > 1 {
+        format!("mean of {m} samples per slice, ")
+    } else {
+        String::new()
+    };
+    println!(
+        "{} on {device}: {what}{secs:.2} s",
+        sampler_name(sampler.sampler)
+    );
+    write(out, &x)?;
+    if m > 1 {
+        write_std(out, &std)?;
+    }
+    Ok(())
+}
+
+/// The largest batch `reconstruct` builds from slices × samples (memory grows with it).
+const MAX_BATCH: usize = 4096;
+
+/// Starting noise: one stream per slice (seed + slice index) for the published samplers and
+/// for several samples; the notebook's DPS keeps one stream over the batch.
+fn starting_noise(kind: SamplerKind, y: &Tensor, seed: u64, samples: usize) -> Tensor {
+    if kind == SamplerKind::Dps && samples == 1 {
+        normal_tensor(y.shape(), seed)
+    } else {
+        slice_noise(y.shape(), &slice_seeds(seed, y.shape()[0]), 0)
+    }
+}
+
+fn slice_seeds(seed: u64, n: usize) -> Vec<u64> {
+    (0..n as u64).map(|i| seed.wrapping_add(i)).collect()
+}
+
+/// The per-pixel std beside `out`: OUT_std.npy (raw, model-space units) and OUT_std.png
+/// (scaled so that the largest std is white).
+fn write_std(out: &Path, std: &Tensor) -> Result<()> {
+    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+    let base = out.with_file_name(format!("{stem}_std"));
+    write(&base.with_extension("npy"), std)?;
+    let (scaled, max) = scaled_to_max(std)?;
+    write(&base.with_extension("png"), &scaled)?;
+    println!("(the std PNG is scaled: white = {max:.4} in model units)");
+    Ok(())
+}
+
+/// Default λ of the baselines: the best of `evaluate`'s λ grid on its 32 phantoms (README).
+pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 3e-3;
+pub const DEFAULT_TV_LAMBDA: f64 = 3e-4;
+
+fn run_sampler(
+    engine: &dyn Model,
+    args: &SamplerArgs,
+    y: &Tensor,
+    kernel: &Operator,
+    x_t: &Tensor,
+    seed: u64,
+) -> Result<Tensor> {
+    let seeds = slice_seeds(seed, y.shape()[0]);
+    let steps = steps(args.steps)?;
+    let mut bar = ProgressBar::new(sampler_name(args.sampler));
+    let mut progress = |d: usize, t: usize| bar.update(d, t);
+    match args.sampler {
+        SamplerKind::Dps => {
+            let p = DpsParams {
+                steps,
+                guidance: args.guidance,
+                sigma_y: args.sigma_y,
+            };
+            engine.dps(y, kernel, x_t, &p, &mut progress)
+        }
+        SamplerKind::Diffpir => engine.diffpir(
+            y,
+            kernel,
+            &DiffPirParams {
+                steps,
+                tau: args.tau,
+            },
+            &mut progress,
+        ),
+        SamplerKind::DiffpirPnp => {
+            let (x, cg) =
+                engine.diffpir_pnp(y, kernel, &args.diffpir_pnp()?, &seeds, &mut progress)?;
+            eprintln!(
+                "CG: {} proximal solves, at most {} iterations each, worst relative residual {:.2e}",
+                cg.solves, cg.iters, cg.rel_residual
+            );
+            Ok(x)
+        }
+        SamplerKind::DpsPaper => {
+            engine.dps_paper(y, kernel, x_t, &args.dps_paper()?, &seeds, &mut progress)
+        }
+        SamplerKind::Tikhonov | SamplerKind::Tv => run_baseline(engine, args, y, kernel),
+    }
+}
+
+fn run_baseline(
+    solver: &dyn engine::Solver,
+    args: &SamplerArgs,
+    y: &Tensor,
+    op: &Operator,
+) -> Result<Tensor> {
+    match args.sampler {
+        SamplerKind::Tikhonov => {
+            solver.tikhonov(y, op, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA))
+        }
+        _ => solver.total_variation(y, op, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA)),
+    }
+}
