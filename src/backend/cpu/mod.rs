@@ -3,10 +3,14 @@
 pub mod attention;
 pub mod blur;
 pub mod conv;
+pub mod ct;
+pub mod downsample;
 pub mod elementwise;
 pub mod gemm;
 pub mod groupnorm;
+pub mod inpaint;
 pub mod math;
+pub mod tv;
 
 use super::{AttnParams, Backend};
 use crate::error::Result;
