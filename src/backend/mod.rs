@@ -3,6 +3,8 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod geometry;
+pub use geometry::CtGeometry;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

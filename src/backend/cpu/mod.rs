@@ -3,9 +3,12 @@
 pub mod attention;
 pub mod blur;
 pub mod conv;
+pub mod ct;
+pub mod downsample;
 pub mod elementwise;
 pub mod gemm;
 pub mod groupnorm;
+pub mod inpaint;
 pub mod math;
 pub mod tv;
 
