@@ -10,14 +10,15 @@ use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::dps::DpsParams;
 use diffrecon::tensor::Tensor;
 use diffrecon::Precision;
-use std::path::PathBuf;
+
+mod common;
 
 /// The small golden model on the CPU, and on GPU 0 when one is usable, there in f32 and on the
 /// tensor cores (TF32). The TF32 check expects bit-identical slices too: each output's MMA
 /// sequence over K is the same whatever the tile or batch (16×16 fragments, every UNet level a
 /// multiple of 16 pixels); a difference would be amplified by later roundings (tests/precision.rs).
 fn models() -> Vec<Box<dyn Model>> {
-    let w = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/small.safetensors");
+    let w = common::small_weights();
     let mut out = vec![engine::load(&w, None, Device::Cpu, Precision::F32).unwrap()];
     match diffrecon::backend::cuda::unavailable_reason(0) {
         None => {

@@ -7,11 +7,8 @@ use diffrecon::unet::weights;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn golden(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(p)
-}
+mod common;
+use common::golden;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("diffrecon-cli-{}", std::process::id()));

@@ -7,7 +7,6 @@ use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
 use diffrecon::operators::{Kernel, Operator};
-use diffrecon::rng::Rng;
 use diffrecon::samplers::diffpir::{self, DiffPirParams};
 use diffrecon::samplers::diffpir_pnp::{self, DiffPirPnpParams};
 use diffrecon::samplers::dps::{self, DpsParams};
@@ -15,7 +14,9 @@ use diffrecon::samplers::dps_paper::{self, DpsPaperParams};
 use diffrecon::samplers::Problem;
 use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
-use std::path::PathBuf;
+
+mod common;
+use common::{golden, gpu, rand, rand_scaled, rel_l2 as rel_err};
 
 const OP_BOUND: f64 = 1e-5;
 
@@ -27,28 +28,6 @@ const CONV_KERNELS: [ConvKernel; 4] = [
     ConvKernel::Igemm64,
     ConvKernel::Direct,
 ];
-
-fn gpu(test: &str) -> Option<CudaBackend> {
-    match cuda::unavailable_reason(0) {
-        Some(why) => {
-            println!("SKIP {test}: no usable GPU ({why})");
-            None
-        }
-        None => Some(CudaBackend::new(0).expect("CUDA backend").with_poison(true)),
-    }
-}
-
-fn rand(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::new(
-        shape.to_vec(),
-        Rng::new(seed).normal_vec(shape.iter().product()),
-    )
-    .unwrap()
-}
-
-fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
-    got.rel_l2(want).unwrap()
-}
 
 fn check(
     name: &str,
@@ -293,12 +272,6 @@ fn attention_forward() {
             );
         }
     }
-}
-
-/// `rand` scaled by s (attention weights of a sensible size).
-fn rand_scaled(shape: &[usize], seed: u64, s: f32) -> Tensor {
-    let t = rand(shape, seed);
-    Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
 }
 
 #[test]
@@ -634,12 +607,6 @@ fn blur_and_fused_diffpir_steps() {
         &want,
         1e-7,
     );
-}
-
-fn golden(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(p)
 }
 
 #[test]

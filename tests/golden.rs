@@ -17,11 +17,9 @@ use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
 use diffrecon::unet::UNetConfig;
 use serde_json::Value;
-use std::path::PathBuf;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
+mod common;
+use common::{golden_dir as dir, rel_l2};
 
 fn npy(case: &str, file: &str) -> Tensor {
     read_npy(&dir().join(case).join(file)).unwrap()
@@ -45,10 +43,6 @@ fn engine(weights_file: &str) -> Box<dyn Model> {
         Default::default(),
     )
     .unwrap()
-}
-
-fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
-    got.rel_l2(want).unwrap()
 }
 
 fn check(case: &str, got: &Tensor, want: &Tensor, bound: f64) {

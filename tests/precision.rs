@@ -17,7 +17,6 @@ use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::engine::{Engine, Model};
 use diffrecon::operators::{Kernel, Operator};
-use diffrecon::rng::Rng;
 use diffrecon::samplers::diffpir::DiffPirParams;
 use diffrecon::samplers::dps::{self, DpsParams};
 use diffrecon::tensor::Tensor;
@@ -25,10 +24,8 @@ use diffrecon::unet::weights;
 use diffrecon::Precision::{self, Bf16, Tf32, F32};
 use std::path::PathBuf;
 
-fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-    let v = Rng::new(seed).normal_vec(shape.iter().product());
-    Tensor::new(shape.to_vec(), v.iter().map(|x| x * scale).collect()).unwrap()
-}
+mod common;
+use common::{prior_weights, rand_scaled as rand, small_weights};
 
 fn rel(got: &Tensor, want: &Tensor) -> f64 {
     assert!(
@@ -36,10 +33,6 @@ fn rel(got: &Tensor, want: &Tensor) -> f64 {
         "non-finite outputs"
     );
     got.rel_l2(want).unwrap()
-}
-
-fn small_weights() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/small.safetensors")
 }
 
 /// How far from f32 a precision may move one GEMM-shaped op (`Op`), or one network pass (`Pass`:
@@ -109,12 +102,9 @@ fn network_results(
 /// The small golden weights (random) at 32×32 and the bundled prior (trained) at 64×64, and
 /// whether a DPS run is part of the results.
 fn models() -> [(&'static str, PathBuf, usize, bool); 2] {
-    let prior = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("weights")
-        .join(diffrecon::DEFAULT_WEIGHTS);
     [
         ("small", small_weights(), 32, true),
-        ("prior", prior, 64, false),
+        ("prior", prior_weights(), 64, false),
     ]
 }
 
@@ -157,20 +147,9 @@ fn cpu_emulation_moves_the_unet_by_the_operand_rounding() {
     assert_eq!(CpuBackend::default().precision(), F32);
 }
 
+/// `common::gpu` computing its GEMMs at precision `p`.
 fn gpu(test: &str, p: Precision) -> Option<CudaBackend> {
-    match cuda::unavailable_reason(0) {
-        Some(why) => {
-            println!("SKIP {test}: no usable GPU ({why})");
-            None
-        }
-        None => Some(
-            CudaBackend::new(0)
-                .expect("CUDA backend")
-                .with_poison(true)
-                .with_precision(p)
-                .expect("a tensor-core precision"),
-        ),
-    }
+    common::gpu(test).map(|g| g.with_precision(p).expect("a tensor-core precision"))
 }
 
 /// The GPU result against the CPU at the same precision and at f32 (see the module comment).
