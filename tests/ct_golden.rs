@@ -47,8 +47,16 @@ fn errors(case: &str) -> [f64; 4] {
         meta["arc_degrees"].as_f64().unwrap(),
     )
     .unwrap();
-    assert_eq!(g.detectors, int("detectors"), "{case}: default detector count");
-    let (x, y, p_ref) = (npy(case, "x.npy"), npy(case, "y.npy"), npy(case, "project.npy"));
+    assert_eq!(
+        g.detectors,
+        int("detectors"),
+        "{case}: default detector count"
+    );
+    let (x, y, p_ref) = (
+        npy(case, "x.npy"),
+        npy(case, "y.npy"),
+        npy(case, "project.npy"),
+    );
     assert_eq!(x.shape(), [1, 1, g.height, g.width]);
     assert_eq!(y.shape(), [1, 1, g.views, g.detectors]);
     let mut p = vec![f32::NAN; g.sinogram_len()];
@@ -83,7 +91,10 @@ fn check(case: &str, bounds: [f64; 4]) {
         .zip(e)
         .zip(bounds)
     {
-        assert!(err <= bound, "{case} {name}: relative L2 {err:.2e} exceeds {bound:.0e}");
+        assert!(
+            err <= bound,
+            "{case} {name}: relative L2 {err:.2e} exceeds {bound:.0e}"
+        );
     }
 }
 
