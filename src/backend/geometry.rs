@@ -36,17 +36,17 @@ impl CtGeometry {
             bail!("CT images must be between 1×1 and {MAX_SIDE}×{MAX_SIDE} pixels, got {height}×{width}");
         }
         if views == 0 || views > MAX_VIEWS {
-            bail!("--views must be between 1 and {MAX_VIEWS}, got {views}");
+            bail!("the number of CT views must be between 1 and {MAX_VIEWS}, got {views}");
         }
         if !(arc_degrees.is_finite() && arc_degrees > 0.0 && arc_degrees <= 360.0) {
-            bail!("--arc must be a number of degrees in (0, 360], got {arc_degrees}");
+            bail!("the CT arc must be a number of degrees in (0, 360], got {arc_degrees}");
         }
         let detectors = match detectors {
             Some(d) => d,
             None => default_detectors(height, width)?,
         };
         if detectors == 0 || detectors > MAX_DETECTORS {
-            bail!("--detectors must be between 1 and {MAX_DETECTORS}, got {detectors}");
+            bail!("the number of CT detector bins must be between 1 and {MAX_DETECTORS}, got {detectors}");
         }
         // Both products are bounded by the caps above (≤ 2^25); checked all the same, so that a
         // change of cap cannot silently overflow.

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 /// block sums in f64, rows then columns, and rounds once.
 pub fn downsample(x: &[f32], h: usize, w: usize, f: usize, out: &mut [f32]) {
     assert!(
-        f >= 1 && h % f == 0 && w % f == 0,
+        f >= 1 && h.is_multiple_of(f) && w.is_multiple_of(f),
         "{h}×{w} not divisible by {f}"
     );
     let (ho, wo) = (h / f, w / f);
@@ -35,7 +35,7 @@ pub fn downsample(x: &[f32], h: usize, w: usize, f: usize, out: &mut [f32]) {
 /// value copied into its block, divided by f².
 pub fn downsample_adjoint(y: &[f32], h: usize, w: usize, f: usize, out: &mut [f32]) {
     assert!(
-        f >= 1 && h % f == 0 && w % f == 0,
+        f >= 1 && h.is_multiple_of(f) && w.is_multiple_of(f),
         "{h}×{w} not divisible by {f}"
     );
     let (ho, wo) = (h / f, w / f);

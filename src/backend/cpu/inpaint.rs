@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 /// out = x ⊙ m for every slice of x; m has one slice's length (x holds a whole number of them).
 pub fn mask(x: &[f32], m: &[f32], out: &mut [f32]) {
-    assert!(!m.is_empty() && x.len() % m.len() == 0);
+    assert!(!m.is_empty() && x.len().is_multiple_of(m.len()));
     assert_eq!(out.len(), x.len());
     out.par_chunks_mut(m.len())
         .zip(x.par_chunks(m.len()))
