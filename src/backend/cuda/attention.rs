@@ -2,7 +2,8 @@
 //! src/backend/cpu/attention.rs): the projections as SGEMMs, the core by the fused kernel or
 //! by GEMMs and softmax row kernels.
 
-use super::launch::{dim, dims4, BLOCK};
+use super::checks::check_attention;
+use super::launch::{dim, dims4, grid_x, grid_yz, BLOCK};
 use super::{CudaBackend, CudaTensor};
 use crate::backend::AttnParams;
 use crate::error::{Error, Result};
@@ -62,6 +63,24 @@ pub(super) fn attention_core_from_env() -> Result<Option<AttentionCore>> {
     }
 }
 
+/// The shapes of in_w, in_b, out_w, out_b.
+fn param_shapes(p: &AttnParams<CudaTensor>) -> [&[usize]; 4] {
+    [&p.in_w.shape, &p.in_b.shape, &p.out_w.shape, &p.out_b.shape]
+}
+
+/// The qkv buffer (n·3c·t) and one image's scores (heads·t²) must fit the kernels' ints.
+fn check_attention_sizes(n: usize, c: usize, t: usize, heads: usize) -> Result<()> {
+    let qkv = [n, 3, c, t]
+        .iter()
+        .try_fold(1usize, |a, &v| a.checked_mul(v));
+    let scores = [heads, t, t]
+        .iter()
+        .try_fold(1usize, |a, &v| a.checked_mul(v));
+    dim(qkv.unwrap_or(usize::MAX), "attention size")?;
+    dim(scores.unwrap_or(usize::MAX), "attention scores size")?;
+    Ok(())
+}
+
 impl CudaBackend {
     /// P = softmax(scale·qᵀk) of image `b` into `probs` (heads × t × t), batched over heads:
     /// the scores of the GEMM forward and of the VJP's recomputation. Returns the image's q, k
@@ -76,21 +95,21 @@ impl CudaBackend {
         let d = c / heads;
         let (ct, dt, tt) = (c * t, d * t, t * t);
         let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
-        let qkv_b = qkv.dev().slice(b * 3 * ct..(b + 1) * 3 * ct);
+        let qkv_b = qkv.dev()?.slice(b * 3 * ct..(b + 1) * 3 * ct);
         let [q, k, v] = [0, 1, 2].map(|part| qkv_b.slice(part * ct..(part + 1) * ct));
         // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
         self.gemm(
             (t, t, d),
             (&q, 1, t, dt),
             (&k, t, 1, dt),
-            &mut probs.dev_mut().as_view_mut(),
+            &mut probs.dev_mut()?.as_view_mut(),
             t,
             tt,
             0.0,
             heads,
         )?;
         let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
-        l.arg(probs.dev_mut()).arg(&ti).arg(&scale);
+        l.arg(probs.dev_mut()?).arg(&ti).arg(&scale);
         self.attn_rows(l, heads * t)?;
         Ok([q, k, v])
     }
@@ -105,16 +124,21 @@ impl CudaBackend {
         t: usize,
         heads: usize,
     ) -> Result<CudaTensor> {
-        let mut ctx = self.output(&[n, c, t])?;
-        let (ci, ti, hi) = (c as i32, t as i32, heads as i32);
+        let (ci, ti, hi) = (dim(c, "channels")?, dim(t, "tokens")?, dim(heads, "heads")?);
+        // Batches over 65,535 images (grid z) are refused.
         let cfg = LaunchConfig {
-            grid_dim: ((t as u32).div_ceil(64), heads as u32, n as u32),
+            grid_dim: (
+                grid_x(t.div_ceil(64), "query blocks")?,
+                grid_yz(heads, "attention heads")?,
+                grid_yz(n, "fused attention batch")?,
+            ),
             block_dim: (64, 1, 1),
             shared_mem_bytes: 0,
         };
+        let mut ctx = self.output(&[n, c, t])?;
         let mut l = self.stream.launch_builder(self.f("attention_fwd"));
-        l.arg(qkv.dev())
-            .arg(ctx.dev_mut())
+        l.arg(qkv.dev()?)
+            .arg(ctx.dev_mut()?)
             .arg(&ci)
             .arg(&ti)
             .arg(&hi);
@@ -134,19 +158,18 @@ impl CudaBackend {
         heads: usize,
     ) -> Result<CudaTensor> {
         let d = c / heads;
-        dim(n * 3 * c * t, "attention size")?;
-        dim(heads * t * t, "attention scores size")?;
+        check_attention_sizes(n, c, t, heads)?;
         let mut ctx = self.output(&[n, c, t])?;
         let mut probs = self.output(&[heads, t, t])?;
         let (ct, dt, tt) = (c * t, d * t, t * t);
         for b in 0..n {
             let [_, _, v] = self.attention_probs(qkv, b, (c, t, heads), &mut probs)?;
             // ctx (d × t) = v (d × t)·Pᵀ: B(j, i) = P[i][j].
-            let mut ctx_b = ctx.dev_mut().slice_mut(b * ct..(b + 1) * ct);
+            let mut ctx_b = ctx.dev_mut()?.slice_mut(b * ct..(b + 1) * ct);
             self.gemm(
                 (d, t, t),
                 (&v, t, 1, dt),
-                (&probs.dev().as_view(), 1, t, tt),
+                (&probs.dev()?.as_view(), 1, t, tt),
                 &mut ctx_b,
                 t,
                 dt,
@@ -163,15 +186,15 @@ impl CudaBackend {
         y: &CudaTensor,
         p: &AttnParams<CudaTensor>,
     ) -> Result<CudaTensor> {
-        let (n, c, h, w) = dims4(y);
+        let (n, c, h, w) = dims4(y, "attention")?;
         let t = h * w;
         let mut qkv = self.output(&[n, 3 * c, t])?;
-        self.fill_rows(qkv.dev_mut(), p.in_b.dev(), 3 * c, t, n)?;
+        self.fill_rows(qkv.dev_mut()?, p.in_b.dev()?, 3 * c, t, n)?;
         self.gemm(
             (3 * c, t, c),
-            (&p.in_w.dev().as_view(), c, 1, 0),
-            (&y.dev().as_view(), t, 1, c * t),
-            &mut qkv.dev_mut().as_view_mut(),
+            (&p.in_w.dev()?.as_view(), c, 1, 0),
+            (&y.dev()?.as_view(), t, 1, c * t),
+            &mut qkv.dev_mut()?.as_view_mut(),
             t,
             3 * c * t,
             1.0,
@@ -183,7 +206,7 @@ impl CudaBackend {
     /// One row kernel of attention.cu over `rows` rows of t values (grid = rows, block = 256).
     pub(super) fn attn_rows(&self, l: cudarc::driver::LaunchArgs, rows: usize) -> Result<()> {
         let cfg = LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
+            grid_dim: (grid_x(rows, "attention rows")?, 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -196,13 +219,9 @@ impl CudaBackend {
         p: &AttnParams<CudaTensor>,
         heads: usize,
     ) -> Result<CudaTensor> {
-        let (n, c, h, w) = dims4(y);
+        let (n, c, h, w) = check_attention("attention", &y.shape, param_shapes(p), heads)?;
         let t = h * w;
-        if heads == 0 || c % heads != 0 {
-            return Err(Error::internal(format!(
-                "attention: {c} channels in {heads} heads"
-            )));
-        }
+        check_attention_sizes(n, c, t, heads)?;
         self.f32_only_kernels_unused()?;
         let qkv = self.project_in(y, p)?;
         let ctx = match attention_core_path(
@@ -216,12 +235,12 @@ impl CudaBackend {
         };
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
-        self.fill_rows(out.dev_mut(), p.out_b.dev(), c, t, n)?;
+        self.fill_rows(out.dev_mut()?, p.out_b.dev()?, c, t, n)?;
         self.gemm(
             (c, t, c),
-            (&p.out_w.dev().as_view(), c, 1, 0),
-            (&ctx.dev().as_view(), t, 1, c * t),
-            &mut out.dev_mut().as_view_mut(),
+            (&p.out_w.dev()?.as_view(), c, 1, 0),
+            (&ctx.dev()?.as_view(), t, 1, c * t),
+            &mut out.dev_mut()?.as_view_mut(),
             t,
             c * t,
             1.0,
@@ -243,26 +262,25 @@ impl CudaBackend {
         heads: usize,
         dout: &CudaTensor,
     ) -> Result<CudaTensor> {
-        let (n, c, h, w) = dims4(y);
+        let (n, c, h, w) = check_attention("attention_vjp", &y.shape, param_shapes(p), heads)?;
         let t = h * w;
-        if heads == 0 || c % heads != 0 || dout.shape != y.shape {
+        if dout.shape != y.shape {
             return Err(Error::internal(format!(
-                "attention_vjp: y {:?}, dout {:?}, {heads} heads",
-                y.shape, dout.shape
+                "attention_vjp: dout {:?} for y {:?}",
+                dout.shape, y.shape
             )));
         }
         let d = c / heads;
-        dim(n * 3 * c * t, "attention size")?;
-        dim(heads * t * t, "attention scores size")?;
+        check_attention_sizes(n, c, t, heads)?;
         let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
         let qkv = self.project_in(y, p)?;
         // dctx (n, c, t) = out_wᵀ · dout: A(i, p) = out_w[p][i].
         let mut dctx = self.output(&[n, c, t])?;
         self.gemm(
             (c, t, c),
-            (&p.out_w.dev().as_view(), 1, c, 0),
-            (&dout.dev().as_view(), t, 1, c * t),
-            &mut dctx.dev_mut().as_view_mut(),
+            (&p.out_w.dev()?.as_view(), 1, c, 0),
+            (&dout.dev()?.as_view(), t, 1, c * t),
+            &mut dctx.dev_mut()?.as_view_mut(),
             t,
             c * t,
             0.0,
@@ -276,27 +294,27 @@ impl CudaBackend {
             // Head h of image b: q rows at qkv[b·3ct + h·dt ..], k at + ct, v at + 2ct (d × t
             // each, row stride t), dctx rows at dctx[b·ct + h·dt ..]; batch stride dt.
             let [q, k, v] = self.attention_probs(&qkv, b, (c, t, heads), &mut probs)?;
-            let dctx_b = dctx.dev().slice(b * ct..(b + 1) * ct);
+            let dctx_b = dctx.dev()?.slice(b * ct..(b + 1) * ct);
             // dP (t × t) = dctxᵀ·v: A(i, e) = dctx[e][i]; into ds, finished in place.
             self.gemm(
                 (t, t, d),
                 (&dctx_b, 1, t, dt),
                 (&v, t, 1, dt),
-                &mut ds.dev_mut().as_view_mut(),
+                &mut ds.dev_mut()?.as_view_mut(),
                 t,
                 tt,
                 0.0,
                 heads,
             )?;
             let mut l = self.stream.launch_builder(self.f("attn_softmax_vjp_rows"));
-            l.arg(probs.dev()).arg(ds.dev_mut()).arg(&ti).arg(&scale);
+            l.arg(probs.dev()?).arg(ds.dev_mut()?).arg(&ti).arg(&scale);
             self.attn_rows(l, heads * t)?;
-            let mut dqkv_b = dqkv.dev_mut().slice_mut(b * 3 * ct..(b + 1) * 3 * ct);
+            let mut dqkv_b = dqkv.dev_mut()?.slice_mut(b * 3 * ct..(b + 1) * 3 * ct);
             // dv (d × t) = dctx (d × t)·P (t × t).
             self.gemm(
                 (d, t, t),
                 (&dctx_b, t, 1, dt),
-                (&probs.dev().as_view(), t, 1, tt),
+                (&probs.dev()?.as_view(), t, 1, tt),
                 &mut dqkv_b.slice_mut(2 * ct..3 * ct),
                 t,
                 dt,
@@ -307,7 +325,7 @@ impl CudaBackend {
             self.gemm(
                 (d, t, t),
                 (&k, t, 1, dt),
-                (&ds.dev().as_view(), 1, t, tt),
+                (&ds.dev()?.as_view(), 1, t, tt),
                 &mut dqkv_b.slice_mut(0..ct),
                 t,
                 dt,
@@ -318,7 +336,7 @@ impl CudaBackend {
             self.gemm(
                 (d, t, t),
                 (&q, t, 1, dt),
-                (&ds.dev().as_view(), t, 1, tt),
+                (&ds.dev()?.as_view(), t, 1, tt),
                 &mut dqkv_b.slice_mut(ct..2 * ct),
                 t,
                 dt,
@@ -330,9 +348,9 @@ impl CudaBackend {
         let mut dy = self.output(&y.shape)?;
         self.gemm(
             (c, t, 3 * c),
-            (&p.in_w.dev().as_view(), 1, c, 0),
-            (&dqkv.dev().as_view(), t, 1, 3 * ct),
-            &mut dy.dev_mut().as_view_mut(),
+            (&p.in_w.dev()?.as_view(), 1, c, 0),
+            (&dqkv.dev()?.as_view(), t, 1, 3 * ct),
+            &mut dy.dev_mut()?.as_view_mut(),
             t,
             ct,
             0.0,

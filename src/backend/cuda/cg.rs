@@ -3,7 +3,7 @@
 //! statistics. It runs all `max_iters` iterations with converged slices frozen, which gives the
 //! generic loop's iterates (src/samplers/cg.rs) without a host check per iteration.
 
-use super::launch::{grid1d, per_item_cfg};
+use super::launch::{dim, grid1d, per_item_cfg};
 use super::{cuda_err, CudaBackend, CudaTensor};
 use crate::backend::{Backend, CgSlice, NormalOp};
 use crate::error::Result;
@@ -41,17 +41,17 @@ impl CudaBackend {
         out: &mut CudaSlice<f64>,
     ) -> Result<()> {
         let (n, per) = self.items(a)?;
-        let cfg = per_item_cfg(n);
+        let cfg = per_item_cfg(n)?;
         match b {
             Some(b) => {
                 Self::same_len(a, b, "dot_per_item")?;
                 let mut l = self.stream.launch_builder(self.f("dot_per_item"));
-                l.arg(a.dev()).arg(b.dev()).arg(out).arg(&per);
+                l.arg(a.dev()?).arg(b.dev()?).arg(out).arg(&per);
                 self.run(l, cfg)
             }
             None => {
                 let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
-                l.arg(a.dev()).arg(out).arg(&per);
+                l.arg(a.dev()?).arg(out).arg(&per);
                 self.run(l, cfg)
             }
         }
@@ -85,9 +85,9 @@ impl CudaBackend {
                 mu.len()
             )));
         }
-        let ni = n as i32;
+        let ni = dim(n, "slices")?;
         let tol2 = tol * tol;
-        let scalars = grid1d(n);
+        let scalars = grid1d(n)?;
         let coef_mu = self.ones_then(mu)?;
         let zeros = vec![0.0f32; n];
         let (mut coef_x, mut coef_r, mut coef_dir) = (
@@ -106,10 +106,10 @@ impl CudaBackend {
         // b = Aᵀy + μ·x0; x = x0; r = b − (AᵀA + μ) x; d = r.
         let b = self.lincomb_per_item_dev(aty, x0, &coef_mu)?;
         self.reduce_into(&b, None, &mut st.bb)?;
-        let mut x = x0.clone();
+        let mut x = x0.try_clone()?;
         let mut r = self.lincomb(&b, 1.0, &self.normal_op(&x, ata, &coef_mu)?, -1.0)?;
         self.reduce_into(&r, None, &mut st.rr)?;
-        let mut dir = r.clone();
+        let mut dir = r.try_clone()?;
         let mut l = self.stream.launch_builder(self.f("cg_init"));
         l.arg(&st.rr)
             .arg(&st.bb)
@@ -125,8 +125,8 @@ impl CudaBackend {
             l.arg(&st.rr)
                 .arg(&st.curv)
                 .arg(&st.done)
-                .arg(coef_x.dev_mut())
-                .arg(coef_r.dev_mut())
+                .arg(coef_x.dev_mut()?)
+                .arg(coef_r.dev_mut()?)
                 .arg(&ni);
             self.run(l, scalars)?;
             x = self.lincomb_per_item_dev(&x, &dir, &coef_x)?;
@@ -139,7 +139,7 @@ impl CudaBackend {
                 .arg(&st.curv)
                 .arg(&mut st.done)
                 .arg(&mut st.iters)
-                .arg(coef_dir.dev_mut())
+                .arg(coef_dir.dev_mut()?)
                 .arg(&tol2)
                 .arg(&ni);
             self.run(l, scalars)?;

@@ -1,8 +1,9 @@
 //! conv2d, its fused ResBlock epilogues and its input-VJP (kernels/conv.cu; CPU twin:
 //! src/backend/cpu/conv.rs): the implicit GEMM with optional split-K, or the direct kernels.
 
+use super::checks::{check_len, conv_out, nchw, numel};
 use super::gemm::{entry_points, tile_edge, EntryPoints};
-use super::launch::{dim, dims4, grid1d, BLOCK};
+use super::launch::{dim, dims4, grid1d, grid_x, grid_yz, BLOCK};
 use super::{CudaBackend, CudaTensor};
 use crate::bail;
 use crate::error::{Error, Result};
@@ -113,22 +114,20 @@ impl CudaBackend {
         pad: usize,
         epi: Epilogue<'_>,
     ) -> Result<CudaTensor> {
-        let (n, cin, h, wd) = dims4(x);
+        let (ho, wo) = conv_out("conv2d", &x.shape, &w.shape, stride, pad)?;
+        let (n, cin, h, wd) = dims4(x, "conv2d")?;
         let (cout, k) = (w.shape[0], w.shape[2]);
+        check_len("conv2d", "bias", &b.shape, cout)?;
         if k > MAX_CONV_KERNEL && self.conv_kernel == ConvKernel::Direct {
             bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
         }
-        let (ho, wo) = (
-            (h + 2 * pad - k) / stride + 1,
-            (wd + 2 * pad - k) / stride + 1,
-        );
         let out_shape = [n, cout, ho, wo];
         // The epilogue's operand must match the output exactly: the kernel indexes it by the
         // output's (image, channel, pixel) without bounds of its own.
         let (direct_kernel, epi_code, extra) = match epi {
             Epilogue::None => ("conv2d_fwd", 0i32, None),
             Epilogue::Channel(v) => {
-                if v.len() != n * cout {
+                if numel(&v.shape) != Some(n * cout) {
                     return Err(Error::internal(format!(
                         "conv2d_add_channel_bias: {:?} values for an output of {out_shape:?}",
                         v.shape
@@ -146,14 +145,14 @@ impl CudaBackend {
                 ("conv2d_fwd_res", 2, Some(r))
             }
         };
-        let mut y = self.output(&out_shape)?;
         let args = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
             .iter()
             .map(|&v| dim(v, "conv size"))
             .collect::<Result<Vec<i32>>>()?;
-        dim(n * cout * ho * wo, "conv output size")?;
-        dim(n * cin * h * wd, "conv input size")?;
+        dim(numel(&out_shape).unwrap_or(usize::MAX), "conv output size")?;
+        dim(x.len(), "conv input size")?;
         dim(w.len(), "conv weight size")?;
+        let mut y = self.output(&out_shape)?;
         match self.conv_kernel {
             ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
                 entry_points(&CONV_FWD, self.precision),
@@ -166,19 +165,20 @@ impl CudaBackend {
                 self.f32_only_kernels_unused()?;
                 let cfg = LaunchConfig {
                     grid_dim: (
-                        ((ho * wo) as u32).div_ceil(64),
-                        (cout as u32).div_ceil(16),
-                        n as u32,
+                        grid_x((ho * wo).div_ceil(64), "conv pixel blocks")?,
+                        grid_yz(cout.div_ceil(16), "conv channel blocks")?,
+                        // Batches over 65,535 images are refused.
+                        grid_yz(n, "direct conv batch")?,
                     ),
                     block_dim: (BLOCK, 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let mut l = self.stream.launch_builder(self.f(direct_kernel));
-                l.arg(x.dev()).arg(w.dev()).arg(b.dev());
+                l.arg(x.dev()?).arg(w.dev()?).arg(b.dev()?);
                 if let Some(e) = extra {
-                    l.arg(e.dev());
+                    l.arg(e.dev()?);
                 }
-                l.arg(y.dev_mut());
+                l.arg(y.dev_mut()?);
                 for a in &args {
                     l.arg(a);
                 }
@@ -219,51 +219,55 @@ impl CudaBackend {
         };
         let cfg = LaunchConfig {
             grid_dim: (
-                ((total / rows) as u32).div_ceil(tile as u32),
-                (rows as u32).div_ceil(tile as u32),
-                k_split as u32,
+                grid_x((total / rows).div_ceil(tile), "conv column tiles")?,
+                grid_yz(rows.div_ceil(tile), "conv row tiles")?,
+                grid_yz(k_split, "split-K slices")?,
             ),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let ks = k_split as i32;
+        let ks = dim(k_split, "split-K slices")?;
         let mut l = self.stream.launch_builder(self.f(name));
-        l.arg(input.dev()).arg(w.dev());
+        l.arg(input.dev()?).arg(w.dev()?);
         if let Some(b) = bias {
             // Without an epilogue the kernel never reads `extra`: pass the bias.
-            l.arg(b.dev())
-                .arg(extra.map_or(b.dev(), |e| e.dev()))
+            l.arg(b.dev()?)
+                .arg(extra.map_or(b.dev(), |e| e.dev())?)
                 .arg(&epi);
         }
-        l.arg(out.dev_mut());
+        l.arg(out.dev_mut()?);
         for a in args {
             l.arg(a);
         }
         l.arg(&ks);
         // Unsplit, the kernel neither reads nor writes `partial`: pass the weights.
         match partial.as_mut() {
-            Some(p) => l.arg(p.dev_mut()),
-            None => l.arg(w.dev()),
+            Some(p) => l.arg(p.dev_mut()?),
+            None => l.arg(w.dev()?),
         };
         self.run(l, cfg)?;
         let Some(partial) = partial else {
             return Ok(());
         };
         let null_ptr: u64 = 0; // the backward has no bias and no epilogue operand
-        let (ri, pi, ti) = (rows as i32, pix as i32, total as i32);
+        let (ri, pi, ti) = (
+            dim(rows, "rows")?,
+            dim(pix, "pixels")?,
+            dim(total, "outputs")?,
+        );
         let mut l = self.stream.launch_builder(self.f("conv2d_splitk_reduce"));
-        l.arg(partial.dev());
+        l.arg(partial.dev()?);
         match bias {
-            Some(b) => l.arg(b.dev()).arg(extra.map_or(b.dev(), |e| e.dev())),
+            Some(b) => l.arg(b.dev()?).arg(extra.map_or(b.dev(), |e| e.dev())?),
             None => l.arg(&null_ptr).arg(&null_ptr),
         };
         l.arg(&epi)
-            .arg(out.dev_mut())
+            .arg(out.dev_mut()?)
             .arg(&ks)
             .arg(&ri)
             .arg(&pi)
             .arg(&ti);
-        self.run(l, grid1d(total))
+        self.run(l, grid1d(total)?)
     }
 
     pub(super) fn conv2d_vjp(
@@ -274,28 +278,12 @@ impl CudaBackend {
         stride: usize,
         pad: usize,
     ) -> Result<CudaTensor> {
-        let [n, cin, h, wd] = *in_shape else {
-            bail!("conv2d_vjp: input shape {in_shape:?} is not NCHW");
-        };
-        let [cout, wcin, k, k2] = *w.shape.as_slice() else {
-            bail!(
-                "conv2d_vjp: weight shape {:?} is not (cout, cin, k, k)",
-                w.shape
-            );
-        };
-        if wcin != cin || k2 != k || k == 0 || stride == 0 || h + 2 * pad < k || wd + 2 * pad < k {
-            return Err(Error::internal(format!(
-                "conv2d_vjp: weight {:?}, input {in_shape:?}, stride {stride}, pad {pad}",
-                w.shape
-            )));
-        }
+        let (ho, wo) = conv_out("conv2d_vjp", in_shape, &w.shape, stride, pad)?;
+        let (n, cin, h, wd) = nchw("conv2d_vjp", "input", in_shape)?;
+        let (cout, k) = (w.shape[0], w.shape[2]);
         if k > MAX_CONV_KERNEL && self.conv_kernel == ConvKernel::Direct {
             bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
         }
-        let (ho, wo) = (
-            (h + 2 * pad - k) / stride + 1,
-            (wd + 2 * pad - k) / stride + 1,
-        );
         // The kernel indexes dy by (image, co, oy, ox) with no bounds of its own.
         if dy.shape != [n, cout, ho, wo] {
             return Err(Error::internal(format!(
@@ -304,8 +292,8 @@ impl CudaBackend {
                 [n, cout, ho, wo]
             )));
         }
-        dim(n * cin * h * wd, "conv input size")?;
-        dim(n * cout * ho * wo, "conv output size")?;
+        dim(numel(in_shape).unwrap_or(usize::MAX), "conv input size")?;
+        dim(dy.len(), "conv output size")?;
         dim(w.len(), "conv weight size")?;
         let args = [n, cin, h, wd, cout, k, stride, pad, ho, wo]
             .iter()
@@ -325,12 +313,17 @@ impl CudaBackend {
             ConvKernel::Direct => {
                 self.f32_only_kernels_unused()?;
                 let cfg = LaunchConfig {
-                    grid_dim: (((h * wd) as u32).div_ceil(BLOCK), cin as u32, n as u32),
+                    grid_dim: (
+                        grid_x((h * wd).div_ceil(BLOCK as usize), "conv pixel blocks")?,
+                        grid_yz(cin, "conv input channels")?,
+                        // Batches over 65,535 images are refused.
+                        grid_yz(n, "direct conv batch")?,
+                    ),
                     block_dim: (BLOCK, 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let mut l = self.stream.launch_builder(self.f("conv2d_bwd_data"));
-                l.arg(dy.dev()).arg(w.dev()).arg(dx.dev_mut());
+                l.arg(dy.dev()?).arg(w.dev()?).arg(dx.dev_mut()?);
                 for a in &args {
                     l.arg(a);
                 }

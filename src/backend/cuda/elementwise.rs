@@ -2,6 +2,7 @@
 //! channel bias, residual add, nearest upsampling, channel concat/split, the time path's linear
 //! layers, the sampler arithmetic and the per-item reductions.
 
+use super::checks::{check_len, check_split, concat_dims, linear_dims, upsample_vjp_dims};
 use super::launch::{dim, dims4, grid1d, per_item_cfg};
 use super::{cuda_err, CudaBackend, CudaTensor};
 use crate::backend::Backend;
@@ -37,7 +38,7 @@ impl CudaBackend {
         launch: impl FnOnce(&mut CudaSlice<f64>, LaunchConfig) -> Result<()>,
     ) -> Result<Vec<f64>> {
         let mut out = self.scratch_f64(n)?;
-        let cfg = per_item_cfg(n);
+        let cfg = per_item_cfg(n)?;
         let result =
             launch(&mut out, cfg).and_then(|()| self.stream.clone_dtoh(&out).map_err(cuda_err));
         self.active_pool().give_f64(out);
@@ -54,9 +55,18 @@ impl CudaBackend {
         batch: usize,
     ) -> Result<()> {
         let (r, co, b) = (dim(rows, "rows")?, dim(cols, "cols")?, dim(batch, "batch")?);
+        let len = rows.checked_mul(cols).and_then(|v| v.checked_mul(batch));
+        let len = dim(len.unwrap_or(usize::MAX), "fill_rows length")? as usize;
+        if bias.len() < rows || c.len() < len {
+            return Err(Error::internal(format!(
+                "fill_rows: {} bias values and {} outputs for {batch} × {rows} × {cols}",
+                bias.len(),
+                c.len()
+            )));
+        }
         let mut l = self.stream.launch_builder(self.f("fill_rows"));
         l.arg(c).arg(bias).arg(&r).arg(&co).arg(&b);
-        self.run(l, grid1d(batch * rows * cols))?;
+        self.run(l, grid1d(len)?)?;
         Ok(())
     }
 
@@ -78,16 +88,16 @@ impl CudaBackend {
         }
         // Fits an int: checked by items().
         let len = a.len();
-        let ni = n as i32;
+        let ni = dim(n, "batch")?;
         let mut out = self.output(&a.shape)?;
         let mut l = self.stream.launch_builder(self.f("lincomb_per_item"));
-        l.arg(a.dev())
-            .arg(b.dev())
-            .arg(coef.dev())
-            .arg(out.dev_mut())
+        l.arg(a.dev()?)
+            .arg(b.dev()?)
+            .arg(coef.dev()?)
+            .arg(out.dev_mut()?)
             .arg(&ni)
             .arg(&per);
-        self.run(l, grid1d(len))?;
+        self.run(l, grid1d(len)?)?;
         debug_assert_eq!(len, n * per as usize);
         Ok(out)
     }
@@ -99,73 +109,97 @@ impl CudaBackend {
         b: &CudaTensor,
         silu_input: bool,
     ) -> Result<CudaTensor> {
-        let (n, fin, fout) = (x.shape[0], x.shape[1], b.shape[0]);
+        let (n, fin, fout) = linear_dims(&x.shape, &w.shape, &b.shape)?;
+        dim(fin * fout, "linear weight size")?;
+        let threads = n.checked_mul(fout).and_then(|v| v.checked_mul(32));
+        let threads = threads.ok_or_else(|| Error::input("linear: too many outputs"))?;
         let mut out = self.output(&[n, fout])?;
-        let (ni, fi, fo, s) = (n as i32, fin as i32, fout as i32, silu_input as i32);
+        let (ni, fi, fo, s) = (
+            dim(n, "batch")?,
+            dim(fin, "input features")?,
+            dim(fout, "output features")?,
+            silu_input as i32,
+        );
         let mut l = self.stream.launch_builder(self.f("linear"));
-        l.arg(x.dev())
-            .arg(w.dev())
-            .arg(b.dev())
-            .arg(out.dev_mut())
+        l.arg(x.dev()?)
+            .arg(w.dev()?)
+            .arg(b.dev()?)
+            .arg(out.dev_mut()?)
             .arg(&ni)
             .arg(&fi)
             .arg(&fo)
             .arg(&s);
         // One warp per output.
-        self.run(l, grid1d(n * fout * 32))?;
+        self.run(l, grid1d(threads)?)?;
         Ok(out)
     }
 
     pub(super) fn add_channel_bias(&self, h: &mut CudaTensor, v: &CudaTensor) -> Result<()> {
-        let (n, c, hh, ww) = dims4(h);
-        let (nc, hw) = ((n * c) as i32, (hh * ww) as i32);
+        let (n, c, hh, ww) = dims4(h, "add_channel_bias")?;
+        check_len("add_channel_bias", "v", &v.shape, n * c)?;
+        let len = h.len();
+        let (nc, hw) = (dim(n * c, "planes")?, dim(hh * ww, "plane size")?);
+        let cfg = grid1d(len)?;
         let mut l = self.stream.launch_builder(self.f("add_channel_bias"));
-        l.arg(h.dev_mut()).arg(v.dev()).arg(&nc).arg(&hw);
-        self.run(l, grid1d(n * c * hh * ww))
+        l.arg(h.dev_mut()?).arg(v.dev()?).arg(&nc).arg(&hw);
+        self.run(l, cfg)
     }
 
     pub(super) fn add_assign(&self, a: &mut CudaTensor, b: &CudaTensor) -> Result<()> {
-        let len = a.len();
-        let li = len as i32;
+        let len = Self::same_len(a, b, "add_assign")?;
+        let (li, cfg) = (dim(len, "tensor size")?, grid1d(len)?);
         let mut l = self.stream.launch_builder(self.f("add_assign"));
-        l.arg(a.dev_mut()).arg(b.dev()).arg(&li);
-        self.run(l, grid1d(len))
+        l.arg(a.dev_mut()?).arg(b.dev()?).arg(&li);
+        self.run(l, cfg)
     }
 
     pub(super) fn upsample2x(&self, x: &CudaTensor) -> Result<CudaTensor> {
-        let (n, c, h, w) = dims4(x);
+        let (n, c, h, w) = dims4(x, "upsample2x")?;
+        let len = x.len().saturating_mul(4);
+        let cfg = grid1d(len)?;
         let mut y = self.output(&[n, c, 2 * h, 2 * w])?;
-        let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
+        let (p, hi, wi) = (dim(n * c, "planes")?, dim(h, "h")?, dim(w, "w")?);
         let mut l = self.stream.launch_builder(self.f("upsample2x"));
-        l.arg(x.dev()).arg(y.dev_mut()).arg(&p).arg(&hi).arg(&wi);
-        self.run(l, grid1d(4 * n * c * h * w))?;
+        l.arg(x.dev()?).arg(y.dev_mut()?).arg(&p).arg(&hi).arg(&wi);
+        self.run(l, cfg)?;
         Ok(y)
     }
 
     pub(super) fn upsample2x_vjp(&self, dy: &CudaTensor) -> Result<CudaTensor> {
-        let (n, c, h2, w2) = dims4(dy);
-        let (h, w) = (h2 / 2, w2 / 2);
+        let (n, c, h, w) = upsample_vjp_dims(&dy.shape)?;
+        // The kernel indexes dy up to planes·4hw: dy's size, which must fit an int.
+        dim(dy.len(), "tensor size")?;
+        let cfg = grid1d(n * c * h * w)?;
         let mut dx = self.output(&[n, c, h, w])?;
-        let (p, hi, wi) = ((n * c) as i32, h as i32, w as i32);
+        let (p, hi, wi) = (dim(n * c, "planes")?, dim(h, "h")?, dim(w, "w")?);
         let mut l = self.stream.launch_builder(self.f("upsample2x_vjp"));
-        l.arg(dy.dev()).arg(dx.dev_mut()).arg(&p).arg(&hi).arg(&wi);
-        self.run(l, grid1d(n * c * h * w))?;
+        l.arg(dy.dev()?)
+            .arg(dx.dev_mut()?)
+            .arg(&p)
+            .arg(&hi)
+            .arg(&wi);
+        self.run(l, cfg)?;
         Ok(dx)
     }
 
     pub(super) fn concat_channels(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
-        let (n, ca, h, w) = dims4(a);
-        let cb = b.shape[1];
+        let (n, ca, cb, h, w) = concat_dims(&a.shape, &b.shape)?;
+        let len = a.len().saturating_add(b.len());
+        let cfg = grid1d(len)?;
         let mut out = self.output(&[n, ca + cb, h, w])?;
-        let (ni, la, lb) = (n as i32, (ca * h * w) as i32, (cb * h * w) as i32);
+        let (ni, la, lb) = (
+            dim(n, "batch")?,
+            dim(ca * h * w, "image size")?,
+            dim(cb * h * w, "image size")?,
+        );
         let mut l = self.stream.launch_builder(self.f("concat_channels"));
-        l.arg(a.dev())
-            .arg(b.dev())
-            .arg(out.dev_mut())
+        l.arg(a.dev()?)
+            .arg(b.dev()?)
+            .arg(out.dev_mut()?)
             .arg(&ni)
             .arg(&la)
             .arg(&lb);
-        self.run(l, grid1d(n * (ca + cb) * h * w))?;
+        self.run(l, cfg)?;
         Ok(out)
     }
 
@@ -174,18 +208,23 @@ impl CudaBackend {
         x: &CudaTensor,
         ca: usize,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        let (n, c, h, w) = dims4(x);
+        let (n, c, h, w) = check_split(&x.shape, ca)?;
+        let cfg = grid1d(x.len())?;
         let mut a = self.output(&[n, ca, h, w])?;
         let mut b = self.output(&[n, c - ca, h, w])?;
-        let (ni, la, lb) = (n as i32, (ca * h * w) as i32, ((c - ca) * h * w) as i32);
+        let (ni, la, lb) = (
+            dim(n, "batch")?,
+            dim(ca * h * w, "image size")?,
+            dim((c - ca) * h * w, "image size")?,
+        );
         let mut l = self.stream.launch_builder(self.f("split_channels"));
-        l.arg(x.dev())
-            .arg(a.dev_mut())
-            .arg(b.dev_mut())
+        l.arg(x.dev()?)
+            .arg(a.dev_mut()?)
+            .arg(b.dev_mut()?)
             .arg(&ni)
             .arg(&la)
             .arg(&lb);
-        self.run(l, grid1d(n * c * h * w))?;
+        self.run(l, cfg)?;
         Ok((a, b))
     }
 
@@ -196,16 +235,17 @@ impl CudaBackend {
         b: &CudaTensor,
         cb: f32,
     ) -> Result<CudaTensor> {
+        let len = Self::same_len(a, b, "lincomb")?;
+        let (li, cfg) = (dim(len, "tensor size")?, grid1d(len)?);
         let mut out = self.output(&a.shape)?;
-        let li = a.len() as i32;
         let mut l = self.stream.launch_builder(self.f("lincomb"));
-        l.arg(a.dev())
+        l.arg(a.dev()?)
             .arg(&ca)
-            .arg(b.dev())
+            .arg(b.dev()?)
             .arg(&cb)
-            .arg(out.dev_mut())
+            .arg(out.dev_mut()?)
             .arg(&li);
-        self.run(l, grid1d(a.len()))?;
+        self.run(l, cfg)?;
         Ok(out)
     }
 
@@ -216,25 +256,26 @@ impl CudaBackend {
         sab: f32,
         s1m: f32,
     ) -> Result<CudaTensor> {
+        let len = Self::same_len(x, eps, "predict_x0")?;
+        let (li, cfg) = (dim(len, "tensor size")?, grid1d(len)?);
         let mut out = self.output(&x.shape)?;
-        let li = x.len() as i32;
         let mut l = self.stream.launch_builder(self.f("predict_x0"));
-        l.arg(x.dev())
-            .arg(eps.dev())
+        l.arg(x.dev()?)
+            .arg(eps.dev()?)
             .arg(&sab)
             .arg(&s1m)
-            .arg(out.dev_mut())
+            .arg(out.dev_mut()?)
             .arg(&li);
-        self.run(l, grid1d(x.len()))?;
+        self.run(l, cfg)?;
         Ok(out)
     }
 
     pub(super) fn clamp(&self, x: &mut CudaTensor, lo: f32, hi: f32) -> Result<()> {
         let len = x.len();
-        let li = len as i32;
+        let (li, cfg) = (dim(len, "tensor size")?, grid1d(len)?);
         let mut l = self.stream.launch_builder(self.f("clamp_inplace"));
-        l.arg(x.dev_mut()).arg(&lo).arg(&hi).arg(&li);
-        self.run(l, grid1d(len))
+        l.arg(x.dev_mut()?).arg(&lo).arg(&hi).arg(&li);
+        self.run(l, cfg)
     }
 
     pub(super) fn clamp_vjp(
@@ -244,22 +285,22 @@ impl CudaBackend {
         hi: f32,
         d: &mut CudaTensor,
     ) -> Result<()> {
-        let len = d.len();
-        let li = len as i32;
+        let len = Self::same_len(reference, d, "clamp_vjp")?;
+        let (li, cfg) = (dim(len, "tensor size")?, grid1d(len)?);
         let mut l = self.stream.launch_builder(self.f("clamp_vjp"));
-        l.arg(reference.dev())
+        l.arg(reference.dev()?)
             .arg(&lo)
             .arg(&hi)
-            .arg(d.dev_mut())
+            .arg(d.dev_mut()?)
             .arg(&li);
-        self.run(l, grid1d(len))
+        self.run(l, cfg)
     }
 
     pub(super) fn sum_sq_per_item(&self, x: &CudaTensor) -> Result<Vec<f64>> {
         let (n, per) = self.items(x)?;
         self.per_item_reduce(n, |out, cfg| {
             let mut l = self.stream.launch_builder(self.f("sum_sq_per_item"));
-            l.arg(x.dev()).arg(out).arg(&per);
+            l.arg(x.dev()?).arg(out).arg(&per);
             self.run(l, cfg)
         })
     }
@@ -269,7 +310,7 @@ impl CudaBackend {
         Self::same_len(a, b, "dot_per_item")?;
         self.per_item_reduce(n, |out, cfg| {
             let mut l = self.stream.launch_builder(self.f("dot_per_item"));
-            l.arg(a.dev()).arg(b.dev()).arg(out).arg(&per);
+            l.arg(a.dev()?).arg(b.dev()?).arg(out).arg(&per);
             self.run(l, cfg)
         })
     }

@@ -1,7 +1,7 @@
 //! The strided batched SGEMM (kernels/gemm.cu; CPU twin: src/backend/cpu/gemm.rs) behind
 //! attention, and the entry-point tables and tile choice it shares with the implicit-GEMM convs.
 
-use super::launch::{dim, BLOCK};
+use super::launch::{dim, grid_x, grid_yz, BLOCK};
 use super::CudaBackend;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -91,17 +91,31 @@ impl CudaBackend {
         for (rows, cols, rs, cs) in [(m, k, a.1, a.2), (k, n, b.1, b.2), (m, n, c_rs, 1)] {
             dim((rows - 1) * rs + (cols - 1) * cs, "GEMM offset")?;
         }
-        let (a_rs, a_cs, b_rs, b_cs, c_rs) =
-            (a.1 as i32, a.2 as i32, b.1 as i32, b.2 as i32, c_rs as i32);
-        let (a_bs, b_bs, c_bs) = (a.3 as i64, b.3 as i64, c_bs as i64);
+        let (a_rs, a_cs, b_rs, b_cs, c_rs) = (
+            dim(a.1, "A row stride")?,
+            dim(a.2, "A column stride")?,
+            dim(b.1, "B row stride")?,
+            dim(b.2, "B column stride")?,
+            dim(c_rs, "C row stride")?,
+        );
+        // Batch offsets are 64-bit in the kernel.
+        let batch_stride = |v: usize, what: &str| {
+            i64::try_from(v).map_err(|_| Error::input(format!("{what} = {v} is too large")))
+        };
+        let (a_bs, b_bs, c_bs) = (
+            batch_stride(a.3, "A batch stride")?,
+            batch_stride(b.3, "B batch stride")?,
+            batch_stride(c_bs, "C batch stride")?,
+        );
         let tile = self
             .gemm_tile
             .unwrap_or_else(|| tile_edge(m.div_ceil(64) * n.div_ceil(64) * batch, self.sm_count));
         let cfg = LaunchConfig {
             grid_dim: (
-                (n as u32).div_ceil(tile as u32),
-                (m as u32).div_ceil(tile as u32),
-                batch as u32,
+                grid_x(n.div_ceil(tile), "GEMM column tiles")?,
+                grid_yz(m.div_ceil(tile), "GEMM row tiles")?,
+                // Batches over 65,535 matrices are refused.
+                grid_yz(batch, "GEMM batch")?,
             ),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,

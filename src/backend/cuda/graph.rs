@@ -139,7 +139,7 @@ impl CudaBackend {
             Some(Slot::Captured(c)) => {
                 for (own, new) in c.inputs.iter_mut().zip(inputs) {
                     self.stream
-                        .memcpy_dtod(new.dev(), own.dev_mut())
+                        .memcpy_dtod(new.dev()?, own.dev_mut()?)
                         .map_err(cuda_err)?;
                 }
                 c.graph.0.launch().map_err(cuda_err)?;
@@ -177,7 +177,7 @@ impl CudaBackend {
     fn copy_of(&self, t: &CudaTensor) -> Result<CudaTensor> {
         let mut out = self.output(&t.shape)?;
         self.stream
-            .memcpy_dtod(t.dev(), out.dev_mut())
+            .memcpy_dtod(t.dev()?, out.dev_mut()?)
             .map_err(cuda_err)?;
         Ok(out)
     }

@@ -1,7 +1,8 @@
 //! GroupNorm with optional fused SiLU and its input-VJP (kernels/groupnorm.cu; CPU twin:
 //! src/backend/cpu/groupnorm.rs).
 
-use super::launch::{dim, dims4, BLOCK};
+use super::checks::check_group_norm;
+use super::launch::{dim, dims4, grid_x, grid_yz, BLOCK};
 use super::{CudaBackend, CudaTensor};
 use crate::error::{Error, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -10,12 +11,25 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 pub(super) const KERNELS: &[&str] = &["group_norm_fwd", "group_norm_vjp"];
 
 /// One block of BLOCK threads per (group, image): the GroupNorm kernels.
-pub(super) fn per_group_cfg(groups: usize, n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (groups as u32, n as u32, 1),
+/// Batches over 65,535 images (grid y) are refused.
+pub(super) fn per_group_cfg(groups: usize, n: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (grid_x(groups, "groups")?, grid_yz(n, "GroupNorm batch")?, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
-    }
+    })
+}
+
+/// (c, h·w, groups, silu) as the kernels' ints, the tensor's size checked to fit one.
+fn int_args(x: &CudaTensor, groups: usize, silu: bool) -> Result<[i32; 4]> {
+    let (_, c, h, w) = dims4(x, "group_norm")?;
+    dim(x.len(), "tensor size")?;
+    Ok([
+        dim(c, "channels")?,
+        dim(h * w, "plane size")?,
+        dim(groups, "groups")?,
+        silu as i32,
+    ])
 }
 
 impl CudaBackend {
@@ -27,15 +41,15 @@ impl CudaBackend {
         groups: usize,
         silu: bool,
     ) -> Result<CudaTensor> {
-        let (n, c, h, w) = dims4(x);
+        let (n, ..) = check_group_norm("group_norm", &x.shape, &gamma.shape, &beta.shape, groups)?;
+        let [ci, hw, g, s] = int_args(x, groups, silu)?;
+        let cfg = per_group_cfg(groups, n)?;
         let mut y = self.output(&x.shape)?;
-        let (ci, hw, g, s) = (c as i32, (h * w) as i32, groups as i32, silu as i32);
-        let cfg = per_group_cfg(groups, n);
         let mut l = self.stream.launch_builder(self.f("group_norm_fwd"));
-        l.arg(x.dev())
-            .arg(gamma.dev())
-            .arg(beta.dev())
-            .arg(y.dev_mut())
+        l.arg(x.dev()?)
+            .arg(gamma.dev()?)
+            .arg(beta.dev()?)
+            .arg(y.dev_mut()?)
             .arg(&ci)
             .arg(&hw)
             .arg(&g)
@@ -53,26 +67,24 @@ impl CudaBackend {
         silu: bool,
         dy: &CudaTensor,
     ) -> Result<CudaTensor> {
-        let (n, c, h, w) = dims4(x);
-        if groups == 0 || c % groups != 0 || dy.shape != x.shape || gamma.len() != c {
+        let op = "group_norm_vjp";
+        let (n, ..) = check_group_norm(op, &x.shape, &gamma.shape, &beta.shape, groups)?;
+        if dy.shape != x.shape {
             return Err(Error::internal(format!(
-                "group_norm_vjp: x {:?}, dy {:?}, {} γ values, {groups} groups",
-                x.shape,
-                dy.shape,
-                gamma.len()
+                "{op}: dy {:?} for x {:?}",
+                dy.shape, x.shape
             )));
         }
-        dim(x.len(), "tensor size")?;
-        let mut dx = self.output(&x.shape)?;
-        let (ci, hw, g, s) = (c as i32, (h * w) as i32, groups as i32, silu as i32);
+        let [ci, hw, g, s] = int_args(x, groups, silu)?;
         // One block per (group, image), as the forward.
-        let cfg = per_group_cfg(groups, n);
+        let cfg = per_group_cfg(groups, n)?;
+        let mut dx = self.output(&x.shape)?;
         let mut l = self.stream.launch_builder(self.f("group_norm_vjp"));
-        l.arg(x.dev())
-            .arg(gamma.dev())
-            .arg(beta.dev())
-            .arg(dy.dev())
-            .arg(dx.dev_mut())
+        l.arg(x.dev()?)
+            .arg(gamma.dev()?)
+            .arg(beta.dev()?)
+            .arg(dy.dev()?)
+            .arg(dx.dev_mut()?)
             .arg(&ci)
             .arg(&hw)
             .arg(&g)

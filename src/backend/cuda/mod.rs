@@ -15,6 +15,7 @@
 mod attention;
 mod blur;
 mod cg;
+mod checks;
 mod conv;
 mod diffpir;
 mod elementwise;
@@ -74,7 +75,7 @@ pub fn unavailable_reason(ordinal: usize) -> Option<String> {
         return Some("no CUDA driver (libcuda) on this machine".into());
     }
     match CudaContext::device_count() {
-        Ok(n) if (ordinal as i32) < n => None,
+        Ok(n) if i32::try_from(ordinal).is_ok_and(|o| o < n) => None,
         Ok(n) => Some(format!("CUDA device {ordinal} requested but {n} present")),
         Err(e) => Some(format!("the CUDA driver reports: {e}")),
     }
@@ -324,7 +325,7 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, b: &CudaTensor) -> Result<Tensor> {
-        let v = self.stream.clone_dtoh(b.dev()).map_err(cuda_err)?;
+        let v = self.stream.clone_dtoh(b.dev()?).map_err(cuda_err)?;
         Tensor::new(b.shape.clone(), v)
     }
 
