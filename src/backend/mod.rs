@@ -160,6 +160,24 @@ pub trait Backend: Sync {
     // --- operator and sampler ops ----------------------------------------------------------
     /// Blur every slice with a k×k kernel (a (k, k) buffer); `adjoint` applies Kᵀ.
     fn blur(&self, x: &Self::Buf, kernel: &Self::Buf, adjoint: bool) -> Result<Self::Buf>;
+    /// Parallel-beam projection (Joseph's method, OPERATORS.md) of every (N, 1, H, W) slice to
+    /// an (N, 1, V, D) sinogram; `angles` is the (V, 2) buffer of `CtGeometry::angles`.
+    fn ct_project(&self, x: &Self::Buf, g: &CtGeometry, angles: &Self::Buf) -> Result<Self::Buf>;
+    /// The exact adjoint of `ct_project`: (N, 1, V, D) → (N, 1, H, W).
+    fn ct_backproject(
+        &self,
+        s: &Self::Buf,
+        g: &CtGeometry,
+        angles: &Self::Buf,
+    ) -> Result<Self::Buf>;
+    /// Each sinogram row convolved with the Ram-Lak kernel (FBP's filter), same shape.
+    fn ct_ramp_filter(&self, s: &Self::Buf) -> Result<Self::Buf>;
+    /// The mean of each f × f block of every slice: (N, 1, H, W) → (N, 1, H/f, W/f).
+    fn downsample(&self, x: &Self::Buf, f: usize) -> Result<Self::Buf>;
+    /// The exact adjoint of `downsample`: each value copied into its block, divided by f².
+    fn downsample_adjoint(&self, y: &Self::Buf, f: usize) -> Result<Self::Buf>;
+    /// x ⊙ m for every slice, m (H, W) (inpainting's operator; its own adjoint).
+    fn inpaint_mask(&self, x: &Self::Buf, m: &Self::Buf) -> Result<Self::Buf>;
     /// TV dual step for every slice: p ← proj_{|p| ≤ λ}(p + step·∇x̄) (cpu/tv.rs).
     fn tv_dual_update(
         &self,

@@ -12,7 +12,7 @@ pub mod inpaint;
 pub mod math;
 pub mod tv;
 
-use super::{AttnParams, Backend};
+use super::{AttnParams, Backend, CtGeometry};
 use rayon::prelude::*;
 use crate::error::Result;
 use crate::precision::Precision;
@@ -33,6 +33,33 @@ impl CpuBackend {
     pub fn precision(&self) -> Precision {
         self.precision
     }
+}
+
+fn internal(msg: String) -> crate::error::Error {
+    crate::error::Error::internal(msg)
+}
+
+/// A CT op's operands: an (N, 1, rows, cols) stack with `plane` = [rows, cols] of the geometry
+/// and the (V, 2) angle table. Returns N.
+fn ct_operands(
+    t: &Tensor,
+    g: &CtGeometry,
+    angles: &Tensor,
+    plane: [usize; 2],
+    op: &str,
+) -> Result<usize> {
+    let n = t.shape()[0];
+    same_shape(&[t.shape()], &[n, 1, plane[0], plane[1]], op)?;
+    same_shape(&[angles.shape()], &[g.views, 2], op)?;
+    Ok(n)
+}
+
+/// h and w divisible by a factor f ≥ 1.
+fn block_fits(h: usize, w: usize, f: usize) -> Result<()> {
+    if f == 0 || !h.is_multiple_of(f) || !w.is_multiple_of(f) {
+        return Err(internal(format!("downsample: {h}×{w} is not divisible by {f}")));
+    }
+    Ok(())
 }
 
 /// Every operand of an op has the reference shape, or an internal error naming the op.
@@ -254,6 +281,63 @@ impl Backend for CpuBackend {
             adjoint,
             out.data_mut(),
         );
+        Ok(out)
+    }
+
+    fn ct_project(&self, x: &Tensor, g: &CtGeometry, angles: &Tensor) -> Result<Tensor> {
+        let n = ct_operands(x, g, angles, [g.height, g.width], "ct_project")?;
+        let mut out = out_like(&[n, 1, g.views, g.detectors]);
+        out.data_mut()
+            .par_chunks_mut(g.sinogram_len())
+            .zip(x.data().par_chunks(g.image_len()))
+            .for_each(|(o, img)| ct::project(img, g, o));
+        Ok(out)
+    }
+
+    fn ct_backproject(&self, s: &Tensor, g: &CtGeometry, angles: &Tensor) -> Result<Tensor> {
+        let n = ct_operands(s, g, angles, [g.views, g.detectors], "ct_backproject")?;
+        let mut out = out_like(&[n, 1, g.height, g.width]);
+        out.data_mut()
+            .par_chunks_mut(g.image_len())
+            .zip(s.data().par_chunks(g.sinogram_len()))
+            .for_each(|(o, sino)| ct::backproject(sino, g, o));
+        Ok(out)
+    }
+
+    fn ct_ramp_filter(&self, s: &Tensor) -> Result<Tensor> {
+        let (_, _, v, d) = dims4(s);
+        let mut out = out_like(s.shape());
+        out.data_mut()
+            .par_chunks_mut(v * d)
+            .zip(s.data().par_chunks(v * d))
+            .for_each(|(o, sino)| ct::ramp_filter(sino, v, d, o));
+        Ok(out)
+    }
+
+    fn downsample(&self, x: &Tensor, f: usize) -> Result<Tensor> {
+        let (n, c, h, w) = dims4(x);
+        block_fits(h, w, f)?;
+        let mut out = out_like(&[n, c, h / f, w / f]);
+        downsample::downsample(x.data(), h, w, f, out.data_mut());
+        Ok(out)
+    }
+
+    fn downsample_adjoint(&self, y: &Tensor, f: usize) -> Result<Tensor> {
+        let (n, c, ho, wo) = dims4(y);
+        let (h, w) = match (ho.checked_mul(f), wo.checked_mul(f)) {
+            (Some(h), Some(w)) if f > 0 => (h, w),
+            _ => return Err(internal(format!("downsample_adjoint: factor {f} on {ho}×{wo}"))),
+        };
+        let mut out = out_like(&[n, c, h, w]);
+        downsample::downsample_adjoint(y.data(), h, w, f, out.data_mut());
+        Ok(out)
+    }
+
+    fn inpaint_mask(&self, x: &Tensor, m: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = dims4(x);
+        same_shape(&[m.shape()], &[h, w], "inpaint_mask")?;
+        let mut out = out_like(x.shape());
+        inpaint::mask(x.data(), m.data(), out.data_mut());
         Ok(out)
     }
 

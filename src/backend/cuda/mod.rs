@@ -31,7 +31,7 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-use super::{AttnParams, Backend};
+use super::{AttnParams, Backend, CtGeometry};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -457,6 +457,35 @@ impl Backend for CudaBackend {
 
     fn blur(&self, x: &CudaTensor, kernel: &CudaTensor, adjoint: bool) -> Result<CudaTensor> {
         CudaBackend::blur(self, x, kernel, adjoint)
+    }
+
+    fn ct_project(&self, _x: &CudaTensor, _g: &CtGeometry, _a: &CudaTensor) -> Result<CudaTensor> {
+        bail!("TODO(operators): CT kernels not wired yet")
+    }
+
+    fn ct_backproject(
+        &self,
+        _s: &CudaTensor,
+        _g: &CtGeometry,
+        _a: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        bail!("TODO(operators): CT kernels not wired yet")
+    }
+
+    fn ct_ramp_filter(&self, _s: &CudaTensor) -> Result<CudaTensor> {
+        bail!("TODO(operators): CT kernels not wired yet")
+    }
+
+    fn downsample(&self, _x: &CudaTensor, _f: usize) -> Result<CudaTensor> {
+        bail!("TODO(operators): downsample kernels not wired yet")
+    }
+
+    fn downsample_adjoint(&self, _y: &CudaTensor, _f: usize) -> Result<CudaTensor> {
+        bail!("TODO(operators): downsample kernels not wired yet")
+    }
+
+    fn inpaint_mask(&self, _x: &CudaTensor, _m: &CudaTensor) -> Result<CudaTensor> {
+        bail!("TODO(operators): inpaint kernels not wired yet")
     }
 
     fn tv_dual_update(
