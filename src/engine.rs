@@ -50,6 +50,11 @@ pub trait Solver {
     fn tikhonov(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor>;
     /// Total variation: argmin ½‖Ax − y‖² + λ·TV(x) by Chambolle–Pock.
     fn total_variation(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor>;
+    /// The operator's image-shaped estimate from y: the task's observation baseline (FBP for
+    /// CT, the masked image for inpainting, block replication for super-resolution, y for blur).
+    fn estimate(&self, y: &Tensor, op: &Operator) -> Result<Tensor>;
+    /// A x, or Aᵀ x with `adjoint`.
+    fn apply(&self, x: &Tensor, op: &Operator, adjoint: bool) -> Result<Tensor>;
 }
 
 /// The baselines on the chosen device (no weights needed).
@@ -77,6 +82,30 @@ impl<B: Backend> Solver for Backed<B> {
             crate::baselines::total_variation(&self.0, op, y, lambda)
         })
     }
+    fn estimate(&self, y: &Tensor, op: &Operator) -> Result<Tensor> {
+        with_operator(&self.0, y, op, |y, op| op.initial_estimate(&self.0, y))
+    }
+    fn apply(&self, x: &Tensor, op: &Operator, adjoint: bool) -> Result<Tensor> {
+        apply_on(&self.0, x, op, adjoint)
+    }
+}
+
+/// A x (x checked against the operator's image shape) or Aᵀ x (x a measurement).
+fn apply_on<B: Backend>(be: &B, x: &Tensor, op: &Operator, adjoint: bool) -> Result<Tensor> {
+    x.check_finite("the input")?;
+    let up = op.upload(be)?;
+    let lin = up.view();
+    let out = if adjoint {
+        lin.image_shape(x.shape())?;
+        lin.adjoint(be, &be.upload(x)?)?
+    } else {
+        let [_, 1, h, w] = *x.shape() else {
+            bail!("the input must be an (N, 1, H, W) stack, got shape {:?}", x.shape());
+        };
+        lin.check_image((h, w))?;
+        lin.apply(be, &be.upload(x)?)?
+    };
+    be.download(&out)
 }
 
 /// Uploads y (checked finite and against the operator) and the operator, runs `f`, downloads.
@@ -272,6 +301,12 @@ impl<B: Backend> Solver for Engine<B> {
         with_operator(&self.be, y, op, |y, op| {
             crate::baselines::total_variation(&self.be, op, y, lambda)
         })
+    }
+    fn estimate(&self, y: &Tensor, op: &Operator) -> Result<Tensor> {
+        with_operator(&self.be, y, op, |y, op| op.initial_estimate(&self.be, y))
+    }
+    fn apply(&self, x: &Tensor, op: &Operator, adjoint: bool) -> Result<Tensor> {
+        apply_on(&self.be, x, op, adjoint)
     }
 }
 

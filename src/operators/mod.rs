@@ -3,13 +3,17 @@
 //! knows which operator it runs. The exact definitions are in OPERATORS.md (shared/).
 
 pub mod blur;
+pub mod ct;
+pub mod inpaint;
 pub mod noise;
 
 pub use blur::Kernel;
+pub use ct::CtOperator;
+pub use inpaint::Mask;
 pub use noise::{relative_noise, simulate};
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, CtGeometry};
 use crate::bail;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -19,7 +23,16 @@ use crate::tensor::Tensor;
 pub enum Operator {
     /// 'Same'-size correlation with a (k, k) kernel, zero padding.
     Blur(Kernel),
+    /// Parallel-beam sparse-view CT (Joseph's projector): sinograms (V, D).
+    Ct(CtOperator),
+    /// y = M ⊙ x for a 0/1 mask of the image's shape.
+    Inpaint(Mask),
+    /// The mean of each F × F block: (H/F, W/F).
+    Downsample(usize),
 }
+
+/// The largest `--factor` (a block of 256 × 256 pixels per measurement).
+pub const MAX_FACTOR: usize = 256;
 
 impl From<Kernel> for Operator {
     fn from(k: Kernel) -> Self {
@@ -28,24 +41,133 @@ impl From<Kernel> for Operator {
 }
 
 impl Operator {
+    /// Sparse-view CT of an (h, w) image: `views` over `arc_degrees`, `detectors` bins (None:
+    /// ceil(√(h² + w²))).
+    pub fn ct(
+        h: usize,
+        w: usize,
+        views: usize,
+        detectors: Option<usize>,
+        arc_degrees: f64,
+    ) -> Result<Self> {
+        let g = CtGeometry::new(h, w, views, detectors, arc_degrees)?;
+        Ok(Operator::Ct(CtOperator::new(g)))
+    }
+
+    /// Block-average super-resolution by `factor`.
+    pub fn downsample(factor: usize) -> Result<Self> {
+        if factor == 0 || factor > MAX_FACTOR {
+            bail!("--factor must be between 1 and {MAX_FACTOR}, got {factor}");
+        }
+        Ok(Operator::Downsample(factor))
+    }
+
+    /// The task's name in tables and `--task`.
+    pub fn task(&self) -> &'static str {
+        match self {
+            Operator::Blur(_) => "deblur",
+            Operator::Ct(_) => "ct",
+            Operator::Inpaint(_) => "inpaint",
+            Operator::Downsample(_) => "sr",
+        }
+    }
+
     /// One line for reports.
     pub fn describe(&self) -> String {
         match self {
             Operator::Blur(k) => format!("blur, {}×{} kernel", k.size, k.size),
+            Operator::Ct(c) => {
+                let g = &c.geometry;
+                format!(
+                    "parallel-beam CT, {} views over {}°, {} detectors, {}×{} image",
+                    g.views, g.arc_degrees, g.detectors, g.height, g.width
+                )
+            }
+            Operator::Inpaint(m) => format!(
+                "inpainting, {:.1} % of {}×{} pixels observed",
+                100.0 * m.kept(),
+                m.height,
+                m.width
+            ),
+            Operator::Downsample(f) => format!("super-resolution, {f}×{f} block average"),
+        }
+    }
+
+    /// What the task's observation baseline is called (`LinOp::initial_estimate`).
+    pub fn estimate_name(&self) -> &'static str {
+        match self {
+            Operator::Blur(_) => "Observation",
+            Operator::Ct(_) => "FBP",
+            Operator::Inpaint(_) => "Masked image",
+            Operator::Downsample(_) => "Block replication",
         }
     }
 
     /// The measurement's (rows, columns) for an image of (h, w).
     pub fn measurement_dims(&self, image: (usize, usize)) -> Result<(usize, usize)> {
+        let (h, w) = image;
         match self {
             Operator::Blur(_) => Ok(image),
+            Operator::Ct(c) => {
+                let g = &c.geometry;
+                if (g.height, g.width) != image {
+                    bail!(
+                        "the image is {h}×{w} but the CT geometry is for {}×{} images (--size)",
+                        g.height,
+                        g.width
+                    );
+                }
+                Ok((g.views, g.detectors))
+            }
+            Operator::Inpaint(m) => {
+                if (m.height, m.width) != image {
+                    bail!(
+                        "the image is {h}×{w} but the inpainting mask is {}×{}",
+                        m.height,
+                        m.width
+                    );
+                }
+                Ok(image)
+            }
+            Operator::Downsample(f) => {
+                if !h.is_multiple_of(*f) || !w.is_multiple_of(*f) {
+                    bail!("--factor {f} does not divide the {h}×{w} image");
+                }
+                Ok((h / f, w / f))
+            }
         }
     }
 
     /// The image's (h, w) for a measurement of (rows, columns), checking that they fit.
     pub fn image_dims(&self, measurement: (usize, usize)) -> Result<(usize, usize)> {
+        let (r, c) = measurement;
         match self {
             Operator::Blur(_) => Ok(measurement),
+            Operator::Ct(ct) => {
+                let g = &ct.geometry;
+                if (g.views, g.detectors) != measurement {
+                    bail!(
+                        "the measurement is {r}×{c} but a sinogram of this CT geometry is {}×{} (views × detectors; see --views, --detectors, --size)",
+                        g.views,
+                        g.detectors
+                    );
+                }
+                Ok((g.height, g.width))
+            }
+            Operator::Inpaint(m) => {
+                if (m.height, m.width) != measurement {
+                    bail!(
+                        "the measurement is {r}×{c} but the inpainting mask is {}×{}",
+                        m.height,
+                        m.width
+                    );
+                }
+                Ok(measurement)
+            }
+            Operator::Downsample(f) => match (r.checked_mul(*f), c.checked_mul(*f)) {
+                (Some(h), Some(w)) if h <= 1 << 16 && w <= 1 << 16 => Ok((h, w)),
+                _ => bail!("a {r}×{c} measurement at --factor {f} makes an image too large"),
+            },
         }
     }
 
@@ -55,6 +177,10 @@ impl Operator {
     pub fn norm(&self) -> f64 {
         match self {
             Operator::Blur(k) => k.norm_bound(),
+            Operator::Ct(c) => c.norm(),
+            // A 0/1 mask with an observed pixel: exactly 1.
+            Operator::Inpaint(_) => 1.0,
+            Operator::Downsample(f) => 1.0 / *f as f64,
         }
     }
 
@@ -62,6 +188,9 @@ impl Operator {
     pub fn upload<B: Backend>(&self, be: &B) -> Result<Uploaded<B>> {
         let buf = match self {
             Operator::Blur(k) => Some(be.upload(&k.to_tensor())?),
+            Operator::Ct(c) => Some(be.upload(&c.angle_table()?)?),
+            Operator::Inpaint(m) => Some(be.upload(&m.to_tensor()?)?),
+            Operator::Downsample(_) => None,
         };
         Ok(Uploaded {
             op: self.clone(),
@@ -155,6 +284,9 @@ impl<'a, B: Backend> LinOp<'a, B> {
     pub fn apply(&self, be: &B, x: &B::Buf) -> Result<B::Buf> {
         match self.op {
             Operator::Blur(_) => be.blur(x, self.buf(), false),
+            Operator::Ct(c) => be.ct_project(x, &c.geometry, self.buf()),
+            Operator::Inpaint(_) => be.inpaint_mask(x, self.buf()),
+            Operator::Downsample(f) => be.downsample(x, *f),
         }
     }
 
@@ -162,6 +294,9 @@ impl<'a, B: Backend> LinOp<'a, B> {
     pub fn adjoint(&self, be: &B, y: &B::Buf) -> Result<B::Buf> {
         match self.op {
             Operator::Blur(_) => be.blur(y, self.buf(), true),
+            Operator::Ct(c) => be.ct_backproject(y, &c.geometry, self.buf()),
+            Operator::Inpaint(_) => be.inpaint_mask(y, self.buf()),
+            Operator::Downsample(f) => be.downsample_adjoint(y, *f),
         }
     }
 
@@ -174,11 +309,22 @@ impl<'a, B: Backend> LinOp<'a, B> {
         self.op.norm()
     }
 
-    /// An image-shaped first estimate from y (where the notebook's DiffPIR-style and published
-    /// DiffPIR start). Blur: y itself, as the notebook does.
-    pub fn initial_estimate(&self, _be: &B, y: &B::Buf) -> Result<B::Buf> {
+    /// An image-shaped first estimate from y — where the notebook's DiffPIR-style, published
+    /// DiffPIR and TV start, and each task's observation baseline: blur and inpainting y itself
+    /// (as the notebook does), CT filtered back-projection, super-resolution F²·Aᵀy (each
+    /// value replicated into its block).
+    pub fn initial_estimate(&self, be: &B, y: &B::Buf) -> Result<B::Buf> {
         match self.op {
-            Operator::Blur(_) => Ok(y.clone()),
+            Operator::Blur(_) | Operator::Inpaint(_) => Ok(y.clone()),
+            Operator::Ct(c) => {
+                let g = &c.geometry;
+                let bp = be.ct_backproject(&be.ct_ramp_filter(y)?, g, self.buf())?;
+                be.lincomb(&bp, g.fbp_scale(), &bp, 0.0)
+            }
+            Operator::Downsample(f) => {
+                let up = be.downsample_adjoint(y, *f)?;
+                be.lincomb(&up, (f * f) as f32, &up, 0.0)
+            }
         }
     }
 
@@ -189,6 +335,12 @@ impl<'a, B: Backend> LinOp<'a, B> {
         let step = if n2 > 0.0 { tau / n2 } else { 0.0 };
         match self.op {
             Operator::Blur(_) => be.data_step(xp, y, self.buf(), step as f32),
+            _ => {
+                let r = be.lincomb(&self.apply(be, xp)?, 1.0, y, -1.0)?;
+                let mut x = be.lincomb(xp, 1.0, &self.adjoint(be, &r)?, -step as f32)?;
+                be.clamp(&mut x, -1.0, 1.0)?;
+                Ok(x)
+            }
         }
     }
 
@@ -197,6 +349,13 @@ impl<'a, B: Backend> LinOp<'a, B> {
     pub fn key_values(&self) -> Vec<u64> {
         match self.op {
             Operator::Blur(_) => vec![1],
+            Operator::Ct(c) => {
+                let g = &c.geometry;
+                let dims = [g.height, g.width, g.views, g.detectors].map(|v| v as u64);
+                [vec![2], dims.to_vec(), vec![g.arc_degrees.to_bits()]].concat()
+            }
+            Operator::Inpaint(_) => vec![3],
+            Operator::Downsample(f) => vec![4, *f as u64],
         }
     }
 
@@ -235,12 +394,16 @@ mod tests {
     #[test]
     fn adjoints_are_exact() {
         let mut rng = Rng::new(7);
+        let (h, w) = (24, 20);
         let ops = [
             Operator::Blur(Kernel::motion(9, 20.0).unwrap()),
             Operator::Blur(Kernel::gaussian(5, 1.5).unwrap()),
+            Operator::ct(h, w, 7, None, 120.0).unwrap(),
+            Operator::ct(h, w, 1, None, 180.0).unwrap(),
+            Operator::Inpaint(Mask::random(h, w, 0.3, 4).unwrap()),
+            Operator::downsample(4).unwrap(),
         ];
         for op in ops {
-            let (h, w) = (24, 20);
             let (mh, mw) = op.measurement_dims((h, w)).unwrap();
             let x = Tensor::new(vec![2, 1, h, w], rng.normal_vec(2 * h * w)).unwrap();
             let y = Tensor::new(vec![2, 1, mh, mw], rng.normal_vec(2 * mh * mw)).unwrap();
@@ -255,7 +418,56 @@ mod tests {
             };
             let (l, r) = (dot(&ax, &y), dot(&x, &aty));
             let gap = (l - r).abs() / l.abs().max(r.abs());
-            assert!(gap < 1e-6, "{}: gap {gap:e}", op.describe());
+            println!("{}: dot-test gap {gap:.1e}", op.describe());
+            assert!(gap < 1e-5, "{}: gap {gap:e}", op.describe());
         }
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn shapes_that_do_not_fit_are_input_errors_naming_both() {
+        let ct = Operator::ct(64, 64, 60, None, 180.0).unwrap();
+        assert_eq!(ct.measurement_dims((64, 64)).unwrap(), (60, 91));
+        assert_eq!(ct.image_dims((60, 91)).unwrap(), (64, 64));
+        let e = ct.image_dims((64, 64)).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("64×64") && e.to_string().contains("60×91"), "{e}");
+        assert!(ct.measurement_dims((32, 32)).is_err());
+        let sr = Operator::downsample(3).unwrap();
+        assert_eq!(sr.measurement_dims((63, 30)).unwrap(), (21, 10));
+        assert!(sr.measurement_dims((64, 30)).is_err());
+        assert!(Operator::downsample(0).is_err());
+        let m = Operator::Inpaint(Mask::random(8, 8, 0.5, 0).unwrap());
+        assert!(m.image_dims((8, 9)).is_err());
+        for bad in [Operator::ct(64, 64, 0, None, 180.0), Operator::ct(64, 64, 60, None, 0.0)] {
+            assert_eq!(bad.unwrap_err().exit_code(), 2);
+        }
+        assert!(Operator::ct(64, 64, 60, None, 361.0).is_err());
+    }
+
+    /// FBP (the CT operator's estimate) of a disc recovers the disc.
+    #[test]
+    fn ct_estimate_is_fbp() {
+        let (h, w) = (32, 32);
+        let disc: Vec<f32> = (0..h * w)
+            .map(|i| {
+                let (y, x) = ((i / w) as f32 - 15.5, (i % w) as f32 - 15.5);
+                if x * x + y * y < 100.0 { 1.0 } else { 0.0 }
+            })
+            .collect();
+        let x = Tensor::new(vec![1, 1, h, w], disc).unwrap();
+        let op = Operator::ct(h, w, 90, None, 180.0).unwrap();
+        let y = op.apply(&x).unwrap();
+        let be = CpuBackend::default();
+        let up = op.upload(&be).unwrap();
+        let fbp = up.view().initial_estimate(&be, &y).unwrap();
+        let centre = fbp.data()[16 * w + 16];
+        assert!((centre - 1.0).abs() < 0.05, "FBP centre {centre}");
+        let corner = fbp.data()[w + 1];
+        assert!(corner.abs() < 0.05, "FBP corner {corner}");
     }
 }
