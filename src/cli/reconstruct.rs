@@ -1,7 +1,8 @@
 //! `reconstruct`: one sampler (or classical baseline) on a measurement, optionally several
 //! posterior samples per slice with their per-pixel spread.
 
-use super::args::{sampler_name, steps, ModelArgs, OperatorArgs, SamplerArgs, SamplerKind};
+use super::args::{sampler_name, steps, ModelArgs, SamplerArgs, SamplerKind};
+use super::operator::{parse_size, OperatorArgs, MODEL_SIZE};
 use super::files::{read_stack, scaled_to_max, write};
 use crate::engine::{self, Model};
 use crate::error::Result;
@@ -26,9 +27,13 @@ pub struct ReconstructArgs {
     pub measurement: PathBuf,
     #[command(flatten)]
     pub op: OperatorArgs,
+    /// The image size H,W where the measurement does not give it (CT) [default: the bundled
+    /// prior's 64×64].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub size: Vec<i64>,
     #[command(flatten)]
     pub sampler: SamplerArgs,
-    /// Starting noise x_T for dps and dps-paper (same shape as y); the others ignore it.
+    /// Starting noise x_T for dps and dps-paper (the images' shape); the others ignore it.
     #[arg(long, conflicts_with = "seed")]
     pub init: Option<PathBuf>,
     /// Seed of the random samplers (slice i of a published sampler uses seed + i).
@@ -47,6 +52,7 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         model,
         measurement,
         op,
+        size,
         sampler,
         init,
         seed,
@@ -54,28 +60,45 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         out,
     } = &args;
     let (init, seed, truth) = (init.as_deref(), seed.unwrap_or(0), truth.as_deref());
-    let kernel = op.kernel()?;
     let y = read_stack(measurement, "--measurement")?;
+    let size = (!size.is_empty()).then(|| parse_size(size)).transpose()?;
+    let (n, rows, cols) = (y.shape()[0], y.shape()[2], y.shape()[3]);
+    let (h, w) = op.image_for((rows, cols), size, MODEL_SIZE)?;
+    let kernel = op.operator((h, w))?;
+    kernel
+        .image_dims((rows, cols))
+        .map_err(|e| e.context(measurement.display()))?;
     let truth = truth.map(|p| read_stack(p, "--truth")).transpose()?;
-    let m = sampler.samples()?;
-    if y.shape()[0] * m > MAX_BATCH {
-        bail!(
-            "{} slices × {m} samples = {} images in one batch; at most {MAX_BATCH}: use fewer --samples or split the measurement",
-            y.shape()[0],
-            y.shape()[0] * m
-        );
+    if let Some(t) = &truth {
+        if t.shape() != [n, 1, h, w] {
+            bail!(
+                "--truth has shape {:?} but the reconstruction will be {:?}",
+                t.shape(),
+                [n, 1, h, w]
+            );
+        }
     }
+    let m = sampler.samples()?;
+    let images = match n.checked_mul(m) {
+        Some(v) if v <= MAX_BATCH => v,
+        _ => bail!(
+            "{n} slices × {m} samples is more than {MAX_BATCH} images in one batch (at most {MAX_BATCH}): use fewer --samples or split the measurement"
+        ),
+    };
     if m > 1 && init.is_some() {
         bail!("--samples draws its own starting noise per sample; drop --init (or use --seed)");
+    }
+    if sampler.sampler == SamplerKind::Fbp && !matches!(kernel, Operator::Ct(_)) {
+        bail!("--sampler fbp needs --operator ct");
     }
     let y_all = spread::tile(&y, m)?;
     let x_t = match init {
         Some(p) => read_stack(p, "--init")?,
-        None => starting_noise(sampler.sampler, &y_all, seed, m),
+        None => starting_noise(sampler.sampler, &[images, 1, h, w], seed, m),
     };
     let start = Instant::now();
     let (x_all, device) = match sampler.sampler {
-        SamplerKind::Tikhonov | SamplerKind::Tv => {
+        SamplerKind::Tikhonov | SamplerKind::Tv | SamplerKind::Fbp => {
             let solver = engine::solver(model.device)?;
             (
                 run_baseline(solver.as_ref(), sampler, &y, &kernel)?,
@@ -96,7 +119,7 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let (x, std) = spread::mean_std(&x_all, m)?;
     for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
-        println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
+        println!("slice {i}: data-consistency residual ||Ax - y|| / ||y|| = {r:.6}");
     }
     if let Some(truth) = truth {
         for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
@@ -136,11 +159,11 @@ const MAX_BATCH: usize = 4096;
 
 /// Starting noise: one stream per slice (seed + slice index) for the published samplers and
 /// for several samples; the notebook's DPS keeps one stream over the batch.
-fn starting_noise(kind: SamplerKind, y: &Tensor, seed: u64, samples: usize) -> Tensor {
+fn starting_noise(kind: SamplerKind, shape: &[usize], seed: u64, samples: usize) -> Tensor {
     if kind == SamplerKind::Dps && samples == 1 {
-        normal_tensor(y.shape(), seed)
+        normal_tensor(shape, seed)
     } else {
-        slice_noise(y.shape(), &slice_seeds(seed, y.shape()[0]), 0)
+        slice_noise(shape, &slice_seeds(seed, shape[0]), 0)
     }
 }
 
@@ -206,7 +229,9 @@ fn run_sampler(
         SamplerKind::DpsPaper => {
             engine.dps_paper(y, kernel, x_t, &args.dps_paper()?, &seeds, &mut progress)
         }
-        SamplerKind::Tikhonov | SamplerKind::Tv => run_baseline(engine, args, y, kernel),
+        SamplerKind::Tikhonov | SamplerKind::Tv | SamplerKind::Fbp => {
+            run_baseline(engine, args, y, kernel)
+        }
     }
 }
 
@@ -216,10 +241,13 @@ fn run_baseline(
     y: &Tensor,
     op: &Operator,
 ) -> Result<Tensor> {
+    // The defaults are in units of ‖A‖² (the data term's scale; 1 for blur).
+    let unit = op.norm().powi(2);
     match args.sampler {
         SamplerKind::Tikhonov => {
-            solver.tikhonov(y, op, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA))
+            solver.tikhonov(y, op, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA * unit))
         }
-        _ => solver.total_variation(y, op, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA)),
+        SamplerKind::Fbp => solver.estimate(y, op),
+        _ => solver.total_variation(y, op, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA * unit)),
     }
 }
