@@ -5,11 +5,11 @@
 pub mod config;
 pub mod weights;
 
-use crate::backend::cpu::groupnorm::groups_for;
 use crate::backend::{AttnParams, Backend};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use config::groups_for;
 pub use config::UNetConfig;
 use weights::Params;
 
