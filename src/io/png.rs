@@ -3,16 +3,20 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use ::png::{BitDepth, ColorType, Decoder, Encoder, Transformations};
+use ::png::{BitDepth, ColorType, Decoder, Encoder, Limits, Transformations};
 
 use crate::bail;
 use crate::error::{io_error, Error, Result};
 use crate::tensor::Tensor;
 
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
-/// Refuse images whose decoded pixels would exceed this many bytes (a hostile header could
-/// otherwise ask for terabytes).
-const MAX_DECODED_BYTES: usize = 1 << 30;
+/// Largest width or height read (the PNG format allows 2^31 - 1).
+pub const MAX_SIDE: u32 = 1 << 16;
+/// Largest pixel count read: 2^27 (a 16384 × 8192 image; 512 MiB as float32).
+pub const MAX_PIXELS: u64 = 1 << 27;
+/// Largest decoder allocation: the decoded frame (at most 8 bytes a pixel, RGBA16) and the
+/// metadata chunks, so a hostile header or a compressed text chunk cannot ask for terabytes.
+const MAX_DECODED_BYTES: usize = 8 * MAX_PIXELS as usize;
 
 /// Read a PNG as (1, 1, H, W) pixel values p in [0, 1] (v / 255 or v / 65535).
 pub fn read_png(path: &Path) -> Result<Tensor> {
@@ -91,12 +95,28 @@ fn decode_png(bytes: &[u8]) -> Result<Tensor> {
     if !bytes.starts_with(SIGNATURE) {
         bail!("not a PNG file (the PNG signature is missing); expected a .png image");
     }
-    let bad = |e: ::png::DecodingError| {
-        Error::input(format!(
+    let bad = |e: ::png::DecodingError| match e {
+        ::png::DecodingError::LimitsExceeded => Error::input(format!(
+            "PNG needs more than {MAX_DECODED_BYTES} bytes to decode; it is too large or corrupt"
+        )),
+        e => Error::input(format!(
             "cannot decode PNG ({e}); the file is truncated or corrupt"
-        ))
+        )),
     };
-    let mut decoder = Decoder::new(Cursor::new(bytes));
+    let mut decoder = Decoder::new_with_limits(
+        Cursor::new(bytes),
+        Limits {
+            bytes: MAX_DECODED_BYTES,
+        },
+    );
+    // The dimensions are checked from the header alone, before anything is sized from them.
+    let (w, h) = decoder.read_header_info().map_err(bad)?.size();
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
+        bail!(
+            "PNG of {w}x{h} pixels is too large (at most {MAX_SIDE} a side and {MAX_PIXELS} \
+             pixels are read)"
+        );
+    }
     // EXPAND: palettes to RGB(A), 1/2/4-bit gray scaled to 8 bits, tRNS to an alpha channel.
     decoder.set_transformations(Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(bad)?;
@@ -361,5 +381,47 @@ mod tests {
         assert!(write_png_gray(&d.0.join("a.png"), &[0.0; 4], 2, 2, 4).is_err());
         assert!(write_png_gray(&d.0.join("a.png"), &[0.0; 3], 2, 2, 8).is_err());
         assert!(write_png_gray(&d.0.join("no/dir/a.png"), &[0.0; 4], 2, 2, 8).is_err());
+    }
+
+    /// CRC-32 (IEEE) as PNG chunks use it, so hand-made headers pass the decoder's check.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG signature and an IHDR chunk (8-bit RGBA) declaring `w` × `h`, then nothing.
+    fn header_only(w: u32, h: u32) -> Vec<u8> {
+        let mut chunk = b"IHDR".to_vec();
+        chunk.extend_from_slice(&w.to_be_bytes());
+        chunk.extend_from_slice(&h.to_be_bytes());
+        chunk.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let mut out = SIGNATURE.to_vec();
+        out.extend_from_slice(&13u32.to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn huge_dimensions_are_refused_from_the_header() {
+        for (w, h) in [(MAX_SIDE + 1, 1), (1, 0x7fff_ffff), (0x7fff_ffff, 0x7fff_ffff), (16384, 16384)] {
+            match decode_png(&header_only(w, h)) {
+                Err(Error::Input(m)) => {
+                    assert!(m.contains(&format!("{w}x{h} pixels is too large")), "{m}")
+                }
+                other => panic!("{w}x{h}: {other:?}"),
+            }
+        }
+        // Within the caps the same header is merely truncated.
+        match decode_png(&header_only(16, 16)) {
+            Err(Error::Input(m)) => assert!(m.contains("truncated"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
