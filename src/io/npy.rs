@@ -641,11 +641,17 @@ mod tests {
         let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }";
         std::fs::write(&path, with_header(dict, &[0; 16], 1)).unwrap();
         let msg = input_msg(read_npy(&path));
-        assert!(msg.contains("declares 4398046511104 bytes; at most"), "{msg}");
+        assert!(
+            msg.contains("declares 4398046511104 bytes; at most"),
+            "{msg}"
+        );
         let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000, 1000), }";
         std::fs::write(&path, with_header(dict, &[0; 16], 1)).unwrap();
         let msg = input_msg(read_npy(&path));
-        assert!(msg.contains("holds 16 bytes but shape (1000, 1000) of <f4 needs 4000000"), "{msg}");
+        assert!(
+            msg.contains("holds 16 bytes but shape (1000, 1000) of <f4 needs 4000000"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -662,8 +668,15 @@ mod tests {
     #[test]
     fn non_finite_values_are_refused_with_their_index() {
         let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }";
-        for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
-            let data: Vec<u8> = [1.0, bad, 2.0].iter().flat_map(|v: &f32| v.to_le_bytes()).collect();
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
+            let data: Vec<u8> = [1.0, bad, 2.0]
+                .iter()
+                .flat_map(|v: &f32| v.to_le_bytes())
+                .collect();
             let msg = input_msg(parse_npy(&with_header(dict, &data, 1), "n.npy"));
             assert!(
                 msg.contains(&format!("non-finite value ({shown}) at flat index 1")),
@@ -672,8 +685,14 @@ mod tests {
         }
         // float64 values that overflow float32 would silently become infinite.
         let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }";
-        let data: Vec<u8> = [1.0f64, -1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [1.0f64, -1e300]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let msg = input_msg(parse_npy(&with_header(dict, &data, 1), "w.npy"));
-        assert!(msg.contains("-1e300 at flat index 1 is beyond float32"), "{msg}");
+        assert!(
+            msg.contains("-1e300 at flat index 1 is beyond float32"),
+            "{msg}"
+        );
     }
 }

@@ -91,7 +91,7 @@ pub(crate) fn write_png_raw(
 }
 
 /// Decode PNG bytes; errors carry no file name (the caller adds it).
-fn decode_png(bytes: &[u8]) -> Result<Tensor> {
+pub fn decode_png(bytes: &[u8]) -> Result<Tensor> {
     if !bytes.starts_with(SIGNATURE) {
         bail!("not a PNG file (the PNG signature is missing); expected a .png image");
     }
@@ -389,7 +389,11 @@ mod tests {
         for &b in bytes {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -410,7 +414,12 @@ mod tests {
 
     #[test]
     fn huge_dimensions_are_refused_from_the_header() {
-        for (w, h) in [(MAX_SIDE + 1, 1), (1, 0x7fff_ffff), (0x7fff_ffff, 0x7fff_ffff), (16384, 16384)] {
+        for (w, h) in [
+            (MAX_SIDE + 1, 1),
+            (1, 0x7fff_ffff),
+            (0x7fff_ffff, 0x7fff_ffff),
+            (16384, 16384),
+        ] {
             match decode_png(&header_only(w, h)) {
                 Err(Error::Input(m)) => {
                     assert!(m.contains(&format!("{w}x{h} pixels is too large")), "{m}")
