@@ -106,7 +106,7 @@ fn fuzz(
                 );
             }
         }
-        if iters >= 100_000 && (i + 1) % (iters / 10) == 0 {
+        if iters >= 1_000_000 && (i + 1) % (iters / 10) == 0 {
             eprintln!(
                 "fuzz {name}: {} of {iters} inputs, {accepted} accepted",
                 i + 1
