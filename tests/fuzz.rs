@@ -66,13 +66,14 @@ type Mutator = fn(&[u8], &[Vec<u8>], &mut Rng) -> Vec<u8>;
 /// panics (saved under the temp directory) or any allocation over `alloc_cap` bytes.
 fn fuzz(
     name: &str,
-    seeds: Vec<Vec<u8>>,
+    seeds: fn() -> Vec<Vec<u8>>,
     default_iters: u64,
     mutate: Mutator,
     target: fn(&[u8]) -> bool,
     alloc_cap: usize,
 ) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let seeds = seeds();
     let iters = env_u64("DIFFRECON_FUZZ_ITERS").unwrap_or(default_iters);
     let seed = env_u64("DIFFRECON_FUZZ_SEED").unwrap_or(0x5eed_f022);
     for (i, s) in seeds.iter().enumerate() {
@@ -813,7 +814,7 @@ fn weights_seeds() -> Vec<Vec<u8>> {
 fn fuzz_npy_reader() {
     fuzz(
         "npy",
-        npy_seeds(),
+        npy_seeds,
         200_000,
         mutate_npy,
         targets::npy,
@@ -825,7 +826,7 @@ fn fuzz_npy_reader() {
 fn fuzz_png_reader() {
     fuzz(
         "png",
-        png_seeds(),
+        png_seeds,
         100_000,
         mutate_png,
         targets::png,
@@ -837,7 +838,7 @@ fn fuzz_png_reader() {
 fn fuzz_weights_load_and_validate() {
     fuzz(
         "weights",
-        weights_seeds(),
+        weights_seeds,
         2_000,
         mutate_weights,
         targets::weights,
@@ -849,6 +850,7 @@ fn fuzz_weights_load_and_validate() {
 /// safetensors crate can read (otherwise the loop would test only the first parser).
 #[test]
 fn mutators_reach_past_the_first_parser() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seeds = weights_seeds();
     let mut rng = Rng::new(1);
     let readable = (0..200)

@@ -103,6 +103,7 @@ pub fn decode_png(bytes: &[u8]) -> Result<Tensor> {
             "cannot decode PNG ({e}); the file is truncated or corrupt"
         )),
     };
+    check_palettes(bytes)?;
     let mut decoder = Decoder::new_with_limits(
         Cursor::new(bytes),
         Limits {
@@ -130,6 +131,27 @@ pub fn decode_png(bytes: &[u8]) -> Result<Tensor> {
     let (h, w) = (info.height as usize, info.width as usize);
     let data = to_gray01(&buf, info.color_type, info.bit_depth, info.line_size, h, w)?;
     Tensor::new(vec![1, 1, h, w], data)
+}
+
+/// Every PLTE chunk must hold 1 to 256 RGB entries. The png crate (0.17) trusts the length
+/// and panics expanding a palette of 1 or 2 trailing bytes or of more than 256 entries (found
+/// by tests/fuzz.rs), so such files are refused before decoding. Other chunk errors are left
+/// to the decoder.
+fn check_palettes(bytes: &[u8]) -> Result<()> {
+    let mut at = SIGNATURE.len();
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..8] == b"PLTE" && (len == 0 || len % 3 != 0 || len > 3 * 256) {
+            bail!(
+                "corrupt PNG: its palette (PLTE) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"
+            );
+        }
+        match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+            Some(next) if &head[4..8] != b"IEND" => at = next,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// One gray value in [0, 1] per pixel: alpha dropped, RGB reduced to PIL's 'L' luma.
@@ -432,5 +454,66 @@ mod tests {
             Err(Error::Input(m)) => assert!(m.contains("truncated"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `png` with its (first) PLTE chunk's data replaced by `plte` and the CRC recomputed.
+    fn with_palette(png: &[u8], plte: &[u8]) -> Vec<u8> {
+        let at = png.windows(4).position(|w| w == b"PLTE").unwrap() - 4;
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let mut chunk = b"PLTE".to_vec();
+        chunk.extend_from_slice(plte);
+        let mut out = png[..at].to_vec();
+        out.extend_from_slice(&(plte.len() as u32).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        out.extend_from_slice(&png[at + 12 + len..]);
+        out
+    }
+
+    #[test]
+    fn palettes_of_odd_length_or_over_256_entries_are_refused() {
+        // The input tests/fuzz.rs found: a 2-bit indexed image whose PLTE holds one byte.
+        let found: [u8; 72] = [
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+            0x44, 0x52, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x02, 0x03, 0x00, 0x00,
+            0x00, 0xe0, 0x1a, 0x8e, 0x89, 0x00, 0x00, 0x00, 0x01, 0x50, 0x4c, 0x54, 0x45, 0x00,
+            0xc9, 0x48, 0xe2, 0x7f, 0x00, 0x00, 0x00, 0x0f, 0x49, 0x44, 0x41, 0x54, 0x78, 0x01,
+            0x01, 0x04, 0x00, 0xfb, 0xff, 0x00, 0x90, 0x00, 0x60, 0x02, 0x14, 0x00, 0xf1, 0x18,
+            0x21, 0x5b,
+        ];
+        let d = TempDir::new("plte");
+        let path = d.0.join("p.png");
+        let palette: Vec<u8> = (0..9).collect();
+        encode(
+            &path,
+            3,
+            2,
+            ColorType::Indexed,
+            BitDepth::Two,
+            &[0b1001_0000, 0b0110_0000],
+            Some(&palette),
+        );
+        let good = std::fs::read(&path).unwrap();
+        assert!(decode_png(&good).is_ok());
+        let too_many: Vec<u8> = (0..3 * 257).map(|i| i as u8).collect();
+        for (what, bytes, len) in [
+            ("found", found.to_vec(), 1),
+            ("two bytes", with_palette(&good, &[1, 2]), 2),
+            ("257 entries", with_palette(&good, &too_many), 771),
+            ("empty", with_palette(&good, &[]), 0),
+        ] {
+            match decode_png(&bytes) {
+                Err(Error::Input(m)) => {
+                    assert!(
+                        m.contains(&format!("palette (PLTE) is {len} bytes")),
+                        "{what}: {m}"
+                    )
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // 256 entries is the most a palette may hold, and fine.
+        let full: Vec<u8> = (0..3 * 256).map(|i| i as u8).collect();
+        assert!(decode_png(&with_palette(&good, &full)).is_ok());
     }
 }

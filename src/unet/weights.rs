@@ -171,6 +171,16 @@ fn canonical_index(idx: &str) -> Option<usize> {
     (i.to_string() == idx).then_some(i)
 }
 
+/// `params` are exactly the tensors `cfg` needs, with their shapes (for parameters that did not
+/// come through `parse`, e.g. built in code).
+pub fn check_params(cfg: &UNetConfig, params: &Params) -> Result<()> {
+    let shapes: ParamTable = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape().to_vec()))
+        .collect();
+    check_against_table(&shapes, &cfg.param_table())
+}
+
 /// Every expected tensor present with its shape, nothing else.
 fn check_against_table(found: &ParamTable, expected: &ParamTable) -> Result<()> {
     let missing: Vec<&String> = expected
