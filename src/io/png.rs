@@ -141,7 +141,7 @@ fn check_palettes(bytes: &[u8]) -> Result<()> {
     let mut at = SIGNATURE.len();
     while let Some(head) = bytes.get(at..at + 8) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if &head[4..8] == b"PLTE" && (len == 0 || len % 3 != 0 || len > 3 * 256) {
+        if &head[4..8] == b"PLTE" && (len == 0 || !len.is_multiple_of(3) || len > 3 * 256) {
             bail!(
                 "corrupt PNG: its palette (PLTE) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"
             );
