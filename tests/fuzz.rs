@@ -6,6 +6,7 @@
 //! The default run is short (a few seconds, fixed seed). A long run, one target at a time:
 //!   DIFFRECON_FUZZ_ITERS=1000000 cargo test --release --test fuzz npy -- --nocapture
 //! (DIFFRECON_FUZZ_SEED changes the seed). A failing input is saved and named in the failure.
+//! DIFFRECON_FUZZ_WRITE_SEEDS=fuzz/corpus also writes the seeds there, for cargo-fuzz.
 
 #[path = "../fuzz/targets.rs"]
 mod targets;
@@ -74,6 +75,14 @@ fn fuzz(
 ) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seeds = seeds();
+    if let Ok(dir) = std::env::var("DIFFRECON_FUZZ_WRITE_SEEDS") {
+        // Seeds for cargo-fuzz: DIFFRECON_FUZZ_WRITE_SEEDS=fuzz/corpus.
+        let dir = std::path::Path::new(&dir).join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, s) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed_{i}")), s).unwrap();
+        }
+    }
     let iters = env_u64("DIFFRECON_FUZZ_ITERS").unwrap_or(default_iters);
     let seed = env_u64("DIFFRECON_FUZZ_SEED").unwrap_or(0x5eed_f022);
     for (i, s) in seeds.iter().enumerate() {
