@@ -1,6 +1,7 @@
 //! The arguments several commands share: which model (ModelArgs),
 //! which sampler and its settings (SamplerArgs), and their checks.
 
+use crate::bail;
 use crate::engine::{self, Device, Model};
 use crate::error::Result;
 use crate::precision::Precision;
@@ -8,7 +9,6 @@ use crate::samplers::cg::CgSettings;
 use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps_paper::DpsPaperParams;
 use crate::schedule::Skip;
-use crate::bail;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 

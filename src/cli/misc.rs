@@ -2,8 +2,8 @@
 //! noise), `phantoms` (synthetic ground truths) and `sample` (unconditional DDIM draws).
 
 use super::args::{steps, ModelArgs};
-use super::operator::OperatorArgs;
 use super::files::{read_stack, write};
+use super::operator::OperatorArgs;
 use crate::error::Result;
 use crate::progress::ProgressBar;
 use crate::rng::normal_tensor;
@@ -228,13 +228,21 @@ pub(super) fn apply(args: ApplyArgs) -> Result<()> {
         .transpose()?;
     let image = if args.adjoint {
         if args.op.kind() == super::operator::OperatorKind::Ct && size.is_none() {
-            bail!("--adjoint with --operator ct needs --size H,W (the image the sinogram came from)");
+            bail!(
+                "--adjoint with --operator ct needs --size H,W (the image the sinogram came from)"
+            );
         }
         args.op.image_for(image_dims(&x), size, (0, 0))?
     } else {
         if let Some(s) = size {
             if s != image_dims(&x) {
-                bail!("--size {}×{} differs from the input's {}×{}", s.0, s.1, x.shape()[2], x.shape()[3]);
+                bail!(
+                    "--size {}×{} differs from the input's {}×{}",
+                    s.0,
+                    s.1,
+                    x.shape()[2],
+                    x.shape()[3]
+                );
             }
         }
         image_dims(&x)

@@ -14,11 +14,11 @@ mod operator;
 mod reconstruct;
 
 pub use args::{ModelArgs, SamplerArgs, SamplerKind, SkipKind};
-pub use operator::{OperatorArgs, OperatorKind};
 pub use bench::BenchArgs;
 pub use demo::{DemoArgs, DEMO_PHANTOM_SEED};
 pub use evaluate::EvaluateArgs;
 pub use misc::{ApplyArgs, DpsGradArgs, EpsArgs, PhantomsArgs, SampleArgs, SimulateArgs};
+pub use operator::{OperatorArgs, OperatorKind};
 pub use reconstruct::{ReconstructArgs, DEFAULT_TIKHONOV_LAMBDA, DEFAULT_TV_LAMBDA};
 
 use crate::error::{Error, Result};

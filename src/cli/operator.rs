@@ -119,7 +119,11 @@ impl OperatorArgs {
         };
         let kind = self.operator.unwrap_or(default);
         if !allowed.contains(&kind) {
-            bail!("--task {task:?} does not go with --operator {kind:?}", task = format!("{task:?}").to_lowercase(), kind = format!("{kind:?}").to_lowercase());
+            bail!(
+                "--task {task:?} does not go with --operator {kind:?}",
+                task = format!("{task:?}").to_lowercase(),
+                kind = format!("{kind:?}").to_lowercase()
+            );
         }
         let mut args = self.clone();
         args.operator = Some(kind);
@@ -150,7 +154,10 @@ impl OperatorArgs {
         for (flag, on, owners) in given {
             if on && !owners.contains(&op) {
                 let owner = format!("{:?}", owners[0]).to_lowercase();
-                bail!("{flag} applies to --operator {owner}, not {op:?}", op = format!("{op:?}").to_lowercase());
+                bail!(
+                    "{flag} applies to --operator {owner}, not {op:?}",
+                    op = format!("{op:?}").to_lowercase()
+                );
             }
         }
         Ok(())

@@ -2,8 +2,8 @@
 //! posterior samples per slice with their per-pixel spread.
 
 use super::args::{sampler_name, steps, ModelArgs, SamplerArgs, SamplerKind};
-use super::operator::{parse_size, OperatorArgs, MODEL_SIZE};
 use super::files::{read_stack, scaled_to_max, write};
+use super::operator::{parse_size, OperatorArgs, MODEL_SIZE};
 use crate::engine::{self, Model};
 use crate::error::Result;
 use crate::metrics;

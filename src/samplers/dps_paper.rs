@@ -76,13 +76,7 @@ pub fn run<B: Backend>(
             .collect();
         let step: Vec<f32> = norms
             .iter()
-            .map(|n| {
-                if *n > 0.0 {
-                    (-zeta / n) as f32
-                } else {
-                    0.0
-                }
-            })
+            .map(|n| if *n > 0.0 { (-zeta / n) as f32 } else { 0.0 })
             .collect();
         let prior = match ts.get(i + 1) {
             Some(&t_next) => ancestral(p, &x, &g.x0, t, t_next, params.eta, seeds, i)?,
