@@ -3,8 +3,8 @@
 //! operands are rounded first (copies), as the CUDA kernels round what they stage, and the
 //! product accumulates in f32 as before.
 //!
-//! The products run on the `gemm` crate, which picks its micro-kernels once at run time for the
-//! machine: AVX-512F where the CPU has it, AVX2+FMA elsewhere (and NEON, or scalar code). It
+//! The products run on matrixmultiply, which picks its micro-kernels at run time for the
+//! machine: AVX-512F where the CPU has it, AVX2+FMA elsewhere (then AVX, SSE2; NEON on Arm). It
 //! runs single-threaded inside our column tasks, so each element's sum is formed the same way
 //! on every run with the same thread count. Building without the default `avx512` feature
 //! leaves the AVX-512 kernels out, which is how the AVX2+FMA path is tested on AVX-512 machines.
@@ -13,7 +13,7 @@ use crate::precision::Precision;
 use rayon::prelude::*;
 
 /// The instruction set of the micro-kernels the GEMM dispatches to on this machine (the same
-/// test, in the same order, as the `gemm` crate's own dispatch).
+/// tests, in the same order, as matrixmultiply's own dispatch).
 pub fn gemm_isa_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -21,10 +21,13 @@ pub fn gemm_isa_name() -> &'static str {
         if cfg!(feature = "avx512") && has!("avx512f") {
             return "avx512f";
         }
-        if has!("fma") {
+        if has!("fma") && has!("avx2") {
             return "avx2+fma";
         }
-        "scalar"
+        if has!("avx") {
+            return "avx";
+        }
+        "sse2"
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -197,27 +200,21 @@ unsafe fn product(
     c_ptr: *mut f32,
     ldc: usize,
 ) {
-    // The gemm crate computes dst = alpha·dst + beta·(lhs·rhs), reading dst only if asked.
-    gemm::gemm(
+    matrixmultiply::sgemm(
         m,
-        n,
         k,
-        c_ptr,
-        1,
-        ldc as isize,
-        beta != 0.0,
-        a.data.as_ptr(),
-        a.cs as isize,
-        a.rs as isize,
-        b_ptr,
-        b.cs as isize,
-        b.rs as isize,
-        beta,
+        n,
         1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
+        a.data.as_ptr(),
+        a.rs as isize,
+        a.cs as isize,
+        b_ptr,
+        b.rs as isize,
+        b.cs as isize,
+        beta,
+        c_ptr,
+        ldc as isize,
+        1,
     );
 }
 
