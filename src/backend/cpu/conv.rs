@@ -1,10 +1,9 @@
 //! 2-D convolution (cross-correlation, NCHW, square kernel, zero padding) and its input-VJP,
 //! both through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
 
-use super::gemm::{sgemm, sgemm_serial_strided, View};
+use super::gemm::{sgemm, sgemm_serial, View};
 use crate::precision::Precision;
 use rayon::prelude::*;
-use std::cell::RefCell;
 
 /// Shapes of one convolution call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,49 +72,37 @@ pub fn conv2d(
             });
         return;
     }
-    // Tasks are (image, pixel chunk): each unfolds only its chunk into its thread's scratch,
-    // then multiplies straight into its columns of the output.
+    // Tasks are (image, pixel chunk): each unfolds only its chunk, then multiplies.
     let chunks = npix.div_ceil(PIXELS_PER_TASK);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..g.n * chunks).into_par_iter().for_each(|task| {
+    let results: Vec<Vec<f32>> = (0..g.n * chunks)
+        .into_par_iter()
+        .map(|task| {
+            let (img, p0) = (task / chunks, (task % chunks) * PIXELS_PER_TASK);
+            let np = PIXELS_PER_TASK.min(npix - p0);
+            let col = im2col_chunk(&x[img * in_len..(img + 1) * in_len], g, p0, np);
+            let mut c = vec![0.0f32; g.cout * np];
+            fill_bias(&mut c, bias, np);
+            sgemm_serial(
+                prec,
+                g.cout,
+                g.col_rows(),
+                np,
+                View::rows(weight, g.col_rows()),
+                View::rows(&col, np),
+                1.0,
+                &mut c,
+            );
+            c
+        })
+        .collect();
+    for (task, c) in results.iter().enumerate() {
         let (img, p0) = (task / chunks, (task % chunks) * PIXELS_PER_TASK);
-        let np = PIXELS_PER_TASK.min(npix - p0);
-        let out_ptr = &out_ptr;
-        with_scratch(g.col_rows() * np, |col| {
-            im2col_chunk(&x[img * in_len..(img + 1) * in_len], g, p0, np, col);
-            // SAFETY: this task alone writes columns p0..p0+np of image `img`'s cout rows,
-            // all inside `out` (its length was checked above).
-            unsafe {
-                let c = out_ptr.0.add(img * g.cout * npix + p0);
-                for (co, &b) in bias.iter().enumerate() {
-                    std::slice::from_raw_parts_mut(c.add(co * npix), np).fill(b);
-                }
-                let (a, b) = (View::rows(weight, g.col_rows()), View::rows(col, np));
-                sgemm_serial_strided(prec, (g.cout, g.col_rows(), np), a, b, 1.0, c, npix);
-            }
-        });
-    });
-}
-
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-thread_local! {
-    /// Each pool thread's im2col buffer, grown to the largest chunk it has unfolded.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Run `f` on this thread's scratch buffer of `len` floats (contents unspecified). `f` must
-/// not re-enter the pool (no parallel calls inside), or another task could claim the buffer.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
+        let np = c.len() / g.cout;
+        let o = &mut out[img * g.cout * npix..(img + 1) * g.cout * npix];
+        for (co, row) in c.chunks(np).enumerate() {
+            o[co * npix + p0..co * npix + p0 + np].copy_from_slice(row);
         }
-        f(&mut buf[..len])
-    })
+    }
 }
 
 fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
@@ -190,11 +177,11 @@ fn flip_transpose(weight: &[f32], g: &ConvGeom) -> Vec<f32> {
     out
 }
 
-/// Unfold output pixels p0..p0+np of one image into `col`: (cin·k·k) rows of np columns, every
-/// element written (padding taps as zeros); stride-1 runs are plain copies.
-fn im2col_chunk(x: &[f32], g: &ConvGeom, p0: usize, np: usize, col: &mut [f32]) {
+/// Unfold output pixels p0..p0+np of one image into (cin·k·k) rows of np columns. The chunk
+/// arrives zeroed, so padding taps are simply skipped; stride-1 runs are plain copies.
+fn im2col_chunk(x: &[f32], g: &ConvGeom, p0: usize, np: usize) -> Vec<f32> {
     let (_, wo) = g.out_hw();
-    debug_assert_eq!(col.len(), g.col_rows() * np);
+    let mut col = vec![0.0f32; g.col_rows() * np];
     for (r, row) in col.chunks_mut(np).enumerate() {
         let (ci, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -203,29 +190,29 @@ fn im2col_chunk(x: &[f32], g: &ConvGeom, p0: usize, np: usize, col: &mut [f32]) 
         while j < np {
             let (oy, ox0) = ((p0 + j) / wo, (p0 + j) % wo);
             let seg = (wo - ox0).min(np - j);
-            let dst = &mut row[j..j + seg];
-            match tap(oy, ky, g.stride, g.pad, g.h) {
-                None => dst.fill(0.0),
-                Some(iy) if g.stride == 1 => {
-                    // ix = ox + kx - pad must lie in 0..w: zeros, a copied run, zeros.
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    let lo = g.pad.saturating_sub(kx).clamp(ox0, ox0 + seg);
-                    let hi = (g.w + g.pad).saturating_sub(kx).clamp(lo, ox0 + seg);
-                    dst[..lo - ox0].fill(0.0);
-                    let ix0 = (lo + kx).saturating_sub(g.pad);
-                    dst[lo - ox0..hi - ox0].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
-                    dst[hi - ox0..].fill(0.0);
-                }
-                Some(iy) => {
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
+            if let Some(iy) = tap(oy, ky, g.stride, g.pad, g.h) {
+                let src = &plane[iy * g.w..(iy + 1) * g.w];
+                let dst = &mut row[j..j + seg];
+                if g.stride == 1 {
+                    // ix = ox + kx - pad must lie in 0..w.
+                    let lo = g.pad.saturating_sub(kx).max(ox0);
+                    let hi = (g.w + g.pad).saturating_sub(kx).min(ox0 + seg);
+                    if lo < hi {
+                        let ix0 = lo + kx - g.pad;
+                        dst[lo - ox0..hi - ox0].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    }
+                } else {
                     for (i, d) in dst.iter_mut().enumerate() {
-                        *d = tap(ox0 + i, kx, g.stride, g.pad, g.w).map_or(0.0, |ix| src[ix]);
+                        if let Some(ix) = tap(ox0 + i, kx, g.stride, g.pad, g.w) {
+                            *d = src[ix];
+                        }
                     }
                 }
             }
             j += seg;
         }
     }
+    col
 }
 
 /// Fold columns back, summing overlapping taps (the adjoint of `im2col`). One task per channel.

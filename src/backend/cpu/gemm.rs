@@ -118,33 +118,6 @@ pub fn sgemm_serial(
     unsafe { product((m, k, n), a, b.data.as_ptr(), b, beta, c.as_mut_ptr(), n) }
 }
 
-/// As `sgemm_serial` with C (m×n) at `c` with row stride `ldc`: for tasks that each own some
-/// columns of a larger output.
-///
-/// # Safety
-/// `c.add(i*ldc + j)` for i < m, j < n lies inside one allocation, and no other thread
-/// touches those elements during the call.
-pub unsafe fn sgemm_serial_strided(
-    prec: Precision,
-    (m, k, n): (usize, usize, usize),
-    a: View,
-    b: View,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    check_bounds(m, k, a, "A");
-    check_bounds(k, n, b, "B");
-    if let Some((ra, rb)) = rounded_operands(prec, (m, k, n), a, b) {
-        let (a, b) = (View::rows(&ra, k), View::rows(&rb, n));
-        return sgemm_serial_strided(Precision::F32, (m, k, n), a, b, beta, c, ldc);
-    }
-    product((m, k, n), a, b.data.as_ptr(), b, beta, c, ldc)
-}
-
 /// `C = A·B + beta·C` for A (m×k), B (k×n), C row-major m×n (contiguous, `c.len() == m*n`),
 /// with the operands rounded to `prec`.
 #[allow(clippy::too_many_arguments)]
