@@ -560,7 +560,7 @@ pub fn format_precision_effect(base: Precision, rows: &[PrecisionEffect]) -> Str
 }
 
 pub fn format_table(rows: &[MethodResult]) -> String {
-    let mut s = String::from("| method | MSE | PSNR (dB) | SSIM | residual ‖Kx−y‖/‖y‖ | time (s) | notes |\n|---|---|---|---|---|---|---|\n");
+    let mut s = String::from("| method | MSE | PSNR (dB) | SSIM | residual ‖Ax−y‖/‖y‖ | time (s) | notes |\n|---|---|---|---|---|---|---|\n");
     for r in rows {
         let col =
             |f: &dyn Fn(&Quality) -> f64| mean_std(&r.quality.iter().map(f).collect::<Vec<_>>());
