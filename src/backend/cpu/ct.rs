@@ -78,7 +78,8 @@ impl Padded {
 /// One sampled line of a view (an image row when `per_row`, else a column) crossed by every
 /// bin's ray: the padded index of the lower neighbour and the two interpolation weights.
 struct LineSamples {
-    /// Padded index of the lower neighbour; the upper one is `step` further.
+    /// Padded index of the lower neighbour (< 4100², so u32 and the i32 arithmetic of `fill`
+    /// suffice); the upper one is `step` further.
     lower: Vec<u32>,
     w_lower: Vec<f32>,
     w_upper: Vec<f32>,
@@ -94,6 +95,12 @@ impl LineSamples {
             w_upper: vec![0.0; detectors],
             step: 1,
         }
+    }
+
+    /// Every bin's (lower index, lower weight, upper weight), bins ascending.
+    fn terms(&self) -> impl Iterator<Item = (usize, f32, f32)> + '_ {
+        let weights = self.w_lower.iter().zip(&self.w_upper);
+        (self.lower.iter().zip(weights)).map(|(&l, (&wl, &wu))| (l as usize, wl, wu))
     }
 
     /// Line `line` of view `v` for the detector coordinates `bins`, with the reference's
@@ -227,13 +234,7 @@ fn project_loops(x: &[f32], g: &CtGeometry, out: &mut [f32]) {
         for line in 0..lines(v, g) {
             samples.fill(v, line, &setup.bins, pad, g);
             let step = samples.step;
-            let terms = samples
-                .lower
-                .iter()
-                .zip(&samples.w_lower)
-                .zip(&samples.w_upper);
-            for (a, ((&lower, &w_lower), &w_upper)) in acc.iter_mut().zip(terms) {
-                let lower = lower as usize;
+            for (a, (lower, w_lower, w_upper)) in acc.iter_mut().zip(samples.terms()) {
                 *a += w_lower as f64 * image[lower] as f64;
                 *a += w_upper as f64 * image[lower + step] as f64;
             }
@@ -265,22 +266,32 @@ fn backproject_loops(s: &[f32], g: &CtGeometry, out: &mut [f32]) {
     let setup = Setup::of(g);
     let pad = &setup.pad;
     let mut acc = vec![0.0f64; pad.len(g)];
-    let mut samples = LineSamples::new(g.detectors);
+    let (mut first, mut second) = (LineSamples::new(g.detectors), LineSamples::new(g.detectors));
     let mut scaled = vec![0.0f64; g.detectors];
     for (v, row) in setup.views.iter().zip(s.chunks(g.detectors)) {
         for (sc, &val) in scaled.iter_mut().zip(row) {
             *sc = val as f64 * v.weight;
         }
-        for line in 0..lines(v, g) {
-            samples.fill(v, line, &setup.bins, pad, g);
-            let step = samples.step;
-            let terms = samples
-                .lower
-                .iter()
-                .zip(&samples.w_lower)
-                .zip(&samples.w_upper);
-            for (&sc, ((&lower, &w_lower), &w_upper)) in scaled.iter().zip(terms) {
-                let lower = lower as usize;
+        let n = lines(v, g);
+        // Two lines at a time: they hold different pixels, so their updates form two
+        // independent chains (one line alone is a chain through memory: neighbouring bins hit
+        // the same pixels).
+        for line in (0..n - n % 2).step_by(2) {
+            first.fill(v, line, &setup.bins, pad, g);
+            second.fill(v, line + 1, &setup.bins, pad, g);
+            let step = first.step;
+            let pairs = first.terms().zip(second.terms());
+            for (&sc, ((l1, wl1, wu1), (l2, wl2, wu2))) in scaled.iter().zip(pairs) {
+                acc[l1] += wl1 as f64 * sc;
+                acc[l2] += wl2 as f64 * sc;
+                acc[l1 + step] += wu1 as f64 * sc;
+                acc[l2 + step] += wu2 as f64 * sc;
+            }
+        }
+        if n % 2 == 1 {
+            first.fill(v, n - 1, &setup.bins, pad, g);
+            let step = first.step;
+            for (&sc, (lower, w_lower, w_upper)) in scaled.iter().zip(first.terms()) {
                 acc[lower] += w_lower as f64 * sc;
                 acc[lower + step] += w_upper as f64 * sc;
             }
