@@ -46,7 +46,7 @@ use crate::spread;
 use crate::unet::weights;
 use std::path::Path;
 
-pub use crate::engine::{Device, Model, Solver};
+pub use crate::engine::{solver, Device, Model, Solver};
 pub use crate::error::{Error, Result};
 pub use crate::operators::{Kernel, Mask, Operator};
 pub use crate::precision::Precision;
@@ -409,7 +409,7 @@ pub fn reconstruct(
         &mut |_, _| {},
     )?;
     let (image, std) = spread::mean_std(&x_all, samples)?;
-    let residual = engine::residual_ratio(&image, y, op)?;
+    let residual = residual(&image, y, op)?;
     Ok(Reconstruction {
         image,
         std: (samples > 1).then_some(std),
@@ -491,6 +491,11 @@ pub fn starting_noise(sampler: &Sampler, y: &Tensor, seed: u64, samples: usize) 
     } else {
         slice_noise(y.shape(), &slice_seeds(seed, n), 0)
     }
+}
+
+/// ‖A x − y‖ / ‖y‖ for each slice, on the CPU (for images from anywhere).
+pub fn residual(x: &Tensor, y: &Tensor, op: &Operator) -> Result<Vec<f64>> {
+    engine::residual_ratio(x, y, op)
 }
 
 /// One noise seed per slice: seed, seed + 1, … (wrapping).

@@ -10,12 +10,15 @@
 
 pub mod api;
 #[doc(hidden)]
+#[allow(rustdoc::all)] // internal, not rendered: its doc lints do not concern the API's docs
 pub mod backend;
 #[doc(hidden)]
 pub mod baselines;
 #[doc(hidden)]
+#[allow(rustdoc::all)] // internal, not rendered: its doc lints do not concern the API's docs
 pub mod bench;
 #[doc(hidden)]
+#[allow(rustdoc::all)] // internal, not rendered: its doc lints do not concern the API's docs
 pub mod cli;
 #[doc(hidden)]
 pub mod engine;
