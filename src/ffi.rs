@@ -601,6 +601,9 @@ pub unsafe extern "C" fn diffrecon_reconstruct(
             }
         }
         if !residual.is_null() {
+            if !residual.is_aligned() {
+                return Err(invalid("the residual buffer is not aligned for double"));
+            }
             std::slice::from_raw_parts_mut(residual, n).copy_from_slice(&r.residual);
         }
         if !cg.is_null() {
