@@ -374,7 +374,7 @@ pub fn reconstruct(
     samples: usize,
 ) -> Result<Reconstruction> {
     sampler.check()?;
-    let [n, 1, _, _] = *y.shape() else {
+    let [n, 1, rows, cols] = *y.shape() else {
         bail!(
             "the measurement must be an (N, 1, rows, cols) stack, got shape {:?}",
             y.shape()
@@ -396,9 +396,11 @@ pub fn reconstruct(
         bail!("{n} slices × {samples} samples in one batch; at most {MAX_BATCH}: use fewer samples or split the measurement");
     }
     let y_all = spread::tile(y, samples)?;
+    // Image-shaped (CT and super-resolution measure another shape); n·samples ≤ MAX_BATCH.
+    let (h, w) = op.image_dims((rows, cols))?;
     let x_t = sampler
         .uses_starting_noise()
-        .then(|| starting_noise(sampler, &y_all, seed, samples));
+        .then(|| starting_noise(sampler, &[n * samples, 1, h, w], seed, samples));
     let (x_all, cg) = sample(
         model,
         &y_all,
@@ -481,15 +483,15 @@ pub fn baseline(
     }
 }
 
-/// The starting noise x_T, of `y`'s shape: one stream per slice (seed + slice index) for the
-/// published samplers and for several samples; the notebook's DPS keeps one stream over the
-/// batch.
-pub fn starting_noise(sampler: &Sampler, y: &Tensor, seed: u64, samples: usize) -> Tensor {
-    let n = y.shape().first().copied().unwrap_or(0);
+/// The starting noise x_T of the (N, 1, H, W) images `shape` (the batch with its samples
+/// tiled): one stream per slice (seed + slice index) for the published samplers and for several
+/// samples; the notebook's DPS keeps one stream over the batch.
+pub fn starting_noise(sampler: &Sampler, shape: &[usize], seed: u64, samples: usize) -> Tensor {
+    let n = shape.first().copied().unwrap_or(0);
     if matches!(sampler, Sampler::Dps(_)) && samples == 1 {
-        normal_tensor(y.shape(), seed)
+        normal_tensor(shape, seed)
     } else {
-        slice_noise(y.shape(), &slice_seeds(seed, n), 0)
+        slice_noise(shape, &slice_seeds(seed, n), 0)
     }
 }
 

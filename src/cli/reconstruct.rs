@@ -139,7 +139,7 @@ fn starting_noise(kind: SamplerKind, y: &Tensor, seed: u64, samples: usize) -> T
         SamplerKind::Dps => api::Sampler::Dps(Default::default()),
         _ => api::Sampler::default(),
     };
-    api::starting_noise(&sampler, y, seed, samples)
+    api::starting_noise(&sampler, y.shape(), seed, samples)
 }
 
 /// The per-pixel std beside `out`: OUT_std.npy (raw, model-space units) and OUT_std.png
