@@ -2,6 +2,7 @@
 //! one step of each sampler at batch 1, on the CPU backend. Compare with tools/torch_bench.py.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use diffrecon::backend::cpu::gemm::gemm_isa_name;
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::operators::{Kernel, Operator};
 use diffrecon::rng::normal_tensor;
@@ -11,6 +12,7 @@ use diffrecon::unet::{weights, UNet, UNetConfig};
 use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
+    println!("gemm isa: {}", gemm_isa_name());
     let be = CpuBackend::default();
     let cfg = UNetConfig::notebook();
     let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 1)).unwrap();

@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "commit: $(git rev-parse --short HEAD)  date: $(date -u +%F)"
 python3 tools/torch_bench.py --repeats 7 --json target/torch_bench.json
-cargo bench --bench unet 2>&1 | grep -E "^unet_full_config|time:"
+# The bench binary prints the ISA its GEMM dispatched to first ("gemm isa: avx512f", ...).
+cargo bench --bench unet 2>&1 | grep -E "^gemm isa:|^unet_full_config|time:"

@@ -127,9 +127,11 @@ pub enum Sampler {
     /// Published DPS: step ζ/‖y − A x̂0‖, ancestral (η) steps. Uses the starting noise.
     DpsPaper(DpsPaperParams),
     /// Classical baseline: argmin ‖Ax − y‖² + λ‖x‖² by conjugate gradients (no model needed).
-    Tikhonov { lambda: f64 },
+    /// `None`: [`DEFAULT_TIKHONOV_LAMBDA`]·‖A‖² (the data term's scale; 1 for blur).
+    Tikhonov { lambda: Option<f64> },
     /// Classical baseline: argmin ½‖Ax − y‖² + λ·TV(x) by Chambolle–Pock (no model needed).
-    Tv { lambda: f64 },
+    /// `None`: [`DEFAULT_TV_LAMBDA`]·‖A‖².
+    Tv { lambda: Option<f64> },
     /// Filtered back-projection, for the CT operator only (no model needed).
     Fbp,
 }
@@ -166,12 +168,8 @@ impl Sampler {
             "diffpir" => Sampler::Diffpir(DiffPirParams::default()),
             "diffpir-pnp" => Sampler::DiffpirPnp(DiffPirPnpParams::default()),
             "dps-paper" => Sampler::DpsPaper(DpsPaperParams::default()),
-            "tikhonov" => Sampler::Tikhonov {
-                lambda: DEFAULT_TIKHONOV_LAMBDA,
-            },
-            "tv" => Sampler::Tv {
-                lambda: DEFAULT_TV_LAMBDA,
-            },
+            "tikhonov" => Sampler::Tikhonov { lambda: None },
+            "tv" => Sampler::Tv { lambda: None },
             "fbp" => Sampler::Fbp,
             _ => bail!(
                 "unknown sampler '{name}': use one of {}",
@@ -261,7 +259,9 @@ impl Sampler {
             (Sampler::DpsPaper(p), "steps") => p.steps = int(2)?,
             (Sampler::DpsPaper(p), "zeta") => p.zeta = value,
             (Sampler::DpsPaper(p), "eta") => p.eta = value,
-            (Sampler::Tikhonov { lambda } | Sampler::Tv { lambda }, "lambda") => *lambda = value,
+            (Sampler::Tikhonov { lambda } | Sampler::Tv { lambda }, "lambda") => {
+                *lambda = Some(value)
+            }
             _ => return unknown(),
         }
         Ok(())
@@ -326,9 +326,10 @@ impl Sampler {
                 steps(p.steps)?;
                 p.check()
             }
-            Sampler::Tikhonov { lambda } | Sampler::Tv { lambda } => {
-                check_param("--lambda", *lambda, false)
-            }
+            Sampler::Tikhonov { lambda } | Sampler::Tv { lambda } => match lambda {
+                Some(l) => check_param("--lambda", *l, false),
+                None => Ok(()),
+            },
             Sampler::Fbp => Ok(()),
         }
     }
@@ -467,8 +468,15 @@ pub fn baseline(
 ) -> Result<Tensor> {
     sampler.check()?;
     match sampler {
-        Sampler::Tikhonov { lambda } => solver.tikhonov(y, op, *lambda),
-        Sampler::Tv { lambda } => solver.total_variation(y, op, *lambda),
+        // The defaults are in units of ‖A‖² (the data term's scale; 1 for blur).
+        Sampler::Tikhonov { lambda } => {
+            let unit = op.norm().powi(2);
+            solver.tikhonov(y, op, lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA * unit))
+        }
+        Sampler::Tv { lambda } => {
+            let unit = op.norm().powi(2);
+            solver.total_variation(y, op, lambda.unwrap_or(DEFAULT_TV_LAMBDA * unit))
+        }
         Sampler::Fbp => match op {
             Operator::Ct(_) => solver.estimate(y, op),
             _ => bail!(

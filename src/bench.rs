@@ -1,6 +1,8 @@
-//! `diffrecon bench`: wall-clock timings of the UNet forward and of whole samplers on any
-//! device, with no benchmark harness needed (what gpu-check runs on a lent GPU).
+//! `diffrecon bench`: wall-clock timings of the UNet forward, of whole samplers and of the CT
+//! operator on any device, with no benchmark harness needed (what gpu-check runs on a lent
+//! GPU).
 
+use crate::backend::{Backend, CtGeometry};
 use crate::engine::Model;
 use crate::error::Result;
 use crate::operators::{Kernel, Operator};
@@ -21,10 +23,14 @@ pub struct Timing {
     pub profile: Option<String>,
 }
 
+/// The backend's per-kernel recording (`Backend::profile_kernels`): `true` starts, `false`
+/// stops and reports.
+type Profiler<'a> = &'a dyn Fn(bool) -> Result<Option<String>>;
+
 /// Times `f`: median and minimum of `repeats` runs after one warm-up; then, when `profile`,
 /// one more run with per-kernel recording on (not part of the timings).
 fn time(
-    model: &dyn Model,
+    profiler: Profiler<'_>,
     profile: bool,
     repeats: usize,
     (op, batch): (String, usize),
@@ -44,7 +50,7 @@ fn time(
     };
     let result = run();
     let profile = match (profile, &result) {
-        (true, Ok(_)) => profile_once(model, f),
+        (true, Ok(_)) => profile_once(profiler, f),
         _ => None,
     };
     Timing {
@@ -57,13 +63,13 @@ fn time(
 
 /// One more run of `f` with per-kernel recording on; None where the backend has no kernels.
 /// Recording is switched off again whatever the run did.
-fn profile_once(model: &dyn Model, f: &mut dyn FnMut() -> Result<Tensor>) -> Option<String> {
+fn profile_once(profiler: Profiler<'_>, f: &mut dyn FnMut() -> Result<Tensor>) -> Option<String> {
     // A backend without kernels reports None even when asked to stop: skip the extra run.
-    if let Ok(None) = model.profile_kernels(false) {
+    if let Ok(None) = profiler(false) {
         return None;
     }
-    let ran = model.profile_kernels(true).and_then(|_| f());
-    let report = model.profile_kernels(false);
+    let ran = profiler(true).and_then(|_| f());
+    let report = profiler(false);
     match (ran, report) {
         (Ok(_), Ok(table)) => table,
         (Err(e), _) | (_, Err(e)) => Some(format!("profile failed: {e}\n")),
@@ -83,8 +89,9 @@ pub fn run(
     profile: bool,
 ) -> Vec<Timing> {
     let kernel = Operator::Blur(Kernel::motion(9, 20.0).expect("valid kernel"));
+    let profiler = |on| model.profile_kernels(on);
     let timed = |op: String, b: usize, f: &mut dyn FnMut() -> Result<Tensor>| {
-        time(model, profile, repeats, (op, b), f)
+        time(&profiler, profile, repeats, (op, b), f)
     };
     let mut out = Vec::new();
     for &b in batches {
@@ -122,6 +129,63 @@ pub fn run(
         out.push(timed(format!("dps_paper_{steps}"), b, &mut || {
             model.dps_paper(&y, &kernel, &x_t, &dpsp, &seeds, &mut |_, _| {})
         }));
+    }
+    out
+}
+
+/// The CT operator's geometry in the timings: the CT problem's 64 × 64 images, 60 views over
+/// 180°, the default detector count (91).
+const CT_SIDE: usize = 64;
+const CT_VIEWS: usize = 60;
+/// The CT rows' batch sizes, fixed whatever --batches says.
+const CT_BATCHES: [usize; 2] = [1, 64];
+
+/// The CT operator's forward (projection) and adjoint (back-projection) on backend `be` at
+/// batch 1 and 64. The inputs and the angle table are uploaded first, as the operator holds
+/// them on the device inside a sampler; each timed call is the op and the download of its
+/// result (with --profile, the kernel table shows the op's own GPU time).
+pub fn ct_operator<B: Backend>(be: &B, repeats: usize, profile: bool) -> Vec<Timing> {
+    let geo = CtGeometry::new(CT_SIDE, CT_SIDE, CT_VIEWS, None, 180.0).expect("valid geometry");
+    let profiler = |on| be.profile_kernels(on);
+    // One word, as the other rows' (scripts/gpu-check.sh reads the op as `\S+`).
+    let row = |dir: &str| format!("ct_{dir}_{CT_VIEWS}v");
+    let mut out = Vec::new();
+    for b in CT_BATCHES {
+        let inputs = || -> Result<_> {
+            let flat = geo.angles().into_iter().flat_map(|(c, s)| [c, s]).collect();
+            let angles = be.upload(&Tensor::new(vec![geo.views, 2], flat)?)?;
+            let image = be.upload(&normal_tensor(&[b, 1, geo.height, geo.width], 4))?;
+            let sino = be.upload(&normal_tensor(&[b, 1, geo.views, geo.detectors], 5))?;
+            Ok((angles, image, sino))
+        };
+        let (angles, image, sino) = match inputs() {
+            Ok(v) => v,
+            Err(e) => {
+                for dir in ["forward", "adjoint"] {
+                    out.push(Timing {
+                        op: row(dir),
+                        batch: b,
+                        result: Err(e.to_string()),
+                        profile: None,
+                    });
+                }
+                continue;
+            }
+        };
+        out.push(time(
+            &profiler,
+            profile,
+            repeats,
+            (row("forward"), b),
+            &mut || be.download(&be.ct_project(&image, &geo, &angles)?),
+        ));
+        out.push(time(
+            &profiler,
+            profile,
+            repeats,
+            (row("adjoint"), b),
+            &mut || be.download(&be.ct_backproject(&sino, &geo, &angles)?),
+        ));
     }
     out
 }

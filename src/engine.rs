@@ -100,7 +100,10 @@ fn apply_on<B: Backend>(be: &B, x: &Tensor, op: &Operator, adjoint: bool) -> Res
         lin.adjoint(be, &be.upload(x)?)?
     } else {
         let [_, 1, h, w] = *x.shape() else {
-            bail!("the input must be an (N, 1, H, W) stack, got shape {:?}", x.shape());
+            bail!(
+                "the input must be an (N, 1, H, W) stack, got shape {:?}",
+                x.shape()
+            );
         };
         lin.check_image((h, w))?;
         lin.apply(be, &be.upload(x)?)?
@@ -311,7 +314,6 @@ impl<B: Backend> Solver for Engine<B> {
 }
 
 impl<B: Backend> Model for Engine<B> {
-
     fn profile_kernels(&self, on: bool) -> Result<Option<String>> {
         self.be.profile_kernels(on)
     }

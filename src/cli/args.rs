@@ -1,15 +1,14 @@
-//! The arguments several commands share: which model (ModelArgs), which blur (OperatorArgs),
+//! The arguments several commands share: which model (ModelArgs),
 //! which sampler and its settings (SamplerArgs), and their checks.
 
+use crate::bail;
 use crate::engine::{self, Device, Model};
 use crate::error::Result;
-use crate::operators::{Kernel, Operator};
 use crate::precision::Precision;
 use crate::samplers::cg::CgSettings;
 use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps_paper::DpsPaperParams;
 use crate::schedule::Skip;
-use crate::{bail, io};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -47,61 +46,6 @@ impl ModelArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OperatorKind {
-    Motion,
-    Gaussian,
-    Custom,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct OperatorArgs {
-    #[arg(long, value_enum, default_value_t = OperatorKind::Motion)]
-    pub operator: OperatorKind,
-    #[arg(long, default_value_t = 9, allow_negative_numbers = true)]
-    pub kernel_size: i64,
-    /// Motion direction in degrees.
-    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
-    pub angle: f64,
-    /// Gaussian variance (pixels²).
-    #[arg(long, allow_negative_numbers = true)]
-    pub variance: Option<f64>,
-    /// A (k, k) .npy kernel for --operator custom, used as given.
-    #[arg(long)]
-    pub kernel_file: Option<PathBuf>,
-}
-
-impl OperatorArgs {
-    pub fn kernel(&self) -> Result<Operator> {
-        self.blur_kernel().map(Operator::Blur)
-    }
-
-    fn blur_kernel(&self) -> Result<Kernel> {
-        let size = || -> Result<usize> {
-            if self.kernel_size <= 0 {
-                bail!(
-                    "--kernel-size must be a positive odd number, got {}",
-                    self.kernel_size
-                );
-            }
-            Ok(self.kernel_size as usize)
-        };
-        match self.operator {
-            OperatorKind::Motion => Kernel::motion(size()?, self.angle),
-            OperatorKind::Gaussian => match self.variance {
-                Some(v) => Kernel::gaussian(size()?, v),
-                None => bail!("--operator gaussian needs --variance V"),
-            },
-            OperatorKind::Custom => match &self.kernel_file {
-                Some(p) => {
-                    Kernel::custom(&io::npy::read_npy(p)?).map_err(|e| e.context(p.display()))
-                }
-                None => bail!("--operator custom needs --kernel-file K.npy"),
-            },
-        }
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SamplerKind {
     /// The notebook's DPS (squared loss, fixed guidance).
     Dps,
@@ -111,10 +55,12 @@ pub enum SamplerKind {
     DiffpirPnp,
     /// Published DPS: step ζ/‖y − K x̂0‖, ancestral (η) steps.
     DpsPaper,
-    /// Classical baseline: argmin ‖Kx − y‖² + λ‖x‖² by conjugate gradients.
+    /// Classical baseline: argmin ‖Ax − y‖² + λ‖x‖² by conjugate gradients.
     Tikhonov,
-    /// Classical baseline: argmin ½‖Kx − y‖² + λ·TV(x) by a primal-dual solver.
+    /// Classical baseline: argmin ½‖Ax − y‖² + λ·TV(x) by a primal-dual solver.
     Tv,
+    /// Classical CT baseline (--operator ct only): filtered back-projection, Ram-Lak filter.
+    Fbp,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,11 +79,11 @@ pub struct SamplerArgs {
     /// DiffPIR-style data step size.
     #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
     pub tau: f64,
-    /// tikhonov / tv: regularisation weight; diffpir-pnp: prior weight λ (defaults: the best
-    /// on phantoms outside the evaluation set).
+    /// tikhonov / tv: regularisation weight (default: the deblurring table's best, times ‖A‖²
+    /// for other operators); diffpir-pnp: prior weight λ (default: the sweeps' best).
     #[arg(long, allow_negative_numbers = true)]
     pub lambda: Option<f64>,
-    /// diffpir-pnp: fraction of fresh noise per step; dps-paper: step size on ‖y − K x̂0‖.
+    /// diffpir-pnp: fraction of fresh noise per step; dps-paper: step size on ‖y − A x̂0‖.
     #[arg(long, allow_negative_numbers = true)]
     pub zeta: Option<f64>,
     /// dps-paper: ancestral noise (1 = DDPM, 0 = DDIM).
@@ -217,7 +163,10 @@ impl SamplerArgs {
             1 => Ok(1),
             m if m < 1 => bail!("--samples must be at least 1, got {m}"),
             m => match self.sampler {
-                SamplerKind::Diffpir | SamplerKind::Tikhonov | SamplerKind::Tv => bail!(
+                SamplerKind::Diffpir
+                | SamplerKind::Tikhonov
+                | SamplerKind::Tv
+                | SamplerKind::Fbp => bail!(
                     "--samples needs a stochastic sampler (dps, dps-paper, diffpir-pnp); {} is deterministic",
                     sampler_name(self.sampler)
                 ),
@@ -244,5 +193,6 @@ pub(super) fn sampler_name(s: SamplerKind) -> &'static str {
         SamplerKind::DpsPaper => "DPS (published)",
         SamplerKind::Tikhonov => "Tikhonov",
         SamplerKind::Tv => "TV",
+        SamplerKind::Fbp => "FBP",
     }
 }

@@ -1,6 +1,8 @@
 //! `bench`: the command-line side of the timings (the measuring lives in `crate::bench`).
 
 use super::args::steps;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::bail;
 use crate::engine::{self, Device};
 use crate::error::Result;
@@ -9,6 +11,9 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Rows: the UNet forward and each sampler at every --batches size, then the CT operator's forward (projection) and adjoint (back-projection) at batch 1 and 64 (64×64 images, 60 views over 180°, 91 detector bins), whatever --batches and --size say."
+)]
 pub struct BenchArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -33,7 +38,7 @@ pub struct BenchArgs {
     pub profile: bool,
 }
 
-/// Time the model on a device and print the table (and kernel profiles).
+/// Time the model and the CT operator on a device and print the table (and kernel profiles).
 pub(super) fn run(args: BenchArgs) -> Result<()> {
     let BenchArgs {
         weights,
@@ -49,6 +54,10 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
     if batches.is_empty() || batches.contains(&0) {
         bail!("--batches needs positive batch sizes");
     }
+    // Resolved once, so that the model and the CT operator run on the same device (and `auto`
+    // says at most once why it falls back to the CPU).
+    let ordinal = engine::resolve(device)?;
+    let device = ordinal.map_or(Device::Cpu, Device::Cuda);
     let model = match weights {
         Some(w) => engine::load(&w, num_heads, device, precision)?,
         None => {
@@ -56,7 +65,13 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
             engine::synthetic(&cfg, 1, device, precision)?
         }
     };
-    let timings = crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);
+    let mut timings =
+        crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);
+    // The operator has no GEMMs: --precision does not apply to it.
+    timings.extend(match ordinal {
+        None => crate::bench::ct_operator(&CpuBackend::default(), repeats, profile),
+        Some(i) => crate::bench::ct_operator(&CudaBackend::new(i)?, repeats, profile),
+    });
     print!("{}", crate::bench::table(&model.device(), &timings));
     let profiles = crate::bench::profiles(&timings);
     if profile && profiles.is_empty() {

@@ -1,7 +1,8 @@
 //! `evaluate`: the command-line side of the quality table, the precision comparison, the
 //! posterior spread and the sweeps (the computing lives in `crate::evaluate`).
 
-use super::args::{steps, ModelArgs, OperatorArgs};
+use super::args::{steps, ModelArgs};
+use super::operator::{OperatorArgs, Task};
 use crate::engine;
 use crate::error::Result;
 use crate::evaluate::{self, Spec};
@@ -23,6 +24,9 @@ pub struct EvaluateArgs {
     pub count: usize,
     #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
     pub steps: i64,
+    /// The inverse problem: its operator and that operator's defaults (see --operator).
+    #[arg(long, value_enum, default_value_t = Task::Deblur)]
+    pub task: Task,
     #[command(flatten)]
     pub op: OperatorArgs,
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
@@ -64,6 +68,7 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
         model,
         count,
         steps: n,
+        task,
         op,
         noise_level,
         guidance,
@@ -78,9 +83,16 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
         sweep_count,
         compare_precision,
     } = args;
-    if count == 0 {
-        bail!("--count must be positive");
+    if count == 0 || count > MAX_COUNT {
+        bail!("--count must be between 1 and {MAX_COUNT}, got {count}");
     }
+    if sweep && (sweep_count == 0 || sweep_count > MAX_COUNT) {
+        bail!("--sweep-count must be between 1 and {MAX_COUNT}, got {sweep_count}");
+    }
+    if spread_count > MAX_COUNT || samples > 64 {
+        bail!("--spread-count must be at most {MAX_COUNT} and --samples at most 64");
+    }
+    let op = op.for_task(task)?;
     if spread_count > 0 && samples < 2 {
         bail!("--samples must be at least 2 to measure a spread (or --spread-count 0)");
     }
@@ -96,12 +108,16 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
         }
     }
     let steps = steps(n)?;
+    let size = 64 - 64 % engine.config().size_multiple();
+    let dims = images
+        .as_ref()
+        .map_or((size, size), |t| (t.shape()[2], t.shape()[3]));
     let spec = Spec {
         count: images.as_ref().map_or(count, |t| t.shape()[0]),
         seed: evaluate::EVAL_SEED,
-        size: 64 - 64 % engine.config().size_multiple(),
+        size,
         noise_level,
-        kernel: op.kernel()?,
+        kernel: op.operator(dims)?,
         dps: DpsParams {
             steps,
             guidance,
@@ -130,7 +146,9 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
         None => format!("{count} held-out phantoms (seed {})", spec.seed),
     };
     println!(
-        "evaluate: {what}, weights {}, {n} steps, noise {noise_level}, device {}",
+        "evaluate: {what}, {} (‖A‖ = {:.4}), weights {}, {n} steps, noise {noise_level}, device {}",
+        spec.kernel.describe(),
+        spec.kernel.norm(),
         path.display(),
         engine.device()
     );
@@ -180,6 +198,9 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The most slices a table, spread or sweep may hold (memory grows with the batch).
+const MAX_COUNT: usize = 4096;
 
 /// `--images`: ground truths, finite.
 fn read_truths(path: &Path) -> Result<Tensor> {

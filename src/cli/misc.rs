@@ -1,8 +1,9 @@
 //! The small commands: `eps` and `dps-grad` (the model's raw outputs), `simulate` (blur and
 //! noise), `phantoms` (synthetic ground truths) and `sample` (unconditional DDIM draws).
 
-use super::args::{steps, ModelArgs, OperatorArgs};
+use super::args::{steps, ModelArgs};
 use super::files::{read_stack, write};
+use super::operator::OperatorArgs;
 use crate::error::Result;
 use crate::progress::ProgressBar;
 use crate::rng::normal_tensor;
@@ -69,9 +70,9 @@ pub(super) fn dps_grad(args: DpsGradArgs) -> Result<()> {
         sigma_y,
         out,
     } = args;
-    let kernel = op.kernel()?;
     let x = read_stack(&input, "--input")?;
     let y = read_stack(&measurement, "--measurement")?;
+    let kernel = op.operator(image_dims(&x))?;
     let g = model.load()?.0.dps_grad(&x, t, &y, &kernel, sigma_y)?;
     write(&out, &g)
 }
@@ -83,7 +84,7 @@ pub struct SimulateArgs {
     pub image: PathBuf,
     #[command(flatten)]
     pub op: OperatorArgs,
-    /// ‖e‖ = noise_level · ‖K x‖ per slice.
+    /// ‖e‖ = noise_level · ‖A x‖ per slice.
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub noise_level: f64,
     #[arg(long, default_value_t = 0)]
@@ -92,7 +93,7 @@ pub struct SimulateArgs {
     pub out: PathBuf,
 }
 
-/// y = K x + e, written to --out.
+/// y = A x + e, written to --out: (N, 1, rows, cols) in the operator's measurement space.
 pub(super) fn simulate(args: SimulateArgs) -> Result<()> {
     let SimulateArgs {
         image,
@@ -101,8 +102,8 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<()> {
         seed,
         out,
     } = args;
-    let kernel = op.kernel()?;
     let x = read_stack(&image, "--image")?;
+    let kernel = op.operator(image_dims(&x))?;
     let y = operators::simulate(&x, &kernel, noise_level, seed)?;
     write(&out, &y)
 }
@@ -191,4 +192,62 @@ pub(super) fn sample(args: SampleArgs) -> Result<()> {
     io::npy::write_npy(&npy, &x)?;
     println!("wrote {} and {}", out.display(), npy.display());
     Ok(())
+}
+
+/// (H, W) of an (N, 1, H, W) stack (read_stack's output).
+pub(super) fn image_dims(x: &crate::tensor::Tensor) -> (usize, usize) {
+    let s = x.shape();
+    (s[2], s[3])
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// An image stack (or, with --adjoint, a measurement stack): .npy or .png.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Apply Aᵀ instead of A.
+    #[arg(long)]
+    pub adjoint: bool,
+    /// The image size H,W, where the operator cannot infer it from a measurement (--adjoint
+    /// with --operator ct).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub size: Vec<i64>,
+    #[arg(long, default_value = "auto")]
+    pub device: crate::engine::Device,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A x or Aᵀ x, written to --out.
+pub(super) fn apply(args: ApplyArgs) -> Result<()> {
+    let x = read_stack(&args.input, "--input")?;
+    let size = (!args.size.is_empty())
+        .then(|| super::operator::parse_size(&args.size))
+        .transpose()?;
+    let image = if args.adjoint {
+        if args.op.kind() == super::operator::OperatorKind::Ct && size.is_none() {
+            bail!(
+                "--adjoint with --operator ct needs --size H,W (the image the sinogram came from)"
+            );
+        }
+        args.op.image_for(image_dims(&x), size, (0, 0))?
+    } else {
+        if let Some(s) = size {
+            if s != image_dims(&x) {
+                bail!(
+                    "--size {}×{} differs from the input's {}×{}",
+                    s.0,
+                    s.1,
+                    x.shape()[2],
+                    x.shape()[3]
+                );
+            }
+        }
+        image_dims(&x)
+    };
+    let op = args.op.operator(image)?;
+    let out = crate::engine::solver(args.device)?.apply(&x, &op, args.adjoint)?;
+    write(&args.out, &out)
 }

@@ -10,13 +10,15 @@ mod demo;
 mod evaluate;
 mod files;
 mod misc;
+mod operator;
 mod reconstruct;
 
-pub use args::{ModelArgs, OperatorArgs, OperatorKind, SamplerArgs, SamplerKind, SkipKind};
+pub use args::{ModelArgs, SamplerArgs, SamplerKind, SkipKind};
 pub use bench::BenchArgs;
 pub use demo::{DemoArgs, DEMO_PHANTOM_SEED};
 pub use evaluate::EvaluateArgs;
-pub use misc::{DpsGradArgs, EpsArgs, PhantomsArgs, SampleArgs, SimulateArgs};
+pub use misc::{ApplyArgs, DpsGradArgs, EpsArgs, PhantomsArgs, SampleArgs, SimulateArgs};
+pub use operator::{OperatorArgs, OperatorKind};
 pub use reconstruct::{ReconstructArgs, DEFAULT_TIKHONOV_LAMBDA, DEFAULT_TV_LAMBDA};
 
 use crate::error::{Error, Result};
@@ -26,7 +28,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "diffrecon",
     version,
-    about = "Diffusion-prior reconstruction of blurred, noisy images (DPS and DiffPIR-style)"
+    about = "Diffusion-prior reconstruction from degraded measurements: deblurring, sparse-view CT, inpainting, super-resolution"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,16 +41,19 @@ pub enum Command {
     Eps(EpsArgs),
     /// The DPS gradient dL/dx at state x and timestep t.
     DpsGrad(DpsGradArgs),
-    /// Blur an image and add relative Gaussian noise: y = K x + e.
+    /// Measure an image with a forward operator and add relative Gaussian noise: y = A x + e.
     Simulate(SimulateArgs),
+    /// Apply a forward operator A (or its adjoint Aᵀ) alone, without noise.
+    Apply(ApplyArgs),
     /// Reconstruct x from a measurement y (published DiffPIR by default; see --sampler).
     Reconstruct(ReconstructArgs),
     /// The notebook's experiment end to end on the built-in test phantom.
     Demo(DemoArgs),
     /// Unconditional DDIM (eta = 0) samples from the prior, as a grid PNG (and .npy beside it).
     Sample(SampleArgs),
-    /// The quality table on held-out phantoms: observation, Tikhonov and TV (best λ), DPS,
-    /// DiffPIR-style; with --sweep also the guidance and tau sweeps on separate phantoms.
+    /// The quality table of a task (--task) on held-out phantoms: the observation baseline
+    /// (FBP for CT), Tikhonov and TV (best λ), the four diffusion samplers; with --sweep also
+    /// the parameter sweeps on separate phantoms.
     Evaluate(EvaluateArgs),
     /// Time the UNet forward and whole samplers on a device (synthetic weights of the
     /// notebook's config unless --weights is given).
@@ -62,6 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eps(a) => misc::eps(a),
         Command::DpsGrad(a) => misc::dps_grad(a),
         Command::Simulate(a) => misc::simulate(a),
+        Command::Apply(a) => misc::apply(a),
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Sample(a) => misc::sample(a),

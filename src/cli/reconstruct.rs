@@ -1,8 +1,9 @@
 //! `reconstruct`: one sampler (or classical baseline) on a measurement, optionally several
 //! posterior samples per slice with their per-pixel spread.
 
-use super::args::{sampler_name, steps, ModelArgs, OperatorArgs, SamplerArgs, SamplerKind};
+use super::args::{sampler_name, steps, ModelArgs, SamplerArgs, SamplerKind};
 use super::files::{read_stack, scaled_to_max, write};
+use super::operator::{parse_size, OperatorArgs, MODEL_SIZE};
 use crate::engine::{self, Model};
 use crate::error::Result;
 use crate::metrics;
@@ -25,9 +26,13 @@ pub struct ReconstructArgs {
     pub measurement: PathBuf,
     #[command(flatten)]
     pub op: OperatorArgs,
+    /// The image size H,W where the measurement does not give it (CT) [default: the bundled
+    /// prior's 64×64].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub size: Vec<i64>,
     #[command(flatten)]
     pub sampler: SamplerArgs,
-    /// Starting noise x_T for dps and dps-paper (same shape as y); the others ignore it.
+    /// Starting noise x_T for dps and dps-paper (the images' shape); the others ignore it.
     #[arg(long, conflicts_with = "seed")]
     pub init: Option<PathBuf>,
     /// Seed of the random samplers (slice i of a published sampler uses seed + i).
@@ -46,6 +51,7 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         model,
         measurement,
         op,
+        size,
         sampler,
         init,
         seed,
@@ -53,28 +59,45 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         out,
     } = &args;
     let (init, seed, truth) = (init.as_deref(), seed.unwrap_or(0), truth.as_deref());
-    let kernel = op.kernel()?;
     let y = read_stack(measurement, "--measurement")?;
+    let size = (!size.is_empty()).then(|| parse_size(size)).transpose()?;
+    let (n, rows, cols) = (y.shape()[0], y.shape()[2], y.shape()[3]);
+    let (h, w) = op.image_for((rows, cols), size, MODEL_SIZE)?;
+    let kernel = op.operator((h, w))?;
+    kernel
+        .image_dims((rows, cols))
+        .map_err(|e| e.context(measurement.display()))?;
     let truth = truth.map(|p| read_stack(p, "--truth")).transpose()?;
-    let m = sampler.samples()?;
-    if y.shape()[0] * m > MAX_BATCH {
-        bail!(
-            "{} slices × {m} samples = {} images in one batch; at most {MAX_BATCH}: use fewer --samples or split the measurement",
-            y.shape()[0],
-            y.shape()[0] * m
-        );
+    if let Some(t) = &truth {
+        if t.shape() != [n, 1, h, w] {
+            bail!(
+                "--truth has shape {:?} but the reconstruction will be {:?}",
+                t.shape(),
+                [n, 1, h, w]
+            );
+        }
     }
+    let m = sampler.samples()?;
+    let images = match n.checked_mul(m) {
+        Some(v) if v <= MAX_BATCH => v,
+        _ => bail!(
+            "{n} slices × {m} samples is more than {MAX_BATCH} images in one batch (at most {MAX_BATCH}): use fewer --samples or split the measurement"
+        ),
+    };
     if m > 1 && init.is_some() {
         bail!("--samples draws its own starting noise per sample; drop --init (or use --seed)");
+    }
+    if sampler.sampler == SamplerKind::Fbp && !matches!(kernel, Operator::Ct(_)) {
+        bail!("--sampler fbp needs --operator ct");
     }
     let y_all = spread::tile(&y, m)?;
     let x_t = match init {
         Some(p) => read_stack(p, "--init")?,
-        None => starting_noise(sampler.sampler, &y_all, seed, m),
+        None => starting_noise(sampler.sampler, &[images, 1, h, w], seed, m),
     };
     let start = Instant::now();
     let (x_all, device) = match sampler.sampler {
-        SamplerKind::Tikhonov | SamplerKind::Tv => {
+        SamplerKind::Tikhonov | SamplerKind::Tv | SamplerKind::Fbp => {
             let solver = engine::solver(model.device)?;
             (
                 run_baseline(solver.as_ref(), sampler, &y, &kernel)?,
@@ -95,7 +118,7 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let (x, std) = spread::mean_std(&x_all, m)?;
     for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
-        println!("slice {i}: data-consistency residual ||Kx - y|| / ||y|| = {r:.6}");
+        println!("slice {i}: data-consistency residual ||Ax - y|| / ||y|| = {r:.6}");
     }
     if let Some(truth) = truth {
         for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
@@ -134,12 +157,12 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
 const MAX_BATCH: usize = 4096;
 
 /// Starting noise, as the embedding API draws it (`api::starting_noise`).
-fn starting_noise(kind: SamplerKind, y: &Tensor, seed: u64, samples: usize) -> Tensor {
+fn starting_noise(kind: SamplerKind, shape: &[usize], seed: u64, samples: usize) -> Tensor {
     let sampler = match kind {
         SamplerKind::Dps => api::Sampler::Dps(Default::default()),
         _ => api::Sampler::default(),
     };
-    api::starting_noise(&sampler, y.shape(), seed, samples)
+    api::starting_noise(&sampler, shape, seed, samples)
 }
 
 /// The per-pixel std beside `out`: OUT_std.npy (raw, model-space units) and OUT_std.png
@@ -159,25 +182,25 @@ pub use crate::api::{DEFAULT_TIKHONOV_LAMBDA, DEFAULT_TV_LAMBDA};
 
 /// The flags' sampler as the embedding API's (its parameters checked).
 fn api_sampler(args: &SamplerArgs) -> Result<api::Sampler> {
-    let steps = steps(args.steps)?;
     let s = match args.sampler {
         SamplerKind::Dps => api::Sampler::Dps(DpsParams {
-            steps,
+            steps: steps(args.steps)?,
             guidance: args.guidance,
             sigma_y: args.sigma_y,
         }),
         SamplerKind::Diffpir => api::Sampler::Diffpir(DiffPirParams {
-            steps,
+            steps: steps(args.steps)?,
             tau: args.tau,
         }),
         SamplerKind::DiffpirPnp => api::Sampler::DiffpirPnp(args.diffpir_pnp()?),
         SamplerKind::DpsPaper => api::Sampler::DpsPaper(args.dps_paper()?),
         SamplerKind::Tikhonov => api::Sampler::Tikhonov {
-            lambda: args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA),
+            lambda: args.lambda,
         },
         SamplerKind::Tv => api::Sampler::Tv {
-            lambda: args.lambda.unwrap_or(DEFAULT_TV_LAMBDA),
+            lambda: args.lambda,
         },
+        SamplerKind::Fbp => api::Sampler::Fbp,
     };
     Ok(s)
 }

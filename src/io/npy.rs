@@ -15,10 +15,30 @@ const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 const EXPECTED: &str = "expected a NumPy .npy file of little-endian float32 ('<f4') or float64 \
                         ('<f8') in C order, as written by numpy.save";
 
-/// Read a `.npy` file into a tensor; errors name the file.
+/// Largest header accepted. numpy writes a few hundred bytes (ours grows by 3 per dimension);
+/// a hostile v2/v3 length field could otherwise claim 4 GiB.
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+/// Largest data section accepted (4 GiB: 1G float32 or 512M float64 values).
+pub const MAX_DATA_BYTES: usize = 1 << 32;
+
+/// Read a `.npy` file into a tensor; errors name the file. The header is read and the size it
+/// declares checked against the file's length before the data is read.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let file_len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let mut prefix = Vec::new();
+    file.take((12 + MAX_HEADER_BYTES) as u64)
+        .read_to_end(&mut prefix)
+        .map_err(|e| io_error(path, e))?;
+    let (header, rest) = split_header(&prefix, &name)?;
+    let data_start = prefix.len() - rest.len();
+    let (dtype, shape) = parse_header(header, &name)?;
+    let on_disk = usize::try_from(file_len.saturating_sub(data_start as u64)).unwrap_or(usize::MAX);
+    check_data_size(on_disk, dtype, &shape, &name)?;
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    parse_npy(&bytes, &path.display().to_string())
+    parse_npy(&bytes, &name)
 }
 
 /// Write `t` as a '<f4' C-order `.npy` file (version 1.0 unless the header needs 2.0).
@@ -30,21 +50,31 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 pub fn parse_npy(bytes: &[u8], name: &str) -> Result<Tensor> {
     let (header, data) = split_header(bytes, name)?;
     let (dtype, shape) = parse_header(header, name)?;
-    let count = element_count(&shape, name)?;
-    let needed = count
-        .checked_mul(dtype.size())
-        .filter(|&n| n <= isize::MAX as usize);
-    if needed != Some(data.len()) {
-        let needs = needed.map_or("more than addressable".to_string(), |n| n.to_string());
+    check_data_size(data.len(), dtype, &shape, name)?;
+    let values = decode(data, dtype, name)?;
+    Tensor::new(shape, values).map_err(|e| e.context(name))
+}
+
+/// The shape must declare at most MAX_DATA_BYTES, and the data section hold exactly that.
+fn check_data_size(held: usize, dtype: Dtype, shape: &[usize], name: &str) -> Result<()> {
+    let needed = element_count(shape, name)?.checked_mul(dtype.size());
+    if let Some(n) = needed.filter(|&n| n > MAX_DATA_BYTES) {
         bail!(
-            "{name}: data section holds {} bytes but shape {} of {} needs {needs}; the file is \
-             truncated or has trailing bytes",
-            data.len(),
-            shape_repr(&shape),
+            "{name}: shape {} of {} declares {n} bytes; at most {MAX_DATA_BYTES} are supported",
+            shape_repr(shape),
             dtype.descr()
         );
     }
-    Tensor::new(shape, decode(data, dtype)).map_err(|e| e.context(name))
+    if needed != Some(held) {
+        let needs = needed.map_or("more than addressable".to_string(), |n| n.to_string());
+        bail!(
+            "{name}: data section holds {held} bytes but shape {} of {} needs {needs}; the file is \
+             truncated or has trailing bytes",
+            shape_repr(shape),
+            dtype.descr()
+        );
+    }
+    Ok(())
 }
 
 /// Encode `t` exactly as `numpy.save` would encode a float32 C-order array of its shape.
@@ -137,6 +167,12 @@ fn split_header<'a>(bytes: &'a [u8], name: &str) -> Result<(&'a str, &'a [u8])> 
     let mut len = [0u8; 4];
     len[..len_bytes].copy_from_slice(&bytes[8..start]);
     let header_len = u32::from_le_bytes(len) as usize;
+    if header_len > MAX_HEADER_BYTES {
+        bail!(
+            "{name}: the .npy header claims {header_len} bytes; at most {MAX_HEADER_BYTES} are \
+             supported (numpy writes a few hundred)"
+        );
+    }
     let Some(header) = bytes.get(start..start.saturating_add(header_len)) else {
         bail!(
             "{name}: the .npy header claims {header_len} bytes but only {} follow; the file is \
@@ -216,17 +252,34 @@ fn element_count(shape: &[usize], name: &str) -> Result<usize> {
     }
 }
 
-fn decode(data: &[u8], dtype: Dtype) -> Vec<f32> {
-    match dtype {
+/// The values as f32; every one must be finite, and float64 values must fit float32.
+fn decode(data: &[u8], dtype: Dtype, name: &str) -> Result<Vec<f32>> {
+    let values: Vec<f32> = match dtype {
         Dtype::F4 => data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        Dtype::F8 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
+        Dtype::F8 => {
+            let wide = data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")));
+            let mut out = Vec::with_capacity(data.len() / 8);
+            for (i, v) in wide.enumerate() {
+                if v.is_finite() && v.abs() > f32::MAX as f64 {
+                    bail!("{name}: value {v:e} at flat index {i} is beyond float32's range");
+                }
+                out.push(v as f32);
+            }
+            out
+        }
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{name}: contains a non-finite value ({}) at flat index {i}; arrays must be finite",
+            values[i]
+        );
     }
+    Ok(values)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -576,5 +629,70 @@ mod tests {
         let err = read_npy(&dir.join("missing.npy")).unwrap_err();
         assert!(err.to_string().contains("missing.npy"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn declared_sizes_are_checked_before_the_data_is_read() {
+        let dir = std::env::temp_dir().join(format!("diffrecon_npy_big_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A header declaring 2^40 float32 values over 16 bytes of data, and one declaring 4 MB
+        // over 16 bytes: both refused from the header and the file's length alone.
+        let path = dir.join("huge.npy");
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }";
+        std::fs::write(&path, with_header(dict, &[0; 16], 1)).unwrap();
+        let msg = input_msg(read_npy(&path));
+        assert!(
+            msg.contains("declares 4398046511104 bytes; at most"),
+            "{msg}"
+        );
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000, 1000), }";
+        std::fs::write(&path, with_header(dict, &[0; 16], 1)).unwrap();
+        let msg = input_msg(read_npy(&path));
+        assert!(
+            msg.contains("holds 16 bytes but shape (1000, 1000) of <f4 needs 4000000"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn huge_header_lengths_are_refused() {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[2, 0]);
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        b.extend_from_slice(b"{'descr': '<f4'");
+        let msg = input_msg(parse_npy(&b, "h.npy"));
+        assert!(msg.contains("claims 4294967295 bytes; at most"), "{msg}");
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_with_their_index() {
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }";
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
+            let data: Vec<u8> = [1.0, bad, 2.0]
+                .iter()
+                .flat_map(|v: &f32| v.to_le_bytes())
+                .collect();
+            let msg = input_msg(parse_npy(&with_header(dict, &data, 1), "n.npy"));
+            assert!(
+                msg.contains(&format!("non-finite value ({shown}) at flat index 1")),
+                "{msg}"
+            );
+        }
+        // float64 values that overflow float32 would silently become infinite.
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }";
+        let data: Vec<u8> = [1.0f64, -1e300]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let msg = input_msg(parse_npy(&with_header(dict, &data, 1), "w.npy"));
+        assert!(
+            msg.contains("-1e300 at flat index 1 is beyond float32"),
+            "{msg}"
+        );
     }
 }

@@ -3,16 +3,20 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use ::png::{BitDepth, ColorType, Decoder, Encoder, Transformations};
+use ::png::{BitDepth, ColorType, Decoder, Encoder, Limits, Transformations};
 
 use crate::bail;
 use crate::error::{io_error, Error, Result};
 use crate::tensor::Tensor;
 
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
-/// Refuse images whose decoded pixels would exceed this many bytes (a hostile header could
-/// otherwise ask for terabytes).
-const MAX_DECODED_BYTES: usize = 1 << 30;
+/// Largest width or height read (the PNG format allows 2^31 - 1).
+pub const MAX_SIDE: u32 = 1 << 16;
+/// Largest pixel count read: 2^27 (a 16384 × 8192 image; 512 MiB as float32).
+pub const MAX_PIXELS: u64 = 1 << 27;
+/// Largest decoder allocation: the decoded frame (at most 8 bytes a pixel, RGBA16) and the
+/// metadata chunks, so a hostile header or a compressed text chunk cannot ask for terabytes.
+const MAX_DECODED_BYTES: usize = 8 * MAX_PIXELS as usize;
 
 /// Read a PNG as (1, 1, H, W) pixel values p in [0, 1] (v / 255 or v / 65535).
 pub fn read_png(path: &Path) -> Result<Tensor> {
@@ -87,16 +91,33 @@ pub(crate) fn write_png_raw(
 }
 
 /// Decode PNG bytes; errors carry no file name (the caller adds it).
-fn decode_png(bytes: &[u8]) -> Result<Tensor> {
+pub fn decode_png(bytes: &[u8]) -> Result<Tensor> {
     if !bytes.starts_with(SIGNATURE) {
         bail!("not a PNG file (the PNG signature is missing); expected a .png image");
     }
-    let bad = |e: ::png::DecodingError| {
-        Error::input(format!(
+    let bad = |e: ::png::DecodingError| match e {
+        ::png::DecodingError::LimitsExceeded => Error::input(format!(
+            "PNG needs more than {MAX_DECODED_BYTES} bytes to decode; it is too large or corrupt"
+        )),
+        e => Error::input(format!(
             "cannot decode PNG ({e}); the file is truncated or corrupt"
-        ))
+        )),
     };
-    let mut decoder = Decoder::new(Cursor::new(bytes));
+    check_palettes(bytes)?;
+    let mut decoder = Decoder::new_with_limits(
+        Cursor::new(bytes),
+        Limits {
+            bytes: MAX_DECODED_BYTES,
+        },
+    );
+    // The dimensions are checked from the header alone, before anything is sized from them.
+    let (w, h) = decoder.read_header_info().map_err(bad)?.size();
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
+        bail!(
+            "PNG of {w}x{h} pixels is too large (at most {MAX_SIDE} a side and {MAX_PIXELS} \
+             pixels are read)"
+        );
+    }
     // EXPAND: palettes to RGB(A), 1/2/4-bit gray scaled to 8 bits, tRNS to an alpha channel.
     decoder.set_transformations(Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(bad)?;
@@ -110,6 +131,27 @@ fn decode_png(bytes: &[u8]) -> Result<Tensor> {
     let (h, w) = (info.height as usize, info.width as usize);
     let data = to_gray01(&buf, info.color_type, info.bit_depth, info.line_size, h, w)?;
     Tensor::new(vec![1, 1, h, w], data)
+}
+
+/// Every PLTE chunk must hold 1 to 256 RGB entries. The png crate (0.17) trusts the length
+/// and panics expanding a palette of 1 or 2 trailing bytes or of more than 256 entries (found
+/// by tests/fuzz.rs), so such files are refused before decoding. Other chunk errors are left
+/// to the decoder.
+fn check_palettes(bytes: &[u8]) -> Result<()> {
+    let mut at = SIGNATURE.len();
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..8] == b"PLTE" && (len == 0 || !len.is_multiple_of(3) || len > 3 * 256) {
+            bail!(
+                "corrupt PNG: its palette (PLTE) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"
+            );
+        }
+        match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+            Some(next) if &head[4..8] != b"IEND" => at = next,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// One gray value in [0, 1] per pixel: alpha dropped, RGB reduced to PIL's 'L' luma.
@@ -361,5 +403,117 @@ mod tests {
         assert!(write_png_gray(&d.0.join("a.png"), &[0.0; 4], 2, 2, 4).is_err());
         assert!(write_png_gray(&d.0.join("a.png"), &[0.0; 3], 2, 2, 8).is_err());
         assert!(write_png_gray(&d.0.join("no/dir/a.png"), &[0.0; 4], 2, 2, 8).is_err());
+    }
+
+    /// CRC-32 (IEEE) as PNG chunks use it, so hand-made headers pass the decoder's check.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG signature and an IHDR chunk (8-bit RGBA) declaring `w` × `h`, then nothing.
+    fn header_only(w: u32, h: u32) -> Vec<u8> {
+        let mut chunk = b"IHDR".to_vec();
+        chunk.extend_from_slice(&w.to_be_bytes());
+        chunk.extend_from_slice(&h.to_be_bytes());
+        chunk.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let mut out = SIGNATURE.to_vec();
+        out.extend_from_slice(&13u32.to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn huge_dimensions_are_refused_from_the_header() {
+        for (w, h) in [
+            (MAX_SIDE + 1, 1),
+            (1, 0x7fff_ffff),
+            (0x7fff_ffff, 0x7fff_ffff),
+            (16384, 16384),
+        ] {
+            match decode_png(&header_only(w, h)) {
+                Err(Error::Input(m)) => {
+                    assert!(m.contains(&format!("{w}x{h} pixels is too large")), "{m}")
+                }
+                other => panic!("{w}x{h}: {other:?}"),
+            }
+        }
+        // Within the caps the same header is merely truncated.
+        match decode_png(&header_only(16, 16)) {
+            Err(Error::Input(m)) => assert!(m.contains("truncated"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `png` with its (first) PLTE chunk's data replaced by `plte` and the CRC recomputed.
+    fn with_palette(png: &[u8], plte: &[u8]) -> Vec<u8> {
+        let at = png.windows(4).position(|w| w == b"PLTE").unwrap() - 4;
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let mut chunk = b"PLTE".to_vec();
+        chunk.extend_from_slice(plte);
+        let mut out = png[..at].to_vec();
+        out.extend_from_slice(&(plte.len() as u32).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        out.extend_from_slice(&png[at + 12 + len..]);
+        out
+    }
+
+    #[test]
+    fn palettes_of_odd_length_or_over_256_entries_are_refused() {
+        // The input tests/fuzz.rs found: a 2-bit indexed image whose PLTE holds one byte.
+        let found: [u8; 72] = [
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+            0x44, 0x52, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x02, 0x03, 0x00, 0x00,
+            0x00, 0xe0, 0x1a, 0x8e, 0x89, 0x00, 0x00, 0x00, 0x01, 0x50, 0x4c, 0x54, 0x45, 0x00,
+            0xc9, 0x48, 0xe2, 0x7f, 0x00, 0x00, 0x00, 0x0f, 0x49, 0x44, 0x41, 0x54, 0x78, 0x01,
+            0x01, 0x04, 0x00, 0xfb, 0xff, 0x00, 0x90, 0x00, 0x60, 0x02, 0x14, 0x00, 0xf1, 0x18,
+            0x21, 0x5b,
+        ];
+        let d = TempDir::new("plte");
+        let path = d.0.join("p.png");
+        let palette: Vec<u8> = (0..9).collect();
+        encode(
+            &path,
+            3,
+            2,
+            ColorType::Indexed,
+            BitDepth::Two,
+            &[0b1001_0000, 0b0110_0000],
+            Some(&palette),
+        );
+        let good = std::fs::read(&path).unwrap();
+        assert!(decode_png(&good).is_ok());
+        let too_many: Vec<u8> = (0..3 * 257).map(|i| i as u8).collect();
+        for (what, bytes, len) in [
+            ("found", found.to_vec(), 1),
+            ("two bytes", with_palette(&good, &[1, 2]), 2),
+            ("257 entries", with_palette(&good, &too_many), 771),
+            ("empty", with_palette(&good, &[]), 0),
+        ] {
+            match decode_png(&bytes) {
+                Err(Error::Input(m)) => {
+                    assert!(
+                        m.contains(&format!("palette (PLTE) is {len} bytes")),
+                        "{what}: {m}"
+                    )
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // 256 entries is the most a palette may hold, and fine.
+        let full: Vec<u8> = (0..3 * 256).map(|i| i as u8).collect();
+        assert!(decode_png(&with_palette(&good, &full)).is_ok());
     }
 }

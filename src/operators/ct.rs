@@ -46,7 +46,9 @@ impl CtOperator {
 
     /// ‖A‖ by power iteration on AᵀA on the CPU, from a fixed positive start.
     pub fn norm(&self) -> f64 {
-        *self.norm.get_or_init(|| power_norm(&self.geometry).unwrap_or(1.0))
+        *self
+            .norm
+            .get_or_init(|| power_norm(&self.geometry).unwrap_or(1.0))
     }
 }
 
@@ -85,14 +87,17 @@ mod tests {
         for _ in 0..5 {
             let x = Tensor::new(vec![1, 1, 24, 20], rng.normal_vec(480)).unwrap();
             let ax = be.ct_project(&x, &g, &angles).unwrap();
-            let ratio = (be.sum_sq_per_item(&ax).unwrap()[0] / be.sum_sq_per_item(&x).unwrap()[0])
-                .sqrt();
+            let ratio =
+                (be.sum_sq_per_item(&ax).unwrap()[0] / be.sum_sq_per_item(&x).unwrap()[0]).sqrt();
             assert!(ratio <= n * (1.0 + 1e-6), "{ratio} > {n}");
         }
         // A constant image is close to the top singular vector: its ratio is within 10 %.
         let ones = Tensor::new(vec![1, 1, 24, 20], vec![1.0; 480]).unwrap();
         let ax = be.ct_project(&ones, &g, &angles).unwrap();
         let ratio = (be.sum_sq_per_item(&ax).unwrap()[0] / 480.0).sqrt();
-        assert!(ratio > 0.9 * n && ratio <= n * (1.0 + 1e-6), "{ratio} vs {n}");
+        assert!(
+            ratio > 0.9 * n && ratio <= n * (1.0 + 1e-6),
+            "{ratio} vs {n}"
+        );
     }
 }

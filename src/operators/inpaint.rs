@@ -25,7 +25,11 @@ impl Mask {
             ref s => bail!("--mask must hold one (H, W) image, got shape {s:?}"),
         };
         t.check_finite("--mask")?;
-        Self::checked(h, w, t.data().iter().map(|&v| (v != 0.0) as u8 as f32).collect())
+        Self::checked(
+            h,
+            w,
+            t.data().iter().map(|&v| (v != 0.0) as u8 as f32).collect(),
+        )
     }
 
     /// Each pixel kept with probability `keep`, deterministic per seed.
@@ -35,7 +39,9 @@ impl Mask {
         }
         let len = pixels(h, w)?;
         let mut rng = Rng::new(seed ^ MASK_STREAM);
-        let data = (0..len).map(|_| (rng.uniform() < keep) as u8 as f32).collect();
+        let data = (0..len)
+            .map(|_| (rng.uniform() < keep) as u8 as f32)
+            .collect();
         Self::checked(h, w, data)
     }
 
@@ -107,10 +113,18 @@ mod tests {
         for keep in [0.0, -0.1, 1.5, f64::NAN] {
             assert_eq!(Mask::random(8, 8, keep, 0).unwrap_err().exit_code(), 2);
         }
-        for rect in [[7, 0, 2, 1], [0, 0, 0, 1], [0, 8, 1, 1], [usize::MAX, 0, 2, 1]] {
+        for rect in [
+            [7, 0, 2, 1],
+            [0, 0, 0, 1],
+            [0, 8, 1, 1],
+            [usize::MAX, 0, 2, 1],
+        ] {
             assert_eq!(Mask::missing_box(8, 8, rect).unwrap_err().exit_code(), 2);
         }
-        assert!(Mask::missing_box(8, 8, [0, 0, 8, 8]).is_err(), "nothing observed");
+        assert!(
+            Mask::missing_box(8, 8, [0, 0, 8, 8]).is_err(),
+            "nothing observed"
+        );
         let zeros = Tensor::new(vec![3, 3], vec![0.0; 9]).unwrap();
         assert!(Mask::from_array(&zeros).is_err());
         let batch = Tensor::new(vec![2, 1, 3, 3], vec![1.0; 18]).unwrap();

@@ -277,7 +277,8 @@ impl<'a, B: Backend> LinOp<'a, B> {
     }
 
     fn buf(&self) -> &'a B::Buf {
-        self.buf.expect("operators with a buffer carry it from upload")
+        self.buf
+            .expect("operators with a buffer carry it from upload")
     }
 
     /// A x.
@@ -435,7 +436,10 @@ mod shape_tests {
         assert_eq!(ct.image_dims((60, 91)).unwrap(), (64, 64));
         let e = ct.image_dims((64, 64)).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("64×64") && e.to_string().contains("60×91"), "{e}");
+        assert!(
+            e.to_string().contains("64×64") && e.to_string().contains("60×91"),
+            "{e}"
+        );
         assert!(ct.measurement_dims((32, 32)).is_err());
         let sr = Operator::downsample(3).unwrap();
         assert_eq!(sr.measurement_dims((63, 30)).unwrap(), (21, 10));
@@ -443,7 +447,10 @@ mod shape_tests {
         assert!(Operator::downsample(0).is_err());
         let m = Operator::Inpaint(Mask::random(8, 8, 0.5, 0).unwrap());
         assert!(m.image_dims((8, 9)).is_err());
-        for bad in [Operator::ct(64, 64, 0, None, 180.0), Operator::ct(64, 64, 60, None, 0.0)] {
+        for bad in [
+            Operator::ct(64, 64, 0, None, 180.0),
+            Operator::ct(64, 64, 60, None, 0.0),
+        ] {
             assert_eq!(bad.unwrap_err().exit_code(), 2);
         }
         assert!(Operator::ct(64, 64, 60, None, 361.0).is_err());
@@ -456,7 +463,11 @@ mod shape_tests {
         let disc: Vec<f32> = (0..h * w)
             .map(|i| {
                 let (y, x) = ((i / w) as f32 - 15.5, (i % w) as f32 - 15.5);
-                if x * x + y * y < 100.0 { 1.0 } else { 0.0 }
+                if x * x + y * y < 100.0 {
+                    1.0
+                } else {
+                    0.0
+                }
             })
             .collect();
         let x = Tensor::new(vec![1, 1, h, w], disc).unwrap();

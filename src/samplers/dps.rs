@@ -92,7 +92,7 @@ fn scaled_gradient_emb<B: Backend>(
     Ok(DpsGrad { grad, eps, x0 })
 }
 
-/// One DPS step from timestep t to t_next: clamp(DDIM(x0, eps, t_next) − guidance·g, −1, 1).
+/// One DPS step from timestep t to t_next: clamp(DDIM(x0, eps, t_next) − guidance/‖A‖²·g, −1, 1).
 /// Everything after the embedding's upload is device work handed to `Backend::replay`, keyed by
 /// the step's scalars (t, t_next, guidance, σ_y), which the kernels take as arguments: a CUDA
 /// backend replays one graph per step from a sampler's second run with the same schedule on.
@@ -106,7 +106,9 @@ pub fn step<B: Backend>(
     let be = p.be;
     let scale = loss_scale(be.shape(p.y), params.sigma_y);
     let emb = p.net.embedding(be, x, &[t as f32])?;
-    let key = step_key(p, t, t_next, scale, params.guidance);
+    // The guidance in units of 1/‖A‖² (the loss gradient's scale; ‖A‖ = 1 for blur).
+    let guidance = params.guidance / p.op.norm().powi(2);
+    let key = step_key(p, t, t_next, scale, guidance);
     let mut inputs = vec![x, &emb, p.y];
     inputs.extend(p.op.buffer());
     be.replay(key, &inputs, &|inputs| {
@@ -120,7 +122,7 @@ pub fn step<B: Backend>(
         };
         let g = scaled_gradient_emb(&q, x, emb, t, scale)?;
         let prior = q.ddim(&g.x0, &g.eps, Some(t_next))?;
-        let mut x = be.lincomb(&prior, 1.0, &g.grad, -params.guidance as f32)?;
+        let mut x = be.lincomb(&prior, 1.0, &g.grad, -guidance as f32)?;
         be.clamp(&mut x, -1.0, 1.0)?;
         Ok(x)
     })

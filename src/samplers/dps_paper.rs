@@ -1,7 +1,8 @@
 //! DPS as published (Chung et al., ICLR 2023, Algorithm 1 and the official code), beside the
 //! notebook's version: an ancestral step (DDIM with η; η = 1 on consecutive timesteps is the
 //! DDPM step) from the clamped x0 estimate, corrected by ζ·∇_x‖y − A x̂0‖ — the gradient of the
-//! unsquared residual norm, i.e. a step ζ/‖y − K x̂0‖ on ½‖y − A x̂0‖². Each slice uses its own
+//! unsquared residual norm, i.e. a step ζ/‖y − A x̂0‖ on ½‖y − A x̂0‖² with ζ in units of 1/‖A‖
+//! (one ζ means the same on every operator; ‖A‖ = 1 for blur). Each slice uses its own
 //! norm and its own noise streams, so slices of a batch do not couple.
 
 use super::{check_param, dps, Problem, Progress};
@@ -63,6 +64,8 @@ pub fn run<B: Backend>(
         bail!("{} noise seeds for {} slices", seeds.len(), shape[0]);
     }
     let ts = p.schedule.timesteps(params.steps)?;
+    // ζ in units of 1/‖A‖ (the residual norm's gradient scale; ‖A‖ = 1 for blur).
+    let zeta = params.zeta / p.op.norm();
     let mut x = x_t;
     for (i, &t) in ts.iter().enumerate() {
         let g = dps::scaled_gradient(p, &x, t, 1.0)?;
@@ -73,13 +76,7 @@ pub fn run<B: Backend>(
             .collect();
         let step: Vec<f32> = norms
             .iter()
-            .map(|n| {
-                if *n > 0.0 {
-                    (-params.zeta / n) as f32
-                } else {
-                    0.0
-                }
-            })
+            .map(|n| if *n > 0.0 { (-zeta / n) as f32 } else { 0.0 })
             .collect();
         let prior = match ts.get(i + 1) {
             Some(&t_next) => ancestral(p, &x, &g.x0, t, t_next, params.eta, seeds, i)?,

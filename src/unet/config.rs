@@ -18,6 +18,41 @@ pub struct UNetConfig {
 /// name → shape, in a stable order.
 pub type ParamTable = BTreeMap<String, Vec<usize>>;
 
+// Limits on what a config (usually read from a weights file) may ask for, checked by `validate`
+// before anything is allocated. They are far above any model this engine is meant for (the
+// notebook's: 3 levels, 256 channels, time_dim 256, 12.4M parameters) and keep every size
+// product, and the image-size multiple 2^(levels-1), well inside a usize.
+
+/// Levels (channel multipliers); inputs must be multiples of 2^(MAX_LEVELS-1) = 2048 at most.
+pub const MAX_LEVELS: usize = 12;
+/// Channels of any level (base_ch × multiplier).
+pub const MAX_CHANNELS: usize = 8192;
+/// Width of the time embedding (the time MLP's hidden layer is 4× this).
+pub const MAX_TIME_DIM: usize = 8192;
+/// Image channels of the input and output.
+pub const MAX_IN_CH: usize = 64;
+/// Parameters in all (2^30, 4 GiB of float32).
+pub const MAX_PARAMS: usize = 1 << 30;
+
+/// GroupNorm's group count: the largest divisor of `c` that is at most 32 (the notebook's rule).
+pub fn groups_for(c: usize) -> usize {
+    (1..=c.min(32))
+        .rev()
+        .find(|&d| c.is_multiple_of(d))
+        .unwrap_or(1)
+}
+
+/// The product of one shape's dimensions, None on overflow.
+pub fn checked_elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+fn checked_param_count(table: &ParamTable) -> Option<usize> {
+    table
+        .values()
+        .try_fold(0usize, |acc, s| acc.checked_add(checked_elements(s)?))
+}
+
 impl UNetConfig {
     /// The notebook's model: 12,356,161 parameters in 198 tensors.
     pub fn notebook() -> Self {
@@ -35,6 +70,7 @@ impl UNetConfig {
         self.channel_mults.len()
     }
 
+    /// Channels at `level`; the config must have passed `validate`.
     pub fn channels(&self, level: usize) -> usize {
         self.base_ch * self.channel_mults[level]
     }
@@ -43,12 +79,24 @@ impl UNetConfig {
         self.attn_levels.contains(&level)
     }
 
-    /// Spatial sizes must survive every downsampling exactly.
+    /// Spatial sizes must survive every downsampling exactly; the config must have passed
+    /// `validate` (which bounds the level count by MAX_LEVELS).
     pub fn size_multiple(&self) -> usize {
         1 << (self.levels() - 1)
     }
 
-    /// Checks that the config describes a buildable network.
+    /// True when every GroupNorm that follows the per-channel time bias (each ResBlock's norm2,
+    /// on the level's channels) has one channel per group: its mean subtraction then removes
+    /// the bias exactly, so the network's output does not depend on the timestep.
+    pub fn time_embedding_vanishes(&self) -> bool {
+        (0..self.levels()).all(|l| {
+            let c = self.channels(l);
+            groups_for(c) == c
+        })
+    }
+
+    /// Checks, before anything is sized from it, that the config describes a network the
+    /// notebook's UNet can build and the engine can hold (the limits above).
     pub fn validate(&self) -> Result<()> {
         if self.in_ch == 0 || self.base_ch == 0 || self.time_dim == 0 {
             bail!("model config has a zero size: {self:?}");
@@ -57,6 +105,40 @@ impl UNetConfig {
             bail!(
                 "model config needs at least one level and positive channel multipliers: {self:?}"
             );
+        }
+        if self.levels() > MAX_LEVELS {
+            bail!(
+                "model has {} levels; at most {MAX_LEVELS} are supported (each level halves the image)",
+                self.levels()
+            );
+        }
+        if self.channel_mults[0] != 1 {
+            bail!(
+                "channel multiplier of level 0 is {}, not 1: the notebook's UNet ends with \
+                 out_norm/out_conv on base_ch channels, which must equal level 0's base_ch·mult",
+                self.channel_mults[0]
+            );
+        }
+        if self.in_ch > MAX_IN_CH {
+            bail!(
+                "model has {} input channels; at most {MAX_IN_CH} are supported",
+                self.in_ch
+            );
+        }
+        if self.time_dim > MAX_TIME_DIM {
+            bail!(
+                "time_dim {} exceeds the supported maximum {MAX_TIME_DIM}",
+                self.time_dim
+            );
+        }
+        for (l, &m) in self.channel_mults.iter().enumerate() {
+            match self.base_ch.checked_mul(m) {
+                Some(c) if c <= MAX_CHANNELS => {}
+                _ => bail!(
+                    "level {l} has base_ch {} × multiplier {m} channels; at most {MAX_CHANNELS} are supported",
+                    self.base_ch
+                ),
+            }
         }
         if let Some(l) = self.attn_levels.iter().find(|&&l| l >= self.levels()) {
             bail!(
@@ -76,10 +158,18 @@ impl UNetConfig {
                 self.num_heads
             );
         }
-        Ok(())
+        // Within the caps above every shape product fits a usize; the total is still checked.
+        match checked_param_count(&self.param_table()) {
+            Some(n) if n <= MAX_PARAMS => Ok(()),
+            n => bail!(
+                "model has {} parameters; at most {MAX_PARAMS} (4 GiB of float32) are supported",
+                n.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        }
     }
 
-    /// Every parameter tensor the model has, with its shape.
+    /// Every parameter tensor the model has, with its shape; the config must have passed
+    /// `validate` (whose caps keep these sizes from overflowing).
     pub fn param_table(&self) -> ParamTable {
         let mut t = ParamTable::new();
         let d = self.time_dim;
@@ -120,11 +210,9 @@ impl UNetConfig {
         t
     }
 
+    /// The number of parameters; the config must have passed `validate`.
     pub fn param_count(&self) -> usize {
-        self.param_table()
-            .values()
-            .map(|s| s.iter().product::<usize>())
-            .sum()
+        checked_param_count(&self.param_table()).expect("validate bounds the parameter count")
     }
 
     /// The config implied by a file's tensor shapes (num_heads comes from elsewhere).
@@ -143,6 +231,9 @@ impl UNetConfig {
             bail!("tensor 'init.weight' or 'time_mlp.0.weight' has the wrong rank ({init:?}, {mlp0:?})");
         }
         let (base_ch, in_ch, time_dim) = (init[0], init[1], mlp0[1]);
+        if base_ch == 0 || in_ch == 0 || time_dim == 0 {
+            bail!("tensor 'init.weight' {init:?} or 'time_mlp.0.weight' {mlp0:?} has a zero size");
+        }
         let mut channel_mults = Vec::new();
         let mut attn_levels = Vec::new();
         while let Some(s) = shapes.get(&format!(
@@ -150,7 +241,10 @@ impl UNetConfig {
             channel_mults.len()
         )) {
             let l = channel_mults.len();
-            if base_ch == 0 || s.is_empty() || s[0] % base_ch != 0 {
+            if l == MAX_LEVELS {
+                bail!("weights file has more than {MAX_LEVELS} levels (down_blocks.0 .. down_blocks.{l} and on); at most {MAX_LEVELS} are supported");
+            }
+            if s.is_empty() || s[0] % base_ch != 0 {
                 bail!("tensor 'down_blocks.{l}.1.conv1.weight' has {s:?} channels, not a multiple of base_ch {base_ch}");
             }
             channel_mults.push(s[0] / base_ch);
@@ -247,5 +341,126 @@ mod tests {
     fn heads_must_divide_attention_width() {
         let err = UNetConfig::infer(&UNetConfig::notebook().param_table(), 3).unwrap_err();
         assert!(err.to_string().contains("num_heads 3"), "{err}");
+    }
+
+    #[test]
+    fn group_counts() {
+        assert_eq!(groups_for(64), 32);
+        assert_eq!(groups_for(36), 18);
+        assert_eq!(groups_for(24), 24);
+        assert_eq!(groups_for(48), 24);
+        assert_eq!(groups_for(7), 7);
+        assert_eq!(groups_for(1), 1);
+    }
+
+    /// The bundled prior's config (weights/prior.safetensors).
+    fn bundled() -> UNetConfig {
+        UNetConfig {
+            in_ch: 1,
+            base_ch: 16,
+            channel_mults: vec![1, 2, 2],
+            time_dim: 64,
+            attn_levels: vec![2],
+            num_heads: 4,
+        }
+    }
+
+    #[test]
+    fn time_embedding_vanishes_only_with_one_channel_per_group() {
+        assert!(bundled().time_embedding_vanishes());
+        let base64 = UNetConfig {
+            base_ch: 64,
+            ..bundled()
+        };
+        assert!(!base64.time_embedding_vanishes());
+        assert!(!UNetConfig::notebook().time_embedding_vanishes());
+        // One level above 32 channels is enough for the time to reach the output.
+        let mixed = UNetConfig {
+            channel_mults: vec![1, 2, 4],
+            ..bundled()
+        };
+        assert!(!mixed.time_embedding_vanishes());
+    }
+
+    fn refused(cfg: UNetConfig, want: &str) {
+        let e = cfg.validate().unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains(want), "{cfg:?}: {e}");
+    }
+
+    #[test]
+    fn validation_refuses_unbuildable_and_oversized_configs() {
+        let first_mult_2 = UNetConfig {
+            base_ch: 8,
+            channel_mults: vec![2, 2],
+            attn_levels: vec![],
+            ..bundled()
+        };
+        refused(first_mult_2, "level 0 is 2, not 1");
+        for levels in [MAX_LEVELS + 1, 65, 200] {
+            let deep = UNetConfig {
+                channel_mults: vec![1; levels],
+                attn_levels: vec![],
+                ..bundled()
+            };
+            refused(deep, &format!("{levels} levels"));
+        }
+        let wide = UNetConfig {
+            channel_mults: vec![1, usize::MAX / 8],
+            attn_levels: vec![],
+            ..bundled()
+        };
+        refused(wide, "at most 8192");
+        let wide_base = UNetConfig {
+            base_ch: MAX_CHANNELS + 1,
+            channel_mults: vec![1],
+            attn_levels: vec![],
+            num_heads: 1,
+            ..bundled()
+        };
+        refused(wide_base, "at most 8192");
+        refused(
+            UNetConfig {
+                time_dim: usize::MAX / 2,
+                ..bundled()
+            },
+            "time_dim",
+        );
+        refused(
+            UNetConfig {
+                in_ch: 1 << 40,
+                ..bundled()
+            },
+            "input channels",
+        );
+        // Every cap met, yet the total (many wide levels) is over MAX_PARAMS.
+        let heavy = UNetConfig {
+            base_ch: 4096,
+            channel_mults: vec![1, 2, 2, 2],
+            time_dim: 1024,
+            attn_levels: vec![],
+            num_heads: 1,
+            in_ch: 1,
+        };
+        refused(heavy, "parameters; at most");
+        assert!(bundled().validate().is_ok());
+        assert_eq!(bundled().size_multiple(), 4);
+    }
+
+    #[test]
+    fn inference_stops_at_the_level_cap() {
+        let cfg = UNetConfig {
+            channel_mults: vec![1; MAX_LEVELS],
+            attn_levels: vec![],
+            ..bundled()
+        };
+        let mut t = cfg.param_table();
+        assert_eq!(UNetConfig::infer(&t, 4).unwrap(), cfg);
+        t.insert(
+            format!("down_blocks.{MAX_LEVELS}.1.conv1.weight"),
+            vec![16, 16, 3, 3],
+        );
+        let e = UNetConfig::infer(&t, 4).unwrap_err();
+        assert!(e.to_string().contains("more than 12 levels"), "{e}");
     }
 }

@@ -5,11 +5,11 @@
 pub mod config;
 pub mod weights;
 
-use crate::backend::cpu::groupnorm::groups_for;
 use crate::backend::{AttnParams, Backend};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use config::groups_for;
 pub use config::UNetConfig;
 use weights::Params;
 
@@ -194,6 +194,7 @@ impl<B: Backend> UNet<B> {
     /// Upload validated parameters (from `weights::load` or `weights::synthetic`).
     pub fn new(be: &B, cfg: UNetConfig, params: &Params) -> Result<Self> {
         cfg.validate()?;
+        weights::check_params(&cfg, params)?;
         let ld = Loader { be, params };
         let levels = cfg.levels();
         let mut down = Vec::new();
@@ -602,6 +603,20 @@ mod tests {
                 "fd {fd} vs vjp {an}"
             );
         }
+    }
+
+    #[test]
+    fn parameters_of_another_config_are_refused_before_upload() {
+        let be = CpuBackend::default();
+        let other = UNetConfig {
+            base_ch: 8,
+            ..tiny()
+        };
+        let e = UNet::new(&be, tiny(), &weights::synthetic(&other, 3))
+            .err()
+            .expect("mismatched parameters accepted");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("has shape"), "{e}");
     }
 
     #[test]

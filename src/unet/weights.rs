@@ -2,7 +2,7 @@
 //! the parameter table of the config they imply. Also deterministic synthetic weights for
 //! benchmarks and golden tests (the same generator lives in tools/reference.py).
 
-use super::config::{ParamTable, UNetConfig};
+use super::config::{ParamTable, UNetConfig, MAX_PARAMS};
 use crate::bail;
 use crate::error::{io_error, Error, Result};
 use crate::rng::{mix64, GOLDEN_GAMMA};
@@ -16,14 +16,50 @@ pub type Params = BTreeMap<String, Tensor>;
 /// Default head count when neither the file nor the user says otherwise (the notebook's).
 pub const DEFAULT_HEADS: usize = 4;
 
+/// The largest magnitude a weight may have. Trained weights are O(1) (the bundled prior's
+/// largest is 1.2); far larger finite values make the forward pass overflow f32 (a 3e38 weight
+/// gives Inf/NaN noise predictions), so such files are refused at load.
+pub const MAX_WEIGHT_MAGNITUDE: f32 = 1e4;
+
+/// Largest weights file read: the parameter cap in float32 plus safetensors' header cap.
+const MAX_FILE_BYTES: u64 = 4 * MAX_PARAMS as u64 + 100_000_008;
+
 /// Load, validate and return the config and the parameters of a weights file.
-/// `heads_override` (a CLI flag) wins over the file's `num_heads` metadata.
+/// `heads_override` (a CLI flag) wins over the file's `num_heads` metadata. Warns on stderr
+/// when the config makes the network ignore the timestep (`time_embedding_vanishes`).
 pub fn load(path: &Path, heads_override: Option<usize>) -> Result<(UNetConfig, Params)> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        bail!(
+            "weights '{}' is {len} bytes; at most {MAX_FILE_BYTES} (2^30 float32 parameters and \
+             the header) are supported",
+            path.display()
+        );
+    }
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    parse(&bytes, heads_override).map_err(|e| e.context(format!("weights '{}'", path.display())))
+    let (cfg, params) = parse(&bytes, heads_override)
+        .map_err(|e| e.context(format!("weights '{}'", path.display())))?;
+    if cfg.time_embedding_vanishes() {
+        eprintln!("{}", vanishing_time_warning(path, &cfg));
+    }
+    Ok((cfg, params))
 }
 
-/// As `load`, from the bytes of a safetensors file.
+/// The load-time warning for configs whose output does not depend on the timestep.
+fn vanishing_time_warning(path: &Path, cfg: &UNetConfig) -> String {
+    let widths: Vec<usize> = (0..cfg.levels()).map(|l| cfg.channels(l)).collect();
+    format!(
+        "warning: weights '{}': every ResBlock's norm2 has one channel per group (channels \
+         {widths:?}, at most 32), so it removes the per-channel time bias exactly and the network \
+         ignores the timestep",
+        path.display()
+    )
+}
+
+/// As `load`, from the bytes of a safetensors file. Names, dtypes, shapes and the config they
+/// imply are all validated before any tensor data is copied.
 pub fn parse(bytes: &[u8], heads_override: Option<usize>) -> Result<(UNetConfig, Params)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         Error::input(format!(
@@ -34,32 +70,53 @@ pub fn parse(bytes: &[u8], heads_override: Option<usize>) -> Result<(UNetConfig,
         .ok()
         .and_then(|(_, m)| m.metadata().clone())
         .unwrap_or_default();
-    let mut params = Params::new();
-    for (name, view) in st.tensors() {
+    let views = st.tensors();
+    for (name, view) in &views {
         if view.dtype() != Dtype::F32 {
             bail!("tensor '{name}' is {:?}; every tensor must be float32 (convert with tools/convert_ippy.py)", view.dtype());
         }
+    }
+    // File name → engine name, then the shapes under the engine's names.
+    let names = engine_names(views.iter().map(|(n, _)| n.as_str()))?;
+    let shapes: ParamTable = views
+        .iter()
+        .map(|(n, v)| (names[n.as_str()].clone(), v.shape().to_vec()))
+        .collect();
+    let heads = match heads_override {
+        Some(h) => h,
+        None => heads_from_metadata(&metadata)?,
+    };
+    let cfg = UNetConfig::infer(&shapes, heads)?;
+    check_against_table(&shapes, &cfg.param_table())?;
+    let mut params = Params::new();
+    for (name, view) in &views {
         let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let t = Tensor::new(view.shape().to_vec(), data)?;
-        t.check_finite(&format!("tensor '{name}'"))?;
-        params.insert(name, t);
+        check_magnitude(&t, name)?;
+        params.insert(names[name.as_str()].clone(), t);
     }
-    normalise_upsample_names(&mut params);
-    let heads = match heads_override {
-        Some(h) => h,
-        None => heads_from_metadata(&metadata)?,
-    };
-    let shapes: ParamTable = params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.shape().to_vec()))
-        .collect();
-    let cfg = UNetConfig::infer(&shapes, heads)?;
-    check_against_table(&shapes, &cfg.param_table())?;
     Ok((cfg, params))
+}
+
+/// Finite, and no larger than MAX_WEIGHT_MAGNITUDE.
+fn check_magnitude(t: &Tensor, name: &str) -> Result<()> {
+    t.check_finite(&format!("tensor '{name}'"))?;
+    if let Some((i, v)) = t
+        .data()
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.abs() > MAX_WEIGHT_MAGNITUDE)
+    {
+        bail!(
+            "tensor '{name}' holds {v:e} at flat index {i}; weights beyond ±{MAX_WEIGHT_MAGNITUDE:e} \
+             would overflow float32 in the forward pass (trained weights are of order 1)"
+        );
+    }
+    Ok(())
 }
 
 fn heads_from_metadata(metadata: &HashMap<String, String>) -> Result<usize> {
@@ -72,25 +129,56 @@ fn heads_from_metadata(metadata: &HashMap<String, String>) -> Result<usize> {
     }
 }
 
-/// Accept files whose `upsamples` list is numbered contiguously from 0 (a plain ModuleList)
-/// as well as by up level (1..L-1), the numbering the engine uses.
-fn normalise_upsample_names(params: &mut Params) {
-    if !params.contains_key("upsamples.0.conv.weight") {
-        return;
+/// The engine's name for each tensor name in a file. Files whose `upsamples` list is numbered
+/// contiguously from 0 (a plain ModuleList) are renumbered to the engine's numbering by up
+/// level (1..L-1). Upsample indices must be canonical decimals (no `00`, no overflow), so no
+/// two file names can land on one engine name.
+fn engine_names<'a>(file_names: impl Iterator<Item = &'a str>) -> Result<HashMap<String, String>> {
+    let file_names: Vec<&str> = file_names.collect();
+    let shift = usize::from(file_names.contains(&"upsamples.0.conv.weight"));
+    let mut map = HashMap::new();
+    let mut taken = HashMap::new();
+    for &name in &file_names {
+        let engine = match name
+            .strip_prefix("upsamples.")
+            .and_then(|r| r.split_once('.'))
+        {
+            Some((idx, tail)) => {
+                let Some(i) = canonical_index(idx) else {
+                    bail!(
+                        "tensor '{name}' has upsample index '{idx}'; expected a plain decimal \
+                         index (0, 1, ..., no leading zeros)"
+                    );
+                };
+                match i.checked_add(shift) {
+                    Some(j) => format!("upsamples.{j}.{tail}"),
+                    None => bail!("tensor '{name}' has an upsample index too large to renumber"),
+                }
+            }
+            None => name.to_string(),
+        };
+        if let Some(other) = taken.insert(engine.clone(), name) {
+            bail!("tensors '{other}' and '{name}' both name '{engine}'");
+        }
+        map.insert(name.to_string(), engine);
     }
-    let mut renamed: Vec<(usize, String, String)> = params
-        .keys()
-        .filter_map(|k| {
-            let (idx, tail) = k.strip_prefix("upsamples.")?.split_once('.')?;
-            let i: usize = idx.parse().ok()?;
-            Some((i, k.clone(), format!("upsamples.{}.{tail}", i + 1)))
-        })
+    Ok(map)
+}
+
+/// `idx` as an index if it is written as Rust writes one (so `00`, `+1` or ` 1` are not).
+fn canonical_index(idx: &str) -> Option<usize> {
+    let i: usize = idx.parse().ok()?;
+    (i.to_string() == idx).then_some(i)
+}
+
+/// `params` are exactly the tensors `cfg` needs, with their shapes (for parameters that did not
+/// come through `parse`, e.g. built in code).
+pub fn check_params(cfg: &UNetConfig, params: &Params) -> Result<()> {
+    let shapes: ParamTable = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape().to_vec()))
         .collect();
-    renamed.sort_by_key(|r| std::cmp::Reverse(r.0)); // highest first, so no rename overwrites a source
-    for (_, old, new) in renamed {
-        let t = params.remove(&old).expect("key listed above");
-        params.insert(new, t);
-    }
+    check_against_table(&shapes, &cfg.param_table())
 }
 
 /// Every expected tensor present with its shape, nothing else.
@@ -135,6 +223,12 @@ fn list(names: &[&String]) -> String {
 
 /// Write parameters as safetensors with string metadata.
 pub fn save(path: &Path, params: &Params, metadata: HashMap<String, String>) -> Result<()> {
+    let out = serialize(params, metadata)?;
+    std::fs::write(path, out).map_err(|e| io_error(path, e))
+}
+
+/// The safetensors bytes `save` writes.
+pub fn serialize(params: &Params, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = params
         .iter()
         .map(|(k, t)| {
@@ -153,9 +247,7 @@ pub fn save(path: &Path, params: &Params, metadata: HashMap<String, String>) -> 
             Ok((k.clone(), v))
         })
         .collect::<Result<_>>()?;
-    let out = safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| Error::internal(e.to_string()))?;
-    std::fs::write(path, out).map_err(|e| io_error(path, e))
+    safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// Metadata the engine writes: the head count and the whole config as JSON.
@@ -229,13 +321,47 @@ mod tests {
     }
 
     fn to_bytes(params: &Params, meta: HashMap<String, String>) -> Vec<u8> {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("diffrecon-w-{}-{k}", std::process::id()));
-        save(&dir, params, meta).unwrap();
-        let b = std::fs::read(&dir).unwrap();
-        std::fs::remove_file(&dir).ok();
-        b
+        serialize(params, meta).unwrap()
+    }
+
+    /// A safetensors file written by hand, so that shapes and names no writer would produce
+    /// (zero-element tensors with huge dimensions, odd indices) can be tried. Tensors are
+    /// float32 with the given bytes.
+    fn raw_file(tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
+        for (name, shape, data) in tensors {
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F32", "shape": shape,
+                                   "data_offsets": [offset, offset + data.len()]}),
+            );
+            offset += data.len();
+        }
+        let text = serde_json::Value::Object(header).to_string();
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(text.as_bytes());
+        for (_, _, data) in tensors {
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn entries(params: &Params) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+        params
+            .iter()
+            .map(|(k, t)| {
+                let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+                (k.clone(), t.shape().to_vec(), bytes)
+            })
+            .collect()
+    }
+
+    /// `parse` must refuse `bytes` as an input error whose message contains `want`.
+    fn refused(bytes: &[u8], want: &str) {
+        let e = parse(bytes, Some(2)).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains(want), "wanted '{want}' in: {e}");
     }
 
     #[test]
@@ -307,6 +433,147 @@ mod tests {
         assert_eq!(
             parse(&to_bytes(&p, HashMap::new()), Some(2)).unwrap().0,
             cfg
+        );
+    }
+
+    #[test]
+    fn a_first_channel_multiplier_other_than_1_is_refused() {
+        let cfg = UNetConfig {
+            channel_mults: vec![2, 2],
+            attn_levels: vec![],
+            ..small()
+        };
+        refused(
+            &to_bytes(&synthetic(&cfg, 1), HashMap::new()),
+            "level 0 is 2, not 1",
+        );
+    }
+
+    #[test]
+    fn more_levels_than_the_cap_are_refused() {
+        for levels in [13, 65] {
+            let cfg = UNetConfig {
+                channel_mults: vec![1; levels],
+                attn_levels: vec![],
+                ..small()
+            };
+            refused(
+                &to_bytes(&synthetic(&cfg, 1), HashMap::new()),
+                "more than 12 levels",
+            );
+        }
+    }
+
+    #[test]
+    fn zero_element_tensors_with_huge_dimensions_are_refused() {
+        let good = entries(&synthetic(&small(), 1));
+        let cases: [(&str, Vec<usize>, &str); 6] = [
+            ("init.weight", vec![1 << 62, 0, 3, 3], "zero size"),
+            (
+                "init.weight",
+                vec![1 << 62, 1, 0, 3],
+                "not a multiple of base_ch",
+            ),
+            ("init.weight", vec![0, 1 << 62, 3, 3], "zero size"),
+            ("time_mlp.0.weight", vec![0, 1 << 62], "time_dim"),
+            (
+                "down_blocks.1.1.conv1.weight",
+                vec![8 << 58, 0, 3, 3],
+                "at most 8192",
+            ),
+            (
+                "extra",
+                vec![0, usize::MAX, usize::MAX],
+                "unexpected tensor",
+            ),
+        ];
+        for (name, shape, want) in cases {
+            let mut t: Vec<_> = good.iter().filter(|e| e.0 != name).cloned().collect();
+            t.push((name.to_string(), shape, vec![]));
+            refused(&raw_file(&t), want);
+        }
+    }
+
+    #[test]
+    fn odd_upsample_indices_cannot_replace_a_real_tensor() {
+        // Contiguous numbering (upsamples.0 → upsamples.1) plus a second spelling of index 0,
+        // or an index that overflows when renumbered.
+        let mut p = synthetic(&small(), 1);
+        for suffix in ["weight", "bias"] {
+            let t = p.remove(&format!("upsamples.1.conv.{suffix}")).unwrap();
+            p.insert(format!("upsamples.0.conv.{suffix}"), t);
+        }
+        let base = entries(&p);
+        let w = p["upsamples.0.conv.weight"].clone();
+        let zeros: Vec<u8> = vec![0; 4 * w.len()];
+        for (idx, want) in [
+            ("00", "upsample index '00'"),
+            ("+0", "upsample index '+0'"),
+            ("18446744073709551615", "too large to renumber"),
+        ] {
+            let mut t = base.clone();
+            t.push((
+                format!("upsamples.{idx}.conv.weight"),
+                w.shape().to_vec(),
+                zeros.clone(),
+            ));
+            refused(&raw_file(&t), want);
+        }
+        // Without the renumbering the same names are simply not part of the model.
+        let mut t = entries(&synthetic(&small(), 1));
+        t.push((
+            "upsamples.18446744073709551615.conv.weight".into(),
+            w.shape().to_vec(),
+            zeros,
+        ));
+        refused(&raw_file(&t), "unexpected tensor");
+    }
+
+    #[test]
+    fn weights_that_would_overflow_the_forward_are_refused() {
+        let mut p = synthetic(&small(), 1);
+        p.get_mut("mid_block1.conv1.weight").unwrap().data_mut()[5] = 3e38;
+        refused(
+            &to_bytes(&p, HashMap::new()),
+            "tensor 'mid_block1.conv1.weight' holds 3e38 at flat index 5",
+        );
+        let mut p = synthetic(&small(), 1);
+        p.get_mut("out_norm.weight").unwrap().data_mut()[0] = -2e4;
+        refused(&to_bytes(&p, HashMap::new()), "out_norm.weight");
+        let mut p = synthetic(&small(), 1);
+        p.get_mut("out_norm.weight").unwrap().data_mut()[0] = MAX_WEIGHT_MAGNITUDE;
+        assert!(parse(&to_bytes(&p, HashMap::new()), Some(2)).is_ok());
+    }
+
+    #[test]
+    fn hostile_headers_and_dtypes_are_input_errors() {
+        let good = to_bytes(&synthetic(&small(), 1), HashMap::new());
+        let mut huge = good.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        refused(&huge, "not a valid safetensors file");
+        let mut long = good.clone();
+        long[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+        refused(&long, "not a valid safetensors file");
+        let mut f16 = good;
+        let at = f16
+            .windows(5)
+            .position(|w| w == b"\"F32\"")
+            .expect("a dtype in the header");
+        f16[at + 1..at + 4].copy_from_slice(b"I32");
+        refused(&f16, "must be float32");
+    }
+
+    #[test]
+    fn the_bundled_prior_loads_and_ignores_the_timestep() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/prior.safetensors");
+        let (cfg, _) = load(&path, None).unwrap();
+        assert_eq!(cfg.base_ch, 16);
+        assert!(cfg.time_embedding_vanishes());
+        let warning = vanishing_time_warning(&path, &cfg);
+        assert!(!warning.contains('\n'), "one line: {warning}");
+        assert!(
+            warning.starts_with("warning: ") && warning.contains("ignores the timestep"),
+            "{warning}"
         );
     }
 }

@@ -113,28 +113,10 @@ pub fn group_norm_vjp(
         });
 }
 
-/// GroupNorm's group count: the largest divisor of `c` that is at most 32.
-pub fn groups_for(c: usize) -> usize {
-    (1..=c.min(32))
-        .rev()
-        .find(|&d| c.is_multiple_of(d))
-        .unwrap_or(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
-
-    #[test]
-    fn group_counts() {
-        assert_eq!(groups_for(64), 32);
-        assert_eq!(groups_for(36), 18);
-        assert_eq!(groups_for(24), 24);
-        assert_eq!(groups_for(48), 24);
-        assert_eq!(groups_for(7), 7);
-        assert_eq!(groups_for(1), 1);
-    }
 
     #[test]
     fn normalised_groups_have_zero_mean_unit_variance() {

@@ -13,10 +13,10 @@ pub mod math;
 pub mod tv;
 
 use super::{AttnParams, Backend, CtGeometry};
-use rayon::prelude::*;
 use crate::error::Result;
 use crate::precision::Precision;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// The CPU backend; `precision` rounds the GEMMs' operands as the GPU's tensor-core path does
 /// (an emulation, for reproducing and measuring that path without a GPU).
@@ -57,7 +57,9 @@ fn ct_operands(
 /// h and w divisible by a factor f ≥ 1.
 fn block_fits(h: usize, w: usize, f: usize) -> Result<()> {
     if f == 0 || !h.is_multiple_of(f) || !w.is_multiple_of(f) {
-        return Err(internal(format!("downsample: {h}×{w} is not divisible by {f}")));
+        return Err(internal(format!(
+            "downsample: {h}×{w} is not divisible by {f}"
+        )));
     }
     Ok(())
 }
@@ -326,7 +328,11 @@ impl Backend for CpuBackend {
         let (n, c, ho, wo) = dims4(y);
         let (h, w) = match (ho.checked_mul(f), wo.checked_mul(f)) {
             (Some(h), Some(w)) if f > 0 => (h, w),
-            _ => return Err(internal(format!("downsample_adjoint: factor {f} on {ho}×{wo}"))),
+            _ => {
+                return Err(internal(format!(
+                    "downsample_adjoint: factor {f} on {ho}×{wo}"
+                )))
+            }
         };
         let mut out = out_like(&[n, c, h, w]);
         downsample::downsample_adjoint(y.data(), h, w, f, out.data_mut());

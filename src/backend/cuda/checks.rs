@@ -4,6 +4,7 @@
 //! asserts require, as an error instead of a panic. A mismatch between operands is the
 //! caller's bug (the UNet and the samplers validate user input at the top): `Error::Internal`.
 
+use crate::backend::CtGeometry;
 use crate::error::{Error, Result};
 
 /// Elements of a shape, None on overflow.
@@ -79,6 +80,66 @@ pub(super) fn blur_kernel(op: &str, kernel: &[usize]) -> Result<usize> {
         [k, k2] if k == k2 && k % 2 == 1 => Ok(k),
         _ => Err(Error::internal(format!(
             "{op}: blur kernel of shape {kernel:?}, expected (k, k) with k odd"
+        ))),
+    }
+}
+
+/// `what` has exactly the shape `want` (the operands the CPU twin requires to be alike).
+pub(super) fn check_shape(op: &str, what: &str, shape: &[usize], want: &[usize]) -> Result<()> {
+    if shape != want {
+        return Err(Error::internal(format!(
+            "{op}: {what} has shape {shape:?}, expected {want:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A CT op's operands: the geometry within `CtGeometry::new`'s bounds (which keep a slice's
+/// sizes far below the kernels' ints), `stack` of shape (n, 1, rows, cols) with (rows, cols) =
+/// `plane` of the geometry, and the angle table (views, 2). Returns n.
+pub(super) fn ct_operands(
+    op: &str,
+    stack: &[usize],
+    plane: [usize; 2],
+    g: &CtGeometry,
+    angles: &[usize],
+) -> Result<usize> {
+    CtGeometry::new(g.height, g.width, g.views, Some(g.detectors), g.arc_degrees)
+        .map_err(|e| Error::internal(format!("{op}: geometry {g:?}: {e}")))?;
+    let n = match *stack {
+        [n, 1, rows, cols] if [rows, cols] == plane => n,
+        _ => {
+            return Err(Error::internal(format!(
+                "{op}: operand of shape {stack:?}, expected (n, 1, {}, {})",
+                plane[0], plane[1]
+            )))
+        }
+    };
+    check_shape(op, "the angle table", angles, &[g.views, 2])?;
+    Ok(n)
+}
+
+/// (n, c, h, w) of downsample's input: a factor f ≥ 1 that divides h and w.
+pub(super) fn downsample_dims(x: &[usize], f: usize) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = nchw("downsample", "x", x)?;
+    if f == 0 || h % f != 0 || w % f != 0 {
+        return Err(Error::internal(format!(
+            "downsample: x of shape {x:?} is not divisible into {f}×{f} blocks"
+        )));
+    }
+    Ok((n, c, h, w))
+}
+
+/// (n, c, h, w) of downsample_adjoint's full-size output for y (n, c, h/f, w/f), f ≥ 1.
+pub(super) fn downsample_adjoint_dims(
+    y: &[usize],
+    f: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, ho, wo) = nchw("downsample_adjoint", "y", y)?;
+    match (ho.checked_mul(f), wo.checked_mul(f)) {
+        (Some(h), Some(w)) if f > 0 => Ok((n, c, h, w)),
+        _ => Err(Error::internal(format!(
+            "downsample_adjoint: factor {f} on y of shape {y:?}"
         ))),
     }
 }
@@ -300,5 +361,81 @@ mod tests {
             p[bad] = &[1];
             is_internal(check_attention("attention", &x, p, 2), "attention");
         }
+    }
+
+    #[test]
+    fn ct_operands_follow_the_geometry() {
+        let g = CtGeometry::new(24, 20, 7, None, 120.0).unwrap();
+        let d = g.detectors;
+        assert_eq!(
+            ct_operands("p", &[3, 1, 24, 20], [24, 20], &g, &[7, 2]),
+            Ok(3)
+        );
+        assert_eq!(ct_operands("b", &[2, 1, 7, d], [7, d], &g, &[7, 2]), Ok(2));
+        is_internal(
+            ct_operands("ct_project", &[3, 1, 20, 24], [24, 20], &g, &[7, 2]),
+            "ct_project: operand of shape [3, 1, 20, 24]",
+        );
+        is_internal(
+            ct_operands("p", &[3, 2, 24, 20], [24, 20], &g, &[7, 2]),
+            "(n, 1, 24, 20)",
+        );
+        is_internal(
+            ct_operands("p", &[24, 20], [24, 20], &g, &[7, 2]),
+            "(n, 1, 24, 20)",
+        );
+        is_internal(
+            ct_operands("p", &[1, 1, 24, 20], [24, 20], &g, &[14]),
+            "angle table",
+        );
+        is_internal(
+            ct_operands("p", &[1, 1, 24, 20], [24, 20], &g, &[6, 2]),
+            "[7, 2]",
+        );
+        // A geometry built by hand past CtGeometry::new's bounds.
+        let bad = CtGeometry {
+            views: 0,
+            ..g.clone()
+        };
+        is_internal(
+            ct_operands("p", &[1, 1, 24, 20], [24, 20], &bad, &[0, 2]),
+            "views",
+        );
+        let huge = CtGeometry {
+            detectors: usize::MAX,
+            ..g
+        };
+        is_internal(
+            ct_operands(
+                "ct_backproject",
+                &[1, 1, 7, usize::MAX],
+                [7, usize::MAX],
+                &huge,
+                &[7, 2],
+            ),
+            "ct_backproject: geometry",
+        );
+    }
+
+    #[test]
+    fn downsample_factors_divide_the_image() {
+        assert_eq!(downsample_dims(&[3, 1, 21, 15], 3), Ok((3, 1, 21, 15)));
+        is_internal(downsample_dims(&[3, 1, 21, 15], 2), "2×2 blocks");
+        is_internal(downsample_dims(&[3, 1, 21, 15], 0), "0×0 blocks");
+        is_internal(downsample_dims(&[21, 15], 3), "(n, c, h, w)");
+        assert_eq!(
+            downsample_adjoint_dims(&[3, 1, 7, 5], 3),
+            Ok((3, 1, 21, 15))
+        );
+        is_internal(downsample_adjoint_dims(&[3, 1, 7, 5], 0), "factor 0");
+        is_internal(
+            downsample_adjoint_dims(&[1, 1, usize::MAX, 5], 2),
+            "factor 2",
+        );
+        assert!(check_shape("inpaint_mask", "m", &[19, 23], &[19, 23]).is_ok());
+        is_internal(
+            check_shape("inpaint_mask", "m", &[1, 1, 19, 23], &[19, 23]),
+            "m has shape",
+        );
     }
 }

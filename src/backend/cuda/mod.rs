@@ -10,22 +10,28 @@
 //! one-line forwards; tensor.rs the device tensor; launch.rs the launch plumbing; each op family
 //! has a file named like its kernels/<family>.cu and its CPU twin src/backend/cpu/<family>.rs
 //! (diffpir.rs and cg.rs: the fused sampler steps and the device CG solve), each declaring the
-//! kernels it loads. graph.rs, pool.rs, profile.rs: CUDA graphs, the buffer pool, the profiler.
+//! kernels it loads; planes.rs the per-plane grid of the operators' kernels. graph.rs, pool.rs,
+//! profile.rs: CUDA graphs, the buffer pool, the profiler.
 
 mod attention;
 mod blur;
 mod cg;
 mod checks;
 mod conv;
+mod ct;
 mod diffpir;
+mod downsample;
 mod elementwise;
 mod gemm;
 mod graph;
 mod groupnorm;
+mod inpaint;
 mod launch;
+mod planes;
 mod pool;
 mod profile;
 mod tensor;
+mod tv;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -124,6 +130,10 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ("attention", attention::KERNELS),
     ("blur", blur::KERNELS),
     ("diffpir", diffpir::KERNELS),
+    ("ct", ct::KERNELS),
+    ("downsample", downsample::KERNELS),
+    ("inpaint", inpaint::KERNELS),
+    ("tv", tv::KERNELS),
 ];
 
 impl CudaBackend {
@@ -459,56 +469,51 @@ impl Backend for CudaBackend {
         CudaBackend::blur(self, x, kernel, adjoint)
     }
 
-    fn ct_project(&self, _x: &CudaTensor, _g: &CtGeometry, _a: &CudaTensor) -> Result<CudaTensor> {
-        bail!("TODO(operators): CT kernels not wired yet")
+    fn ct_project(&self, x: &CudaTensor, g: &CtGeometry, a: &CudaTensor) -> Result<CudaTensor> {
+        CudaBackend::ct_project(self, x, g, a)
     }
 
-    fn ct_backproject(
-        &self,
-        _s: &CudaTensor,
-        _g: &CtGeometry,
-        _a: &CudaTensor,
-    ) -> Result<CudaTensor> {
-        bail!("TODO(operators): CT kernels not wired yet")
+    fn ct_backproject(&self, s: &CudaTensor, g: &CtGeometry, a: &CudaTensor) -> Result<CudaTensor> {
+        CudaBackend::ct_backproject(self, s, g, a)
     }
 
-    fn ct_ramp_filter(&self, _s: &CudaTensor) -> Result<CudaTensor> {
-        bail!("TODO(operators): CT kernels not wired yet")
+    fn ct_ramp_filter(&self, s: &CudaTensor) -> Result<CudaTensor> {
+        CudaBackend::ct_ramp_filter(self, s)
     }
 
-    fn downsample(&self, _x: &CudaTensor, _f: usize) -> Result<CudaTensor> {
-        bail!("TODO(operators): downsample kernels not wired yet")
+    fn downsample(&self, x: &CudaTensor, f: usize) -> Result<CudaTensor> {
+        CudaBackend::downsample(self, x, f)
     }
 
-    fn downsample_adjoint(&self, _y: &CudaTensor, _f: usize) -> Result<CudaTensor> {
-        bail!("TODO(operators): downsample kernels not wired yet")
+    fn downsample_adjoint(&self, y: &CudaTensor, f: usize) -> Result<CudaTensor> {
+        CudaBackend::downsample_adjoint(self, y, f)
     }
 
-    fn inpaint_mask(&self, _x: &CudaTensor, _m: &CudaTensor) -> Result<CudaTensor> {
-        bail!("TODO(operators): inpaint kernels not wired yet")
+    fn inpaint_mask(&self, x: &CudaTensor, m: &CudaTensor) -> Result<CudaTensor> {
+        CudaBackend::inpaint_mask(self, x, m)
     }
 
     fn tv_dual_update(
         &self,
-        _px: &mut CudaTensor,
-        _py: &mut CudaTensor,
-        _xbar: &CudaTensor,
-        _step: f32,
-        _lam: f32,
+        px: &mut CudaTensor,
+        py: &mut CudaTensor,
+        xbar: &CudaTensor,
+        step: f32,
+        lam: f32,
     ) -> Result<()> {
-        bail!("TODO(operators): TV kernels not wired yet")
+        CudaBackend::tv_dual_update(self, px, py, xbar, step, lam)
     }
 
     fn tv_primal_update(
         &self,
-        _x: &mut CudaTensor,
-        _xbar: &mut CudaTensor,
-        _atq: &CudaTensor,
-        _px: &CudaTensor,
-        _py: &CudaTensor,
-        _step: f32,
+        x: &mut CudaTensor,
+        xbar: &mut CudaTensor,
+        atq: &CudaTensor,
+        px: &CudaTensor,
+        py: &CudaTensor,
+        step: f32,
     ) -> Result<()> {
-        bail!("TODO(operators): TV kernels not wired yet")
+        CudaBackend::tv_primal_update(self, x, xbar, atq, px, py, step)
     }
 
     fn lincomb(&self, a: &CudaTensor, ca: f32, b: &CudaTensor, cb: f32) -> Result<CudaTensor> {
