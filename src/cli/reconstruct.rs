@@ -10,11 +10,10 @@ use crate::metrics;
 use crate::operators::Operator;
 use crate::precision::Precision;
 use crate::progress::ProgressBar;
-use crate::rng::{normal_tensor, slice_noise};
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::dps::DpsParams;
 use crate::tensor::Tensor;
-use crate::{bail, spread};
+use crate::{api, bail, spread};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -157,18 +156,13 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
 /// The largest batch `reconstruct` builds from slices × samples (memory grows with it).
 const MAX_BATCH: usize = 4096;
 
-/// Starting noise: one stream per slice (seed + slice index) for the published samplers and
-/// for several samples; the notebook's DPS keeps one stream over the batch.
+/// Starting noise, as the embedding API draws it (`api::starting_noise`).
 fn starting_noise(kind: SamplerKind, shape: &[usize], seed: u64, samples: usize) -> Tensor {
-    if kind == SamplerKind::Dps && samples == 1 {
-        normal_tensor(shape, seed)
-    } else {
-        slice_noise(shape, &slice_seeds(seed, shape[0]), 0)
-    }
-}
-
-fn slice_seeds(seed: u64, n: usize) -> Vec<u64> {
-    (0..n as u64).map(|i| seed.wrapping_add(i)).collect()
+    let sampler = match kind {
+        SamplerKind::Dps => api::Sampler::Dps(Default::default()),
+        _ => api::Sampler::default(),
+    };
+    api::starting_noise(&sampler, shape, seed, samples)
 }
 
 /// The per-pixel std beside `out`: OUT_std.npy (raw, model-space units) and OUT_std.png
@@ -184,9 +178,34 @@ fn write_std(out: &Path, std: &Tensor) -> Result<()> {
 }
 
 /// Default λ of the baselines: the best of `evaluate`'s λ grid on its 32 phantoms (README).
-pub const DEFAULT_TIKHONOV_LAMBDA: f64 = 3e-3;
-pub const DEFAULT_TV_LAMBDA: f64 = 3e-4;
+pub use crate::api::{DEFAULT_TIKHONOV_LAMBDA, DEFAULT_TV_LAMBDA};
 
+/// The flags' sampler as the embedding API's (its parameters checked).
+fn api_sampler(args: &SamplerArgs) -> Result<api::Sampler> {
+    let s = match args.sampler {
+        SamplerKind::Dps => api::Sampler::Dps(DpsParams {
+            steps: steps(args.steps)?,
+            guidance: args.guidance,
+            sigma_y: args.sigma_y,
+        }),
+        SamplerKind::Diffpir => api::Sampler::Diffpir(DiffPirParams {
+            steps: steps(args.steps)?,
+            tau: args.tau,
+        }),
+        SamplerKind::DiffpirPnp => api::Sampler::DiffpirPnp(args.diffpir_pnp()?),
+        SamplerKind::DpsPaper => api::Sampler::DpsPaper(args.dps_paper()?),
+        SamplerKind::Tikhonov => api::Sampler::Tikhonov {
+            lambda: args.lambda,
+        },
+        SamplerKind::Tv => api::Sampler::Tv {
+            lambda: args.lambda,
+        },
+        SamplerKind::Fbp => api::Sampler::Fbp,
+    };
+    Ok(s)
+}
+
+/// One run of the sampler over the (tiled) batch, through the embedding API.
 fn run_sampler(
     engine: &dyn Model,
     args: &SamplerArgs,
@@ -195,44 +214,17 @@ fn run_sampler(
     x_t: &Tensor,
     seed: u64,
 ) -> Result<Tensor> {
-    let seeds = slice_seeds(seed, y.shape()[0]);
-    let steps = steps(args.steps)?;
+    let sampler = api_sampler(args)?;
     let mut bar = ProgressBar::new(sampler_name(args.sampler));
     let mut progress = |d: usize, t: usize| bar.update(d, t);
-    match args.sampler {
-        SamplerKind::Dps => {
-            let p = DpsParams {
-                steps,
-                guidance: args.guidance,
-                sigma_y: args.sigma_y,
-            };
-            engine.dps(y, kernel, x_t, &p, &mut progress)
-        }
-        SamplerKind::Diffpir => engine.diffpir(
-            y,
-            kernel,
-            &DiffPirParams {
-                steps,
-                tau: args.tau,
-            },
-            &mut progress,
-        ),
-        SamplerKind::DiffpirPnp => {
-            let (x, cg) =
-                engine.diffpir_pnp(y, kernel, &args.diffpir_pnp()?, &seeds, &mut progress)?;
-            eprintln!(
-                "CG: {} proximal solves, at most {} iterations each, worst relative residual {:.2e}",
-                cg.solves, cg.iters, cg.rel_residual
-            );
-            Ok(x)
-        }
-        SamplerKind::DpsPaper => {
-            engine.dps_paper(y, kernel, x_t, &args.dps_paper()?, &seeds, &mut progress)
-        }
-        SamplerKind::Tikhonov | SamplerKind::Tv | SamplerKind::Fbp => {
-            run_baseline(engine, args, y, kernel)
-        }
+    let (x, cg) = api::sample(engine, y, kernel, &sampler, Some(x_t), seed, &mut progress)?;
+    if let Some(cg) = cg {
+        eprintln!(
+            "CG: {} proximal solves, at most {} iterations each, worst relative residual {:.2e}",
+            cg.solves, cg.iters, cg.rel_residual
+        );
     }
+    Ok(x)
 }
 
 fn run_baseline(
@@ -241,13 +233,5 @@ fn run_baseline(
     y: &Tensor,
     op: &Operator,
 ) -> Result<Tensor> {
-    // The defaults are in units of ‖A‖² (the data term's scale; 1 for blur).
-    let unit = op.norm().powi(2);
-    match args.sampler {
-        SamplerKind::Tikhonov => {
-            solver.tikhonov(y, op, args.lambda.unwrap_or(DEFAULT_TIKHONOV_LAMBDA * unit))
-        }
-        SamplerKind::Fbp => solver.estimate(y, op),
-        _ => solver.total_variation(y, op, args.lambda.unwrap_or(DEFAULT_TV_LAMBDA * unit)),
-    }
+    api::baseline(solver, y, op, &api_sampler(args)?)
 }
