@@ -213,3 +213,145 @@ pub fn profiles(timings: &[Timing]) -> String {
     }
     s
 }
+
+/// One row of `bench --latency`: a fresh model load, the first reconstruction after it
+/// (cold), then the warm runs of the same slice.
+pub struct Latency {
+    pub steps: usize,
+    /// The model load alone, in milliseconds.
+    pub load_ms: f64,
+    /// From before the load to the first result: load + first reconstruction.
+    pub cold_ms: f64,
+    /// The warm reconstructions' times, sorted ascending (at least one).
+    pub warm_ms: Vec<f64>,
+}
+
+/// The percentiles of the latency table, as whole percents (100 = the maximum).
+pub const LATENCY_PERCENTILES: [usize; 4] = [50, 95, 99, 100];
+
+impl Latency {
+    /// Times `load`, then `reconstruct` once on the loaded model (the cold result), then
+    /// `runs` (≥ 1) more reconstructions one at a time. The model is dropped at the end, so
+    /// the next row's load is a fresh one. Each reconstruction returns its image on the host,
+    /// so device work is included.
+    pub fn measure(
+        steps: usize,
+        runs: usize,
+        load: &mut dyn FnMut() -> Result<Box<dyn Model>>,
+        reconstruct: &mut dyn FnMut(&dyn Model) -> Result<Tensor>,
+    ) -> Result<Latency> {
+        let start = Instant::now();
+        let model = load()?;
+        let load_ms = ms_since(start);
+        reconstruct(model.as_ref())?;
+        let cold_ms = ms_since(start);
+        let mut warm_ms = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let start = Instant::now();
+            reconstruct(model.as_ref())?;
+            warm_ms.push(ms_since(start));
+        }
+        warm_ms.sort_by(f64::total_cmp);
+        Ok(Latency {
+            steps,
+            load_ms,
+            cold_ms,
+            warm_ms,
+        })
+    }
+
+    /// The warm runs' `p`-th percentile by nearest rank (see [`nearest_rank`]).
+    pub fn percentile(&self, p: usize) -> f64 {
+        nearest_rank(&self.warm_ms, p)
+    }
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// The `p`-th percentile (1 ≤ p ≤ 100) of ascending `sorted` samples by nearest rank: the
+/// ⌈p·n/100⌉-th smallest, always one of the samples (p = 100 is the maximum). Integer
+/// arithmetic, so no rounding moves a rank.
+pub fn nearest_rank(sorted: &[f64], p: usize) -> f64 {
+    assert!(
+        !sorted.is_empty() && (1..=100).contains(&p),
+        "nearest_rank needs samples and 1 ≤ p ≤ 100"
+    );
+    let rank = (p * sorted.len()).div_ceil(100);
+    sorted[rank - 1]
+}
+
+/// The latency rows as a markdown table, in milliseconds.
+pub fn latency_table(rows: &[Latency]) -> String {
+    let mut s = String::from(
+        "| steps | warm runs | load ms | cold ms | p50 ms | p95 ms | p99 ms | max ms |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.1} | {:.1} |",
+            r.steps,
+            r.warm_ms.len(),
+            r.load_ms,
+            r.cold_ms
+        );
+        for p in LATENCY_PERCENTILES {
+            s += &format!(" {:.1} |", r.percentile(p));
+        }
+        s += "\n";
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_picks_the_ceil_rank_sample() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        // ⌈0.5·20⌉ = 10, ⌈0.95·20⌉ = 19, ⌈0.99·20⌉ = 20.
+        assert_eq!(nearest_rank(&v, 50), 10.0);
+        assert_eq!(nearest_rank(&v, 95), 19.0);
+        assert_eq!(nearest_rank(&v, 99), 20.0);
+        assert_eq!(nearest_rank(&v, 100), 20.0);
+        assert_eq!(nearest_rank(&v, 1), 1.0);
+        // One sample is every percentile; three samples: p50 is the 2nd, p95 the 3rd.
+        assert_eq!(nearest_rank(&[7.0], 50), 7.0);
+        assert_eq!(nearest_rank(&[1.0, 2.0, 3.0], 50), 2.0);
+        assert_eq!(nearest_rank(&[1.0, 2.0, 3.0], 95), 3.0);
+        // 200 samples: p99 is the 198th, below the maximum.
+        let w: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(nearest_rank(&w, 99), 198.0);
+        assert_eq!(nearest_rank(&w, 95), 190.0);
+    }
+
+    #[test]
+    fn latency_runs_are_timed_one_by_one_after_the_cold_run() {
+        let calls = std::cell::Cell::new(0);
+        let mut load = || -> Result<Box<dyn Model>> {
+            crate::engine::synthetic(
+                &crate::unet::UNetConfig::notebook(),
+                1,
+                crate::engine::Device::Cpu,
+                crate::precision::Precision::F32,
+            )
+        };
+        let mut rec = |_: &dyn Model| -> Result<Tensor> {
+            calls.set(calls.get() + 1);
+            // Run i sleeps i ms: the warm samples must come out sorted and at least that long.
+            std::thread::sleep(std::time::Duration::from_millis(calls.get()));
+            Tensor::new(vec![1], vec![0.0])
+        };
+        let l = Latency::measure(2, 4, &mut load, &mut rec).unwrap();
+        assert_eq!(calls.get(), 5);
+        assert_eq!(l.warm_ms.len(), 4);
+        assert!(l.warm_ms.windows(2).all(|w| w[0] <= w[1]));
+        assert!(l.warm_ms[0] >= 2.0 && l.percentile(100) >= 5.0);
+        assert!(l.cold_ms >= l.load_ms + 1.0);
+        let table = latency_table(&[l]);
+        assert!(table.starts_with("| steps | warm runs | load ms | cold ms | p50 ms |"));
+        assert_eq!(table.lines().nth(2).unwrap().split('|').count(), 10);
+    }
+}
