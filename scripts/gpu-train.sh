@@ -66,6 +66,10 @@
 #   env $common GPU_TRAIN_MINUTES=0.2 GPU_TRAIN_WORK=$d/w3 GPU_TRAIN_GPU_DIR=$d/g OUT=$d/o3 \
 #     bash scripts/gpu-train.sh
 # (--max-file-mib 0.2 makes the 0.36 MiB tiny export come back in two parts, as the real one.)
+# And with a real .gpu/ (GPU_PREPARE_TRAIN_SET=100 scripts/gpu-prepare.sh: 32.3 MiB, the
+# carried 64x64 set) and no GPU_TRAIN_GPU_DIR/ENGINE/PHANTOMS/SIZE overrides. At full size,
+# the notebook config's f16 export (24,731,858 bytes) was written as two parts (15 MiB + 8.6
+# MiB) by two CPU steps of --notebook, joined with cat and loaded by `diffrecon eps`.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
