@@ -5,6 +5,9 @@
 #   scripts/gpu-prepare.sh        then, on the device tool:
 #   run(command="bash scripts/gpu-check.sh", carry=[".gpu"], timeout_s=540)
 #
+#   GPU_PREPARE_TRAIN_SET=N scripts/gpu-prepare.sh   also carries N training phantoms for
+#   scripts/gpu-train.sh (.gpu/train/phantoms.npy; by default gpu-train.sh generates them there)
+#
 # Steps: installs nvcc 13.0 into .toolchain/ if missing (scripts/install-nvcc.sh); builds, with
 # DIFFRECON_REQUIRE_KERNELS=1 (every kernel compiled and embedded, or the build fails), the
 # release binary and the test binaries `cuda_parity` and `golden`; checks that the kernels are
@@ -100,6 +103,16 @@ cp -r tests/golden "$dest/tests/golden"
 mkdir -p "$dest/weights"
 cp weights/prior.safetensors "$dest/weights/"
 cp tools/reference.py tools/torch_bench.py "$dest/"
+# The prior's training set for scripts/gpu-train.sh, only when asked: by default the engine
+# generates it on the device (64000 phantoms in seconds on its 16 cores), which costs no carry.
+# GPU_PREPARE_TRAIN_SET=N carries N 64x64 phantoms (seed 0), 16 KiB each as float32: N <= ~1500
+# keeps .gpu/ under its limit beside the test binaries.
+train_set="${GPU_PREPARE_TRAIN_SET:-0}"
+if [[ "$train_set" != 0 ]]; then
+    step "training set: $train_set phantoms"
+    mkdir -p "$dest/train"
+    "$dest/diffrecon" phantoms --count "$train_set" --seed 0 --size 64 --out "$dest/train/phantoms.npy"
+fi
 
 step "checks"
 # 1. Kernels embedded in the stripped test binary: the spill test reads the ptxas report and

@@ -197,11 +197,11 @@ fn weight_file_errors() {
         "mid_block2.conv2.bias",
     );
 
-    // A float16 tensor among float32 ones.
-    let f16 = tmp("f16.safetensors");
-    let half: Vec<u8> = vec![0u8; 2 * 16];
+    // A float64 tensor among float32 ones (float16 and bfloat16 load, widened to float32).
+    let f64_file = tmp("f64.safetensors");
+    let double: Vec<u8> = vec![0u8; 8 * 16];
     let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![16], &half).unwrap();
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![16], &double).unwrap();
     let (_, params) = weights::load(&golden("small.safetensors"), None).unwrap();
     let raw: Vec<(String, Vec<u8>, Vec<usize>)> = params
         .iter()
@@ -225,10 +225,10 @@ fn weight_file_errors() {
         })
         .collect();
     views.push(("init.bias".into(), view));
-    std::fs::write(&f16, safetensors::serialize(views, &None).unwrap()).unwrap();
+    std::fs::write(&f64_file, safetensors::serialize(views, &None).unwrap()).unwrap();
     fails_with(
-        &reconstruct_args(s(&f16), s(&y), s(&out), &["--sampler", "diffpir"]),
-        "float32",
+        &reconstruct_args(s(&f64_file), s(&y), s(&out), &["--sampler", "diffpir"]),
+        "must be float32, float16 or bfloat16",
     );
 
     // Heads that do not divide the attention width.

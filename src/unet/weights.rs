@@ -72,8 +72,12 @@ pub fn parse(bytes: &[u8], heads_override: Option<usize>) -> Result<(UNetConfig,
         .unwrap_or_default();
     let views = st.tensors();
     for (name, view) in &views {
-        if view.dtype() != Dtype::F32 {
-            bail!("tensor '{name}' is {:?}; every tensor must be float32 (convert with tools/convert_ippy.py)", view.dtype());
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            bail!(
+                "tensor '{name}' is {:?}; every tensor must be float32, float16 or bfloat16 \
+                 (convert with tools/convert_ippy.py)",
+                view.dtype()
+            );
         }
     }
     // File name → engine name, then the shapes under the engine's names.
@@ -90,16 +94,31 @@ pub fn parse(bytes: &[u8], heads_override: Option<usize>) -> Result<(UNetConfig,
     check_against_table(&shapes, &cfg.param_table())?;
     let mut params = Params::new();
     for (name, view) in &views {
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let t = Tensor::new(view.shape().to_vec(), data)?;
+        let t = Tensor::new(view.shape().to_vec(), widen(view.dtype(), view.data()))?;
         check_magnitude(&t, name)?;
         params.insert(names[name.as_str()].clone(), t);
     }
     Ok((cfg, params))
+}
+
+/// Little-endian tensor bytes as f32. F16 and BF16 widen exactly (every half value is an f32),
+/// so compact files change the weights only by the rounding done when they were written.
+/// `dtype` is one of the three `parse` accepts; safetensors has checked the byte count.
+fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    }
 }
 
 /// Finite, and no larger than MAX_WEIGHT_MAGNITUDE.
@@ -554,13 +573,13 @@ mod tests {
         let mut long = good.clone();
         long[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
         refused(&long, "not a valid safetensors file");
-        let mut f16 = good;
-        let at = f16
+        let mut int32 = good;
+        let at = int32
             .windows(5)
             .position(|w| w == b"\"F32\"")
             .expect("a dtype in the header");
-        f16[at + 1..at + 4].copy_from_slice(b"I32");
-        refused(&f16, "must be float32");
+        int32[at + 1..at + 4].copy_from_slice(b"I32");
+        refused(&int32, "must be float32, float16 or bfloat16");
     }
 
     #[test]
@@ -575,5 +594,154 @@ mod tests {
             warning.starts_with("warning: ") && warning.contains("ignores the timestep"),
             "{warning}"
         );
+    }
+
+    /// `params` stored as F16 or BF16 (round to nearest even, as PyTorch and the `half` crate
+    /// convert), with the config metadata.
+    fn half_file(params: &Params, dtype: Dtype) -> Vec<u8> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = params
+            .iter()
+            .map(|(k, t)| {
+                let data = t
+                    .data()
+                    .iter()
+                    .flat_map(|&v| match dtype {
+                        Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
+                        _ => half::bf16::from_f32(v).to_le_bytes(),
+                    })
+                    .collect();
+                (k.clone(), t.shape().to_vec(), data)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(k, s, b)| {
+                let v = safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap();
+                (k.clone(), v)
+            })
+            .collect();
+        safetensors::serialize(views, &None).unwrap()
+    }
+
+    fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for (p, q) in a.data().iter().zip(b.data()) {
+            num += (*p as f64 - *q as f64).powi(2);
+            den += (*q as f64).powi(2);
+        }
+        (num / den).sqrt()
+    }
+
+    /// eps of `params` on `x` at timesteps `t`, on the CPU backend.
+    fn eps_of(cfg: &UNetConfig, params: &Params, x: &Tensor, t: &[f32]) -> Tensor {
+        use crate::backend::cpu::CpuBackend;
+        let be = CpuBackend::default();
+        let net = crate::unet::UNet::new(&be, cfg.clone(), params).unwrap();
+        net.forward(&be, x, t).unwrap()
+    }
+
+    /// Standard normal noise of shape (n, 1, size, size).
+    fn noisy_input(n: usize, size: usize, seed: u64) -> Tensor {
+        let v = crate::rng::Rng::new(seed).normal_vec(n * size * size);
+        Tensor::new(vec![n, 1, size, size], v).unwrap()
+    }
+
+    #[test]
+    fn f16_and_bf16_files_load_widened_and_change_eps_by_their_rounding() {
+        // Base 34: two channels per group, so the time path is live too.
+        let cfg = UNetConfig {
+            base_ch: 34,
+            time_dim: 16,
+            ..small()
+        };
+        let p32 = synthetic(&cfg, 5);
+        let x = noisy_input(2, 16, 9);
+        let t = [50.0, 350.0];
+        let e32 = eps_of(&cfg, &p32, &x, &t);
+        // Measured 2026-12-01: f16 1.21e-3, bf16 1.08e-2 relative L2 (f16 keeps 11 significant
+        // bits, bf16 8: 8.9x apart, as 2^-11 vs 2^-8). Bounds 10x the measured values.
+        let mut errs = Vec::new();
+        for (dtype, bound) in [(Dtype::F16, 1.2e-2), (Dtype::BF16, 1.1e-1)] {
+            let (got_cfg, p) = parse(&half_file(&p32, dtype), Some(2)).unwrap();
+            assert_eq!(got_cfg, cfg, "{dtype:?}");
+            for (name, w) in &p32 {
+                let widened: Vec<u32> = p[name].data().iter().map(|v| v.to_bits()).collect();
+                let rounded: Vec<u32> = w
+                    .data()
+                    .iter()
+                    .map(|&v| match dtype {
+                        Dtype::F16 => half::f16::from_f32(v).to_f32().to_bits(),
+                        _ => half::bf16::from_f32(v).to_f32().to_bits(),
+                    })
+                    .collect();
+                assert_eq!(
+                    widened, rounded,
+                    "{dtype:?} {name}: not the rounded f32 bits"
+                );
+            }
+            let e = eps_of(&cfg, &p, &x, &t);
+            let err = rel_l2(&e, &e32);
+            eprintln!("{dtype:?} storage: eps relative L2 {err:.2e} from f32 (bound {bound:.1e})");
+            assert!(err > 0.0 && err < bound, "{dtype:?}: {err:e}");
+            errs.push(err);
+        }
+        let ratio = errs[1] / errs[0];
+        assert!(
+            (4.0..16.0).contains(&ratio),
+            "bf16/f16 error ratio {ratio}, expected ~8"
+        );
+    }
+
+    #[test]
+    fn a_mix_of_dtypes_in_one_file_loads() {
+        let cfg = small();
+        let p32 = synthetic(&cfg, 2);
+        let (_, p16) = parse(&half_file(&p32, Dtype::F16), None).unwrap();
+        // F32 bytes for every tensor but one, which is F16.
+        let mut mixed = entries(&p32);
+        let k = mixed
+            .iter()
+            .position(|(n, _, _)| n == "init.weight")
+            .unwrap();
+        mixed[k].2 = p32["init.weight"]
+            .data()
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let mut bytes = raw_file(&mixed);
+        // raw_file writes "F32" for every tensor: mark the one F16 tensor as such.
+        let text_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[8..text_end])
+            .unwrap()
+            .to_string();
+        let at = header.find("\"init.weight\"").unwrap();
+        let dt = at + header[at..].find("\"F32\"").unwrap();
+        bytes[8 + dt + 1..8 + dt + 4].copy_from_slice(b"F16");
+        let (_, p) = parse(&bytes, Some(2)).unwrap();
+        assert_eq!(p["init.weight"], p16["init.weight"]);
+        assert_eq!(p["out_conv.weight"], p32["out_conv.weight"]);
+    }
+
+    /// What f16 storage would do to the bundled prior (not converted: it ships as trained).
+    #[test]
+    fn the_bundled_prior_in_f16_changes_eps_by_its_rounding() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/prior.safetensors");
+        let (cfg, p32) = load(&path, None).unwrap();
+        let (_, p16) = parse(&half_file(&p32, Dtype::F16), None).unwrap();
+        // Two held-out phantoms (the evaluation seed) noised to t = 200.
+        let x0 = crate::phantom::phantoms(2, 1, 64);
+        let (a, s) = crate::schedule::Schedule::cosine(400).coeffs(200);
+        let noise = noisy_input(2, 64, 11);
+        let data = x0
+            .data()
+            .iter()
+            .zip(noise.data())
+            .map(|(x, n)| a * x + s * n);
+        let x = Tensor::new(vec![2, 1, 64, 64], data.collect()).unwrap();
+        let t = [50.0, 350.0];
+        let err = rel_l2(&eps_of(&cfg, &p16, &x, &t), &eps_of(&cfg, &p32, &x, &t));
+        // Measured 2026-12-01: 1.48e-4 (two phantoms noised to t = 200, eps at t = 50 and 350).
+        eprintln!("bundled prior in f16: eps relative L2 {err:.2e} from f32");
+        assert!(err > 0.0 && err < 1.5e-3, "{err:e}");
     }
 }
