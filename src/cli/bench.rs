@@ -1,6 +1,7 @@
 //! `bench`: the command-line side of the timings (the measuring lives in `crate::bench`).
 
 use super::args::steps;
+use super::limits::{Cost, MemoryArgs, Work};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaBackend;
 use crate::bail;
@@ -36,6 +37,8 @@ pub struct BenchArgs {
     /// events) and print each op's kernel table after the timings.
     #[arg(long)]
     pub profile: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 }
 
 /// Time the model and the CT operator on a device and print the table (and kernel profiles).
@@ -50,10 +53,18 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
         repeats,
         size,
         profile,
+        memory,
     } = args;
     if batches.is_empty() || batches.contains(&0) {
         bail!("--batches needs positive batch sizes");
     }
+    if repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    if size == 0 {
+        bail!("--size must be a positive image size");
+    }
+    let steps = steps(n)?;
     // Resolved once, so that the model and the CT operator run on the same device (and `auto`
     // says at most once why it falls back to the CPU).
     let ordinal = engine::resolve(device)?;
@@ -65,8 +76,8 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
             engine::synthetic(&cfg, 1, device, precision)?
         }
     };
-    let mut timings =
-        crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);
+    check_model_args(model.config(), size, &batches, &memory)?;
+    let mut timings = crate::bench::run(model.as_ref(), size, &batches, steps, repeats, profile);
     // The operator has no GEMMs: --precision does not apply to it.
     timings.extend(match ordinal {
         None => crate::bench::ct_operator(&CpuBackend::default(), repeats, profile),
@@ -79,4 +90,25 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
     }
     print!("{profiles}");
     Ok(())
+}
+
+/// The image size fits the model, and the largest batch (DPS's tape) fits the memory budget.
+fn check_model_args(
+    cfg: &crate::unet::UNetConfig,
+    size: usize,
+    batches: &[usize],
+    memory: &MemoryArgs,
+) -> Result<()> {
+    let multiple = cfg.size_multiple();
+    if !size.is_multiple_of(multiple) {
+        bail!("--size must be a multiple of {multiple} for this model, got {size}");
+    }
+    let largest = batches.iter().copied().max().unwrap_or(1);
+    let cost = Cost::model(cfg, (size, size), (size, size), Work::Gradient);
+    memory.budget().check_items(
+        &format!("bench at batch {largest} of {size}×{size}"),
+        largest as u64,
+        &cost,
+        "use smaller --batches or --size",
+    )
 }
