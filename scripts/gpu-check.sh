@@ -232,7 +232,7 @@ for s in steps:
 w("")
 
 # ---- parity
-w("## CUDA parity (`cuda_parity --nocapture --test-threads=1`)")
+w("## CUDA parity (`cuda_parity --include-ignored --nocapture --test-threads=1`)")
 w("")
 ptxt = paritylog.get("parity", "")
 if not ptxt:

@@ -130,7 +130,8 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
         [
             (table, "--count (or fewer --images)"),
             (
-                spread_count.saturating_mul(samples),
+                // The spread draws from the table's first slices.
+                spread_count.min(table).saturating_mul(samples),
                 "--spread-count or --samples",
             ),
             (if sweep { sweep_count } else { 0 }, "--sweep-count"),
