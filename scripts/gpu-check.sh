@@ -8,9 +8,11 @@
 # Every step is bounded by `timeout`, logged under $OUT, and the script goes on after a failed
 # step. Steps, in order of value:
 #   a. gpu        nvidia-smi -L, driver and CUDA version, environment;
-#   b. parity     .gpu/cuda_parity --nocapture --test-threads=1 (every CUDA op vs the CPU
-#                 reference; the `parity <op>: relative error` lines), .gpu/batch (slices of a
-#                 batch) and .gpu/precision (the tensor-core path vs the CPU's emulation);
+#   b. parity     .gpu/cuda_parity --include-ignored --nocapture --test-threads=1 (every CUDA op
+#                 vs the CPU reference; the `parity <op>: relative error` lines), .gpu/cuda_checks
+#                 (operand checks), .gpu/batch (slices of a batch) and .gpu/precision (the
+#                 tensor-core path vs the CPU's emulation); the GPU tests are #[ignore]d, so
+#                 every call passes --include-ignored;
 #   c. sanitizer  compute-sanitizer memcheck (eps, DiffPIR-style 4 steps, DPS 4 steps) and
 #                 racecheck (eps, DiffPIR-style) on the small golden weights and inputs
 #                 (tests/golden, 32x32, --device cuda); the CLI outputs of the memcheck runs are
@@ -230,7 +232,7 @@ for s in steps:
 w("")
 
 # ---- parity
-w("## CUDA parity (`cuda_parity --nocapture --test-threads=1`)")
+w("## CUDA parity (`cuda_parity --include-ignored --nocapture --test-threads=1`)")
 w("")
 ptxt = paritylog.get("parity", "")
 if not ptxt:
@@ -254,6 +256,10 @@ else:
     result = re.findall(r"test result: .*", ptxt)
     w("result: `%s`" % (result[-1] if result else "no 'test result' line: crashed or killed (see parity.log)"))
     w("")
+    im = re.search(r"(\d+) ignored", result[-1]) if result else None
+    if im and im.group(1) != "0":
+        w("**%s GPU tests were ignored (run without --include-ignored?): they checked nothing.**" % im.group(1))
+        w("")
     if skips and not rows:
         w("**Parity NOT CHECKED: every GPU test printed SKIP (no usable GPU); a SKIP is not a pass.**")
         w("")
@@ -479,7 +485,7 @@ if [[ ! -f "$G/manifest.txt" || ! -f "$G/diffrecon" ]]; then
     write_summary
     exit 1
 fi
-chmod +x "$G/diffrecon" "$G/cuda_parity" "$G/golden" 2>/dev/null
+chmod +x "$G/diffrecon" "$G/cuda_parity" "$G/golden" "$G/cuda_checks" 2>/dev/null
 GOLD="$G/tests/golden"
 
 # ---------------------------------------------------------------- a. GPU and environment
@@ -546,15 +552,21 @@ echo "golden_path: $golden_how" >>"$TMP/env.txt"
 note "tests/golden: $golden_how"
 
 # ---------------------------------------------------------------- b. CUDA parity tests
-run_step parity 150 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/cuda_parity" --nocapture --test-threads=1
-# Slices of a batch against single-slice runs, on the GPU (tests/batch.rs runs CPU then GPU).
+# The GPU tests are #[ignore]d (the harness counts them as ignored on machines without a GPU):
+# --include-ignored runs every one of them here.
+run_step parity 150 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/cuda_parity" --include-ignored --nocapture --test-threads=1
+# The CUDA backend's operand and grid-limit checks on the device (tests/cuda_checks.rs).
+if [[ -x "$G/cuda_checks" ]]; then
+    run_step cuda_checks 60 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/cuda_checks" --include-ignored --nocapture --test-threads=1
+fi
+# Slices of a batch against single-slice runs, on the CPU and the GPU (tests/batch.rs).
 if [[ -x "$G/batch" ]]; then
-    run_step batch_slices 60 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/batch" --nocapture --test-threads=1
+    run_step batch_slices 60 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/batch" --include-ignored --nocapture --test-threads=1
 fi
 # The tensor-core path (TF32, BF16) against the CPU's emulation of it and against f32
 # (tests/precision.rs: the `<precision> <what>: … from the cpu's …, … from f32` lines).
 if [[ -x "$G/precision" ]]; then
-    run_step precision 90 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/precision" --nocapture --test-threads=1
+    run_step precision 90 200 "$OUT/parity.log" -- "${WRAP[@]}" "$G/precision" --include-ignored --nocapture --test-threads=1
 fi
 write_summary
 

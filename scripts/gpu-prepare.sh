@@ -44,10 +44,10 @@ echo "nvcc: $nvcc" >&2
 export DIFFRECON_REQUIRE_KERNELS=1
 step "cargo build --release --bin diffrecon"
 cargo build --release --bin diffrecon
-step "cargo test --release --no-run --test cuda_parity --test golden --test batch --test precision"
+step "cargo test --release --no-run --test cuda_parity --test golden --test batch --test precision --test cuda_checks"
 msgs="$(mktemp)"
 trap 'rm -f "$msgs"' EXIT
-cargo test --release --no-run --test cuda_parity --test golden --test batch --test precision \
+cargo test --release --no-run --test cuda_parity --test golden --test batch --test precision --test cuda_checks \
     --message-format=json >"$msgs"
 
 # Executable path of test target $1 from cargo's JSON messages.
@@ -86,6 +86,7 @@ EOF
 golden_exe="$(test_exe golden)"
 batch_exe="$(test_exe batch)"
 precision_exe="$(test_exe precision)"
+checks_exe="$(test_exe cuda_checks)"
 bin_exe="$root/target/release/diffrecon"
 echo "cuda_parity: $parity_exe" >&2
 echo "golden:      $golden_exe" >&2
@@ -98,6 +99,7 @@ strip -o "$dest/cuda_parity" "$parity_exe"
 strip -o "$dest/golden" "$golden_exe"
 strip -o "$dest/batch" "$batch_exe"
 strip -o "$dest/precision" "$precision_exe"
+strip -o "$dest/cuda_checks" "$checks_exe"
 cp -r tests/golden "$dest/tests/golden"
 # The precision tests also read the bundled prior (CARGO_MANIFEST_DIR/weights, like tests/golden).
 mkdir -p "$dest/weights"
@@ -150,7 +152,7 @@ if [[ "${GPU_PREPARE_SKIP_GOLDEN:-0}" != 1 ]]; then
 fi
 # 5. Highest glibc symbol version the binaries need (the device's glibc must be at least this).
 glibc_need="$(objdump -T "$dest/diffrecon" "$dest/cuda_parity" "$dest/golden" "$dest/batch" \
-    "$dest/precision" 2>/dev/null |
+    "$dest/precision" "$dest/cuda_checks" 2>/dev/null |
     grep -o 'GLIBC_[0-9.]*' | sort -V -u | tail -n 1 || true)"
 
 step "manifest"

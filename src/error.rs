@@ -58,7 +58,15 @@ macro_rules! bail {
     };
 }
 
-/// Read errors on user-named files are input errors: the user named a file we cannot use.
+/// Errors on user-named files are input errors (the user named a file we cannot use), except a
+/// full disk or a failing device: the storage's fault, not the input's (exit 1).
 pub fn io_error(path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::input(format!("cannot read or write '{}': {e}", path.display()))
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    let msg = format!("cannot read or write '{}': {e}", path.display());
+    const EIO: i32 = 5;
+    if matches!(e.kind(), StorageFull | QuotaExceeded) || e.raw_os_error() == Some(EIO) {
+        Error::internal(msg)
+    } else {
+        Error::input(msg)
+    }
 }

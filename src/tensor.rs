@@ -3,6 +3,11 @@
 use crate::bail;
 use crate::error::Result;
 
+/// The product of the dimensions, None on overflow.
+fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
@@ -10,9 +15,12 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// Build a tensor; the data length must match the shape.
+    /// Build a tensor; the data length must match the shape (whose element count must not
+    /// overflow: a wrapped product could match a short buffer).
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let n: usize = shape.iter().product();
+        let Some(n) = elements(&shape) else {
+            bail!("shape {shape:?} has more elements than memory can address");
+        };
         if n != data.len() {
             bail!(
                 "shape {:?} needs {} values but {} were given",
@@ -24,10 +32,13 @@ impl Tensor {
         Ok(Tensor { shape, data })
     }
 
+    /// Zeros of `shape`; callers size shapes from checked inputs (an overflowing shape is a bug
+    /// and panics rather than wrapping).
     pub fn zeros(shape: &[usize]) -> Self {
+        let n = elements(shape).expect("Tensor::zeros: the shape's element count overflows");
         Tensor {
             shape: shape.to_vec(),
-            data: vec![0.0; shape.iter().product()],
+            data: vec![0.0; n],
         }
     }
 
@@ -57,8 +68,7 @@ impl Tensor {
 
     /// Same data, another shape with the same number of elements.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
-        let n: usize = shape.iter().product();
-        if n != self.data.len() {
+        if elements(shape) != Some(self.data.len()) {
             bail!("cannot reshape {:?} to {:?}", self.shape, shape);
         }
         self.shape = shape.to_vec();
@@ -125,5 +135,21 @@ impl Tensor {
             bail!("{what} has an empty dimension in shape {s:?}");
         }
         self.reshape(&nchw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflowing_shapes_are_refused_not_wrapped() {
+        // 2^62 · 2^12 wraps to 0 in usize: an empty buffer must not pass for it.
+        let e = Tensor::new(vec![1 << 62, 1, 64, 64], vec![]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("more elements"), "{e}");
+        let t = Tensor::new(vec![2, 3], vec![0.0; 6]).unwrap();
+        assert!(t.clone().reshape(&[1 << 63, 4]).is_err());
+        assert_eq!(t.reshape(&[3, 2]).unwrap().shape(), &[3, 2]);
     }
 }

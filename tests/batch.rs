@@ -1,7 +1,8 @@
 //! Slices of a batch are independent: slice i of a batched run matches a single-slice run with
 //! the same inputs (DPS's loss is each slice's own mean), and the same seed gives bitwise the
-//! same output. On the CPU, and on the GPU where one is usable (the CUDA backend derives every
-//! kernel choice that changes rounding from one image's shape, never from the batch).
+//! same output. On the CPU, and on the GPU (the CUDA backend derives every kernel choice that
+//! changes rounding from one image's shape, never from the batch): the GPU tests are
+//! `#[ignore]`d, run with `--include-ignored` on a GPU.
 
 use diffrecon::engine::{self, Device, Model};
 use diffrecon::operators::{simulate, Kernel, Operator};
@@ -13,22 +14,26 @@ use diffrecon::Precision;
 
 mod common;
 
-/// The small golden model on the CPU, and on GPU 0 when one is usable, there in f32 and on the
-/// tensor cores (TF32). The TF32 check expects bit-identical slices too: each output's MMA
-/// sequence over K is the same whatever the tile or batch (16×16 fragments, every UNet level a
-/// multiple of 16 pixels); a difference would be amplified by later roundings (tests/precision.rs).
-fn models() -> Vec<Box<dyn Model>> {
-    let w = common::small_weights();
-    let mut out = vec![engine::load(&w, None, Device::Cpu, Precision::F32).unwrap()];
+/// The small golden model on the CPU.
+fn cpu_model() -> Box<dyn Model> {
+    engine::load(&common::small_weights(), None, Device::Cpu, Precision::F32).unwrap()
+}
+
+/// The small golden model on GPU 0 in f32 and on the tensor cores (TF32); none, after a SKIP
+/// line, without a usable GPU. The TF32 check expects bit-identical slices too: each output's
+/// MMA sequence over K is the same whatever the tile or batch (16×16 fragments, every UNet
+/// level a multiple of 16 pixels); a difference would be amplified by later roundings
+/// (tests/precision.rs).
+fn gpu_models(test: &str) -> Vec<Box<dyn Model>> {
     match diffrecon::backend::cuda::unavailable_reason(0) {
-        None => {
-            for p in [Precision::F32, Precision::Tf32] {
-                out.push(engine::load(&w, None, Device::Cuda(0), p).unwrap());
-            }
+        None => [Precision::F32, Precision::Tf32]
+            .map(|p| engine::load(&common::small_weights(), None, Device::Cuda(0), p).unwrap())
+            .into(),
+        Some(why) => {
+            println!("SKIP {test}: no usable GPU ({why})");
+            Vec::new()
         }
-        Some(why) => println!("GPU part skipped: {why}"),
     }
-    out
 }
 
 fn slice(t: &Tensor, i: usize) -> Tensor {
@@ -45,7 +50,13 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn batched_slices_match_single_runs_and_runs_repeat_bitwise() {
-    for m in models() {
+    notebook_samplers_keep_slices_independent(cpu_model().as_ref());
+}
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn batched_slices_match_single_runs_on_the_gpu() {
+    for m in gpu_models("batched_slices_match_single_runs_on_the_gpu") {
         notebook_samplers_keep_slices_independent(m.as_ref());
     }
 }
@@ -88,7 +99,13 @@ fn notebook_samplers_keep_slices_independent(m: &dyn Model) {
 /// streams, so the same holds for them; different seeds give different samples.
 #[test]
 fn published_samplers_keep_slices_independent() {
-    for m in models() {
+    published_samplers_slices(cpu_model().as_ref());
+}
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn published_samplers_keep_slices_independent_on_the_gpu() {
+    for m in gpu_models("published_samplers_keep_slices_independent_on_the_gpu") {
         published_samplers_slices(m.as_ref());
     }
 }

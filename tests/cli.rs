@@ -378,12 +378,31 @@ fn parameter_errors() {
         ),
         (vec!["--sampler", "diffpir", "--samples", "3"], "stochastic"),
         (
-            vec!["--sampler", "dps-paper", "--samples", "100000"],
+            vec![
+                "--sampler",
+                "dps-paper",
+                "--samples",
+                "100000",
+                "--max-memory",
+                "8G",
+            ],
             "at most",
         ),
-        (vec!["--sampler", "diffpir", "--device", "cuda"], "CUDA"),
         (vec!["--sampler", "diffpir", "--device", "tpu"], "tpu"),
     ];
+    if diffrecon::backend::cuda::unavailable_reason(0).is_some() {
+        fails_with(
+            &reconstruct_args(
+                &w,
+                s(&y),
+                s(&out),
+                &["--sampler", "diffpir", "--device", "cuda"],
+            ),
+            "CUDA",
+        );
+    } else {
+        println!("a usable GPU: the --device cuda refusal is not checked here");
+    }
     for (extra, needle) in cases {
         fails_with(&reconstruct_args(&w, s(&y), s(&out), &extra), needle);
     }
@@ -787,4 +806,332 @@ fn phantoms_sample_evaluate_and_baselines() {
         ),
         "--lambda",
     );
+}
+
+/// Every size the issue (13) found unbounded: refused with exit 2 and the limit named, before
+/// anything is allocated or written.
+#[test]
+fn sizes_and_counts_are_bounded_by_the_memory_budget() {
+    let w = small();
+    let y = image("y_sz.npy", 32, 32, 0.1);
+    let out = tmp("x_sz.npy");
+    let huge = "4611686018427387904";
+    for (extra, needle) in [
+        (
+            vec!["--sampler", "dps-paper", "--samples", huge],
+            "too large",
+        ),
+        (
+            vec!["--sampler", "diffpir-pnp", "--samples", huge],
+            "too large",
+        ),
+        (
+            vec![
+                "--sampler",
+                "dps",
+                "--samples",
+                "4096",
+                "--max-memory",
+                "1G",
+            ],
+            "more than the limit of 1.0 GiB (--max-memory)",
+        ),
+        (
+            vec!["--sampler", "dps", "--max-memory", "1M"],
+            "not even one fits",
+        ),
+        (
+            vec!["--sampler", "tv", "--max-memory", "1K"],
+            "--max-memory",
+        ),
+        (vec!["--sampler", "dps", "--max-memory", "8X"], "8X"),
+        (vec!["--sampler", "dps", "--max-memory", "0"], "positive"),
+    ] {
+        fails_with(&reconstruct_args(&w, s(&y), s(&out), &extra), needle);
+    }
+    assert!(!out.exists(), "a refused run wrote its output");
+    let ph = tmp("ph_sz.npy");
+    let ph_dir = tmp("ph_sz_dir");
+    for target in [&ph, &ph_dir] {
+        fails_with(
+            &["phantoms", "--count", huge, "--out", s(target)],
+            "too large",
+        );
+        fails_with(
+            &[
+                "phantoms",
+                "--count",
+                "2000000",
+                "--max-memory",
+                "8G",
+                "--out",
+                s(target),
+            ],
+            "at most",
+        );
+    }
+    assert!(
+        !ph.exists() && !ph_dir.exists(),
+        "a refused run wrote files"
+    );
+    let grid = tmp("grid_sz.png");
+    let sample = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["sample", "--weights", &w, "--device", "cpu", "--steps", "2"]
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        a.extend(extra.iter().map(|v| v.to_string()));
+        a.extend(["--out".to_string(), s(&grid).to_string()]);
+        a
+    };
+    for (extra, needle) in [
+        (vec!["--size", "4294967296"], "too large"),
+        (vec!["--count", huge], "too large"),
+        (vec!["--size", "30"], "multiple of 4"),
+        (vec!["--size", "0"], "multiple of 4"),
+        (vec!["--count", "0"], "--count"),
+        (vec!["--count", "100000", "--max-memory", "4T"], "grid"),
+    ] {
+        let a = sample(&extra);
+        fails_with(&a.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    }
+    assert!(!grid.exists());
+    let evaluate = ["evaluate", "--weights", &w, "--device", "cpu"];
+    for (extra, needle) in [
+        (vec!["--sweep", "--sweep-count", "0"], "--sweep-count"),
+        (vec!["--count", "0"], "--count"),
+        (
+            vec!["--count", "4096", "--max-memory", "1G"],
+            "lower --count",
+        ),
+        (
+            vec![
+                "--spread-count",
+                "4096",
+                "--samples",
+                "64",
+                "--max-memory",
+                "1G",
+            ],
+            "--spread-count",
+        ),
+        (
+            vec!["--sweep", "--sweep-count", huge, "--max-memory", "1G"],
+            "--sweep-count",
+        ),
+    ] {
+        fails_with(&[&evaluate[..], &extra].concat(), needle);
+    }
+    let bench = ["bench", "--weights", &w, "--device", "cpu", "--steps", "2"];
+    for (extra, needle) in [
+        (vec!["--size", "0"], "--size"),
+        (vec!["--size", "30"], "multiple of 4"),
+        (vec!["--repeats", "0"], "--repeats"),
+        (vec!["--batches", "0"], "--batches"),
+        (vec!["--batches", "100000", "--max-memory", "8G"], "at most"),
+        (vec!["--batches", huge], "too large"),
+    ] {
+        fails_with(&[&bench[..], &extra].concat(), needle);
+    }
+    // The operator commands: an image far too large for the adjoint's output.
+    let sino = image("sino_sz.npy", 60, 91, 0.1);
+    fails_with(
+        &[
+            "apply",
+            "--operator",
+            "ct",
+            "--adjoint",
+            "--size",
+            "4096,4096",
+            "--detectors",
+            "91",
+            "--input",
+            s(&sino),
+            "--device",
+            "cpu",
+            "--max-memory",
+            "100M",
+            "--out",
+            s(&out),
+        ],
+        "--max-memory",
+    );
+}
+
+/// The baselines take no --steps: an invalid one is refused, a valid one is said to be ignored;
+/// --device cuda without a GPU is refused like every other command's.
+#[test]
+fn baselines_check_steps_and_device() {
+    let y = image("y_bs.npy", 32, 32, 0.1);
+    let out = tmp("x_bs.npy");
+    let w = small();
+    for sampler in ["tikhonov", "tv"] {
+        fails_with(
+            &reconstruct_args(&w, s(&y), s(&out), &["--sampler", sampler, "--steps", "-1"]),
+            "--steps",
+        );
+        let o = run(&reconstruct_args(
+            &w,
+            s(&y),
+            s(&out),
+            &["--sampler", sampler, "--steps", "10"],
+        ));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("ignores --steps"), "{err}");
+    }
+    let sino = image("sino_bs.npy", 60, 91, 0.1);
+    fails_with(
+        &reconstruct_args(
+            &w,
+            s(&sino),
+            s(&out),
+            &["--sampler", "fbp", "--operator", "ct", "--steps", "0"],
+        ),
+        "--steps",
+    );
+    if diffrecon::backend::cuda::unavailable_reason(0).is_some() {
+        for sampler in ["tikhonov", "tv"] {
+            fails_with(
+                &reconstruct_args(
+                    &w,
+                    s(&y),
+                    s(&out),
+                    &["--sampler", sampler, "--device", "cuda"],
+                ),
+                "--device cuda:0 cannot run",
+            );
+        }
+    }
+}
+
+/// Parameters and inputs whose effect overflows f32 are refused up front, by name.
+#[test]
+fn values_that_overflow_float32_are_refused() {
+    let w = small();
+    let y = image("y_f.npy", 32, 32, 0.1);
+    let out = tmp("x_f.npy");
+    let big = image("big_f.npy", 32, 32, 1e38);
+    let kernel = write(
+        "k20_f.npy",
+        &Tensor::new(vec![9, 9], vec![1e20; 81]).unwrap(),
+    );
+    for (extra, needle) in [
+        (vec!["--sampler", "dps", "--sigma-y", "1e-20"], "--sigma-y"),
+        (vec!["--sampler", "dps", "--guidance", "1e39"], "--guidance"),
+        (vec!["--sampler", "diffpir", "--tau", "1e39"], "--tau"),
+        (
+            vec!["--sampler", "diffpir-pnp", "--noise-level", "1e39"],
+            "--noise-level",
+        ),
+        (
+            vec!["--sampler", "diffpir-pnp", "--lambda", "1e40"],
+            "--lambda",
+        ),
+        (
+            vec!["--sampler", "tikhonov", "--lambda", "1e40"],
+            "--lambda",
+        ),
+        (vec!["--sampler", "tv", "--lambda", "1e40"], "--lambda"),
+        (vec!["--sampler", "dps-paper", "--zeta", "1e39"], "--zeta"),
+        (
+            vec!["--sampler", "diffpir-pnp", "--cg-tol", "2"],
+            "--cg-tol",
+        ),
+        (vec!["--sampler", "dps", "--init", s(&big)], "within ±1e6"),
+        (
+            vec![
+                "--sampler",
+                "diffpir",
+                "--operator",
+                "custom",
+                "--kernel-file",
+                s(&kernel),
+            ],
+            "normalise the kernel",
+        ),
+    ] {
+        fails_with(&reconstruct_args(&w, s(&y), s(&out), &extra), needle);
+    }
+    for sampler in ["diffpir", "dps", "tv"] {
+        fails_with(
+            &reconstruct_args(&w, s(&big), s(&out), &["--sampler", sampler]),
+            "rescale the input",
+        );
+    }
+    fails_with(
+        &["simulate", "--image", s(&big), "--out", s(&out)],
+        "rescale the input",
+    );
+    fails_with(
+        &[
+            "simulate",
+            "--image",
+            s(&y),
+            "--noise-level",
+            "1e39",
+            "--out",
+            s(&out),
+        ],
+        "--noise-level",
+    );
+    fails_with(
+        &[
+            "dps-grad",
+            "--weights",
+            &w,
+            "--device",
+            "cpu",
+            "--input",
+            s(&y),
+            "--t",
+            "10",
+            "--measurement",
+            s(&y),
+            "--sigma-y",
+            "1e-20",
+            "--out",
+            s(&out),
+        ],
+        "--sigma-y",
+    );
+    for (flag, v) in [("--noise-level", "1e39"), ("--tau", "1e39")] {
+        fails_with(
+            &["evaluate", "--weights", &w, "--device", "cpu", flag, v],
+            flag,
+        );
+    }
+    assert!(!out.exists(), "a refused run wrote its output");
+}
+
+/// A residual against y = 0 is absolute and says so; a full disk is exit 1 with the reason.
+#[test]
+fn residual_labels_and_full_disks() {
+    let w = small();
+    let zero = image("zero_r.npy", 32, 32, 0.0);
+    let out = tmp("x_r.npy");
+    let o = run(&reconstruct_args(
+        &w,
+        s(&zero),
+        s(&out),
+        &["--sampler", "diffpir", "--steps", "2"],
+    ));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("||Ax - y|| = "), "{text}");
+    assert!(text.contains("(absolute: y is zero)"), "{text}");
+    assert!(!text.contains("/ ||y||"), "{text}");
+    if Path::new("/dev/full").exists() {
+        let y = image("y_r.npy", 32, 32, 0.1);
+        for ext in ["npy", "png"] {
+            let full = tmp(&format!("full.{ext}"));
+            let _ = std::fs::remove_file(&full);
+            std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+            let o = run(&reconstruct_args(&w, s(&y), s(&full), &["--sampler", "tv"]));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{ext}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(err.contains("No space left on device"), "{ext}: {err}");
+        }
+    }
 }

@@ -2,8 +2,9 @@
 //! no bounds of their own) with an error, never a panic or an out-of-bounds access, and work
 //! past the grid's 65,535 limit on y and z: the blur family in chunks, the rest with a clear
 //! error. The shape rules themselves are unit-tested without a GPU (src/backend/cuda/checks.rs,
-//! launch.rs); these tests run them on the device. Without a usable GPU each test prints a
-//! visible SKIP line and checks nothing: those are not passes.
+//! launch.rs); these tests run them on the device. They are `#[ignore]`d (counted as ignored
+//! where no GPU is; run with `--include-ignored` on a GPU); run without a usable GPU each prints
+//! a SKIP line and checks nothing.
 
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::{self, CudaBackend, CudaTensor};
@@ -47,6 +48,7 @@ fn refused<T>(what: &str, r: diffrecon::error::Result<T>, kind: &str, needle: &s
 }
 
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn mismatched_operands_are_refused() {
     let Some(g) = gpu("mismatched_operands_are_refused") else {
         return;
@@ -264,6 +266,7 @@ fn mismatched_operands_are_refused() {
 /// The blur family runs planes past the grid's z limit in chunks: the planes of the second
 /// chunk get the bits they get in a batch of their own, and the whole agrees with the CPU.
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn blur_runs_past_the_grid_z_limit_in_chunks() {
     let Some(g) = gpu("blur_runs_past_the_grid_z_limit_in_chunks") else {
         return;
@@ -308,6 +311,7 @@ fn blur_runs_past_the_grid_z_limit_in_chunks() {
 /// The ops whose batch is a grid y or z axis refuse batches over 65,535 with an input error
 /// that names the axis.
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn batches_past_the_grid_limit_are_refused_by_name() {
     let Some(g) = gpu("batches_past_the_grid_limit_are_refused_by_name") else {
         return;
@@ -340,6 +344,7 @@ fn batches_past_the_grid_limit_are_refused_by_name() {
 
 /// `try_clone` and `Clone` copy into a fresh buffer; the copy is independent of the original.
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn clones_are_device_copies() {
     let Some(g) = gpu("clones_are_device_copies") else {
         return;

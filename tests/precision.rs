@@ -10,7 +10,8 @@
 //! so a tiny difference flips roundings and grows to the rounding error's own size within a few
 //! layers (a 1e-7 perturbation of the CPU emulation's parameters gives e_f32 / e_same of 0.75 to
 //! 1.9). There the GPU's distance from f32 must match the emulation's (within 3×, either way) and
-//! stay within the bound the issue expects (about 1e-3 for TF32). Without a GPU they print SKIP.
+//! stay within the bound the issue expects (about 1e-3 for TF32). The GPU tests are `#[ignore]`d
+//! (run with `--include-ignored` on a GPU); run without a usable GPU they print SKIP.
 
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::{self, AttentionCore, ConvKernel, CudaBackend};
@@ -179,6 +180,7 @@ fn check(name: &str, p: Precision, level: Level, got: &Tensor, same: &Tensor, ex
 /// Each GEMM-shaped op (every conv epilogue, the conv's backward data, attention and its VJP),
 /// both tiles and the split-K sizes, at TF32 and BF16.
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn tensor_core_ops_match_the_cpu_emulation() {
     for p in [Tf32, Bf16] {
         if gpu("tensor_core_ops", p).is_none() {
@@ -313,6 +315,7 @@ fn tensor_core_ops_match_the_cpu_emulation() {
 
 /// The network results of `network_results` on the GPU against the CPU's emulation.
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn tensor_core_unet_dps_and_samplers_match_the_cpu_emulation() {
     for p in [Tf32, Bf16] {
         for (model, path, size, dps_run) in models() {
@@ -353,6 +356,7 @@ impl<B: Backend> GradOn for Engine<B> {
 /// The direct conv kernels and the fused attention kernel have no tensor-core path: asking for
 /// one is an error, not f32.
 #[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn f32_only_kernels_refuse_a_tensor_core_precision() {
     if cuda::unavailable_reason(0).is_some() {
         println!("SKIP f32_only_kernels_refuse_a_tensor_core_precision: no usable GPU");

@@ -1,6 +1,7 @@
 //! The arguments several commands share: which model (ModelArgs),
 //! which sampler and its settings (SamplerArgs), and their checks.
 
+use super::limits::MemoryArgs;
 use crate::bail;
 use crate::engine::{self, Device, Model};
 use crate::error::Result;
@@ -27,6 +28,8 @@ pub struct ModelArgs {
     /// operands (an emulation of the GPU path, slower than f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 }
 
 impl ModelArgs {
@@ -68,8 +71,9 @@ pub struct SamplerArgs {
     /// Default: published DiffPIR, the best sampler of `evaluate`'s table (README).
     #[arg(long, value_enum, default_value_t = SamplerKind::DiffpirPnp)]
     pub sampler: SamplerKind,
-    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
-    pub steps: i64,
+    /// Diffusion steps [default: 40]; the classical baselines (tikhonov, tv, fbp) take none.
+    #[arg(long, allow_negative_numbers = true)]
+    pub steps: Option<i64>,
     /// DPS guidance scale.
     #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
     pub guidance: f64,
@@ -129,7 +133,7 @@ impl SamplerArgs {
             Some(v) => bail!("--cg-iters must be at least 1, got {v}"),
         };
         let p = DiffPirPnpParams {
-            steps: steps(self.steps)?,
+            steps: self.steps()?,
             lambda: self.lambda.unwrap_or(d.lambda),
             zeta: self.zeta.unwrap_or(d.zeta),
             noise_level: self.noise_level,
@@ -150,12 +154,30 @@ impl SamplerArgs {
 
     pub(super) fn dps_paper(&self) -> Result<DpsPaperParams> {
         let p = DpsPaperParams {
-            steps: steps(self.steps)?,
+            steps: self.steps()?,
             zeta: self.zeta.unwrap_or(DpsPaperParams::default().zeta),
             eta: self.eta,
         };
         p.check()?;
         Ok(p)
+    }
+
+    /// `--steps` of a diffusion sampler (40 unless given), checked.
+    pub(super) fn steps(&self) -> Result<usize> {
+        steps(self.steps.unwrap_or(DEFAULT_STEPS))
+    }
+
+    /// The classical baselines iterate to their own tolerance: a given `--steps` is checked
+    /// (so that `--steps -1` is never accepted) and then said to be ignored.
+    pub(super) fn baseline_steps_note(&self) -> Result<()> {
+        if let Some(v) = self.steps {
+            steps(v)?;
+            eprintln!(
+                "note: --sampler {} ignores --steps (it iterates to its own tolerance)",
+                format!("{:?}", self.sampler).to_lowercase()
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn samples(&self) -> Result<usize> {
@@ -175,6 +197,9 @@ impl SamplerArgs {
         }
     }
 }
+
+/// The diffusion samplers' `--steps` when none is given.
+pub(super) const DEFAULT_STEPS: i64 = 40;
 
 /// `--steps`: at least 2.
 pub(super) fn steps(v: i64) -> Result<usize> {

@@ -2,6 +2,7 @@
 
 use super::args::{sampler_name, steps, ModelArgs, SamplerKind};
 use super::demo::DEMO_PHANTOM_SEED;
+use super::limits::{Cost, MemoryArgs, Work};
 use super::operator::OperatorArgs;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaBackend;
@@ -69,6 +70,8 @@ pub struct BenchArgs {
         next_help_heading = "Operator (with --latency; default motion blur)"
     )]
     pub op: OperatorArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 }
 
 /// Time the model and the CT operator on a device and print the table (and kernel profiles);
@@ -90,6 +93,7 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
         latency: _,
         sampler,
         op,
+        memory,
     } = args;
     if sampler.is_some() {
         bail!("--sampler applies to --latency N only");
@@ -106,6 +110,13 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
     if batches.is_empty() || batches.contains(&0) {
         bail!("--batches needs positive batch sizes");
     }
+    if repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    if size == 0 {
+        bail!("--size must be a positive image size");
+    }
+    let steps = steps(n)?;
     // Resolved once, so that the model and the CT operator run on the same device (and `auto`
     // says at most once why it falls back to the CPU).
     let ordinal = engine::resolve(device)?;
@@ -117,8 +128,8 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
             engine::synthetic(&cfg, 1, device, precision)?
         }
     };
-    let mut timings =
-        crate::bench::run(model.as_ref(), size, &batches, steps(n)?, repeats, profile);
+    check_model_args(model.config(), size, &batches, &memory)?;
+    let mut timings = crate::bench::run(model.as_ref(), size, &batches, steps, repeats, profile);
     // The operator has no GEMMs: --precision does not apply to it.
     timings.extend(match ordinal {
         None => crate::bench::ct_operator(&CpuBackend::default(), repeats, profile),
@@ -200,6 +211,7 @@ fn latency(args: BenchArgs, n: i64) -> Result<()> {
         num_heads: args.num_heads,
         device,
         precision: args.precision,
+        memory: args.memory,
     };
     let mut weights = PathBuf::new();
     let mut device_name = String::new();
@@ -293,4 +305,25 @@ impl<'a> Slice<'a> {
             }
         }
     }
+}
+
+/// The image size fits the model, and the largest batch (DPS's tape) fits the memory budget.
+fn check_model_args(
+    cfg: &crate::unet::UNetConfig,
+    size: usize,
+    batches: &[usize],
+    memory: &MemoryArgs,
+) -> Result<()> {
+    let multiple = cfg.size_multiple();
+    if !size.is_multiple_of(multiple) {
+        bail!("--size must be a multiple of {multiple} for this model, got {size}");
+    }
+    let largest = batches.iter().copied().max().unwrap_or(1);
+    let cost = Cost::model(cfg, (size, size), (size, size), Work::Gradient);
+    memory.budget().check_items(
+        &format!("bench at batch {largest} of {size}×{size}"),
+        largest as u64,
+        &cost,
+        "use smaller --batches or --size",
+    )
 }

@@ -2,7 +2,8 @@
 //! the TV baseline, printed and drawn as one comparison figure.
 
 use super::args::{steps, ModelArgs};
-use super::files::scaled_to_max;
+use super::files::{check_output, scaled_to_max};
+use super::limits::{Cost, Work};
 use super::reconstruct::DEFAULT_TV_LAMBDA;
 use crate::error::Result;
 use crate::metrics::{self, Quality};
@@ -14,7 +15,7 @@ use crate::samplers::diffpir_pnp::DiffPirPnpParams;
 use crate::samplers::dps::DpsParams;
 use crate::samplers::dps_paper::DpsPaperParams;
 use crate::tensor::Tensor;
-use crate::{figure, io, phantom, spread};
+use crate::{bail, figure, io, phantom, spread};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,8 +42,21 @@ pub const DEMO_PHANTOM_SEED: u64 = 1_000_003;
 
 fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<()> {
     let (engine, weights) = model.load()?;
-    std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
     let size = 64 - 64 % engine.config().size_multiple();
+    if size == 0 {
+        bail!(
+            "the demo's 64×64 phantom does not fit this model (images must be multiples of {})",
+            engine.config().size_multiple()
+        );
+    }
+    let cost = Cost::model(engine.config(), (size, size), (size, size), Work::Gradient);
+    model.memory.budget().check_items(
+        &format!("the demo's {DEMO_DPS_SAMPLES} DPS samples of {size}×{size}"),
+        DEMO_DPS_SAMPLES as u64,
+        &cost,
+        "use smaller weights",
+    )?;
+    std::fs::create_dir_all(out_dir).map_err(|e| crate::error::io_error(out_dir, e))?;
     let truth = phantom::phantoms(1, DEMO_PHANTOM_SEED, size);
     let kernel = Operator::Blur(Kernel::motion(9, 20.0)?);
     let y = operators::simulate(&truth, &kernel, 0.01, seed)?;
@@ -147,6 +161,9 @@ fn demo(model: &ModelArgs, out_dir: &Path, seed: u64, n_steps: usize) -> Result<
         ("dps_mean.png", &dps_mean),
         ("dps_std.npy", &dps_std),
     ] {
+        // With the bundled prior and fixed parameters nothing the caller gave can overflow.
+        let cause = model.weights.is_some().then_some("the weights (--weights)");
+        check_output(t, file, cause)?;
         io::write_image(&out_dir.join(file), t)?;
     }
     let fig = out_dir.join("comparison.png");

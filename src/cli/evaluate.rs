@@ -2,6 +2,8 @@
 //! posterior spread and the sweeps (the computing lives in `crate::evaluate`).
 
 use super::args::{steps, ModelArgs};
+use super::files::{check_input, check_operator};
+use super::limits::{Budget, Cost, Work};
 use super::operator::{OperatorArgs, Task};
 use crate::engine;
 use crate::error::Result;
@@ -83,21 +85,23 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
         sweep_count,
         compare_precision,
     } = args;
-    if count == 0 || count > MAX_COUNT {
-        bail!("--count must be between 1 and {MAX_COUNT}, got {count}");
+    if count == 0 {
+        bail!("--count must be at least 1");
     }
-    if sweep && (sweep_count == 0 || sweep_count > MAX_COUNT) {
-        bail!("--sweep-count must be between 1 and {MAX_COUNT}, got {sweep_count}");
-    }
-    if spread_count > MAX_COUNT || samples > 64 {
-        bail!("--spread-count must be at most {MAX_COUNT} and --samples at most 64");
+    if sweep && sweep_count == 0 {
+        bail!("--sweep-count must be at least 1");
     }
     let op = op.for_task(task)?;
     if spread_count > 0 && samples < 2 {
         bail!("--samples must be at least 2 to measure a spread (or --spread-count 0)");
     }
-    crate::samplers::check_param("--tau", tau, false)?;
-    crate::samplers::check_param("--noise-level", noise_level, false)?;
+    DiffPirParams { steps: 2, tau }.check()?;
+    crate::samplers::check_range(
+        "--noise-level",
+        noise_level,
+        0.0,
+        crate::samplers::MAX_NOISE_LEVEL,
+    )?;
     let (engine, path) = model.load()?;
     let images = images.map(|p| read_truths(&p)).transpose()?;
     if let Some(t) = &images {
@@ -112,12 +116,33 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
     let dims = images
         .as_ref()
         .map_or((size, size), |t| (t.shape()[2], t.shape()[3]));
+    let kernel = op.operator(dims)?;
+    check_operator(&kernel)?;
+    let table = images.as_ref().map_or(count, |t| t.shape()[0]);
+    check_memory(
+        &model.memory.budget(),
+        &Cost::model(
+            engine.config(),
+            dims,
+            kernel.measurement_dims(dims)?,
+            Work::Gradient,
+        ),
+        [
+            (table, "--count (or fewer --images)"),
+            (
+                // The spread draws from the table's first slices.
+                spread_count.min(table).saturating_mul(samples),
+                "--spread-count or --samples",
+            ),
+            (if sweep { sweep_count } else { 0 }, "--sweep-count"),
+        ],
+    )?;
     let spec = Spec {
-        count: images.as_ref().map_or(count, |t| t.shape()[0]),
+        count: table,
         seed: evaluate::EVAL_SEED,
         size,
         noise_level,
-        kernel: op.operator(dims)?,
+        kernel,
         dps: DpsParams {
             steps,
             guidance,
@@ -199,13 +224,23 @@ pub(super) fn run(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The most slices a table, spread or sweep may hold (memory grows with the batch).
-const MAX_COUNT: usize = 4096;
+/// Each part of the run (the table, the spread, the sweeps) runs all its slices in one batch,
+/// every diffusion sampler in turn (DPS's tape the largest).
+fn check_memory(budget: &Budget, cost: &Cost, parts: [(usize, &str); 3]) -> Result<()> {
+    for (items, what) in parts {
+        budget.check_items(
+            &format!("evaluate with {items} slices in one batch"),
+            items as u64,
+            cost,
+            &format!("lower {what}"),
+        )?;
+    }
+    Ok(())
+}
 
-/// `--images`: ground truths, finite.
+/// `--images`: ground truths, finite and within the inputs' bound.
 fn read_truths(path: &Path) -> Result<Tensor> {
     let t = io::read_image_stack(path)?;
-    t.check_finite("--images")
-        .map_err(|e| e.context(path.display()))?;
+    check_input(&t, "--images").map_err(|e| e.context(path.display()))?;
     Ok(t)
 }

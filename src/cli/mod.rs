@@ -2,13 +2,16 @@
 //!
 //! Where things live: the subcommands here; the arguments several commands share in
 //! `args`; each command's own flags and its code in one file per command family
-//! (`reconstruct`, `evaluate`, `demo`, `bench`, the small ones in `misc`).
+//! (`reconstruct`, `evaluate`, `demo`, `bench`, the small ones in `misc`); the memory budget
+//! and the size limits derived from it in `limits`; reading inputs and checking outputs in
+//! `files`.
 
 mod args;
 mod bench;
 mod demo;
 mod evaluate;
 mod files;
+mod limits;
 mod misc;
 mod operator;
 mod reconstruct;
@@ -17,6 +20,7 @@ pub use args::{ModelArgs, SamplerArgs, SamplerKind, SkipKind};
 pub use bench::BenchArgs;
 pub use demo::{DemoArgs, DEMO_PHANTOM_SEED};
 pub use evaluate::EvaluateArgs;
+pub use limits::MemoryArgs;
 pub use misc::{ApplyArgs, DpsGradArgs, EpsArgs, PhantomsArgs, SampleArgs, SimulateArgs};
 pub use operator::{OperatorArgs, OperatorKind};
 pub use reconstruct::{ReconstructArgs, DEFAULT_TIKHONOV_LAMBDA, DEFAULT_TV_LAMBDA};

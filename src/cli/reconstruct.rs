@@ -1,8 +1,9 @@
 //! `reconstruct`: one sampler (or classical baseline) on a measurement, optionally several
 //! posterior samples per slice with their per-pixel spread.
 
-use super::args::{sampler_name, steps, ModelArgs, SamplerArgs, SamplerKind};
-use super::files::{read_stack, scaled_to_max, write};
+use super::args::{sampler_name, ModelArgs, SamplerArgs, SamplerKind};
+use super::files::{check_operator, check_output, read_stack, scaled_to_max, write};
+use super::limits::{Cost, Work};
 use super::operator::{parse_size, OperatorArgs, MODEL_SIZE};
 use crate::engine::{self, Model};
 use crate::error::Result;
@@ -64,6 +65,7 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
     let (n, rows, cols) = (y.shape()[0], y.shape()[2], y.shape()[3]);
     let (h, w) = op.image_for((rows, cols), size, MODEL_SIZE)?;
     let kernel = op.operator((h, w))?;
+    check_operator(&kernel)?;
     kernel
         .image_dims((rows, cols))
         .map_err(|e| e.context(measurement.display()))?;
@@ -78,26 +80,26 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         }
     }
     let m = sampler.samples()?;
-    let images = match n.checked_mul(m) {
-        Some(v) if v <= MAX_BATCH => v,
-        _ => bail!(
-            "{n} slices × {m} samples is more than {MAX_BATCH} images in one batch (at most {MAX_BATCH}): use fewer --samples or split the measurement"
-        ),
-    };
     if m > 1 && init.is_some() {
         bail!("--samples draws its own starting noise per sample; drop --init (or use --seed)");
     }
     if sampler.sampler == SamplerKind::Fbp && !matches!(kernel, Operator::Ct(_)) {
         bail!("--sampler fbp needs --operator ct");
     }
-    let y_all = spread::tile(&y, m)?;
-    let x_t = match init {
-        Some(p) => read_stack(p, "--init")?,
-        None => starting_noise(sampler.sampler, &[images, 1, h, w], seed, m),
-    };
+    check_sampler_params(sampler)?;
+    let budget = model.memory.budget();
+    // An overflowing count becomes usize::MAX, which no budget admits.
+    let images = n.saturating_mul(m);
+    let what = format!(
+        "reconstructing {n} slices × {m} samples of {h}×{w} with {}",
+        sampler_name(sampler.sampler)
+    );
+    let fix = "use fewer --samples or split the measurement";
     let start = Instant::now();
     let (x_all, device) = match sampler.sampler {
         SamplerKind::Tikhonov | SamplerKind::Tv | SamplerKind::Fbp => {
+            let cost = Cost::solver((h, w), (rows, cols));
+            budget.check_items(&what, n as u64, &cost, fix)?;
             let solver = engine::solver(model.device)?;
             (
                 run_baseline(solver.as_ref(), sampler, &y, &kernel)?,
@@ -106,6 +108,17 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         }
         _ => {
             let (engine, _) = model.load()?;
+            let work = match sampler.sampler {
+                SamplerKind::Dps | SamplerKind::DpsPaper => Work::Gradient,
+                _ => Work::Forward,
+            };
+            let cost = Cost::model(engine.config(), (h, w), (rows, cols), work);
+            budget.check_items(&what, images as u64, &cost, fix)?;
+            let y_all = spread::tile(&y, m)?;
+            let x_t = match init {
+                Some(p) => read_stack(p, "--init")?,
+                None => starting_noise(sampler.sampler, &[images, 1, h, w], seed, m),
+            };
             if sampler.sampler == SamplerKind::Dps && model.precision != Precision::F32 {
                 eprintln!("note: the notebook's DPS is sensitive to the GEMMs' rounding: at --precision {} its reconstructions move by about ±1 dB PSNR per slice (over 32 phantoms the mean change stayed within its standard error; BENCHMARKS.md); use --precision f32 where slice-level reproducibility matters", model.precision);
             }
@@ -116,9 +129,17 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
         }
     };
     let secs = start.elapsed().as_secs_f64();
+    check_output(&x_all, "the reconstruction", Some(&likely_cause(sampler)))?;
     let (x, std) = spread::mean_std(&x_all, m)?;
-    for (i, r) in engine::residual_ratio(&x, &y, &kernel)?.iter().enumerate() {
-        println!("slice {i}: data-consistency residual ||Ax - y|| / ||y|| = {r:.6}");
+    let residuals = engine::residual_ratio(&x, &y, &kernel)?;
+    for (i, (r, zero)) in residuals.iter().zip(zero_slices(&y)).enumerate() {
+        if zero {
+            println!(
+                "slice {i}: data-consistency residual ||Ax - y|| = {r:.6} (absolute: y is zero)"
+            );
+        } else {
+            println!("slice {i}: data-consistency residual ||Ax - y|| / ||y|| = {r:.6}");
+        }
     }
     if let Some(truth) = truth {
         for (i, q) in metrics::quality(&x, &truth)?.iter().enumerate() {
@@ -148,13 +169,72 @@ pub(super) fn run(args: ReconstructArgs) -> Result<()> {
     );
     write(out, &x)?;
     if m > 1 {
+        check_output(&std, "the samples' std", Some(&likely_cause(sampler)))?;
         write_std(out, &std)?;
     }
     Ok(())
 }
 
-/// The largest batch `reconstruct` builds from slices × samples (memory grows with it).
-const MAX_BATCH: usize = 4096;
+/// Every parameter of the chosen sampler, checked before anything is allocated.
+fn check_sampler_params(args: &SamplerArgs) -> Result<()> {
+    match args.sampler {
+        SamplerKind::Dps => dps_params(args)?.check(),
+        SamplerKind::Diffpir => diffpir_params(args)?.check(),
+        SamplerKind::DiffpirPnp => args.diffpir_pnp().map(|_| ()),
+        SamplerKind::DpsPaper => args.dps_paper().map(|_| ()),
+        SamplerKind::Tikhonov | SamplerKind::Tv | SamplerKind::Fbp => {
+            if let Some(l) = args.lambda {
+                crate::samplers::check_param("--lambda", l, true)?;
+            }
+            args.baseline_steps_note()
+        }
+    }
+}
+
+/// What the caller gave that can push this sampler past f32's range (for the output check).
+fn likely_cause(args: &SamplerArgs) -> String {
+    let scale = "the measurement's scale";
+    match args.sampler {
+        SamplerKind::Dps => format!(
+            "--guidance {} with --sigma-y {} (DPS steps by guidance/σ_y²), {scale} or the weights",
+            args.guidance, args.sigma_y
+        ),
+        SamplerKind::Diffpir => format!("--tau {}, {scale} or the weights", args.tau),
+        SamplerKind::DiffpirPnp => {
+            format!(
+                "--lambda, --noise-level {}, {scale} or the weights",
+                args.noise_level
+            )
+        }
+        SamplerKind::DpsPaper => format!("--zeta, {scale} or the weights"),
+        SamplerKind::Tikhonov | SamplerKind::Tv => format!("--lambda or {scale}"),
+        SamplerKind::Fbp => scale.to_string(),
+    }
+}
+
+/// For each slice of y, whether it is all zero (its residual is then absolute).
+fn zero_slices(y: &Tensor) -> Vec<bool> {
+    let per = y.len() / y.shape()[0].max(1);
+    y.data()
+        .chunks(per.max(1))
+        .map(|s| s.iter().all(|&v| v == 0.0))
+        .collect()
+}
+
+fn dps_params(args: &SamplerArgs) -> Result<DpsParams> {
+    Ok(DpsParams {
+        steps: args.steps()?,
+        guidance: args.guidance,
+        sigma_y: args.sigma_y,
+    })
+}
+
+fn diffpir_params(args: &SamplerArgs) -> Result<DiffPirParams> {
+    Ok(DiffPirParams {
+        steps: args.steps()?,
+        tau: args.tau,
+    })
+}
 
 /// Starting noise, as the embedding API draws it (`api::starting_noise`).
 fn starting_noise(kind: SamplerKind, shape: &[usize], seed: u64, samples: usize) -> Tensor {
@@ -184,12 +264,12 @@ pub use crate::api::{DEFAULT_TIKHONOV_LAMBDA, DEFAULT_TV_LAMBDA};
 fn api_sampler(args: &SamplerArgs) -> Result<api::Sampler> {
     let s = match args.sampler {
         SamplerKind::Dps => api::Sampler::Dps(DpsParams {
-            steps: steps(args.steps)?,
+            steps: args.steps()?,
             guidance: args.guidance,
             sigma_y: args.sigma_y,
         }),
         SamplerKind::Diffpir => api::Sampler::Diffpir(DiffPirParams {
-            steps: steps(args.steps)?,
+            steps: args.steps()?,
             tau: args.tau,
         }),
         SamplerKind::DiffpirPnp => api::Sampler::DiffpirPnp(args.diffpir_pnp()?),

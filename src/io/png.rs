@@ -87,7 +87,10 @@ pub(crate) fn write_png_raw(
     let written = enc
         .write_header()
         .and_then(|mut wr| wr.write_image_data(raw).and_then(|_| wr.finish()));
-    written.map_err(|e| Error::input(format!("cannot write '{}': {e}", path.display())))
+    written.map_err(|e| match e {
+        ::png::EncodingError::IoError(e) => io_error(path, e),
+        e => Error::input(format!("cannot write '{}': {e}", path.display())),
+    })
 }
 
 /// Decode PNG bytes; errors carry no file name (the caller adds it).

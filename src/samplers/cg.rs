@@ -29,8 +29,18 @@ pub struct CgReport {
 impl CgReport {
     pub fn merge(&mut self, other: &CgReport) {
         self.iters = self.iters.max(other.iters);
-        self.rel_residual = self.rel_residual.max(other.rel_residual);
+        self.rel_residual = worst(self.rel_residual, other.rel_residual);
         self.solves += other.solves;
+    }
+}
+
+/// The larger of two residuals, NaN if either is (`f64::max` would drop a NaN and report a
+/// diverged solve as converged).
+fn worst(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
     }
 }
 
@@ -54,7 +64,8 @@ pub fn prox_solve<B: Backend>(
     Ok((solved.0, report(&solved.1)))
 }
 
-/// Worst case over slices.
+/// Worst case over slices; a NaN residual stays NaN. Where b = 0 the residual is absolute
+/// (‖b − A x‖), which is also 0 when the solve is exact.
 fn report(slices: &[CgSlice]) -> CgReport {
     CgReport {
         iters: slices.iter().map(|s| s.iters).max().unwrap_or(0),
@@ -67,7 +78,7 @@ fn report(slices: &[CgSlice]) -> CgReport {
                     s.rr.sqrt()
                 }
             })
-            .fold(0.0, f64::max),
+            .fold(0.0, worst),
         solves: 1,
     }
 }
@@ -140,4 +151,27 @@ fn generic_solve<B: Backend>(
         })
         .collect();
     Ok((x, slices))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nan_residual_is_reported_not_dropped() {
+        let slice = |rr: f64| CgSlice {
+            iters: 3,
+            rr,
+            bb: 4.0,
+        };
+        let r = report(&[slice(1.0), slice(f64::NAN), slice(0.25)]);
+        assert!(r.rel_residual.is_nan(), "{r:?}");
+        let mut merged = report(&[slice(1.0)]);
+        assert_eq!(merged.rel_residual, 0.5);
+        merged.merge(&r);
+        assert!(merged.rel_residual.is_nan());
+        let mut clean = report(&[slice(0.25)]);
+        clean.merge(&report(&[slice(1.0)]));
+        assert_eq!((clean.rel_residual, clean.solves), (0.5, 2));
+    }
 }

@@ -2,7 +2,7 @@
 //! one gradient step on ½‖Ax − y‖² with step size tau/‖A‖², clamped. Starts from y itself
 //! (blur, inpainting) or the operator's image-shaped estimate from y (`LinOp::initial_estimate`).
 
-use super::{check_param, Problem, Progress};
+use super::{check_range, Problem, Progress, MAX_TAU};
 use crate::backend::Backend;
 use crate::error::Result;
 
@@ -21,13 +21,19 @@ impl Default for DiffPirParams {
     }
 }
 
+impl DiffPirParams {
+    pub fn check(&self) -> Result<()> {
+        check_range("--tau", self.tau, 0.0, MAX_TAU)
+    }
+}
+
 pub fn run<B: Backend>(
     p: &Problem<B>,
     params: &DiffPirParams,
     progress: Progress,
 ) -> Result<B::Buf> {
     p.check()?;
-    check_param("--tau", params.tau, false)?;
+    params.check()?;
     let ts = p.schedule.timesteps(params.steps)?;
     let mut x = p.op.initial_estimate(p.be, p.y)?;
     for (i, pair) in ts.windows(2).enumerate() {

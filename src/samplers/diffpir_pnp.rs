@@ -6,7 +6,7 @@
 //! of the first timestep.
 
 use super::cg::{self, CgReport, CgSettings};
-use super::{check_param, Problem, Progress};
+use super::{check_param, check_range, Problem, Progress, MAX_NOISE_LEVEL};
 use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
@@ -54,8 +54,8 @@ impl DiffPirPnpParams {
         if self.zeta > 1.0 {
             bail!("--zeta must lie in [0, 1], got {}", self.zeta);
         }
-        check_param("--noise-level", self.noise_level, false)?;
-        check_param("--cg-tol", self.cg.tol, true)?;
+        check_range("--noise-level", self.noise_level, 0.0, MAX_NOISE_LEVEL)?;
+        check_range("--cg-tol", self.cg.tol, f64::MIN_POSITIVE, 1.0)?;
         if self.cg.max_iters == 0 {
             bail!("--cg-iters must be at least 1");
         }

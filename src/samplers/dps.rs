@@ -2,7 +2,7 @@
 //! of the data loss taken through the clamp and the UNet (a manual VJP).
 //! The loss is each slice's own mean, so slices of a batch do not couple.
 
-use super::{check_param, Problem, Progress};
+use super::{check_param, check_range, Problem, Progress, MAX_SCALE, MIN_SIGMA_Y};
 use crate::backend::Backend;
 use crate::bail;
 use crate::error::Result;
@@ -27,7 +27,7 @@ impl Default for DpsParams {
 impl DpsParams {
     pub fn check(&self) -> Result<()> {
         check_param("--guidance", self.guidance, false)?;
-        check_param("--sigma-y", self.sigma_y, true)
+        check_range("--sigma-y", self.sigma_y, MIN_SIGMA_Y, MAX_SCALE)
     }
 }
 
