@@ -68,25 +68,41 @@ pub fn solver(device: Device) -> Result<Box<dyn Solver>> {
 /// A backend alone, as a `Solver`.
 struct Backed<B>(B);
 
-impl<B: Backend> Solver for Backed<B> {
+/// Whatever holds a backend answers the baselines on it (`Backed` alone, `Engine` beside a UNet).
+trait OnBackend {
+    type B: Backend;
+    fn backend(&self) -> &Self::B;
+}
+
+impl<B: Backend> OnBackend for Backed<B> {
+    type B = B;
+    fn backend(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<T: OnBackend> Solver for T {
     fn device(&self) -> String {
-        self.0.name()
+        self.backend().name()
     }
     fn tikhonov(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
-        with_operator(&self.0, y, op, |y, op| {
-            crate::baselines::tikhonov(&self.0, op, y, lambda)
+        let be = self.backend();
+        with_operator(be, y, op, |y, op| {
+            crate::baselines::tikhonov(be, op, y, lambda)
         })
     }
     fn total_variation(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
-        with_operator(&self.0, y, op, |y, op| {
-            crate::baselines::total_variation(&self.0, op, y, lambda)
+        let be = self.backend();
+        with_operator(be, y, op, |y, op| {
+            crate::baselines::total_variation(be, op, y, lambda)
         })
     }
     fn estimate(&self, y: &Tensor, op: &Operator) -> Result<Tensor> {
-        with_operator(&self.0, y, op, |y, op| op.initial_estimate(&self.0, y))
+        let be = self.backend();
+        with_operator(be, y, op, |y, op| op.initial_estimate(be, y))
     }
     fn apply(&self, x: &Tensor, op: &Operator, adjoint: bool) -> Result<Tensor> {
-        apply_on(&self.0, x, op, adjoint)
+        apply_on(self.backend(), x, op, adjoint)
     }
 }
 
@@ -291,25 +307,10 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-impl<B: Backend> Solver for Engine<B> {
-    fn device(&self) -> String {
-        self.be.name()
-    }
-    fn tikhonov(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
-        with_operator(&self.be, y, op, |y, op| {
-            crate::baselines::tikhonov(&self.be, op, y, lambda)
-        })
-    }
-    fn total_variation(&self, y: &Tensor, op: &Operator, lambda: f64) -> Result<Tensor> {
-        with_operator(&self.be, y, op, |y, op| {
-            crate::baselines::total_variation(&self.be, op, y, lambda)
-        })
-    }
-    fn estimate(&self, y: &Tensor, op: &Operator) -> Result<Tensor> {
-        with_operator(&self.be, y, op, |y, op| op.initial_estimate(&self.be, y))
-    }
-    fn apply(&self, x: &Tensor, op: &Operator, adjoint: bool) -> Result<Tensor> {
-        apply_on(&self.be, x, op, adjoint)
+impl<B: Backend> OnBackend for Engine<B> {
+    type B = B;
+    fn backend(&self) -> &B {
+        &self.be
     }
 }
 
