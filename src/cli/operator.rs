@@ -120,7 +120,7 @@ impl OperatorArgs {
         let kind = self.operator.unwrap_or(default);
         if !allowed.contains(&kind) {
             bail!(
-                "--task {task:?} does not go with --operator {kind:?}",
+                "--task {task} does not go with --operator {kind}",
                 task = format!("{task:?}").to_lowercase(),
                 kind = format!("{kind:?}").to_lowercase()
             );
@@ -155,7 +155,7 @@ impl OperatorArgs {
             if on && !owners.contains(&op) {
                 let owner = format!("{:?}", owners[0]).to_lowercase();
                 bail!(
-                    "{flag} applies to --operator {owner}, not {op:?}",
+                    "{flag} applies to --operator {owner}, not {op}",
                     op = format!("{op:?}").to_lowercase()
                 );
             }
