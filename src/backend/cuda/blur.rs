@@ -3,7 +3,8 @@
 //! launched by diffpir.rs.
 
 use super::checks::blur_kernel;
-use super::launch::{dim, dims4, grid_x, grid_yz, GRID_YZ_MAX};
+use super::launch::{dim, dims4};
+use super::planes::{span, PlaneGrid};
 use super::{CudaBackend, CudaTensor};
 use crate::error::Result;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -13,12 +14,11 @@ use std::ops::Range;
 pub(super) const KERNELS: &[&str] = &["blur", "blur_sub", "blur_t_step"];
 
 /// One blur-family launch over the (h, w) planes of an NCHW tensor with a k×k kernel, its
-/// sizes checked: one 16×16 block per tile of a plane, planes along the grid's z axis, in
-/// chunks of at most 65,535 planes (each plane is blurred on its own, so chunks change no bits).
+/// sizes checked: the per-plane grid of `planes.rs` (16×16 blocks, planes along z in chunks of
+/// at most 65,535; each plane is blurred on its own, so chunks change no bits).
 pub(super) struct BlurLaunch {
-    planes: usize,
+    grid: PlaneGrid,
     plane_len: usize,
-    tiles: (u32, u32),
     pub(super) hi: i32,
     pub(super) wi: i32,
     pub(super) k: i32,
@@ -30,12 +30,8 @@ impl BlurLaunch {
         let k = blur_kernel(op, &kernel.shape)?;
         dim(x.len(), "tensor size")?;
         Ok(BlurLaunch {
-            planes: n * c,
+            grid: PlaneGrid::new(n * c, h, w, "blur")?,
             plane_len: h * w,
-            tiles: (
-                grid_x(w.div_ceil(16), "blur column tiles")?,
-                grid_yz(h.div_ceil(16), "blur row tiles")?,
-            ),
             hi: dim(h, "h")?,
             wi: dim(w, "w")?,
             k: dim(k, "blur kernel size")?,
@@ -44,17 +40,9 @@ impl BlurLaunch {
 
     /// Per chunk: its elements, its plane count (the kernels' `planes`) and its grid.
     pub(super) fn chunks(&self) -> impl Iterator<Item = (Range<usize>, i32, LaunchConfig)> + '_ {
-        (0..self.planes).step_by(GRID_YZ_MAX).map(move |p0| {
-            // At most 65,535: fits the grid's z and an int.
-            let planes = GRID_YZ_MAX.min(self.planes - p0);
-            let cfg = LaunchConfig {
-                grid_dim: (self.tiles.0, self.tiles.1, planes as u32),
-                block_dim: (16, 16, 1),
-                shared_mem_bytes: 0,
-            };
-            let elems = p0 * self.plane_len..(p0 + planes) * self.plane_len;
-            (elems, planes as i32, cfg)
-        })
+        self.grid
+            .chunks()
+            .map(|(planes, p, cfg)| (span(&planes, self.plane_len), p, cfg))
     }
 }
 
@@ -92,9 +80,8 @@ mod tests {
 
     fn launch(planes: usize, h: usize, w: usize) -> BlurLaunch {
         BlurLaunch {
-            planes,
+            grid: PlaneGrid::new(planes, h, w, "blur").unwrap(),
             plane_len: h * w,
-            tiles: (w.div_ceil(16) as u32, h.div_ceil(16) as u32),
             hi: h as i32,
             wi: w as i32,
             k: 3,

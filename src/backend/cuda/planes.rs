@@ -1,7 +1,7 @@
-//! The launch shape of the per-plane kernels of ct.cu, downsample.cu, inpaint.cu and tv.cu:
-//! one 16×16 block per tile of a plane's (rows, cols) grid of threads, planes along the grid's
-//! z axis in chunks of at most 65,535 (as `BlurLaunch`; each plane is computed on its own, so
-//! chunks change no bits). Each op offsets its operands by the chunk's first plane.
+//! The launch shape of the per-plane kernels of blur.cu, ct.cu, downsample.cu, inpaint.cu and
+//! tv.cu: one 16×16 block per tile of a plane's (rows, cols) grid of threads, planes along the
+//! grid's z axis in chunks of at most 65,535 (each plane is computed on its own, so chunks
+//! change no bits). Each op offsets its operands by the chunk's first plane.
 
 use super::checks::numel;
 use super::launch::{dim, grid_x, grid_yz, GRID_YZ_MAX};
