@@ -37,13 +37,10 @@
 //! model should not overlap: serialize them, or load one model per thread. The C ABI and the
 //! Python package serialize calls on one model with a lock.
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::CudaBackend;
-use crate::engine::{self, Engine};
+use crate::engine;
 use crate::rng::{normal_tensor, slice_noise};
 use crate::samplers::check_param;
 use crate::spread;
-use crate::unet::weights;
 use std::path::Path;
 
 pub use crate::engine::{solver, Device, Model, Solver};
@@ -69,7 +66,7 @@ pub const DEFAULT_TV_LAMBDA: f64 = 3e-4;
 pub const MAX_BATCH: usize = 4096;
 
 /// A loaded model that may be shared between threads (see the module's "Threads").
-pub type SharedModel = Box<dyn Model + Send + Sync>;
+pub use crate::engine::SharedModel;
 
 /// Load a weights file (`None`: the bundled prior, `weights/prior.safetensors`) onto `device`,
 /// its GEMMs at `precision`.
@@ -91,20 +88,7 @@ pub fn load(weights: Option<&Path>, device: Device, precision: Precision) -> Res
             ),
         },
     };
-    let (cfg, params) = weights::load(&path, None)?;
-    // As engine::load, but boxed with the auto traits the embedders need.
-    Ok(match engine::resolve(device)? {
-        None => Box::new(Engine::from_params(
-            CpuBackend::with_precision(precision),
-            cfg,
-            &params,
-        )?),
-        Some(ordinal) => Box::new(Engine::from_params(
-            CudaBackend::new(ordinal)?.with_precision(precision)?,
-            cfg,
-            &params,
-        )?),
-    })
+    engine::load(&path, None, device, precision)
 }
 
 /// A simulated measurement y = A x + e of the images `x` (N, 1, H, W): relative Gaussian noise

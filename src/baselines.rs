@@ -4,9 +4,9 @@
 //! the CPU and the GPU alike.
 
 use crate::backend::Backend;
-use crate::bail;
 use crate::error::Result;
 use crate::operators::LinOp;
+use crate::params::check_param;
 use crate::samplers::cg::{self, CgSettings};
 use crate::tensor::Tensor;
 
@@ -17,17 +17,10 @@ const TIKHONOV_CG: CgSettings = CgSettings {
 };
 const TV_ITERS: usize = 400;
 
-fn check_lambda(lambda: f64) -> Result<()> {
-    if !(lambda.is_finite() && lambda > 0.0 && lambda <= 1e6) {
-        bail!("--lambda must be a positive number of at most 1e6, got {lambda}");
-    }
-    Ok(())
-}
-
 /// argmin ‖Ax − y‖² + λ‖x‖² per slice: conjugate gradients on (AᵀA + λI) x = Aᵀy from x = 0,
 /// then clamped to [−1, 1].
 pub fn tikhonov<B: Backend>(be: &B, op: LinOp<B>, y: &B::Buf, lambda: f64) -> Result<B::Buf> {
-    check_lambda(lambda)?;
+    check_param("--lambda", lambda, true)?;
     let image = op.image_shape(be.shape(y))?;
     let zero = be.upload(&Tensor::zeros(&image))?;
     let mu = vec![lambda as f32; image[0]];
@@ -44,7 +37,7 @@ pub fn total_variation<B: Backend>(
     y: &B::Buf,
     lambda: f64,
 ) -> Result<B::Buf> {
-    check_lambda(lambda)?;
+    check_param("--lambda", lambda, true)?;
     let image = op.image_shape(be.shape(y))?;
     // ‖[A; ∇]‖² ≤ ‖A‖² + 8; step sizes σ = τ with σ·τ·L² < 1.
     let norm = op.norm();

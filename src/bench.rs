@@ -237,7 +237,7 @@ impl Latency {
     pub fn measure(
         steps: usize,
         runs: usize,
-        load: &mut dyn FnMut() -> Result<Box<dyn Model>>,
+        load: &mut dyn FnMut() -> Result<crate::engine::SharedModel>,
         reconstruct: &mut dyn FnMut(&dyn Model) -> Result<Tensor>,
     ) -> Result<Latency> {
         let start = Instant::now();
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn latency_runs_are_timed_one_by_one_after_the_cold_run() {
         let calls = std::cell::Cell::new(0);
-        let mut load = || -> Result<Box<dyn Model>> {
+        let mut load = || -> Result<crate::engine::SharedModel> {
             crate::engine::synthetic(
                 &crate::unet::UNetConfig::notebook(),
                 1,

@@ -1,5 +1,5 @@
 //! The public entry point: a loaded model on a backend chosen at run time, and the computations
-//! the CLI offers. `Model` is object safe, so the CLI holds a `Box<dyn Model>` whatever the device.
+//! the CLI offers. `Model` is object safe, so the front ends hold a `SharedModel` whatever the device.
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::{self, CudaBackend};
@@ -143,6 +143,10 @@ fn with_operator<B: Backend>(
     be.download(&out)
 }
 
+/// A loaded model as the front ends hold it: both backends' engines are `Send + Sync`, so the
+/// C ABI and Python can keep one behind a lock and call it from any thread.
+pub type SharedModel = Box<dyn Model + Send + Sync>;
+
 /// What a loaded model can do, on whichever backend it lives.
 pub trait Model: Solver {
     fn config(&self) -> &UNetConfig;
@@ -205,7 +209,7 @@ pub fn load(
     heads: Option<usize>,
     device: Device,
     precision: Precision,
-) -> Result<Box<dyn Model>> {
+) -> Result<SharedModel> {
     let (cfg, params) = weights::load(path, heads)?;
     from_params(cfg, &params, device, precision)
 }
@@ -216,7 +220,7 @@ pub fn synthetic(
     seed: u64,
     device: Device,
     precision: Precision,
-) -> Result<Box<dyn Model>> {
+) -> Result<SharedModel> {
     let params = weights::synthetic(cfg, seed);
     from_params(cfg.clone(), &params, device, precision)
 }
@@ -226,7 +230,7 @@ fn from_params(
     params: &Params,
     device: Device,
     precision: Precision,
-) -> Result<Box<dyn Model>> {
+) -> Result<SharedModel> {
     Ok(match resolve(device)? {
         None => Box::new(Engine::from_params(
             CpuBackend::with_precision(precision),

@@ -37,6 +37,8 @@ pub mod metrics;
 #[doc(hidden)]
 pub mod operators;
 #[doc(hidden)]
+pub mod params;
+#[doc(hidden)]
 pub mod phantom;
 #[doc(hidden)]
 pub mod precision;

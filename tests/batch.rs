@@ -15,7 +15,7 @@ use diffrecon::Precision;
 mod common;
 
 /// The small golden model on the CPU.
-fn cpu_model() -> Box<dyn Model> {
+fn cpu_model() -> diffrecon::engine::SharedModel {
     engine::load(&common::small_weights(), None, Device::Cpu, Precision::F32).unwrap()
 }
 
@@ -24,7 +24,7 @@ fn cpu_model() -> Box<dyn Model> {
 /// MMA sequence over K is the same whatever the tile or batch (16×16 fragments, every UNet
 /// level a multiple of 16 pixels); a difference would be amplified by later roundings
 /// (tests/precision.rs).
-fn gpu_models(test: &str) -> Vec<Box<dyn Model>> {
+fn gpu_models(test: &str) -> Vec<diffrecon::engine::SharedModel> {
     match diffrecon::backend::cuda::unavailable_reason(0) {
         None => [Precision::F32, Precision::Tf32]
             .map(|p| engine::load(&common::small_weights(), None, Device::Cuda(0), p).unwrap())

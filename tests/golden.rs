@@ -47,7 +47,7 @@ fn json(file: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir().join(file)).unwrap()).unwrap()
 }
 
-fn engine(weights_file: &str) -> Box<dyn Model> {
+fn engine(weights_file: &str) -> diffrecon::engine::SharedModel {
     let path = dir().join(weights_file);
     diffrecon::engine::load(
         &path,

@@ -3,7 +3,7 @@
 
 use super::limits::MemoryArgs;
 use crate::bail;
-use crate::engine::{self, Device, Model};
+use crate::engine::{self, Device};
 use crate::error::Result;
 use crate::precision::Precision;
 use crate::samplers::cg::CgSettings;
@@ -33,7 +33,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub(super) fn load(&self) -> Result<(Box<dyn Model>, PathBuf)> {
+    pub(super) fn load(&self) -> Result<(crate::engine::SharedModel, PathBuf)> {
         let path = self.weights.clone().or_else(crate::default_weights);
         let Some(path) = path else {
             bail!(

@@ -217,7 +217,7 @@ fn latency(args: BenchArgs, n: i64) -> Result<()> {
     let mut device_name = String::new();
     let mut rows = Vec::new();
     for &s in &step_counts {
-        let mut load = || -> Result<Box<dyn Model>> {
+        let mut load = || -> Result<crate::engine::SharedModel> {
             let (model, path) = model_args.load()?;
             (weights, device_name) = (path, model.device());
             Ok(model)

@@ -1,8 +1,8 @@
 //! The relative measurement-noise model and simulated measurements y = A x + e.
 
 use super::Operator;
-use crate::bail;
 use crate::error::Result;
+use crate::params::{check_range, MAX_NOISE_LEVEL};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -19,9 +19,7 @@ pub fn simulate(x: &Tensor, op: &Operator, noise_level: f64, seed: u64) -> Resul
 
 /// Noise for each slice of `ax` (N,1,·,·): e = n/‖n‖ · ‖Ax‖ · level, n standard normal.
 pub fn relative_noise(ax: &Tensor, level: f64, rng: &mut Rng) -> Result<Tensor> {
-    if !(level.is_finite() && (0.0..=1e3).contains(&level)) {
-        bail!("--noise-level must be a number in [0, 1000], got {level}");
-    }
+    check_range("--noise-level", level, 0.0, MAX_NOISE_LEVEL)?;
     let n = ax.shape()[0];
     let per = ax.len() / n.max(1);
     let mut out = Vec::with_capacity(ax.len());
