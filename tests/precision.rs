@@ -41,7 +41,7 @@ fn rel(got: &Tensor, want: &Tensor) -> f64 {
 /// (half an ulp is 2.4e-4 relative), BF16 8 bits (2e-3): one op's relative error is a few times
 /// that (attention's VJP chains four products: the CPU's BF16 is 8.5e-3 from f32 on the smallest
 /// case below), the UNet's few dozen layers add up to more (the CPU emulation measures, on the
-/// small golden weights, TF32 1.7e-3 / 2.3e-3 and BF16 1.3e-2 / 6.2e-2 for eps / gradient).
+/// small golden weights, TF32 1.7e-3 / 2.8e-3 and BF16 1.3e-2 / 2.4e-2 for eps / gradient).
 /// Sampler runs (`Sampler`) have no bound from f32: on the golden weights, which are random, a
 /// 4-step run amplifies any change of eps (x0 = (x − √(1−ᾱ)·eps)/√ᾱ at small ᾱ) by 10-20×; what
 /// a precision does to reconstructions is measured with the trained prior instead (PSNR over 32
@@ -76,6 +76,7 @@ fn network_results(
 ) -> Vec<(&'static str, Level, Tensor)> {
     let shape = [2, 1, size, size];
     let x = rand(&shape, 12, 1.0);
+    let x_grad = rand(&shape, 12, 0.2);
     let y = rand(&shape, 601, 0.5);
     let x_t = rand(&shape, 701, 1.0);
     let k: Operator = Kernel::motion(9, 20.0).unwrap().into();
@@ -86,7 +87,8 @@ fn network_results(
     };
     let mut out = vec![
         ("unet eps", Level::Pass, e.eps(&x, &[37.0, 311.0]).unwrap()),
-        ("dps gradient", Level::Pass, e.grad(&y, &k, &x)),
+        (GRAD_X0, Level::Pass, x0_estimate(e, &x_grad, GRAD_T)),
+        ("dps gradient", Level::Pass, e.grad(&y, &k, &x_grad)),
         (
             "diffpir-style 4 steps",
             Level::Sampler,
@@ -98,6 +100,44 @@ fn network_results(
         out.push(("dps 4 steps", Level::Sampler, x));
     }
     out
+}
+
+/// The DPS gradient's timestep, and the name of the x0 estimate it clamps.
+const GRAD_T: usize = 37;
+const GRAD_X0: &str = "x0 estimate at the gradient's t";
+
+/// x0_hat = (x − √(1−ᾱ_t)·eps(x, t)) / √ᾱ_t, the input of the DPS gradient's clamp.
+fn x0_estimate(e: &impl Model, x: &Tensor, t: usize) -> Tensor {
+    let (sab, s1m) = diffrecon::schedule::Schedule::cosine(400).coeffs(t);
+    let eps = e.eps(x, &vec![t as f64; x.shape()[0]]).unwrap();
+    let x0 = x
+        .data()
+        .iter()
+        .zip(eps.data())
+        .map(|(v, n)| (v - s1m * n) / sab);
+    Tensor::new(x.shape().to_vec(), x0.collect()).unwrap()
+}
+
+/// The DPS gradient's inputs keep x0_hat inside the clamp's bounds (±1) with a margin: at a
+/// bound the clamp's derivative jumps from 1 to 0, so a rounding that moved one pixel of x0_hat
+/// across would change the gradient around it by its whole size and no precision bound could
+/// hold (at t = 311 with x ~ N(0, 1), TF32 moved one pixel from 0.9982 to 1.0005). Checks that no
+/// run's x0_hat comes within 1e-2 of a bound (measured margins: small 6.0e-2, prior 0.71).
+fn assert_clamp_inactive(runs: &[&Vec<(&'static str, Level, Tensor)>]) {
+    for run in runs {
+        let (_, _, x0) = run
+            .iter()
+            .find(|r| r.0 == GRAD_X0)
+            .expect("a network result");
+        let margin = x0
+            .data()
+            .iter()
+            .fold(f32::INFINITY, |m, v| m.min(1.0 - v.abs()));
+        assert!(
+            margin > 1e-2,
+            "x0_hat within {margin:.1e} of the clamp bounds"
+        );
+    }
 }
 
 /// The small golden weights (random) at 32×32 and the bundled prior (trained) at 64×64, and
@@ -121,6 +161,7 @@ fn cpu_emulation_moves_the_unet_by_the_operand_rounding() {
         let mut eps_moves = Vec::new();
         for p in [Tf32, Bf16] {
             let got = network_results(&cpu_engine_for(&path, p), size, dps_run);
+            assert_clamp_inactive(&[&got, &exact]);
             for ((name, level, got), (_, _, want)) in got.iter().zip(&exact) {
                 let e = rel(got, want);
                 println!("cpu {p} emulation, {model}: {name} {e:.2e} from f32");
@@ -330,6 +371,7 @@ fn tensor_core_unet_dps_and_samplers_match_the_cpu_emulation() {
             );
             let same = network_results(&cpu_engine_for(&path, p), size, dps_run);
             let exact = network_results(&cpu_engine_for(&path, F32), size, dps_run);
+            assert_clamp_inactive(&[&on_gpu, &same, &exact]);
             for (((name, level, got), (_, _, s)), (_, _, x)) in on_gpu.iter().zip(&same).zip(&exact)
             {
                 check(&format!("{model}: {name}"), p, *level, got, s, x);
@@ -338,7 +380,7 @@ fn tensor_core_unet_dps_and_samplers_match_the_cpu_emulation() {
     }
 }
 
-/// The DPS gradient at t = 311 on either engine.
+/// The DPS gradient at `GRAD_T` on either engine.
 trait GradOn {
     fn grad(&self, y: &Tensor, kernel: &Operator, x: &Tensor) -> Tensor;
 }
@@ -346,7 +388,7 @@ trait GradOn {
 impl<B: Backend> GradOn for Engine<B> {
     fn grad(&self, y: &Tensor, kernel: &Operator, x: &Tensor) -> Tensor {
         self.with_problem(y, kernel, |p| {
-            let g = dps::gradient(p, &p.be.upload(x)?, 311, 0.05)?.grad;
+            let g = dps::gradient(p, &p.be.upload(x)?, GRAD_T, 0.05)?.grad;
             p.be.download(&g)
         })
         .unwrap()

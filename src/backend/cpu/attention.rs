@@ -4,6 +4,7 @@
 
 use super::gemm::{sgemm, sgemm_serial, View};
 use super::math::exp;
+use super::simd::wide;
 use crate::precision::Precision;
 use rayon::prelude::*;
 
@@ -138,7 +139,7 @@ fn probs_block(
     };
     sgemm_serial(prec, nq, d, t, qb, View::rows(k, t), 0.0, &mut p);
     let scale = 1.0 / (d as f32).sqrt();
-    p.chunks_mut(t).for_each(|row| softmax_scaled(row, scale));
+    softmax_rows(&mut p, t, scale);
     p
 }
 
@@ -218,13 +219,7 @@ fn attend_vjp(
                     cs: t,
                 };
                 sgemm_serial(prec, nq, d, t, dctx_bt, View::rows(v, t), 0.0, &mut ds);
-                // Softmax backward with the score scale folded in: ds = scale·p ⊙ (dp − <dp, p>).
-                for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
-                    let dot = dot(dsr, pr);
-                    dsr.iter_mut()
-                        .zip(pr)
-                        .for_each(|(g, &pv)| *g = scale * pv * (*g - dot));
-                }
+                softmax_rows_vjp(&mut ds, &p, t, scale);
                 // dq block (d×nq) = k (d×t) · dsᵀ ; dk (d×t) += q_block (d×nq) · ds.
                 let mut dqb = vec![0.0f32; d * nq];
                 sgemm_serial(
@@ -259,16 +254,34 @@ fn attend_vjp(
     dqkv
 }
 
-/// Softmax of `scale · row` in place (max-subtracted). Written as separate passes with
-/// lane-wise reductions so that each pass vectorises.
-fn softmax_scaled(row: &mut [f32], scale: f32) {
-    let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max) * scale;
-    row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
-    let inv = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
-    row.iter_mut().for_each(|v| *v *= inv);
+wide! {
+    /// Softmax of `scale · row` for every row of `rows` (`t` wide), in place (max-subtracted).
+    /// Written as separate passes with lane-wise reductions so that each pass vectorises.
+    fn softmax_rows(rows: &mut [f32], t: usize, scale: f32) {
+        for row in rows.chunks_mut(t) {
+            let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max) * scale;
+            row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+            let inv = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+wide! {
+    /// Softmax backward with the score scale folded in, per row: ds = scale·p ⊙ (dp − <dp, p>)
+    /// (`ds` holds dp on entry).
+    fn softmax_rows_vjp(ds: &mut [f32], p: &[f32], t: usize, scale: f32) {
+        for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
+            let dot = dot(dsr, pr);
+            dsr.iter_mut()
+                .zip(pr)
+                .for_each(|(g, &pv)| *g = scale * pv * (*g - dot));
+        }
+    }
 }
 
 /// Reduce with 8 independent accumulators (a vector register's worth), then across them.
+#[inline(always)]
 fn lanes_reduce(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; 8];
     let chunks = x.chunks_exact(8);
@@ -283,6 +296,7 @@ fn lanes_reduce(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// Dot product with lane-wise accumulation.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -2,6 +2,7 @@
 //! accumulated in f64 and recomputed in the VJP rather than stored.
 
 use super::math::{silu, silu_grad};
+use super::simd::wide;
 use rayon::prelude::*;
 
 pub const GN_EPS: f64 = 1e-5;
@@ -22,11 +23,41 @@ impl GnGeom {
 }
 
 /// Mean and 1/sqrt(var + eps) of one group's values (biased variance, as PyTorch).
+#[inline(always)]
 fn stats(x: &[f32]) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let mean = lane_sum(x, |v| v as f64) / n;
+    let var = lane_sum(x, |v| (v as f64 - mean).powi(2)) / n;
     (mean, 1.0 / (var + GN_EPS).sqrt())
+}
+
+/// Σ f(v) in f64 over 8 interleaved partial sums (so the loop vectorises), then across them.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().map(|&v| f(v)).sum::<f64>();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += f(c[l]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+wide! {
+    /// One group of `group_norm`: its statistics, then the affine map (and SiLU) per channel.
+    fn normalize_group(xg: &[f32], gamma: &[f32], beta: &[f32], hw: usize, fuse_silu: bool, yg: &mut [f32]) {
+        let (mean, rstd) = stats(xg);
+        for (j, (yc, xc)) in yg.chunks_mut(hw).zip(xg.chunks(hw)).enumerate() {
+            let scale = (gamma[j] as f64 * rstd) as f32;
+            let shift = (beta[j] as f64 - mean * gamma[j] as f64 * rstd) as f32;
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                let z = v * scale + shift;
+                *o = if fuse_silu { silu(z) } else { z };
+            }
+        }
+    }
 }
 
 /// y = GroupNorm(x)·gamma + beta, then SiLU when `fuse_silu`.
@@ -45,16 +76,8 @@ pub fn group_norm(
         .zip(x.par_chunks(g.group_len()))
         .enumerate()
         .for_each(|(ng, (yg, xg))| {
-            let (mean, rstd) = stats(xg);
-            let c0 = (ng % g.groups) * cpg;
-            for (j, (yc, xc)) in yg.chunks_mut(g.hw).zip(xg.chunks(g.hw)).enumerate() {
-                let scale = (gamma[c0 + j] as f64 * rstd) as f32;
-                let shift = (beta[c0 + j] as f64 - mean * gamma[c0 + j] as f64 * rstd) as f32;
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    let z = v * scale + shift;
-                    *o = if fuse_silu { silu(z) } else { z };
-                }
-            }
+            let c = (ng % g.groups) * cpg..(ng % g.groups + 1) * cpg;
+            normalize_group(xg, &gamma[c.clone()], &beta[c], g.hw, fuse_silu, yg);
         });
 }
 
@@ -79,38 +102,57 @@ pub fn group_norm_vjp(
         )
         .enumerate()
         .for_each(|(ng, (dxg, (xg, dyg)))| {
-            let (mean, rstd) = stats(xg);
-            let c0 = (ng % g.groups) * cpg;
-            // g_xhat = dL/d(xhat) = dy · silu'(z) · gamma, with xhat = (x - mean)·rstd.
-            let mut sum_g = 0.0f64;
-            let mut sum_gx = 0.0f64;
-            for (j, (dxc, (xc, dyc))) in dxg
-                .chunks_mut(g.hw)
-                .zip(xg.chunks(g.hw).zip(dyg.chunks(g.hw)))
-                .enumerate()
-            {
-                let gam = gamma[c0 + j] as f64;
-                for (o, (&v, &d)) in dxc.iter_mut().zip(xc.iter().zip(dyc)) {
-                    let xhat = (v as f64 - mean) * rstd;
-                    let dz = if fuse_silu {
-                        let z = (xhat * gam + beta[c0 + j] as f64) as f32;
-                        d as f64 * silu_grad(z) as f64
-                    } else {
-                        d as f64
-                    };
-                    let gx = dz * gam;
-                    sum_g += gx;
-                    sum_gx += gx * xhat;
-                    *o = gx as f32; // stash g_xhat; finished below
+            let c = (ng % g.groups) * cpg..(ng % g.groups + 1) * cpg;
+            let (gamma, beta) = (&gamma[c.clone()], &beta[c]);
+            group_vjp(xg, gamma, beta, g.hw, fuse_silu, dyg, dxg);
+        });
+}
+
+wide! {
+    /// One group of `group_norm_vjp`. With g = dL/d(xhat) = dy · silu'(z) · gamma and
+    /// xhat = (x − mean)·rstd: dx = rstd · (g − mean(g) − xhat · mean(g · xhat)).
+    fn group_vjp(xg: &[f32], gamma: &[f32], beta: &[f32], hw: usize, fuse_silu: bool, dyg: &[f32], dxg: &mut [f32]) {
+        let (mean, rstd) = stats(xg);
+        let (mut sum_g, mut sum_gx) = ([0.0f64; 8], [0.0f64; 8]);
+        for (j, (dxc, (xc, dyc))) in dxg
+            .chunks_mut(hw)
+            .zip(xg.chunks(hw).zip(dyg.chunks(hw)))
+            .enumerate()
+        {
+            let (gam, bet) = (gamma[j] as f64, beta[j] as f64);
+            let grad = |v: f32, d: f32| {
+                let xhat = (v as f64 - mean) * rstd;
+                let dz = match fuse_silu {
+                    true => d as f64 * silu_grad((xhat * gam + bet) as f32) as f64,
+                    false => d as f64,
+                };
+                (dz * gam, xhat)
+            };
+            // Partial sums by position mod 8 in the channel: a fixed order, and a vector loop.
+            let mut o8 = dxc.chunks_exact_mut(8);
+            for (o, (v, d)) in (&mut o8).zip(xc.chunks_exact(8).zip(dyc.chunks_exact(8))) {
+                for l in 0..8 {
+                    let (gx, xhat) = grad(v[l], d[l]);
+                    sum_g[l] += gx;
+                    sum_gx[l] += gx * xhat;
+                    o[l] = gx as f32; // stash g_xhat; finished below
                 }
             }
-            let m = xg.len() as f64;
-            let (mean_g, mean_gx) = (sum_g / m, sum_gx / m);
-            for (o, &v) in dxg.iter_mut().zip(xg) {
-                let xhat = (v as f64 - mean) * rstd;
-                *o = (rstd * (*o as f64 - mean_g - xhat * mean_gx)) as f32;
+            let done = xc.len() / 8 * 8;
+            for (l, (o, (&v, &d))) in o8.into_remainder().iter_mut().zip(xc[done..].iter().zip(&dyc[done..])).enumerate() {
+                let (gx, xhat) = grad(v, d);
+                sum_g[l] += gx;
+                sum_gx[l] += gx * xhat;
+                *o = gx as f32;
             }
-        });
+        }
+        let m = xg.len() as f64;
+        let (mean_g, mean_gx) = (sum_g.iter().sum::<f64>() / m, sum_gx.iter().sum::<f64>() / m);
+        for (o, &v) in dxg.iter_mut().zip(xg) {
+            let xhat = (v as f64 - mean) * rstd;
+            *o = (rstd * (*o as f64 - mean_g - xhat * mean_gx)) as f32;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod groupnorm;
 pub mod inpaint;
 pub mod math;
+pub mod simd;
 pub mod tv;
 
 use super::{AttnParams, Backend, CtGeometry};

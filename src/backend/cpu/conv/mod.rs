@@ -1,5 +1,11 @@
-//! 2-D convolution (cross-correlation, NCHW, square kernel, zero padding) and its input-VJP,
-//! both through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
+//! 2-D convolution (cross-correlation, NCHW, square kernel, zero padding) and its input-VJP.
+//! Stride-1 convolutions with k > 1 run the direct kernel of `direct.rs` on x86-64 with AVX2+FMA
+//! or AVX-512; 1×1 convolutions are one GEMM; the rest (stride 2, or a CPU without those
+//! kernels) go through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
+
+mod direct;
+
+pub use direct::Isa as DirectConvIsa;
 
 use super::gemm::{sgemm, sgemm_serial, View};
 use crate::precision::Precision;
@@ -54,6 +60,23 @@ pub fn conv2d(
     assert_eq!(out.len(), g.n * g.cout * npix);
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
+    match direct::Isa::detect().filter(|_| direct::handles(g)) {
+        Some(isa) => conv2d_direct_at(x, weight, bias, g, out, prec, isa),
+        None => conv2d_gemm(x, weight, bias, g, out, prec),
+    }
+}
+
+/// `conv2d` as GEMMs: one per image for 1×1, else im2col per pixel chunk + GEMM.
+fn conv2d_gemm(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeom,
+    out: &mut [f32],
+    prec: Precision,
+) {
+    let (ho, wo) = g.out_hw();
+    let (in_len, npix) = (g.cin * g.h * g.w, ho * wo);
     if g.is_pointwise() {
         out.chunks_mut(g.cout * npix)
             .zip(x.chunks(in_len))
@@ -103,6 +126,23 @@ pub fn conv2d(
             o[co * npix + p0..co * npix + p0 + np].copy_from_slice(row);
         }
     }
+}
+
+/// The direct kernel `isa` on operands rounded to `prec` (copies; f32 uses them as they are).
+fn conv2d_direct_at(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeom,
+    out: &mut [f32],
+    prec: Precision,
+    isa: direct::Isa,
+) {
+    if prec == Precision::F32 {
+        return direct::conv2d_direct(x, weight, bias, g, out, isa);
+    }
+    let round = |v: &[f32]| v.iter().map(|&e| prec.round(e)).collect::<Vec<f32>>();
+    direct::conv2d_direct(&round(x), &round(weight), bias, g, out, isa);
 }
 
 fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
@@ -315,15 +355,21 @@ mod tests {
             let x = rng.normal_vec(g.n * g.cin * g.h * g.w);
             let w = rng.normal_vec(g.cout * g.cin * g.k * g.k);
             let b = rng.normal_vec(g.cout);
-            let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
-            conv2d(&x, &w, &b, &g, &mut out, Precision::F32);
             let want = conv_naive(&x, &w, &b, &g);
-            let err = want
-                .iter()
-                .zip(&out)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(err < 1e-4, "{g:?}: max err {err}");
+            // The dispatched path and the GEMM path (which runs where no direct kernel does).
+            for gemm_only in [false, true] {
+                let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
+                match gemm_only {
+                    false => conv2d(&x, &w, &b, &g, &mut out, Precision::F32),
+                    true => conv2d_gemm(&x, &w, &b, &g, &mut out, Precision::F32),
+                }
+                let err = want
+                    .iter()
+                    .zip(&out)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(err < 1e-4, "{g:?} (gemm only: {gemm_only}): max err {err}");
+            }
         }
     }
 

@@ -1,0 +1,463 @@
+//! Stride-1 convolutions (k > 1) as a direct register-tiled kernel: no im2col and no GEMM
+//! packing. The input is copied once into a zero-bordered buffer, so every tap of a run of
+//! output pixels is one unaligned vector load; the weights are repacked per call into blocks of
+//! `MR` output channels, tap-major, so a tile's broadcasts read consecutive floats.
+//!
+//! Each output is `bias`, then one fused multiply-add per tap in the order (ci, ky, kx): the
+//! same operations in the same order for every vector width, so the AVX-512 and AVX2 kernels
+//! give the same bits as each other and as the scalar definition (the tests compare bits), on
+//! any thread count and at any batch size.
+
+use super::ConvGeom;
+use rayon::prelude::*;
+
+/// Output channels per packed weight block (one tile's rows).
+const MR: usize = 8;
+/// The widest vector (AVX-512: 16 floats): read slack after the padded input.
+const MAX_LANES: usize = 16;
+/// Output vectors per parallel task (a task also owns one weight block).
+const VECTORS_PER_TASK: usize = 48;
+
+/// The vector kernels this machine can run, widest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512f",
+            Isa::Avx2 => "avx2+fma",
+        }
+    }
+
+    /// Every kernel this machine supports (for tests that compare them).
+    pub fn available() -> Vec<Isa> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if cfg!(feature = "avx512") && has!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+            if has!("avx2") && has!("fma") {
+                v.push(Isa::Avx2);
+            }
+        }
+        v
+    }
+
+    /// The kernel `conv2d` uses here, or None (no AVX2+FMA: the im2col path runs instead).
+    pub fn detect() -> Option<Isa> {
+        static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| Isa::available().first().copied())
+    }
+}
+
+/// Whether the direct kernel computes this geometry (1×1 convolutions stay plain GEMMs).
+pub fn handles(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.k > 1
+}
+
+/// A run of up to `lanes` output pixels of one row: where its first tap is read in the padded
+/// input, where it is written in the output plane, and how many of its lanes are real.
+#[derive(Clone, Copy)]
+struct Run {
+    src: usize,
+    dst: usize,
+    len: usize,
+}
+
+/// Geometry of the zero-bordered copy of one image.
+struct Padded {
+    wp: usize,
+    plane: usize,
+}
+
+/// out = conv(x, weight) + bias for a stride-1 geometry, on the kernel `isa`.
+pub fn conv2d_direct(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeom,
+    out: &mut [f32],
+    isa: Isa,
+) {
+    assert_eq!(g.stride, 1, "direct conv: stride 1 only");
+    let (ho, wo) = g.out_hw();
+    let (in_len, npix, kdim) = (g.cin * g.h * g.w, ho * wo, g.cin * g.k * g.k);
+    assert_eq!(x.len(), g.n * in_len);
+    assert_eq!(out.len(), g.n * g.cout * npix);
+    assert_eq!(weight.len(), g.cout * kdim);
+    assert_eq!(bias.len(), g.cout);
+    let pad = Padded {
+        wp: g.w + 2 * g.pad,
+        plane: (g.h + 2 * g.pad) * (g.w + 2 * g.pad),
+    };
+    let packed = pack_weights(weight, g.cout, kdim);
+    let taps = tap_offsets(g, &pad);
+    let runs = output_runs(ho, wo, &pad, isa.lanes());
+    let blocks = g.cout.div_ceil(MR);
+    let chunks = runs.len().div_ceil(VECTORS_PER_TASK);
+    let mut xp = vec![0.0f32; g.cin * pad.plane + MAX_LANES];
+    for (xi, oi) in x.chunks(in_len).zip(out.chunks_mut(g.cout * npix)) {
+        fill_padded(xi, g, &pad, &mut xp);
+        let out_ptr = SendPtr(oi.as_mut_ptr());
+        (0..blocks * chunks).into_par_iter().for_each(|task| {
+            let (b, c) = (task / chunks, task % chunks);
+            let rows = MR.min(g.cout - b * MR);
+            let job = Job {
+                xp: &xp,
+                taps: &taps,
+                wpk: &packed[b * kdim * MR..(b + 1) * kdim * MR],
+                bias: &bias[b * MR..b * MR + rows],
+                out: &out_ptr,
+                co0: b * MR,
+                npix,
+            };
+            let end = ((c + 1) * VECTORS_PER_TASK).min(runs.len());
+            // SAFETY: the runs of this chunk and the channels of this block are written by this
+            // task only; every read lies in `xp` (its slack covers the widest vector) or `wpk`.
+            unsafe { job.run(isa, &runs[c * VECTORS_PER_TASK..end]) }
+        });
+    }
+}
+
+/// Weights as blocks of MR output channels, tap-major inside a block ([block][tap][row]); rows
+/// past `cout` are zero (computed, never stored).
+fn pack_weights(weight: &[f32], cout: usize, kdim: usize) -> Vec<f32> {
+    let blocks = cout.div_ceil(MR);
+    let mut p = vec![0.0f32; blocks * kdim * MR];
+    for (co, wrow) in weight.chunks(kdim).enumerate() {
+        let (b, r) = (co / MR, co % MR);
+        for (t, &v) in wrow.iter().enumerate() {
+            p[(b * kdim + t) * MR + r] = v;
+        }
+    }
+    p
+}
+
+/// Offset in the padded input of each tap (ci, ky, kx) relative to a run's first tap.
+fn tap_offsets(g: &ConvGeom, pad: &Padded) -> Vec<usize> {
+    let mut t = Vec::with_capacity(g.cin * g.k * g.k);
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                t.push(ci * pad.plane + ky * pad.wp + kx);
+            }
+        }
+    }
+    t
+}
+
+/// Every output row cut into runs of `lanes` pixels (the last one of a row may be shorter).
+fn output_runs(ho: usize, wo: usize, pad: &Padded, lanes: usize) -> Vec<Run> {
+    let mut runs = Vec::with_capacity(ho * wo.div_ceil(lanes));
+    for oy in 0..ho {
+        for ox in (0..wo).step_by(lanes) {
+            runs.push(Run {
+                src: oy * pad.wp + ox,
+                dst: oy * wo + ox,
+                len: lanes.min(wo - ox),
+            });
+        }
+    }
+    runs
+}
+
+/// Copy one image into the interior of the zero-bordered buffer (border and slack stay zero).
+fn fill_padded(x: &[f32], g: &ConvGeom, pad: &Padded, xp: &mut [f32]) {
+    for (src, dst) in x.chunks(g.h * g.w).zip(xp.chunks_mut(pad.plane)) {
+        for (y, row) in src.chunks(g.w).enumerate() {
+            let at = (y + g.pad) * pad.wp + g.pad;
+            dst[at..at + g.w].copy_from_slice(row);
+        }
+    }
+}
+
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// One task's operands: a weight block against a range of output runs of one image.
+struct Job<'a> {
+    xp: &'a [f32],
+    taps: &'a [usize],
+    wpk: &'a [f32],
+    bias: &'a [f32],
+    out: &'a SendPtr,
+    co0: usize,
+    npix: usize,
+}
+
+impl Job<'_> {
+    /// SAFETY: see the call site; `isa` must be supported by this CPU.
+    unsafe fn run(&self, isa: Isa, runs: &[Run]) {
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match isa {
+                Isa::Avx512 => {
+                    let mut it = runs.chunks_exact(3);
+                    for t in &mut it {
+                        avx512::tile::<3>(self, [t[0], t[1], t[2]]);
+                    }
+                    for &r in it.remainder() {
+                        avx512::tile::<1>(self, [r]);
+                    }
+                }
+                Isa::Avx2 => {
+                    let mut it = runs.chunks_exact(2);
+                    for t in &mut it {
+                        avx2::tile::<2>(self, [t[0], t[1]]);
+                    }
+                    for &r in it.remainder() {
+                        avx2::tile::<1>(self, [r]);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (isa, runs);
+            unreachable!("no direct-conv kernel is detected off x86_64");
+        }
+    }
+
+    /// Write `lanes` accumulated values of output channel row `r` for `run`.
+    ///
+    /// SAFETY: `vals` holds at least `run.len` floats; the destination is this task's.
+    #[inline(always)]
+    unsafe fn store(&self, r: usize, run: Run, vals: *const f32) {
+        unsafe {
+            let dst = self.out.0.add((self.co0 + r) * self.npix + run.dst);
+            std::ptr::copy_nonoverlapping(vals, dst, run.len);
+        }
+    }
+}
+
+/// One tile kernel per instruction set: `R` output channels (rows `R0..R0+R` of the block) × `NV`
+/// runs, accumulated in registers over every tap, then stored. The body is the same for every
+/// width; only the intrinsics differ.
+macro_rules! tile_kernel {
+    ($modname:ident, $feature:literal, $lanes:expr, $vec:ty, $set1:ident, $loadu:ident,
+     $fmadd:ident, $storeu:ident, [$($half:expr),+], $rows:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $modname {
+            use super::{Job, Run, MR};
+            use std::arch::x86_64::*;
+
+            /// SAFETY: the CPU has the feature; the reads of every run's taps lie inside
+            /// `job.xp` and the writes are the job's own.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn tile<const NV: usize>(job: &Job, runs: [Run; NV]) {
+                let rows = job.bias.len();
+                let (xp, wpk) = (job.xp.as_ptr(), job.wpk.as_ptr());
+                $(
+                    let r0: usize = $half * $rows;
+                    if r0 < rows {
+                        // Constant trip counts throughout, so the accumulators stay in registers.
+                        let mut acc: [[$vec; NV]; $rows] = [[$set1(0.0); NV]; $rows];
+                        for r in 0..$rows {
+                            let b = job.bias.get(r0 + r).copied().unwrap_or(0.0);
+                            acc[r] = [$set1(b); NV];
+                        }
+                        for (t, &off) in job.taps.iter().enumerate() {
+                            let mut v: [$vec; NV] = [$set1(0.0); NV];
+                            for j in 0..NV {
+                                v[j] = unsafe { $loadu(xp.add(runs[j].src + off)) };
+                            }
+                            for r in 0..$rows {
+                                let a = $set1(unsafe { *wpk.add(t * MR + r0 + r) });
+                                for j in 0..NV {
+                                    acc[r][j] = $fmadd(a, v[j], acc[r][j]);
+                                }
+                            }
+                        }
+                        for r in 0..$rows {
+                            for j in 0..NV {
+                                let mut lanes = [0.0f32; $lanes];
+                                unsafe { $storeu(lanes.as_mut_ptr(), acc[r][j]) };
+                                if r0 + r < rows {
+                                    unsafe { job.store(r0 + r, runs[j], lanes.as_ptr()) };
+                                }
+                            }
+                        }
+                    }
+                )+
+            }
+        }
+    };
+}
+
+// AVX-512: 8 rows × 3 runs = 24 accumulators + 3 loads + 1 broadcast of 32 registers.
+tile_kernel!(
+    avx512,
+    "avx512f",
+    16,
+    __m512,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps,
+    [0],
+    8
+);
+// AVX2: two halves of 4 rows × 2 runs = 8 accumulators + 2 loads + 1 broadcast of 16.
+tile_kernel!(
+    avx2,
+    "avx2,fma",
+    8,
+    __m256,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps,
+    [0, 1],
+    4
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The definition in the kernels' order: bias, then one `mul_add` per tap (ci, ky, kx),
+    /// padding taps included as products with zero.
+    fn scalar(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom) -> Vec<f32> {
+        let (ho, wo) = g.out_hw();
+        let mut out = Vec::with_capacity(g.n * g.cout * ho * wo);
+        for n in 0..g.n {
+            for co in 0..g.cout {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = b[co];
+                        for ci in 0..g.cin {
+                            for ky in 0..g.k {
+                                for kx in 0..g.k {
+                                    let (iy, ix) = ((oy + ky) as isize, (ox + kx) as isize);
+                                    let (iy, ix) = (iy - g.pad as isize, ix - g.pad as isize);
+                                    let inside = (0..g.h as isize).contains(&iy)
+                                        && (0..g.w as isize).contains(&ix);
+                                    let xv = match inside {
+                                        true => {
+                                            x[((n * g.cin + ci) * g.h + iy as usize) * g.w
+                                                + ix as usize]
+                                        }
+                                        false => 0.0,
+                                    };
+                                    let wv = w[((co * g.cin + ci) * g.k + ky) * g.k + kx];
+                                    acc = wv.mul_add(xv, acc);
+                                }
+                            }
+                        }
+                        out.push(acc);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        n: usize,
+        cin: usize,
+        h: usize,
+        w: usize,
+        cout: usize,
+        k: usize,
+        pad: usize,
+    ) -> ConvGeom {
+        ConvGeom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride: 1,
+            pad,
+        }
+    }
+
+    /// Rows not a multiple of either vector width, channel counts not a multiple of the block,
+    /// k = 3 and 5, "same" and "valid" padding, a row narrower than the kernel's reach.
+    fn geoms() -> Vec<ConvGeom> {
+        vec![
+            geom(2, 3, 7, 5, 4, 3, 1),
+            geom(1, 5, 23, 19, 9, 3, 1),
+            geom(2, 2, 9, 11, 17, 5, 2),
+            geom(1, 2, 1, 3, 2, 5, 2),
+            geom(1, 4, 10, 40, 8, 3, 0),
+            geom(3, 16, 16, 16, 24, 3, 1),
+            geom(1, 1, 33, 64, 1, 3, 1),
+        ]
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|e| e.to_bits()).collect()
+    }
+
+    #[test]
+    fn every_kernel_gives_the_bits_of_the_scalar_definition() {
+        let isas = Isa::available();
+        if isas.is_empty() {
+            eprintln!("SKIP: no AVX2+FMA or AVX-512 on this CPU (the im2col path runs instead)");
+            return;
+        }
+        let mut rng = Rng::new(21);
+        for g in geoms() {
+            let (ho, wo) = g.out_hw();
+            let x = rng.normal_vec(g.n * g.cin * g.h * g.w);
+            let w = rng.normal_vec(g.cout * g.cin * g.k * g.k);
+            let b = rng.normal_vec(g.cout);
+            let want = bits(&scalar(&x, &w, &b, &g));
+            for &isa in &isas {
+                let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
+                conv2d_direct(&x, &w, &b, &g, &mut out, isa);
+                assert_eq!(bits(&out), want, "{}: {g:?}", isa.name());
+            }
+        }
+    }
+
+    /// The same bits on one thread and on three, and for an image alone or inside a batch.
+    #[test]
+    fn bits_do_not_depend_on_threads_or_batch() {
+        let Some(isa) = Isa::detect() else {
+            eprintln!("SKIP: no direct-conv kernel on this CPU");
+            return;
+        };
+        let g = geom(3, 16, 20, 36, 12, 3, 1);
+        let (ho, wo) = g.out_hw();
+        let mut rng = Rng::new(22);
+        let x = rng.normal_vec(g.n * g.cin * g.h * g.w);
+        let w = rng.normal_vec(g.cout * g.cin * 9);
+        let b = rng.normal_vec(g.cout);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
+            pool.install(|| conv2d_direct(&x, &w, &b, &g, &mut out, isa));
+            bits(&out)
+        };
+        let all = run(3);
+        assert_eq!(run(1), all);
+        let one = ConvGeom { n: 1, ..g };
+        let per = g.cin * g.h * g.w;
+        let mut second = vec![f32::NAN; g.cout * ho * wo];
+        conv2d_direct(&x[per..2 * per], &w, &b, &one, &mut second, isa);
+        let len = second.len();
+        assert_eq!(bits(&second), all[len..2 * len].to_vec());
+    }
+}
