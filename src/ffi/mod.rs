@@ -15,18 +15,25 @@
 //! handle; `boundary.rs` the checked conversions every call makes (status and message, strings,
 //! buffers, handles); then one file per family of calls: `model.rs`, `operator.rs`,
 //! `sampler.rs`, `run.rs` (simulate, reconstruct) and `npy.rs`. cbindgen reads this file's
-//! items, then the modules in the order declared below: the header's order.
+//! items, then the modules in the order they are declared below: that is the header's order.
 
 #![allow(non_camel_case_types)]
 // The safety contract of every pointer argument is the header's documentation.
 #![allow(clippy::missing_safety_doc)]
 
 mod boundary;
+
+// The call families, in the header's order: cbindgen follows the declarations, and the blank
+// lines between them keep rustfmt from sorting them.
 mod model;
-mod npy;
+
 mod operator;
-mod run;
+
 mod sampler;
+
+mod run;
+
+mod npy;
 
 use crate::api::{Operator, Sampler, SharedModel};
 use std::cell::RefCell;
