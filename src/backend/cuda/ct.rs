@@ -1,5 +1,5 @@
 //! Sparse-view CT: Joseph's projector, its adjoint and the Ram-Lak filter (kernels/ct.cu; CPU
-//! twin: src/backend/cpu/ct.rs). `angles` is the (V, 2) table of `CtGeometry::angles` that the
+//! twin: src/backend/cpu/ct/). `angles` is the (V, 2) table of `CtGeometry::angles` that the
 //! operator uploads once; these ops only read it.
 
 use super::checks::{ct_operands, nchw};
