@@ -1,4 +1,4 @@
-//! The C ABI from C: include/diffrecon.h is what cbindgen makes of src/ffi.rs, the example
+//! The C ABI from C: include/diffrecon.h is what cbindgen makes of src/ffi/, the example
 //! program compiles against the built library and reproduces the CLI's bits, and bad arguments
 //! get the right status and message (examples/c/check_errors.c).
 
@@ -17,9 +17,9 @@ fn header_is_current() {
     let mut fresh = Vec::new();
     cbindgen::Builder::new()
         .with_config(config)
-        .with_src(Path::new(ROOT).join("src/ffi.rs"))
+        .with_src(Path::new(ROOT).join("src/ffi/mod.rs"))
         .generate()
-        .expect("cbindgen parses src/ffi.rs")
+        .expect("cbindgen parses src/ffi/mod.rs")
         .write(&mut fresh);
     let path = Path::new(ROOT).join("include/diffrecon.h");
     if std::env::var_os("DIFFRECON_BLESS").is_some() {

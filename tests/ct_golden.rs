@@ -1,4 +1,4 @@
-//! The CPU CT ops (src/backend/cpu/ct.rs) against the independent float64 NumPy reference
+//! The CPU CT ops (src/backend/cpu/ct/) against the independent float64 NumPy reference
 //! tools/ct_reference.py, on the cases it wrote to tests/golden/ct/. Errors are relative L2;
 //! each is printed (`cargo test --release --test ct_golden -- --nocapture`).
 

@@ -10,7 +10,6 @@ use crate::bench::Latency;
 use crate::engine::{self, Device, Model};
 use crate::error::Result;
 use crate::operators::{self, Operator};
-use crate::precision::Precision;
 use crate::rng::normal_tensor;
 use crate::samplers::diffpir::DiffPirParams;
 use crate::samplers::diffpir_pnp::DiffPirPnpParams;
@@ -24,20 +23,13 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(
+    mut_arg("weights", |a| a.help("Weights [default: synthetic weights of the notebook's config; with --latency the bundled prior]")),
     after_help = "Rows: the UNet forward and each sampler at every --batches size, then the CT operator's forward (projection) and adjoint (back-projection) at batch 1 and 64 (64×64 images, 60 views over 180°, 91 detector bins), whatever --batches and --size say.\n\nWith --latency N: one row per --steps value, each a fresh model load, a first (cold) reconstruction of one --size × --size slice, then N warm reconstructions of it; their p50, p95, p99 and max by nearest rank."
 )]
 pub struct BenchArgs {
-    /// Weights [default: synthetic weights of the notebook's config; with --latency the
-    /// bundled prior].
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    #[arg(long)]
-    pub num_heads: Option<usize>,
-    #[arg(long, default_value = "auto")]
-    pub device: Device,
-    /// The GEMMs' arithmetic: f32, tf32 or bf16 (see `reconstruct --help`).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    /// The model flags of `reconstruct` (--weights' default is bench's own, set above).
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Batch sizes [default: 1,8] (not with --latency, which times one slice).
     #[arg(long, value_delimiter = ',')]
     pub batches: Option<Vec<usize>>,
@@ -70,8 +62,6 @@ pub struct BenchArgs {
         next_help_heading = "Operator (with --latency; default motion blur)"
     )]
     pub op: OperatorArgs,
-    #[command(flatten)]
-    pub memory: MemoryArgs,
 }
 
 /// Time the model and the CT operator on a device and print the table (and kernel profiles);
@@ -81,10 +71,14 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
         return latency(args, n);
     }
     let BenchArgs {
-        weights,
-        num_heads,
-        device,
-        precision,
+        model:
+            ModelArgs {
+                weights,
+                num_heads,
+                device,
+                precision,
+                memory,
+            },
         batches,
         steps: n,
         repeats,
@@ -93,7 +87,6 @@ pub(super) fn run(args: BenchArgs) -> Result<()> {
         latency: _,
         sampler,
         op,
-        memory,
     } = args;
     if sampler.is_some() {
         bail!("--sampler applies to --latency N only");
@@ -205,13 +198,9 @@ fn latency(args: BenchArgs, n: i64) -> Result<()> {
     let op = args.op.operator(image)?;
     let slice = Slice::new(&op, image)?;
     // Resolved once, so that every row's load runs on the same device.
-    let device = engine::resolve(args.device)?.map_or(Device::Cpu, Device::Cuda);
     let model_args = ModelArgs {
-        weights: args.weights,
-        num_heads: args.num_heads,
-        device,
-        precision: args.precision,
-        memory: args.memory,
+        device: engine::resolve(args.model.device)?.map_or(Device::Cpu, Device::Cuda),
+        ..args.model
     };
     let mut weights = PathBuf::new();
     let mut device_name = String::new();
@@ -231,7 +220,7 @@ fn latency(args: BenchArgs, n: i64) -> Result<()> {
         );
         rows.push(row);
     }
-    println!("device: {device_name}, precision {}", args.precision);
+    println!("device: {device_name}, precision {}", model_args.precision);
     println!(
         "latency of {} on one {}×{} slice ({}: {}), weights {}",
         sampler_name(kind),

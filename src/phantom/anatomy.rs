@@ -148,13 +148,13 @@ fn paraspinal(b: &mut Builder, body: &Body) {
 fn thorax(b: &mut Builder, body: &Body) {
     let Body {
         ref f,
-        ref outline,
         vc,
         rv,
         cavity,
         wall,
         fat_frac,
         wall_frac,
+        ..
     } = *body;
     let a = f.a;
     let (lung, muscle, blood, fat) = (b.t.lung, b.t.muscle, b.t.blood, b.t.fat);
@@ -241,15 +241,21 @@ fn thorax(b: &mut Builder, body: &Body) {
     let v = b.t.cortex * 0.8;
     b.push(Shape::new(st, 0.09 * a, 0.035 * a, f.rot, v, Class::Bone).clip(wall));
     // Ribs all around but the midline.
+    rib_pairs(b, body, 5, -1.05, 0.55);
+}
+
+/// `count` ribs on each side, mirrored about the midline: the first at `first` radians, then
+/// every `step`, in the body wall.
+fn rib_pairs(b: &mut Builder, body: &Body, count: usize, first: f64, step: f64) {
     let mut angles = Vec::new();
-    for k in 0..5 {
-        let t = -1.05 + k as f64 * 0.55;
+    for k in 0..count {
+        let t = first + k as f64 * step;
         angles.push(t);
         angles.push(PI - t);
     }
-    let scale = 1.0 - fat_frac - wall_frac * 0.15;
-    let thick = wall_frac * 0.8 + 0.012;
-    b.ribs(outline, scale, thick, &angles, wall);
+    let scale = 1.0 - body.fat_frac - body.wall_frac * 0.15;
+    let thick = body.wall_frac * 0.8 + 0.012;
+    b.ribs(&body.outline, scale, thick, &angles, body.wall);
 }
 
 /// Bowel, colon, liver, spleen, stomach, pancreas (upper) or the liver's tip (lower),
@@ -257,13 +263,11 @@ fn thorax(b: &mut Builder, body: &Body) {
 fn abdomen(b: &mut Builder, body: &Body, upper: bool) {
     let Body {
         ref f,
-        ref outline,
         vc,
         rv,
         cavity,
         wall,
-        fat_frac,
-        wall_frac,
+        ..
     } = *body;
     let a = f.a;
     let t = b.t;
@@ -417,15 +421,7 @@ fn abdomen(b: &mut Builder, body: &Body, upper: bool) {
     b.vertebra(f, vc, rv, wall);
     if upper {
         // Lower ribs at the sides and back.
-        let mut angles = Vec::new();
-        for k in 0..4 {
-            let t = -0.55 + k as f64 * 0.45;
-            angles.push(t);
-            angles.push(PI - t);
-        }
-        let scale = 1.0 - fat_frac - wall_frac * 0.15;
-        let thick = wall_frac * 0.8 + 0.012;
-        b.ribs(outline, scale, thick, &angles, wall);
+        rib_pairs(b, body, 4, -0.55, 0.45);
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::{check_param, check_range, Problem, Progress, MAX_SCALE, MIN_SIGMA_Y};
 use crate::backend::Backend;
-use crate::bail;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,13 +157,7 @@ pub fn run<B: Backend>(
     p.check()?;
     params.check()?;
     let be = p.be;
-    let image = p.image_shape()?;
-    if be.shape(&x_t) != image.as_slice() {
-        bail!(
-            "--init has shape {:?} but the images of this measurement have {image:?}",
-            be.shape(&x_t),
-        );
-    }
+    p.check_init(&x_t)?;
     let ts = p.schedule.timesteps(params.steps)?;
     let mut x = x_t;
     for (i, pair) in ts.windows(2).enumerate() {

@@ -53,13 +53,7 @@ pub fn run<B: Backend>(
     p.check()?;
     params.check()?;
     let be = p.be;
-    let shape = p.image_shape()?;
-    if be.shape(&x_t) != shape.as_slice() {
-        bail!(
-            "--init has shape {:?} but the images of this measurement have {shape:?}",
-            be.shape(&x_t),
-        );
-    }
+    let shape = p.check_init(&x_t)?;
     if seeds.len() != shape[0] {
         bail!("{} noise seeds for {} slices", seeds.len(), shape[0]);
     }

@@ -10,6 +10,7 @@ pub mod dps;
 pub mod dps_paper;
 
 use crate::backend::Backend;
+use crate::bail;
 use crate::error::Result;
 use crate::operators::LinOp;
 use crate::schedule::Schedule;
@@ -36,6 +37,18 @@ impl<B: Backend> Problem<'_, B> {
     /// this first.
     pub fn check(&self) -> Result<()> {
         self.net.check_input(&self.image_shape()?, &[0.0])
+    }
+
+    /// The image shape, which a sampler's given starting noise `x_t` (`--init`) must have.
+    pub fn check_init(&self, x_t: &B::Buf) -> Result<Vec<usize>> {
+        let image = self.image_shape()?;
+        if self.be.shape(x_t) != image.as_slice() {
+            bail!(
+                "--init has shape {:?} but the images of this measurement have {image:?}",
+                self.be.shape(x_t),
+            );
+        }
+        Ok(image)
     }
 
     /// A x − y.

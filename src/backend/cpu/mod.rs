@@ -55,6 +55,25 @@ fn ct_operands(
     Ok(n)
 }
 
+/// One CT pass (`ct::project` or `ct::backproject`) slice by slice, in parallel, from `input`
+/// (n, 1, in plane) to (n, 1, out plane).
+fn ct_slices(
+    op: &str,
+    input: &Tensor,
+    g: &CtGeometry,
+    angles: &Tensor,
+    [in_plane, out_plane]: [[usize; 2]; 2],
+    pass: fn(&[f32], &CtGeometry, &mut [f32]),
+) -> Result<Tensor> {
+    let n = ct_operands(input, g, angles, in_plane, op)?;
+    let mut out = out_like(&[n, 1, out_plane[0], out_plane[1]]);
+    out.data_mut()
+        .par_chunks_mut(out_plane[0] * out_plane[1])
+        .zip(input.data().par_chunks(in_plane[0] * in_plane[1]))
+        .for_each(|(o, slice)| pass(slice, g, o));
+    Ok(out)
+}
+
 /// h and w divisible by a factor f ≥ 1.
 fn block_fits(h: usize, w: usize, f: usize) -> Result<()> {
     if f == 0 || !h.is_multiple_of(f) || !w.is_multiple_of(f) {
@@ -288,23 +307,13 @@ impl Backend for CpuBackend {
     }
 
     fn ct_project(&self, x: &Tensor, g: &CtGeometry, angles: &Tensor) -> Result<Tensor> {
-        let n = ct_operands(x, g, angles, [g.height, g.width], "ct_project")?;
-        let mut out = out_like(&[n, 1, g.views, g.detectors]);
-        out.data_mut()
-            .par_chunks_mut(g.sinogram_len())
-            .zip(x.data().par_chunks(g.image_len()))
-            .for_each(|(o, img)| ct::project(img, g, o));
-        Ok(out)
+        let planes = [[g.height, g.width], [g.views, g.detectors]];
+        ct_slices("ct_project", x, g, angles, planes, ct::project)
     }
 
     fn ct_backproject(&self, s: &Tensor, g: &CtGeometry, angles: &Tensor) -> Result<Tensor> {
-        let n = ct_operands(s, g, angles, [g.views, g.detectors], "ct_backproject")?;
-        let mut out = out_like(&[n, 1, g.height, g.width]);
-        out.data_mut()
-            .par_chunks_mut(g.image_len())
-            .zip(s.data().par_chunks(g.sinogram_len()))
-            .for_each(|(o, sino)| ct::backproject(sino, g, o));
-        Ok(out)
+        let planes = [[g.views, g.detectors], [g.height, g.width]];
+        ct_slices("ct_backproject", s, g, angles, planes, ct::backproject)
     }
 
     fn ct_ramp_filter(&self, s: &Tensor) -> Result<Tensor> {

@@ -8,7 +8,7 @@ use super::{CudaBackend, CudaTensor};
 use crate::backend::AttnParams;
 use crate::error::{Error, Result};
 use crate::precision::{Precision, FUSED_ATTENTION_SCORES};
-use cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 /// The kernels of kernels/attention.cu.
 pub(super) const KERNELS: &[&str] = &[
@@ -82,6 +82,76 @@ fn check_attention_sizes(n: usize, c: usize, t: usize, heads: usize) -> Result<(
 }
 
 impl CudaBackend {
+    /// Per image, batched over n: out (m × t) = W·x + beta·out, or Wᵀ·x when `transposed`, for
+    /// a projection's weight W (m × k, or k × m transposed) and x (k × t per image). Transposed,
+    /// A(i, e) = W[e][i].
+    fn per_image_weight(
+        &self,
+        (m, t, k, n): (usize, usize, usize, usize),
+        (w, transposed): (&CudaTensor, bool),
+        x: &CudaTensor,
+        out: &mut CudaTensor,
+        beta: f32,
+    ) -> Result<()> {
+        let (row_stride, col_stride) = if transposed { (1, m) } else { (k, 1) };
+        self.gemm(
+            (m, t, k),
+            (&w.dev()?.as_view(), row_stride, col_stride, 0),
+            (&x.dev()?.as_view(), t, 1, k * t),
+            &mut out.dev_mut()?.as_view_mut(),
+            t,
+            m * t,
+            beta,
+            n,
+        )
+    }
+
+    /// Per head of one image, batched over heads: out (t × t) = aᵀ·b for the heads' d × t
+    /// blocks of a and b (row stride t, head stride d·t): A(i, e) = a[e][i].
+    fn per_head_gram(
+        &self,
+        (d, t, heads): (usize, usize, usize),
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        out: &mut CudaTensor,
+    ) -> Result<()> {
+        let (dt, tt) = (d * t, t * t);
+        self.gemm(
+            (t, t, d),
+            (a, 1, t, dt),
+            (b, t, 1, dt),
+            &mut out.dev_mut()?.as_view_mut(),
+            t,
+            tt,
+            0.0,
+            heads,
+        )
+    }
+
+    /// Per head of one image, batched over heads: out (d × t) = a·M, or a·Mᵀ when `transposed`,
+    /// for the heads' d × t blocks of a (row stride t, head stride d·t) and M (t × t per head).
+    /// Transposed, B(j, i) = M[i][j].
+    fn per_head_times(
+        &self,
+        (d, t, heads): (usize, usize, usize),
+        a: &CudaView<'_, f32>,
+        (m, transposed): (&CudaTensor, bool),
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        let (dt, tt) = (d * t, t * t);
+        let (row_stride, col_stride) = if transposed { (1, t) } else { (t, 1) };
+        self.gemm(
+            (d, t, t),
+            (a, t, 1, dt),
+            (&m.dev()?.as_view(), row_stride, col_stride, tt),
+            out,
+            t,
+            dt,
+            0.0,
+            heads,
+        )
+    }
+
     /// P = softmax(scale·qᵀk) of image `b` into `probs` (heads × t × t), batched over heads:
     /// the scores of the GEMM forward and of the VJP's recomputation. Returns the image's q, k
     /// and v (d × t per head, row stride t, head stride d·t).
@@ -93,21 +163,12 @@ impl CudaBackend {
         probs: &mut CudaTensor,
     ) -> Result<[CudaView<'a, f32>; 3]> {
         let d = c / heads;
-        let (ct, dt, tt) = (c * t, d * t, t * t);
+        let ct = c * t;
         let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
         let qkv_b = qkv.dev()?.slice(b * 3 * ct..(b + 1) * 3 * ct);
         let [q, k, v] = [0, 1, 2].map(|part| qkv_b.slice(part * ct..(part + 1) * ct));
-        // S (t × t) = qᵀ·k: A(i, e) = q[e][i].
-        self.gemm(
-            (t, t, d),
-            (&q, 1, t, dt),
-            (&k, t, 1, dt),
-            &mut probs.dev_mut()?.as_view_mut(),
-            t,
-            tt,
-            0.0,
-            heads,
-        )?;
+        // S (t × t) = qᵀ·k.
+        self.per_head_gram((d, t, heads), &q, &k, probs)?;
         let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
         l.arg(probs.dev_mut()?).arg(&ti).arg(&scale);
         self.attn_rows(l, heads * t)?;
@@ -161,21 +222,12 @@ impl CudaBackend {
         check_attention_sizes(n, c, t, heads)?;
         let mut ctx = self.output(&[n, c, t])?;
         let mut probs = self.output(&[heads, t, t])?;
-        let (ct, dt, tt) = (c * t, d * t, t * t);
+        let ct = c * t;
         for b in 0..n {
             let [_, _, v] = self.attention_probs(qkv, b, (c, t, heads), &mut probs)?;
-            // ctx (d × t) = v (d × t)·Pᵀ: B(j, i) = P[i][j].
+            // ctx (d × t) = v (d × t)·Pᵀ.
             let mut ctx_b = ctx.dev_mut()?.slice_mut(b * ct..(b + 1) * ct);
-            self.gemm(
-                (d, t, t),
-                (&v, t, 1, dt),
-                (&probs.dev()?.as_view(), 1, t, tt),
-                &mut ctx_b,
-                t,
-                dt,
-                0.0,
-                heads,
-            )?;
+            self.per_head_times((d, t, heads), &v, (&probs, true), &mut ctx_b)?;
         }
         Ok(ctx)
     }
@@ -190,16 +242,7 @@ impl CudaBackend {
         let t = h * w;
         let mut qkv = self.output(&[n, 3 * c, t])?;
         self.fill_rows(qkv.dev_mut()?, p.in_b.dev()?, 3 * c, t, n)?;
-        self.gemm(
-            (3 * c, t, c),
-            (&p.in_w.dev()?.as_view(), c, 1, 0),
-            (&y.dev()?.as_view(), t, 1, c * t),
-            &mut qkv.dev_mut()?.as_view_mut(),
-            t,
-            3 * c * t,
-            1.0,
-            n,
-        )?;
+        self.per_image_weight((3 * c, t, c, n), (&p.in_w, false), y, &mut qkv, 1.0)?;
         Ok(qkv)
     }
 
@@ -236,16 +279,7 @@ impl CudaBackend {
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
         self.fill_rows(out.dev_mut()?, p.out_b.dev()?, c, t, n)?;
-        self.gemm(
-            (c, t, c),
-            (&p.out_w.dev()?.as_view(), c, 1, 0),
-            (&ctx.dev()?.as_view(), t, 1, c * t),
-            &mut out.dev_mut()?.as_view_mut(),
-            t,
-            c * t,
-            1.0,
-            n,
-        )?;
+        self.per_image_weight((c, t, c, n), (&p.out_w, false), &ctx, &mut out, 1.0)?;
         Ok(out)
     }
 
@@ -274,88 +308,38 @@ impl CudaBackend {
         check_attention_sizes(n, c, t, heads)?;
         let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
         let qkv = self.project_in(y, p)?;
-        // dctx (n, c, t) = out_wᵀ · dout: A(i, p) = out_w[p][i].
+        // dctx (n, c, t) = out_wᵀ · dout.
         let mut dctx = self.output(&[n, c, t])?;
-        self.gemm(
-            (c, t, c),
-            (&p.out_w.dev()?.as_view(), 1, c, 0),
-            (&dout.dev()?.as_view(), t, 1, c * t),
-            &mut dctx.dev_mut()?.as_view_mut(),
-            t,
-            c * t,
-            0.0,
-            n,
-        )?;
+        self.per_image_weight((c, t, c, n), (&p.out_w, true), dout, &mut dctx, 0.0)?;
         let mut dqkv = self.output(&[n, 3 * c, t])?;
         let mut probs = self.output(&[heads, t, t])?;
         let mut ds = self.output(&[heads, t, t])?;
-        let (ct, dt, tt) = (c * t, d * t, t * t);
+        let ct = c * t;
         for b in 0..n {
             // Head h of image b: q rows at qkv[b·3ct + h·dt ..], k at + ct, v at + 2ct (d × t
             // each, row stride t), dctx rows at dctx[b·ct + h·dt ..]; batch stride dt.
             let [q, k, v] = self.attention_probs(&qkv, b, (c, t, heads), &mut probs)?;
             let dctx_b = dctx.dev()?.slice(b * ct..(b + 1) * ct);
-            // dP (t × t) = dctxᵀ·v: A(i, e) = dctx[e][i]; into ds, finished in place.
-            self.gemm(
-                (t, t, d),
-                (&dctx_b, 1, t, dt),
-                (&v, t, 1, dt),
-                &mut ds.dev_mut()?.as_view_mut(),
-                t,
-                tt,
-                0.0,
-                heads,
-            )?;
+            // dP (t × t) = dctxᵀ·v, into ds, finished in place.
+            self.per_head_gram((d, t, heads), &dctx_b, &v, &mut ds)?;
             let mut l = self.stream.launch_builder(self.f("attn_softmax_vjp_rows"));
             l.arg(probs.dev()?).arg(ds.dev_mut()?).arg(&ti).arg(&scale);
             self.attn_rows(l, heads * t)?;
             let mut dqkv_b = dqkv.dev_mut()?.slice_mut(b * 3 * ct..(b + 1) * 3 * ct);
-            // dv (d × t) = dctx (d × t)·P (t × t).
-            self.gemm(
-                (d, t, t),
-                (&dctx_b, t, 1, dt),
-                (&probs.dev()?.as_view(), t, 1, tt),
+            let dims = (d, t, heads);
+            // dv = dctx·P, dq = k·dSᵀ, dk = q·dS (d × t each).
+            self.per_head_times(
+                dims,
+                &dctx_b,
+                (&probs, false),
                 &mut dqkv_b.slice_mut(2 * ct..3 * ct),
-                t,
-                dt,
-                0.0,
-                heads,
             )?;
-            // dq (d × t) = k (d × t)·dSᵀ: B(j, i) = dS[i][j].
-            self.gemm(
-                (d, t, t),
-                (&k, t, 1, dt),
-                (&ds.dev()?.as_view(), 1, t, tt),
-                &mut dqkv_b.slice_mut(0..ct),
-                t,
-                dt,
-                0.0,
-                heads,
-            )?;
-            // dk (d × t) = q (d × t)·dS (t × t).
-            self.gemm(
-                (d, t, t),
-                (&q, t, 1, dt),
-                (&ds.dev()?.as_view(), t, 1, tt),
-                &mut dqkv_b.slice_mut(ct..2 * ct),
-                t,
-                dt,
-                0.0,
-                heads,
-            )?;
+            self.per_head_times(dims, &k, (&ds, true), &mut dqkv_b.slice_mut(0..ct))?;
+            self.per_head_times(dims, &q, (&ds, false), &mut dqkv_b.slice_mut(ct..2 * ct))?;
         }
-        // dy (n, c, t) = in_wᵀ · dqkv: A(i, r) = in_w[r][i], r over the 3c rows.
+        // dy (n, c, t) = in_wᵀ · dqkv, over the 3c rows of qkv.
         let mut dy = self.output(&y.shape)?;
-        self.gemm(
-            (c, t, 3 * c),
-            (&p.in_w.dev()?.as_view(), 1, c, 0),
-            (&dqkv.dev()?.as_view(), t, 1, 3 * ct),
-            &mut dy.dev_mut()?.as_view_mut(),
-            t,
-            ct,
-            0.0,
-            n,
-        )?;
+        self.per_image_weight((c, t, 3 * c, n), (&p.in_w, true), &dqkv, &mut dy, 0.0)?;
         Ok(dy)
     }
 }

@@ -1,5 +1,5 @@
 //! Sparse-view CT: Joseph's projector, its adjoint and the Ram-Lak filter (kernels/ct.cu; CPU
-//! twin: src/backend/cpu/ct.rs). `angles` is the (V, 2) table of `CtGeometry::angles` that the
+//! twin: src/backend/cpu/ct/). `angles` is the (V, 2) table of `CtGeometry::angles` that the
 //! operator uploads once; these ops only read it.
 
 use super::checks::{ct_operands, nchw};
@@ -31,34 +31,9 @@ impl CudaBackend {
         g: &CtGeometry,
         angles: &CudaTensor,
     ) -> Result<CudaTensor> {
-        let n = ct_operands(
-            "ct_project",
-            &x.shape,
-            [g.height, g.width],
-            g,
-            &angles.shape,
-        )?;
-        let [h, w, v, d] = ints(g)?;
-        let out_shape = [n, 1, g.views, g.detectors];
-        int_len(&x.shape, "ct_project image")?;
-        int_len(&out_shape, "ct_project sinogram")?;
-        let grid = PlaneGrid::new(n, g.views, g.detectors, "ct_project")?;
-        let mut sino = self.output(&out_shape)?;
-        for (p, planes, cfg) in grid.chunks() {
-            let xs = x.dev()?.slice(span(&p, g.image_len()));
-            let mut ss = sino.dev_mut()?.slice_mut(span(&p, g.sinogram_len()));
-            let mut l = self.stream.launch_builder(self.f("ct_project"));
-            l.arg(&xs)
-                .arg(angles.dev()?)
-                .arg(&mut ss)
-                .arg(&planes)
-                .arg(&h)
-                .arg(&w)
-                .arg(&v)
-                .arg(&d);
-            self.run(l, cfg)?;
-        }
-        Ok(sino)
+        let planes = [[g.height, g.width], [g.views, g.detectors]];
+        let labels = ["ct_project image", "ct_project sinogram"];
+        self.ct_pass("ct_project", x, g, angles, planes, labels)
     }
 
     /// x (n, 1, H, W) = the adjoint projection of sino (n, 1, V, D): one thread per pixel.
@@ -68,21 +43,39 @@ impl CudaBackend {
         g: &CtGeometry,
         angles: &CudaTensor,
     ) -> Result<CudaTensor> {
-        let op = "ct_backproject";
-        let n = ct_operands(op, &sino.shape, [g.views, g.detectors], g, &angles.shape)?;
+        let planes = [[g.views, g.detectors], [g.height, g.width]];
+        let labels = ["ct_backproject sinogram", "ct_backproject image"];
+        self.ct_pass("ct_backproject", sino, g, angles, planes, labels)
+    }
+
+    /// The launch both passes share: kernel `op` (arguments: input, angles, output, planes, h,
+    /// w, v, d) from `input` (n, 1, in plane) to (n, 1, out plane), one thread per output
+    /// element, over as many planes at a time as a grid holds. `labels` name the input and
+    /// the output in size errors.
+    fn ct_pass(
+        &self,
+        op: &'static str,
+        input: &CudaTensor,
+        g: &CtGeometry,
+        angles: &CudaTensor,
+        [in_plane, out_plane]: [[usize; 2]; 2],
+        [in_label, out_label]: [&str; 2],
+    ) -> Result<CudaTensor> {
+        let n = ct_operands(op, &input.shape, in_plane, g, &angles.shape)?;
         let [h, w, v, d] = ints(g)?;
-        let out_shape = [n, 1, g.height, g.width];
-        int_len(&sino.shape, "ct_backproject sinogram")?;
-        int_len(&out_shape, "ct_backproject image")?;
-        let grid = PlaneGrid::new(n, g.height, g.width, op)?;
-        let mut x = self.output(&out_shape)?;
+        let out_shape = [n, 1, out_plane[0], out_plane[1]];
+        int_len(&input.shape, in_label)?;
+        int_len(&out_shape, out_label)?;
+        let grid = PlaneGrid::new(n, out_plane[0], out_plane[1], op)?;
+        let mut out = self.output(&out_shape)?;
+        let (in_len, out_len) = (in_plane[0] * in_plane[1], out_plane[0] * out_plane[1]);
         for (p, planes, cfg) in grid.chunks() {
-            let ss = sino.dev()?.slice(span(&p, g.sinogram_len()));
-            let mut xs = x.dev_mut()?.slice_mut(span(&p, g.image_len()));
-            let mut l = self.stream.launch_builder(self.f("ct_backproject"));
-            l.arg(&ss)
+            let src = input.dev()?.slice(span(&p, in_len));
+            let mut dst = out.dev_mut()?.slice_mut(span(&p, out_len));
+            let mut l = self.stream.launch_builder(self.f(op));
+            l.arg(&src)
                 .arg(angles.dev()?)
-                .arg(&mut xs)
+                .arg(&mut dst)
                 .arg(&planes)
                 .arg(&h)
                 .arg(&w)
@@ -90,7 +83,7 @@ impl CudaBackend {
                 .arg(&d);
             self.run(l, cfg)?;
         }
-        Ok(x)
+        Ok(out)
     }
 
     /// Each (views, detectors) plane of s (n, c, V, D) filtered row by row, same shape.
