@@ -12,7 +12,11 @@ use diffrecon::unet::{weights, UNet, UNetConfig};
 use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
-    println!("gemm isa: {}", gemm_isa_name());
+    println!(
+        "gemm isa: {}, direct conv isa: {}",
+        gemm_isa_name(),
+        diffrecon::backend::cpu::conv::DirectConvIsa::detect().map_or("none (im2col + gemm)", |i| i.name())
+    );
     let be = CpuBackend::default();
     let cfg = UNetConfig::notebook();
     let net = UNet::new(&be, cfg.clone(), &weights::synthetic(&cfg, 1)).unwrap();
