@@ -15,7 +15,8 @@ fn bench(c: &mut Criterion) {
     println!(
         "gemm isa: {}, direct conv isa: {}",
         gemm_isa_name(),
-        diffrecon::backend::cpu::conv::DirectConvIsa::detect().map_or("none (im2col + gemm)", |i| i.name())
+        diffrecon::backend::cpu::conv::DirectConvIsa::detect()
+            .map_or("none (im2col + gemm)", |i| i.name())
     );
     let be = CpuBackend::default();
     let cfg = UNetConfig::notebook();

@@ -147,37 +147,47 @@ fn probs_block(
 fn attend(qkv: &[f32], c: usize, t: usize, heads: usize, prec: Precision) -> Vec<f32> {
     let d = c / heads;
     let blocks = t.div_ceil(QUERY_BLOCK);
+    // vᵀ (t × c) once, so each block's product reads its operands row by row.
+    let vt = transposed(&qkv[2 * c * t..3 * c * t], c, t);
     let parts: Vec<Vec<f32>> = (0..heads * blocks)
         .into_par_iter()
         .map(|task| {
             let (h, i0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
             let nq = QUERY_BLOCK.min(t - i0);
-            let (q, k, v) = head_rows(qkv, c, t, d, h);
+            let (q, k, _) = head_rows(qkv, c, t, d, h);
             let p = probs_block(q, k, (t, d), (i0, nq), prec);
-            // ctx block (d×nq) = v (d×t) · pᵀ.
-            let mut cb = vec![0.0f32; d * nq];
-            sgemm_serial(
-                prec,
-                d,
-                t,
-                nq,
-                View::rows(v, t),
-                View::transposed(&p, t),
-                0.0,
-                &mut cb,
-            );
+            // ctxᵀ block (nq×d) = p (nq×t) · vᵀ (t×d).
+            let mut cb = vec![0.0f32; nq * d];
+            let vt_h = View {
+                data: &vt[h * d..],
+                rs: c,
+                cs: 1,
+            };
+            sgemm_serial(prec, nq, t, d, View::rows(&p, t), vt_h, 0.0, &mut cb);
             cb
         })
         .collect();
     let mut ctx = vec![0.0f32; c * t];
     for (task, cb) in parts.iter().enumerate() {
         let (h, i0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
-        let nq = cb.len() / d;
-        for (e, row) in cb.chunks(nq).enumerate() {
-            ctx[(h * d + e) * t + i0..(h * d + e) * t + i0 + nq].copy_from_slice(row);
+        for (i, row) in cb.chunks(d).enumerate() {
+            for (e, &v) in row.iter().enumerate() {
+                ctx[(h * d + e) * t + i0 + i] = v;
+            }
         }
     }
     ctx
+}
+
+/// The (cols × rows) transpose of a row-major (rows × cols) matrix.
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for (r, row) in m.chunks(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + r] = v;
+        }
+    }
+    out
 }
 
 /// Gradients of q, k, v (3c×t) given dctx, one task per head, query blocks in sequence.
@@ -195,6 +205,7 @@ fn attend_vjp(
         .into_par_iter()
         .map(|h| {
             let (q, k, v) = head_rows(qkv, c, t, d, h);
+            let kt = transposed(k, d, t);
             let dctx_h = &dctx[h * d * t..(h + 1) * d * t];
             let (mut dq, mut dk, mut dv) = (
                 vec![0.0f32; d * t],
@@ -220,20 +231,22 @@ fn attend_vjp(
                 };
                 sgemm_serial(prec, nq, d, t, dctx_bt, View::rows(v, t), 0.0, &mut ds);
                 softmax_rows_vjp(&mut ds, &p, t, scale);
-                // dq block (d×nq) = k (d×t) · dsᵀ ; dk (d×t) += q_block (d×nq) · ds.
-                let mut dqb = vec![0.0f32; d * nq];
+                // dqᵀ block (nq×d) = ds (nq×t) · kᵀ (t×d); dk (d×t) += q_block (d×nq) · ds.
+                let mut dqb = vec![0.0f32; nq * d];
                 sgemm_serial(
                     prec,
-                    d,
-                    t,
                     nq,
-                    View::rows(k, t),
-                    View::transposed(&ds, t),
+                    t,
+                    d,
+                    View::rows(&ds, t),
+                    View::rows(&kt, d),
                     0.0,
                     &mut dqb,
                 );
-                for (e, row) in dqb.chunks(nq).enumerate() {
-                    dq[e * t + i0..e * t + i0 + nq].copy_from_slice(row);
+                for (i, row) in dqb.chunks(d).enumerate() {
+                    for (e, &v) in row.iter().enumerate() {
+                        dq[e * t + i0 + i] = v;
+                    }
                 }
                 let qb = View {
                     data: &q[i0..],

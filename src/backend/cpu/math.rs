@@ -20,7 +20,11 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from its exponent bits n + 127. n is integral, so (n + 127) + ROUND_MAGIC is exact
+    // and its bit pattern exceeds the magic's by exactly n + 127: integer operations only, no
+    // float-to-int conversion (Rust's saturating `as` would keep the loop scalar).
+    let biased = ((n + 127.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits();
+    er * f32::from_bits(biased << 23)
 }
 
 #[inline(always)]
@@ -43,6 +47,20 @@ pub fn silu_grad(z: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exponent built by integer operations equals the one from a float-to-int conversion.
+    #[test]
+    fn exponent_bits_match_the_integer_conversion() {
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            let c = x.clamp(-87.336_54, 88.376_26);
+            let n = (c * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+            let want = ((n as i32 + 127) as u32) << 23;
+            let got = (((n + 127.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits()) << 23;
+            assert_eq!(got, want, "x = {x}");
+            x += 0.001;
+        }
+    }
 
     #[test]
     fn exp_is_accurate_over_the_range() {
