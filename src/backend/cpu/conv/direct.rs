@@ -26,7 +26,7 @@ pub enum Isa {
 }
 
 impl Isa {
-    fn lanes(self) -> usize {
+    pub fn lanes(self) -> usize {
         match self {
             Isa::Avx512 => 16,
             Isa::Avx2 => 8,
@@ -132,6 +132,66 @@ pub fn conv2d_direct(
     }
 }
 
+/// The direct kernel as a plain product on one thread: out[r·ld + dst_j + l] = Σ_tap
+/// a(r, tap) · x[src_j + taps[tap] + l] for rows r < `rows`, runs j and lanes l < the vector
+/// width, with a(r, tap) = a[r·a_rs + tap·a_cs]. Each output is one FMA per tap in tap order
+/// from zero. Every run is a full vector whose reads lie in `x` (the caller's shapes ensure it).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_times_runs(
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    rows: usize,
+    x: &[f32],
+    taps: &[usize],
+    (srcs, dsts): (&[usize], &[usize]),
+    (out, ld): (&mut [f32], usize),
+    isa: Isa,
+) {
+    let lanes = isa.lanes();
+    let last_read = srcs
+        .iter()
+        .max()
+        .map_or(0, |s| s + taps.iter().max().unwrap_or(&0) + lanes);
+    assert!(last_read <= x.len(), "rows_times_runs: a run reads past x");
+    let last_write = dsts.iter().max().map_or(0, |d| d + lanes);
+    assert!(
+        rows == 0 || (rows - 1) * ld + last_write <= out.len(),
+        "rows_times_runs: out too small"
+    );
+    assert!(rows == 0 || taps.is_empty() || (rows - 1) * a_rs + (taps.len() - 1) * a_cs < a.len());
+    let runs: Vec<Run> = srcs
+        .iter()
+        .zip(dsts)
+        .map(|(&src, &dst)| Run {
+            src,
+            dst,
+            len: lanes,
+        })
+        .collect();
+    let zeros = [0.0f32; MR];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let mut wpk = vec![0.0f32; taps.len() * MR];
+    for b in 0..rows.div_ceil(MR) {
+        let n = MR.min(rows - b * MR);
+        wpk.fill(0.0);
+        for r in 0..n {
+            for t in 0..taps.len() {
+                wpk[t * MR + r] = a[(b * MR + r) * a_rs + t * a_cs];
+            }
+        }
+        let job = Job {
+            xp: x,
+            taps,
+            wpk: &wpk,
+            bias: &zeros[..n],
+            out: &out_ptr,
+            co0: b * MR,
+            npix: ld,
+        };
+        // SAFETY: reads and writes checked against the slices above; one thread.
+        unsafe { job.run(isa, &runs) }
+    }
+}
+
 /// Weights as blocks of MR output channels, tap-major inside a block ([block][tap][row]); rows
 /// past `cout` are zero (computed, never stored).
 fn pack_weights(weight: &[f32], cout: usize, kdim: usize) -> Vec<f32> {
@@ -232,15 +292,12 @@ impl Job<'_> {
         }
     }
 
-    /// Write `lanes` accumulated values of output channel row `r` for `run`.
-    ///
-    /// SAFETY: `vals` holds at least `run.len` floats; the destination is this task's.
+    /// Where row `r` of `run` is written (the first of its `run.len` outputs).
     #[inline(always)]
-    unsafe fn store(&self, r: usize, run: Run, vals: *const f32) {
-        unsafe {
-            let dst = self.out.0.add((self.co0 + r) * self.npix + run.dst);
-            std::ptr::copy_nonoverlapping(vals, dst, run.len);
-        }
+    fn dst(&self, r: usize, run: Run) -> *mut f32 {
+        self.out
+            .0
+            .wrapping_add((self.co0 + r) * self.npix + run.dst)
     }
 }
 
@@ -284,10 +341,18 @@ macro_rules! tile_kernel {
                         }
                         for r in 0..$rows {
                             for j in 0..NV {
-                                let mut lanes = [0.0f32; $lanes];
-                                unsafe { $storeu(lanes.as_mut_ptr(), acc[r][j]) };
-                                if r0 + r < rows {
-                                    unsafe { job.store(r0 + r, runs[j], lanes.as_ptr()) };
+                                if r0 + r >= rows {
+                                    continue;
+                                }
+                                let dst = job.dst(r0 + r, runs[j]);
+                                if runs[j].len == $lanes {
+                                    unsafe { $storeu(dst, acc[r][j]) };
+                                } else {
+                                    let mut lanes = [0.0f32; $lanes];
+                                    unsafe {
+                                        $storeu(lanes.as_mut_ptr(), acc[r][j]);
+                                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, runs[j].len);
+                                    }
                                 }
                             }
                         }

@@ -5,7 +5,7 @@
 
 mod direct;
 
-pub use direct::Isa as DirectConvIsa;
+pub use direct::{rows_times_runs, Isa as DirectConvIsa};
 
 use super::gemm::{sgemm, sgemm_serial, View};
 use crate::precision::Precision;
