@@ -157,7 +157,10 @@ pub fn rows_times_runs(
         rows == 0 || (rows - 1) * ld + last_write <= out.len(),
         "rows_times_runs: out too small"
     );
-    assert!(rows == 0 || taps.is_empty() || (rows - 1) * a_rs + (taps.len() - 1) * a_cs < a.len());
+    assert!(
+        rows == 0 || taps.is_empty() || (rows - 1) * a_rs + (taps.len() - 1) * a_cs < a.len(),
+        "rows_times_runs: a view exceeds its buffer"
+    );
     let runs: Vec<Run> = srcs
         .iter()
         .zip(dsts)
