@@ -416,3 +416,32 @@ fn the_bundled_prior_in_f16_changes_eps_by_its_rounding() {
     eprintln!("bundled prior in f16: eps relative L2 {err:.2e} from f32");
     assert!(err > 0.0 && err < 1.5e-3, "{err:e}");
 }
+
+/// The time-aware candidate prior (MODEL_CARD.md) reads the timestep: two held-out phantoms
+/// noised to t = 200, eps at t = 50 against t = 350, differ by more than 10 % (issue 18's
+/// criterion). Measured 2026-12-01 at 4,752 steps: 0.354 here (0.276 on four phantoms with the
+/// CLI, MODEL_CARD.md); the bundled prior, whose GroupNorms remove the time bias, 2.1e-7.
+#[test]
+fn the_candidate_prior_reads_the_timestep() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    let x0 = crate::phantom::phantoms(2, 1, 64);
+    let (a, s) = crate::schedule::Schedule::cosine(400).coeffs(200);
+    let noise = noisy_input(2, 64, 11);
+    let data = x0
+        .data()
+        .iter()
+        .zip(noise.data())
+        .map(|(x, n)| a * x + s * n);
+    let x = Tensor::new(vec![2, 1, 64, 64], data.collect()).unwrap();
+    let moved = |file: &str| {
+        let (cfg, params) = load(&dir.join(file), None).unwrap();
+        let early = eps_of(&cfg, &params, &x, &[50.0, 50.0]);
+        let late = eps_of(&cfg, &params, &x, &[350.0, 350.0]);
+        (cfg.time_embedding_vanishes(), rel_l2(&early, &late))
+    };
+    let (vanishes, candidate) = moved("candidates/prior40.safetensors");
+    let (bundled_vanishes, bundled) = moved("prior.safetensors");
+    eprintln!("eps(t=50) vs eps(t=350): candidate {candidate:.3e}, bundled prior {bundled:.3e}");
+    assert!(!vanishes && candidate > 0.1, "candidate: {candidate:.3e}");
+    assert!(bundled_vanishes && bundled < 2e-6, "bundled: {bundled:.3e}");
+}
