@@ -7,17 +7,38 @@
 //! order: the same bits on every machine, only faster where the vectors are wider.
 
 /// Whether the AVX-512F versions may run (the crate's `avx512` feature and the CPU).
-#[cfg(target_arch = "x86_64")]
 pub fn has_avx512() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f"))
+    *HAS.get_or_init(|| cfg!(feature = "avx512") && detected("avx512f"))
 }
 
 /// Whether the AVX2 versions may run.
-#[cfg(target_arch = "x86_64")]
 pub fn has_avx2() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+    *HAS.get_or_init(|| detected("avx2"))
+}
+
+/// Whether AVX2 with FMA is present (the direct convolution's 256-bit kernel).
+pub fn has_avx2_fma() -> bool {
+    has_avx2() && detected("fma")
+}
+
+fn detected(feature: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        match feature {
+            "avx512f" => has!("avx512f"),
+            "avx2" => has!("avx2"),
+            "fma" => has!("fma"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        false
+    }
 }
 
 /// `wide! { fn name(args) -> R { body } }` defines `name` as the body compiled for the widest

@@ -70,37 +70,37 @@ fn round_trip_infers_config_and_heads() {
 #[test]
 fn errors_name_the_offending_tensor() {
     let cfg = small();
-    let mut p = synthetic(&cfg, 1);
-    p.remove("mid_attn.attn.out_proj.bias");
-    let e = parse(&to_bytes(&p, HashMap::new()), None).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("missing tensor(s) 'mid_attn.attn.out_proj.bias'"),
-        "{e}"
-    );
-
-    let mut p = synthetic(&cfg, 1);
-    p.insert("extra.weight".into(), Tensor::zeros(&[2]));
-    let e = parse(&to_bytes(&p, HashMap::new()), None).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("unexpected tensor(s) 'extra.weight'"),
-        "{e}"
-    );
-
-    let mut p = synthetic(&cfg, 1);
-    p.insert("out_conv.bias".into(), Tensor::zeros(&[2]));
-    let e = parse(&to_bytes(&p, HashMap::new()), None).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("'out_conv.bias' has shape [2], expected [1]"),
-        "{e}"
-    );
-
-    let mut p = synthetic(&cfg, 1);
-    p.get_mut("init.bias").unwrap().data_mut()[0] = f32::NAN;
-    let e = parse(&to_bytes(&p, HashMap::new()), None).unwrap_err();
-    assert!(e.to_string().contains("init.bias"), "{e}");
+    type Edit = fn(&mut Params);
+    let cases: [(Edit, &str); 4] = [
+        (
+            |p| {
+                p.remove("mid_attn.attn.out_proj.bias");
+            },
+            "missing tensor(s) 'mid_attn.attn.out_proj.bias'",
+        ),
+        (
+            |p| {
+                p.insert("extra.weight".into(), Tensor::zeros(&[2]));
+            },
+            "unexpected tensor(s) 'extra.weight'",
+        ),
+        (
+            |p| {
+                p.insert("out_conv.bias".into(), Tensor::zeros(&[2]));
+            },
+            "'out_conv.bias' has shape [2], expected [1]",
+        ),
+        (
+            |p| p.get_mut("init.bias").unwrap().data_mut()[0] = f32::NAN,
+            "init.bias",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut p = synthetic(&cfg, 1);
+        edit(&mut p);
+        let e = parse(&to_bytes(&p, HashMap::new()), None).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
 }
 
 #[test]

@@ -42,16 +42,13 @@ impl Isa {
 
     /// Every kernel this machine supports (for tests that compare them).
     pub fn available() -> Vec<Isa> {
+        use super::super::simd::{has_avx2_fma, has_avx512};
         let mut v = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if cfg!(feature = "avx512") && has!("avx512f") {
-                v.push(Isa::Avx512);
-            }
-            if has!("avx2") && has!("fma") {
-                v.push(Isa::Avx2);
-            }
+        if has_avx512() {
+            v.push(Isa::Avx512);
+        }
+        if has_avx2_fma() {
+            v.push(Isa::Avx2);
         }
         v
     }

@@ -188,10 +188,7 @@ fn lines(v: &View, g: &CtGeometry) -> usize {
 /// build: the same IEEE operations in the same order (Rust never fuses a multiply and an add),
 /// so the same bits.
 fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::simd::has_avx2()
 }
 
 #[cfg(target_arch = "x86_64")]
