@@ -394,13 +394,8 @@ fn a_mix_of_dtypes_in_one_file_loads() {
     assert_eq!(p["out_conv.weight"], p32["out_conv.weight"]);
 }
 
-/// What f16 storage would do to the bundled prior (not converted: it ships as trained).
-#[test]
-fn the_bundled_prior_in_f16_changes_eps_by_its_rounding() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/prior.safetensors");
-    let (cfg, p32) = load(&path, None).unwrap();
-    let (_, p16) = parse(&half_file(&p32, Dtype::F16), None).unwrap();
-    // Two held-out phantoms (the evaluation seed) noised to t = 200.
+/// Two held-out phantoms (the evaluation seed) noised to t = 200, 64×64.
+fn held_out_at_t200() -> Tensor {
     let x0 = crate::phantom::phantoms(2, 1, 64);
     let (a, s) = crate::schedule::Schedule::cosine(400).coeffs(200);
     let noise = noisy_input(2, 64, 11);
@@ -409,7 +404,16 @@ fn the_bundled_prior_in_f16_changes_eps_by_its_rounding() {
         .iter()
         .zip(noise.data())
         .map(|(x, n)| a * x + s * n);
-    let x = Tensor::new(vec![2, 1, 64, 64], data.collect()).unwrap();
+    Tensor::new(vec![2, 1, 64, 64], data.collect()).unwrap()
+}
+
+/// What f16 storage would do to the bundled prior (not converted: it ships as trained).
+#[test]
+fn the_bundled_prior_in_f16_changes_eps_by_its_rounding() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/prior.safetensors");
+    let (cfg, p32) = load(&path, None).unwrap();
+    let (_, p16) = parse(&half_file(&p32, Dtype::F16), None).unwrap();
+    let x = held_out_at_t200();
     let t = [50.0, 350.0];
     let err = rel_l2(&eps_of(&cfg, &p16, &x, &t), &eps_of(&cfg, &p32, &x, &t));
     // Measured 2026-12-01: 1.48e-4 (two phantoms noised to t = 200, eps at t = 50 and 350).
@@ -424,15 +428,7 @@ fn the_bundled_prior_in_f16_changes_eps_by_its_rounding() {
 #[test]
 fn the_candidate_prior_reads_the_timestep() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
-    let x0 = crate::phantom::phantoms(2, 1, 64);
-    let (a, s) = crate::schedule::Schedule::cosine(400).coeffs(200);
-    let noise = noisy_input(2, 64, 11);
-    let data = x0
-        .data()
-        .iter()
-        .zip(noise.data())
-        .map(|(x, n)| a * x + s * n);
-    let x = Tensor::new(vec![2, 1, 64, 64], data.collect()).unwrap();
+    let x = held_out_at_t200();
     let moved = |file: &str| {
         let (cfg, params) = load(&dir.join(file), None).unwrap();
         let early = eps_of(&cfg, &params, &x, &[50.0, 50.0]);
