@@ -6,6 +6,14 @@ pub mod cuda;
 pub mod geometry;
 pub use geometry::CtGeometry;
 
+/// The reference backend, for host work whose result must not depend on the device a run uses:
+/// simulated measurements (`operators::simulate`, `Operator::apply`/`adjoint`) and CT's ‖A‖ are
+/// the same bits whether the samplers then run on the CPU or a GPU. Every other computation below
+/// the engine takes its backend as a `B: Backend` parameter.
+pub fn reference() -> cpu::CpuBackend {
+    cpu::CpuBackend::default()
+}
+
 use crate::error::Result;
 use crate::tensor::Tensor;
 

@@ -12,8 +12,7 @@ pub use ct::CtOperator;
 pub use inpaint::Mask;
 pub use noise::{relative_noise, simulate};
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, CtGeometry};
+use crate::backend::{self, Backend, CtGeometry};
 use crate::bail;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -198,18 +197,19 @@ impl Operator {
         })
     }
 
-    /// A x on the CPU (simulation, residuals of results that did not come from a model).
+    /// A x on the reference backend (simulation, residuals of results that did not come from a
+    /// model): the same bits on every machine.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let be = CpuBackend::default();
+        let be = backend::reference();
         let up = self.upload(&be)?;
         let op = up.view();
         op.check_image(image_dims(x.shape())?)?;
         op.apply(&be, x)
     }
 
-    /// Aᵀ y on the CPU.
+    /// Aᵀ y on the reference backend.
     pub fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
-        let be = CpuBackend::default();
+        let be = backend::reference();
         let up = self.upload(&be)?;
         let op = up.view();
         let (n, _, h, w) = dims4(y.shape())?;
@@ -428,6 +428,7 @@ mod tests {
 #[cfg(test)]
 mod shape_tests {
     use super::*;
+    use crate::backend::cpu::CpuBackend;
 
     #[test]
     fn shapes_that_do_not_fit_are_input_errors_naming_both() {
