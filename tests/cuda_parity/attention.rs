@@ -1,0 +1,126 @@
+//! Self-attention, forward and the VJP of its input.
+
+use super::{check, stale_buffer, OP_BOUND};
+use crate::common::{gpu, rand, rand_scaled};
+use diffrecon::backend::cpu::CpuBackend;
+use diffrecon::backend::cuda::AttentionCore;
+use diffrecon::backend::{AttnParams, Backend};
+use diffrecon::tensor::Tensor;
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn attention_forward() {
+    if gpu("attention").is_none() {
+        return;
+    }
+    let cpu = CpuBackend::default();
+    // Both paths of the attention core at every size (c288 heads 2: head width 144, past the
+    // fused kernel's 128, runs the GEMM path either way), and both SGEMM tiles (the projections
+    // and the GEMM path's products).
+    let paths = [None, Some(AttentionCore::Fused), Some(AttentionCore::Gemm)];
+    for (i, &(n, c, h, w, heads)) in [
+        (2, 8, 7, 9, 2),
+        (1, 128, 32, 32, 4),
+        (1, 256, 16, 16, 4),
+        (1, 128, 5, 13, 2),
+        (3, 64, 8, 8, 4),
+        (1, 288, 4, 5, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let y = rand(&[n, c, h, w], 60 + i as u64);
+        let s = 1.0 / (c as f32).sqrt();
+        let scaled = |shape: &[usize], seed| {
+            let t = rand(shape, seed);
+            Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
+        };
+        let p = AttnParams {
+            in_w: scaled(&[3 * c, c], 70),
+            in_b: scaled(&[3 * c], 71),
+            out_w: scaled(&[c, c], 72),
+            out_b: scaled(&[c], 73),
+        };
+        let want = cpu.attention(&y, &p, heads).unwrap();
+        for (path, tile) in paths
+            .into_iter()
+            .flat_map(|p| [None, Some(32), Some(64)].map(|t| (p, t)))
+        {
+            let gp = gpu("attention")
+                .unwrap()
+                .with_attention_core(path)
+                .with_gemm_tile(tile);
+            let pg = AttnParams {
+                in_w: gp.upload(&p.in_w).unwrap(),
+                in_b: gp.upload(&p.in_b).unwrap(),
+                out_w: gp.upload(&p.out_w).unwrap(),
+                out_b: gp.upload(&p.out_b).unwrap(),
+            };
+            let got = gp.attention(&gp.upload(&y).unwrap(), &pg, heads).unwrap();
+            check(
+                &format!(
+                    "attention {path:?} gemm tile {tile:?} n{n} c{c} heads{heads} tokens{}",
+                    h * w
+                ),
+                &gp,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn attention_vjp_input() {
+    if gpu("attention_vjp").is_none() {
+        return;
+    }
+    let cpu = CpuBackend::default();
+    // (n, c, h, w, heads): 2 and 4 heads; 16, 64, 65 (odd) and 1024 tokens.
+    for (i, &(n, c, h, w, heads)) in [
+        (2, 8, 4, 4, 2),
+        (1, 16, 4, 4, 4),
+        (2, 12, 8, 8, 2),
+        (1, 32, 8, 8, 4),
+        (2, 8, 5, 13, 4),
+        (1, 64, 32, 32, 4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let y = rand(&[n, c, h, w], 500 + i as u64);
+        let dout = rand(&[n, c, h, w], 510 + i as u64);
+        let s = 1.0 / (c as f32).sqrt();
+        let p = AttnParams {
+            in_w: rand_scaled(&[3 * c, c], 520 + i as u64, s),
+            in_b: rand_scaled(&[3 * c], 530 + i as u64, s),
+            out_w: rand_scaled(&[c, c], 540 + i as u64, s),
+            out_b: rand_scaled(&[c], 550 + i as u64, s),
+        };
+        let want = cpu.attention_vjp(&y, &p, heads, &dout).unwrap();
+        for tile in [None, Some(32), Some(64)] {
+            let g = gpu("attention_vjp").unwrap().with_gemm_tile(tile);
+            let pg = AttnParams {
+                in_w: g.upload(&p.in_w).unwrap(),
+                in_b: g.upload(&p.in_b).unwrap(),
+                out_w: g.upload(&p.out_w).unwrap(),
+                out_b: g.upload(&p.out_b).unwrap(),
+            };
+            let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
+            stale_buffer(&g, y.shape());
+            let got = g.attention_vjp(&gy, &pg, heads, &gd).unwrap();
+            check(
+                &format!(
+                    "attention_vjp gemm tile {tile:?} c{c} heads{heads} tokens{} n{n}",
+                    h * w
+                ),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
+    }
+}

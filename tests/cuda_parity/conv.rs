@@ -1,0 +1,187 @@
+//! The convolutions: forward with every kernel, the fused epilogues and the VJP.
+
+use super::{check, stale_buffer, CONV_KERNELS, OP_BOUND};
+use crate::common::{gpu, rand};
+use diffrecon::backend::cpu::CpuBackend;
+use diffrecon::backend::Backend;
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn conv2d_forward() {
+    if gpu("conv2d_forward").is_none() {
+        return;
+    }
+    let cpu = CpuBackend::default();
+    for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
+        (1, 3, 13, 11, 5, 3, 1, 1),
+        (2, 17, 16, 16, 33, 3, 2, 1),
+        (2, 8, 9, 7, 20, 1, 1, 0),
+        (1, 64, 64, 64, 64, 3, 1, 1),
+        (3, 70, 9, 8, 1, 3, 1, 1),
+        (1, 4, 11, 9, 3, 5, 1, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for kernel in CONV_KERNELS {
+            let g = gpu("conv2d_forward").unwrap().with_conv_kernel(kernel);
+            let x = rand(&[n, cin, h, w], 10 + i as u64);
+            let wt = rand(&[cout, cin, k, k], 20 + i as u64);
+            let b = rand(&[cout], 30 + i as u64);
+            let want = cpu.conv2d(&x, &wt, &b, stride, pad).unwrap();
+            let got = g
+                .conv2d(
+                    &g.upload(&x).unwrap(),
+                    &g.upload(&wt).unwrap(),
+                    &g.upload(&b).unwrap(),
+                    stride,
+                    pad,
+                )
+                .unwrap();
+            check(
+                &format!("conv2d {kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn conv2d_fused_epilogues() {
+    if gpu("conv2d_fused_epilogues").is_none() {
+        return;
+    }
+    let cpu = CpuBackend::default();
+    for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
+        (1, 3, 13, 11, 5, 3, 1, 1),
+        (2, 17, 9, 7, 33, 3, 1, 1),
+        (2, 8, 9, 7, 20, 1, 1, 0),
+        (3, 5, 11, 13, 7, 3, 2, 1),
+        (1, 64, 32, 32, 64, 3, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = rand(&[n, cin, h, w], 110 + i as u64);
+        let wt = rand(&[cout, cin, k, k], 120 + i as u64);
+        let b = rand(&[cout], 130 + i as u64);
+        let v = rand(&[n, cout], 140 + i as u64);
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let out_shape = [n, cout, ho, wo];
+        let r = rand(&out_shape, 150 + i as u64);
+        for kernel in CONV_KERNELS {
+            let g = gpu("conv2d_fused_epilogues")
+                .unwrap()
+                .with_conv_kernel(kernel);
+            let (gx, gw, gb) = (
+                g.upload(&x).unwrap(),
+                g.upload(&wt).unwrap(),
+                g.upload(&b).unwrap(),
+            );
+            let (gv, gr) = (g.upload(&v).unwrap(), g.upload(&r).unwrap());
+            let tag = format!("{kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
+
+            let want = cpu
+                .conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
+                .unwrap();
+            stale_buffer(&g, &out_shape);
+            let before = g.alloc_stats();
+            let got = g
+                .conv2d_add_channel_bias(&gx, &gw, &gb, stride, pad, &gv)
+                .unwrap();
+            assert!(
+                g.alloc_stats().reused > before.reused,
+                "the output did not come from the pool"
+            );
+            check(
+                &format!("conv2d_add_channel_bias {tag}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+
+            let want = cpu
+                .conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
+                .unwrap();
+            stale_buffer(&g, &out_shape);
+            let got = g
+                .conv2d_add_residual(&gx, &gw, &gb, stride, pad, &gr)
+                .unwrap();
+            check(
+                &format!("conv2d_add_residual {tag}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
+    }
+    // A residual of the wrong shape is refused, not read out of bounds.
+    let g = gpu("conv2d_fused_epilogues").unwrap();
+    let x = g.upload(&rand(&[1, 2, 5, 5], 1)).unwrap();
+    let wt = g.upload(&rand(&[3, 2, 3, 3], 2)).unwrap();
+    let b = g.upload(&rand(&[3], 3)).unwrap();
+    let r = g.upload(&rand(&[1, 3, 4, 5], 4)).unwrap();
+    assert!(g.conv2d_add_residual(&x, &wt, &b, 1, 1, &r).is_err());
+    assert!(g.conv2d_add_channel_bias(&x, &wt, &b, 1, 1, &r).is_err());
+}
+
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn conv2d_vjp_backward_data() {
+    if gpu("conv2d_vjp").is_none() {
+        return;
+    }
+    let cpu = CpuBackend::default();
+    // (n, cin, h, w, cout, k, stride, pad): k 1 and 3, stride 1 and 2, odd H/W, even H/W with
+    // stride 2, a k = 5 case, and stride-2 shapes whose last input rows no output reads.
+    for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
+        (2, 5, 13, 11, 7, 3, 1, 1),
+        (1, 17, 15, 9, 33, 3, 2, 1),
+        (3, 6, 10, 12, 5, 3, 2, 1),
+        (2, 8, 9, 7, 20, 1, 1, 0),
+        (1, 9, 11, 7, 4, 1, 2, 0),
+        (1, 4, 11, 9, 3, 5, 1, 2),
+        (2, 3, 12, 9, 5, 3, 2, 0),
+        (1, 64, 32, 32, 64, 3, 1, 1),
+        (2, 70, 8, 8, 40, 3, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let dy = rand(&[n, cout, ho, wo], 300 + i as u64);
+        let wt = rand(&[cout, cin, k, k], 310 + i as u64);
+        let in_shape = [n, cin, h, w];
+        let want = cpu.conv2d_vjp(&dy, &wt, &in_shape, stride, pad).unwrap();
+        for kernel in CONV_KERNELS {
+            let g = gpu("conv2d_vjp").unwrap().with_conv_kernel(kernel);
+            let (gdy, gw) = (g.upload(&dy).unwrap(), g.upload(&wt).unwrap());
+            stale_buffer(&g, &in_shape);
+            let got = g.conv2d_vjp(&gdy, &gw, &in_shape, stride, pad).unwrap();
+            check(
+                &format!("conv2d_vjp {kernel:?} {cin}->{cout} k{k} s{stride} p{pad} {h}x{w} n{n}"),
+                &g,
+                &got,
+                &want,
+                OP_BOUND,
+            );
+        }
+    }
+    // A dy that does not match the input shape is refused, not read out of bounds.
+    let g = gpu("conv2d_vjp").unwrap();
+    let dy = g.upload(&rand(&[1, 3, 4, 5], 1)).unwrap();
+    let wt = g.upload(&rand(&[3, 2, 3, 3], 2)).unwrap();
+    assert!(g.conv2d_vjp(&dy, &wt, &[1, 2, 5, 5], 1, 1).is_err());
+}
