@@ -1,5 +1,5 @@
 //! The fuzz targets, shared by the cargo-fuzz crate (fuzz/fuzz_targets/*.rs) and the seeded
-//! mutation loop on stable (tests/fuzz.rs). Each takes arbitrary bytes and must return,
+//! mutation loop on stable (tests/fuzz/). Each takes arbitrary bytes and must return,
 //! whatever they hold: an Ok or an input error, never a panic, an abort or an allocation
 //! beyond the documented limits.
 #![allow(dead_code)] // each cargo-fuzz binary uses one target

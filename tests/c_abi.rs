@@ -32,30 +32,32 @@ fn header_is_current() {
     );
 }
 
-/// target/<profile>: where cargo put this test's library (works under any CARGO_TARGET_DIR).
+/// target/<profile>: where cargo put this test's library (works under any CARGO_TARGET_DIR),
+/// brought up to date once per run: `cargo test` builds the rlib only, and a shared library
+/// left from an older build would test old code (a no-op build when it is current).
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let built =
-        |d: &Path| d.join("libdiffrecon.so").is_file() || d.join("libdiffrecon.dylib").is_file();
-    if !built(&dir) {
-        // `cargo test` builds the rlib only: build the cdylib of the same profile once.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--lib", "--manifest-path"]);
-        build.arg(Path::new(ROOT).join("Cargo.toml"));
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo, to build the shared library");
-        assert!(status.success(), "building the shared library failed");
-    }
-    assert!(
-        dir.join("libdiffrecon.so").is_file() || dir.join("libdiffrecon.dylib").is_file(),
-        "no shared library in {}",
-        dir.display()
-    );
-    dir
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--lib", "--manifest-path"]);
+            build.arg(Path::new(ROOT).join("Cargo.toml"));
+            if dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo, to build the shared library");
+            assert!(status.success(), "building the shared library failed");
+            assert!(
+                dir.join("libdiffrecon.so").is_file() || dir.join("libdiffrecon.dylib").is_file(),
+                "no shared library in {}",
+                dir.display()
+            );
+            dir
+        })
+        .clone()
 }
 
 /// Compiles examples/c/NAME.c with the system C compiler against the shared library.

@@ -1,7 +1,7 @@
 //! Kernel logic without a GPU: tests/emu/*.cpp include a kernel source from kernels/ through a
 //! CPU emulation of the CUDA execution model (tests/emu/shim.h) and compare it with a
 //! double-precision reference. This checks indexing, tiling, staging and barriers where no GPU
-//! exists (CI); the parity tests in cuda_parity.rs check the real kernels on a GPU. The
+//! exists (CI); the parity tests in tests/cuda_parity/ check the real kernels on a GPU. The
 //! tensor-core (TF32 / BF16) entry points run on the shim's WMMA emulation, which
 //! wmma_shim.cpp checks on its own. The measurement-operator kernels (ops.cpp) run on inputs
 //! written here and must reproduce the crate's CPU ops bit for bit.

@@ -138,7 +138,7 @@ pub fn decode_png(bytes: &[u8]) -> Result<Tensor> {
 
 /// Every PLTE chunk must hold 1 to 256 RGB entries. The png crate (0.17) trusts the length
 /// and panics expanding a palette of 1 or 2 trailing bytes or of more than 256 entries (found
-/// by tests/fuzz.rs), so such files are refused before decoding. Other chunk errors are left
+/// by tests/fuzz/), so such files are refused before decoding. Other chunk errors are left
 /// to the decoder.
 fn check_palettes(bytes: &[u8]) -> Result<()> {
     let mut at = SIGNATURE.len();
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn palettes_of_odd_length_or_over_256_entries_are_refused() {
-        // The input tests/fuzz.rs found: a 2-bit indexed image whose PLTE holds one byte.
+        // The input tests/fuzz/ found: a 2-bit indexed image whose PLTE holds one byte.
         let found: [u8; 72] = [
             0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
             0x44, 0x52, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x02, 0x03, 0x00, 0x00,

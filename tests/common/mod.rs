@@ -1,6 +1,7 @@
 //! Set-up the integration tests share: where the golden data and the weights are, GPU 0 when
-//! one is usable, seeded random tensors and the relative error. Each test file that uses it
-//! declares `mod common;`.
+//! one is usable, seeded random tensors and the relative error. A one-file test crate declares
+//! `mod common;`; a directory crate (tests/cli/, tests/cuda_parity/, tests/fuzz/) declares
+//! `#[path = "../common/mod.rs"] mod common;`.
 
 // Every test crate compiles this module and uses only a part of it.
 #![allow(dead_code)]
