@@ -22,8 +22,8 @@
 #               loss log .gpu/train/train.csv (warm start: fresh optimiser, lr warm-up);
 #   3. check    the engine (.gpu/diffrecon --device cuda) loads the export and computes eps on
 #               4 held-out phantoms (seed 1) noised to t = 200: eps at t = 50 vs t = 350,
-#               relative difference ||e50 - e350|| / max(||e50||, ||e350||) (the bundled prior,
-#               which ignores t, for comparison); engine eps vs PyTorch float32 (TF32 off) on the
+#               relative difference ||e50 - e350|| / max(||e50||, ||e350||) (the base-16
+#               prior, which ignores t, for comparison); engine eps vs PyTorch float32 (TF32 off) on the
 #               same exported weights at t = 200 (relative L2); what f16 storage changed in eps
 #               (PyTorch, float32 weights vs their f16 rounding);
 #   4. samples  diffrecon sample --count 16 --steps 50 --seed 0 with the export (DDIM, eta 0);
@@ -277,7 +277,7 @@ elif [[ -f "$OUT/prior.safetensors.part0" ]]; then
 fi
 CHECK_RC=1
 if [[ -f "$W" ]]; then
-    BUNDLED="$REPO/weights/prior.safetensors"
+    BUNDLED="$REPO/weights/base16/prior.safetensors" # the first bundled prior, which ignores t
     run_step check 120 25 -- python3 - "$ENGINE" "$ENGINE_DEVICE" "$W" "$BUNDLED" "$WORK" "$SIZE" <<'PYEOF'
 import json, os, subprocess, sys
 import numpy as np
@@ -319,8 +319,8 @@ res["t-sensitivity, export (engine eps at t=50 vs 350, x at t=200)"] = f"{v:.3e}
 print(f"export: eps(t=50) vs eps(t=350) relative difference {v:.3e} ({how})")
 if os.path.exists(bundled):
     v, how = t_sensitivity(bundled)
-    res["t-sensitivity, bundled prior"] = f"{v:.3e} ({how})"
-    print(f"bundled prior: relative difference {v:.3e} ({how})")
+    res["t-sensitivity, base-16 prior"] = f"{v:.3e} ({how})"
+    print(f"base-16 prior: relative difference {v:.3e} ({how})")
 # The engine on the exported weights vs PyTorch float32 on the same (widened) weights.
 sh(engine, "eps", "--device", device, "--weights", w, "--input", f"{work}/x200.npy", "--t", "200",
    "--out", f"{work}/e_engine.npy")

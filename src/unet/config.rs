@@ -353,8 +353,8 @@ mod tests {
         assert_eq!(groups_for(1), 1);
     }
 
-    /// The bundled prior's config (weights/prior.safetensors).
-    fn bundled() -> UNetConfig {
+    /// The first bundled prior's config (weights/base16/prior.safetensors).
+    fn base16() -> UNetConfig {
         UNetConfig {
             in_ch: 1,
             base_ch: 16,
@@ -367,17 +367,17 @@ mod tests {
 
     #[test]
     fn time_embedding_vanishes_only_with_one_channel_per_group() {
-        assert!(bundled().time_embedding_vanishes());
+        assert!(base16().time_embedding_vanishes());
         let base64 = UNetConfig {
             base_ch: 64,
-            ..bundled()
+            ..base16()
         };
         assert!(!base64.time_embedding_vanishes());
         assert!(!UNetConfig::notebook().time_embedding_vanishes());
         // One level above 32 channels is enough for the time to reach the output.
         let mixed = UNetConfig {
             channel_mults: vec![1, 2, 4],
-            ..bundled()
+            ..base16()
         };
         assert!(!mixed.time_embedding_vanishes());
     }
@@ -394,21 +394,21 @@ mod tests {
             base_ch: 8,
             channel_mults: vec![2, 2],
             attn_levels: vec![],
-            ..bundled()
+            ..base16()
         };
         refused(first_mult_2, "level 0 is 2, not 1");
         for levels in [MAX_LEVELS + 1, 65, 200] {
             let deep = UNetConfig {
                 channel_mults: vec![1; levels],
                 attn_levels: vec![],
-                ..bundled()
+                ..base16()
             };
             refused(deep, &format!("{levels} levels"));
         }
         let wide = UNetConfig {
             channel_mults: vec![1, usize::MAX / 8],
             attn_levels: vec![],
-            ..bundled()
+            ..base16()
         };
         refused(wide, "at most 8192");
         let wide_base = UNetConfig {
@@ -416,20 +416,20 @@ mod tests {
             channel_mults: vec![1],
             attn_levels: vec![],
             num_heads: 1,
-            ..bundled()
+            ..base16()
         };
         refused(wide_base, "at most 8192");
         refused(
             UNetConfig {
                 time_dim: usize::MAX / 2,
-                ..bundled()
+                ..base16()
             },
             "time_dim",
         );
         refused(
             UNetConfig {
                 in_ch: 1 << 40,
-                ..bundled()
+                ..base16()
             },
             "input channels",
         );
@@ -443,8 +443,8 @@ mod tests {
             in_ch: 1,
         };
         refused(heavy, "parameters; at most");
-        assert!(bundled().validate().is_ok());
-        assert_eq!(bundled().size_multiple(), 4);
+        assert!(base16().validate().is_ok());
+        assert_eq!(base16().size_multiple(), 4);
     }
 
     #[test]
@@ -452,7 +452,7 @@ mod tests {
         let cfg = UNetConfig {
             channel_mults: vec![1; MAX_LEVELS],
             attn_levels: vec![],
-            ..bundled()
+            ..base16()
         };
         let mut t = cfg.param_table();
         assert_eq!(UNetConfig::infer(&t, 4).unwrap(), cfg);
