@@ -142,8 +142,8 @@ fn assert_clamp_inactive(runs: &[&Vec<(&'static str, Level, Tensor)>]) {
     }
 }
 
-/// The small golden weights (random) at 32×32 and the bundled prior (trained, base 40) at 64×64, and
-/// whether a DPS run is part of the results.
+/// The small golden weights (random) at 32×32 and the bundled prior (trained, base 40) at 64×64,
+/// and whether a DPS run is part of the results.
 fn models() -> [(&'static str, PathBuf, usize, bool); 2] {
     [
         ("small", small_weights(), 32, true),

@@ -43,7 +43,8 @@ impl CtOperator {
         Tensor::new(vec![self.geometry.views, 2], flat)
     }
 
-    /// ‖A‖ by power iteration on AᵀA on the reference backend (the same on every device), from a fixed positive start.
+    /// ‖A‖ by power iteration on AᵀA on the reference backend (the same on every device), from a
+    /// fixed positive start.
     pub fn norm(&self) -> f64 {
         *self
             .norm

@@ -20,11 +20,16 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    // 2^n from its exponent bits n + 127. n is integral, so (n + 127) + ROUND_MAGIC is exact
-    // and its bit pattern exceeds the magic's by exactly n + 127: integer operations only, no
-    // float-to-int conversion (Rust's saturating `as` would keep the loop scalar).
-    let biased = ((n + 127.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits();
-    er * f32::from_bits(biased << 23)
+    er * f32::from_bits(pow2_bits(n))
+}
+
+/// The bits of 2^n for an integral n in [-126, 127]: the exponent field n + 127. (n + 127) +
+/// ROUND_MAGIC is exact and its bit pattern exceeds the magic's by exactly n + 127, so this takes
+/// integer operations only, no float-to-int conversion (Rust's saturating `as` would keep the
+/// loop scalar).
+#[inline(always)]
+fn pow2_bits(n: f32) -> u32 {
+    (((n + 127.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits()) << 23
 }
 
 #[inline(always)]
@@ -56,8 +61,7 @@ mod tests {
             let c = x.clamp(-87.336_54, 88.376_26);
             let n = (c * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
             let want = ((n as i32 + 127) as u32) << 23;
-            let got = (((n + 127.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits()) << 23;
-            assert_eq!(got, want, "x = {x}");
+            assert_eq!(pow2_bits(n), want, "x = {x}");
             x += 0.001;
         }
     }
