@@ -76,7 +76,7 @@ fn profile_once(profiler: Profiler<'_>, f: &mut dyn FnMut() -> Result<Tensor>) -
     }
 }
 
-/// Forward at each batch size, then the notebook's DiffPIR-style and DPS and the published
+/// Forward and the UNet's VJP (forward with tape and backward) at each batch size, then the notebook's DiffPIR-style and DPS and the published
 /// DiffPIR and DPS with `steps` steps at each batch.
 /// Every timed call ends with the result on the host, so device work is included. With
 /// `profile`, each op runs once more with per-kernel GPU timing (see [`time`]).
@@ -97,6 +97,11 @@ pub fn run(
     for &b in batches {
         let x = normal_tensor(&[b, 1, size, size], 1);
         out.push(timed("forward".into(), b, &mut || model.eps(&x, &[200.0])));
+    }
+    for &b in batches {
+        let x = normal_tensor(&[b, 1, size, size], 1);
+        let r = normal_tensor(&[b, 1, size, size], 4);
+        out.push(timed("vjp".into(), b, &mut || model.eps_vjp(&x, 200.0, &r)));
     }
     for &b in batches {
         let y = normal_tensor(&[b, 1, size, size], 2);
@@ -208,7 +213,7 @@ pub fn profiles(timings: &[Timing]) -> String {
     let mut s = String::new();
     for t in timings {
         if let Some(p) = &t.profile {
-            s += &format!("\n### kernels: {} batch {}\n\n{p}", t.op, t.batch);
+            s += &format!("\n### profile: {} batch {}\n\n{p}", t.op, t.batch);
         }
     }
     s

@@ -152,6 +152,9 @@ pub trait Model: Solver {
     fn config(&self) -> &UNetConfig;
     /// Noise prediction for a batch; one timestep per item or one for all.
     fn eps(&self, x: &Tensor, t: &[f64]) -> Result<Tensor>;
+    /// The UNet's vector-Jacobian product rᵀ ∂eps(x, t)/∂x: a forward with tape, then the
+    /// backward (what PyTorch's `autograd.grad(eps, x, r)` computes).
+    fn eps_vjp(&self, x: &Tensor, t: f64, r: &Tensor) -> Result<Tensor>;
     /// The DPS gradient dL/dx at state x and timestep t.
     fn dps_grad(
         &self,
@@ -335,6 +338,24 @@ impl<B: Backend> Model for Engine<B> {
             .collect::<Result<Vec<_>>>()?;
         let out = self.net.forward(&self.be, &self.be.upload(x)?, &ts)?;
         self.be.download(&out)
+    }
+
+    fn eps_vjp(&self, x: &Tensor, t: f64, r: &Tensor) -> Result<Tensor> {
+        x.check_finite("the input")?;
+        r.check_finite("the cotangent")?;
+        if r.shape() != x.shape() {
+            bail!(
+                "cotangent shape {:?} does not match the input's {:?}",
+                r.shape(),
+                x.shape()
+            );
+        }
+        let t = self.check_timestep(t)? as f32;
+        let (_, tape) = self
+            .net
+            .forward_with_tape(&self.be, &self.be.upload(x)?, &[t])?;
+        let g = self.net.vjp(&self.be, &tape, &self.be.upload(r)?)?;
+        self.be.download(&g)
     }
 
     fn dps_grad(

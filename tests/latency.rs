@@ -138,6 +138,7 @@ fn bench_without_latency_keeps_its_table() {
     assert!(out.contains("| op | batch | median ms | min ms |"), "{out}");
     for op in [
         "forward",
+        "vjp",
         "diffpir_2",
         "dps_2",
         "diffpir_pnp_2",
@@ -146,6 +147,42 @@ fn bench_without_latency_keeps_its_table() {
         assert!(out.contains(&format!("| {op} | 1 | ")), "{op}: {out}");
     }
     assert!(!out.contains("p99"), "{out}");
+}
+
+/// `--profile` on the CPU: after the timings, one table per op of the backend ops' wall time by
+/// layer shape, whose shares add up to the table's total.
+#[test]
+fn bench_profile_on_the_cpu_tables_each_op_by_layer() {
+    let out = stdout_ok(&latency(&[
+        "--batches",
+        "1",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--profile",
+    ]));
+    for op in ["forward", "vjp", "dps_2"] {
+        let at = out
+            .find(&format!("### profile: {op} batch 1"))
+            .unwrap_or_else(|| panic!("no {op} profile in: {out}"));
+        let table = &out[at..];
+        let table = &table[..table.find("| all |").expect("a total row")];
+        assert!(table.contains("| conv2d 3x3/1 "), "{op}: {table}");
+        let shares: f64 = table
+            .lines()
+            .filter_map(|l| {
+                l.strip_suffix("% |")?
+                    .rsplit("| ")
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum();
+        assert!((shares - 100.0).abs() < 1.0, "{op}: shares {shares}");
+    }
+    let vjp = &out[out.find("### profile: vjp").unwrap()..];
+    assert!(vjp.contains("| conv2d_vjp 3x3/1 "), "{vjp}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod geometry;
+pub mod profile;
 pub use geometry::CtGeometry;
 
 /// The reference backend, for host work whose result must not depend on the device a run uses:
@@ -45,8 +46,8 @@ pub trait Backend: Sync {
     type Buf: Clone + Send + Sync;
 
     fn name(&self) -> String;
-    /// Per-kernel GPU time: `true` starts recording, `false` stops it and returns the report
-    /// (a markdown table). Backends without kernels return None.
+    /// Per-kernel GPU time (per-op wall time on the CPU): `true` starts recording, `false`
+    /// stops it and returns the report (a markdown table). Backends without either return None.
     fn profile_kernels(&self, _on: bool) -> Result<Option<String>> {
         Ok(None)
     }

@@ -54,7 +54,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerKind>,
     /// After timing each op, run it once more with per-kernel GPU time recorded (CUDA
-    /// events) and print each op's kernel table after the timings.
+    /// events; on the CPU each backend op's wall time by layer shape) and print each op's
+    /// table after the timings.
     #[arg(long)]
     pub profile: bool,
     #[command(

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod groupnorm;
 pub mod inpaint;
 pub mod math;
+pub mod profile;
 pub mod simd;
 pub mod tv;
 
@@ -108,6 +109,11 @@ fn dims4(t: &Tensor) -> (usize, usize, usize, usize) {
 impl Backend for CpuBackend {
     type Buf = Tensor;
 
+    fn profile_kernels(&self, on: bool) -> Result<Option<String>> {
+        profile::set(on);
+        Ok((!on).then(profile::report_table))
+    }
+
     fn name(&self) -> String {
         let threads = rayon::current_num_threads();
         match self.precision {
@@ -136,18 +142,34 @@ impl Backend for CpuBackend {
         stride: usize,
         pad: usize,
     ) -> Result<Tensor> {
-        let g = geom(x.shape(), w.shape(), stride, pad);
-        let (ho, wo) = g.out_hw();
-        let mut out = out_like(&[g.n, g.cout, ho, wo]);
-        conv::conv2d(
-            x.data(),
-            w.data(),
-            b.data(),
-            &g,
-            out.data_mut(),
-            self.precision,
-        );
-        Ok(out)
+        profile::timed(
+            profile::name(|| {
+                format!(
+                    "conv2d {}x{}/{} {}→{} at {}x{}",
+                    w.shape()[2],
+                    w.shape()[3],
+                    stride,
+                    x.shape()[1],
+                    w.shape()[0],
+                    x.shape()[2],
+                    x.shape()[3]
+                )
+            }),
+            || {
+                let g = geom(x.shape(), w.shape(), stride, pad);
+                let (ho, wo) = g.out_hw();
+                let mut out = out_like(&[g.n, g.cout, ho, wo]);
+                conv::conv2d(
+                    x.data(),
+                    w.data(),
+                    b.data(),
+                    &g,
+                    out.data_mut(),
+                    self.precision,
+                );
+                Ok(out)
+            },
+        )
     }
 
     fn conv2d_vjp(
@@ -158,10 +180,26 @@ impl Backend for CpuBackend {
         stride: usize,
         pad: usize,
     ) -> Result<Tensor> {
-        let g = geom(in_shape, w.shape(), stride, pad);
-        let mut dx = out_like(in_shape);
-        conv::conv2d_vjp_input(dy.data(), w.data(), &g, dx.data_mut(), self.precision);
-        Ok(dx)
+        profile::timed(
+            profile::name(|| {
+                format!(
+                    "conv2d_vjp {}x{}/{} {}→{} at {}x{}",
+                    w.shape()[2],
+                    w.shape()[3],
+                    stride,
+                    in_shape[1],
+                    w.shape()[0],
+                    in_shape[2],
+                    in_shape[3]
+                )
+            }),
+            || {
+                let g = geom(in_shape, w.shape(), stride, pad);
+                let mut dx = out_like(in_shape);
+                conv::conv2d_vjp_input(dy.data(), w.data(), &g, dx.data_mut(), self.precision);
+                Ok(dx)
+            },
+        )
     }
 
     fn group_norm(
@@ -172,10 +210,21 @@ impl Backend for CpuBackend {
         groups: usize,
         silu: bool,
     ) -> Result<Tensor> {
-        let g = gn_geom(x, groups);
-        let mut y = out_like(x.shape());
-        groupnorm::group_norm(x.data(), gamma.data(), beta.data(), &g, silu, y.data_mut());
-        Ok(y)
+        profile::timed(
+            profile::name(|| {
+                format!(
+                    "group_norm{} {:?}",
+                    if silu { "+silu" } else { "" },
+                    x.shape()
+                )
+            }),
+            || {
+                let g = gn_geom(x, groups);
+                let mut y = out_like(x.shape());
+                groupnorm::group_norm(x.data(), gamma.data(), beta.data(), &g, silu, y.data_mut());
+                Ok(y)
+            },
+        )
     }
 
     fn group_norm_vjp(
@@ -187,32 +236,48 @@ impl Backend for CpuBackend {
         silu: bool,
         dy: &Tensor,
     ) -> Result<Tensor> {
-        let g = gn_geom(x, groups);
-        let mut dx = out_like(x.shape());
-        groupnorm::group_norm_vjp(
-            x.data(),
-            gamma.data(),
-            beta.data(),
-            &g,
-            silu,
-            dy.data(),
-            dx.data_mut(),
-        );
-        Ok(dx)
+        profile::timed(
+            profile::name(|| {
+                format!(
+                    "group_norm{}_vjp {:?}",
+                    if silu { "+silu" } else { "" },
+                    x.shape()
+                )
+            }),
+            || {
+                let g = gn_geom(x, groups);
+                let mut dx = out_like(x.shape());
+                groupnorm::group_norm_vjp(
+                    x.data(),
+                    gamma.data(),
+                    beta.data(),
+                    &g,
+                    silu,
+                    dy.data(),
+                    dx.data_mut(),
+                );
+                Ok(dx)
+            },
+        )
     }
 
     fn attention(&self, y: &Tensor, p: &AttnParams<Tensor>, heads: usize) -> Result<Tensor> {
-        let (_, c, h, w) = dims4(y);
-        let mut out = out_like(y.shape());
-        attention::attention(
-            y.data(),
-            &attn_view(p, self.precision),
-            c,
-            h * w,
-            heads,
-            out.data_mut(),
-        );
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("attention {:?}", y.shape())),
+            || {
+                let (_, c, h, w) = dims4(y);
+                let mut out = out_like(y.shape());
+                attention::attention(
+                    y.data(),
+                    &attn_view(p, self.precision),
+                    c,
+                    h * w,
+                    heads,
+                    out.data_mut(),
+                );
+                Ok(out)
+            },
+        )
     }
 
     fn attention_vjp(
@@ -222,139 +287,208 @@ impl Backend for CpuBackend {
         heads: usize,
         dout: &Tensor,
     ) -> Result<Tensor> {
-        let (_, c, h, w) = dims4(y);
-        let mut dy = out_like(y.shape());
-        attention::attention_vjp(
-            y.data(),
-            &attn_view(p, self.precision),
-            c,
-            h * w,
-            heads,
-            dout.data(),
-            dy.data_mut(),
-        );
-        Ok(dy)
+        profile::timed(
+            profile::name(|| format!("attention_vjp {:?}", y.shape())),
+            || {
+                let (_, c, h, w) = dims4(y);
+                let mut dy = out_like(y.shape());
+                attention::attention_vjp(
+                    y.data(),
+                    &attn_view(p, self.precision),
+                    c,
+                    h * w,
+                    heads,
+                    dout.data(),
+                    dy.data_mut(),
+                );
+                Ok(dy)
+            },
+        )
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: &Tensor, silu_input: bool) -> Result<Tensor> {
-        let (n, fin) = (x.shape()[0], x.shape()[1]);
-        let mut out = out_like(&[n, b.len()]);
-        elementwise::linear(
-            x.data(),
-            w.data(),
-            b.data(),
-            fin,
-            silu_input,
-            out.data_mut(),
-        );
-        Ok(out)
+        profile::timed(profile::name(|| format!("linear {:?}", x.shape())), || {
+            let (n, fin) = (x.shape()[0], x.shape()[1]);
+            let mut out = out_like(&[n, b.len()]);
+            elementwise::linear(
+                x.data(),
+                w.data(),
+                b.data(),
+                fin,
+                silu_input,
+                out.data_mut(),
+            );
+            Ok(out)
+        })
     }
 
     fn add_channel_bias(&self, h: &mut Tensor, v: &Tensor) -> Result<()> {
-        let (_, _, hh, ww) = dims4(h);
-        elementwise::add_channel_bias(h.data_mut(), v.data(), hh * ww);
-        Ok(())
+        profile::timed(
+            profile::name(|| format!("add_channel_bias {:?}", h.shape())),
+            || {
+                let (_, _, hh, ww) = dims4(h);
+                elementwise::add_channel_bias(h.data_mut(), v.data(), hh * ww);
+                Ok(())
+            },
+        )
     }
 
     fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
-        elementwise::add_assign(a.data_mut(), b.data());
-        Ok(())
+        profile::timed(
+            profile::name(|| format!("add_assign {:?}", a.shape())),
+            || {
+                elementwise::add_assign(a.data_mut(), b.data());
+                Ok(())
+            },
+        )
     }
 
     fn upsample2x(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = dims4(x);
-        let mut out = out_like(&[n, c, 2 * h, 2 * w]);
-        elementwise::upsample2x(x.data(), n * c, h, w, out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("upsample2x {:?}", x.shape())),
+            || {
+                let (n, c, h, w) = dims4(x);
+                let mut out = out_like(&[n, c, 2 * h, 2 * w]);
+                elementwise::upsample2x(x.data(), n * c, h, w, out.data_mut());
+                Ok(out)
+            },
+        )
     }
 
     fn upsample2x_vjp(&self, dy: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = dims4(dy);
-        let mut dx = out_like(&[n, c, h / 2, w / 2]);
-        elementwise::upsample2x_vjp(dy.data(), n * c, h / 2, w / 2, dx.data_mut());
-        Ok(dx)
+        profile::timed(
+            profile::name(|| format!("upsample2x_vjp {:?}", dy.shape())),
+            || {
+                let (n, c, h, w) = dims4(dy);
+                let mut dx = out_like(&[n, c, h / 2, w / 2]);
+                elementwise::upsample2x_vjp(dy.data(), n * c, h / 2, w / 2, dx.data_mut());
+                Ok(dx)
+            },
+        )
     }
 
     fn concat_channels(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let (n, ca, h, w) = dims4(a);
-        let cb = b.shape()[1];
-        let mut out = out_like(&[n, ca + cb, h, w]);
-        elementwise::concat_channels(a.data(), b.data(), n, h * w, out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("concat_channels {:?}", a.shape())),
+            || {
+                let (n, ca, h, w) = dims4(a);
+                let cb = b.shape()[1];
+                let mut out = out_like(&[n, ca + cb, h, w]);
+                elementwise::concat_channels(a.data(), b.data(), n, h * w, out.data_mut());
+                Ok(out)
+            },
+        )
     }
 
     fn split_channels(&self, x: &Tensor, ca: usize) -> Result<(Tensor, Tensor)> {
-        let (n, c, h, w) = dims4(x);
-        let mut a = out_like(&[n, ca, h, w]);
-        let mut b = out_like(&[n, c - ca, h, w]);
-        elementwise::split_channels(x.data(), n, ca * h * w, a.data_mut(), b.data_mut());
-        Ok((a, b))
+        profile::timed(
+            profile::name(|| format!("split_channels {:?}", x.shape())),
+            || {
+                let (n, c, h, w) = dims4(x);
+                let mut a = out_like(&[n, ca, h, w]);
+                let mut b = out_like(&[n, c - ca, h, w]);
+                elementwise::split_channels(x.data(), n, ca * h * w, a.data_mut(), b.data_mut());
+                Ok((a, b))
+            },
+        )
     }
 
     fn blur(&self, x: &Tensor, kernel: &Tensor, adjoint: bool) -> Result<Tensor> {
-        let (_, _, h, w) = dims4(x);
-        let mut out = out_like(x.shape());
-        blur::blur(
-            x.data(),
-            h,
-            w,
-            kernel.data(),
-            kernel.shape()[0],
-            adjoint,
-            out.data_mut(),
-        );
-        Ok(out)
+        profile::timed(profile::name(|| format!("blur {:?}", x.shape())), || {
+            let (_, _, h, w) = dims4(x);
+            let mut out = out_like(x.shape());
+            blur::blur(
+                x.data(),
+                h,
+                w,
+                kernel.data(),
+                kernel.shape()[0],
+                adjoint,
+                out.data_mut(),
+            );
+            Ok(out)
+        })
     }
 
     fn ct_project(&self, x: &Tensor, g: &CtGeometry, angles: &Tensor) -> Result<Tensor> {
-        let planes = [[g.height, g.width], [g.views, g.detectors]];
-        ct_slices("ct_project", x, g, angles, planes, ct::project)
+        profile::timed(
+            profile::name(|| format!("ct_project {:?}", x.shape())),
+            || {
+                let planes = [[g.height, g.width], [g.views, g.detectors]];
+                ct_slices("ct_project", x, g, angles, planes, ct::project)
+            },
+        )
     }
 
     fn ct_backproject(&self, s: &Tensor, g: &CtGeometry, angles: &Tensor) -> Result<Tensor> {
-        let planes = [[g.views, g.detectors], [g.height, g.width]];
-        ct_slices("ct_backproject", s, g, angles, planes, ct::backproject)
+        profile::timed(
+            profile::name(|| format!("ct_backproject {:?}", s.shape())),
+            || {
+                let planes = [[g.views, g.detectors], [g.height, g.width]];
+                ct_slices("ct_backproject", s, g, angles, planes, ct::backproject)
+            },
+        )
     }
 
     fn ct_ramp_filter(&self, s: &Tensor) -> Result<Tensor> {
-        let (_, _, v, d) = dims4(s);
-        let mut out = out_like(s.shape());
-        out.data_mut()
-            .par_chunks_mut(v * d)
-            .zip(s.data().par_chunks(v * d))
-            .for_each(|(o, sino)| ct::ramp_filter(sino, v, d, o));
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("ct_ramp_filter {:?}", s.shape())),
+            || {
+                let (_, _, v, d) = dims4(s);
+                let mut out = out_like(s.shape());
+                out.data_mut()
+                    .par_chunks_mut(v * d)
+                    .zip(s.data().par_chunks(v * d))
+                    .for_each(|(o, sino)| ct::ramp_filter(sino, v, d, o));
+                Ok(out)
+            },
+        )
     }
 
     fn downsample(&self, x: &Tensor, f: usize) -> Result<Tensor> {
-        let (n, c, h, w) = dims4(x);
-        block_fits(h, w, f)?;
-        let mut out = out_like(&[n, c, h / f, w / f]);
-        downsample::downsample(x.data(), h, w, f, out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("downsample {:?}", x.shape())),
+            || {
+                let (n, c, h, w) = dims4(x);
+                block_fits(h, w, f)?;
+                let mut out = out_like(&[n, c, h / f, w / f]);
+                downsample::downsample(x.data(), h, w, f, out.data_mut());
+                Ok(out)
+            },
+        )
     }
 
     fn downsample_adjoint(&self, y: &Tensor, f: usize) -> Result<Tensor> {
-        let (n, c, ho, wo) = dims4(y);
-        let (h, w) = match (ho.checked_mul(f), wo.checked_mul(f)) {
-            (Some(h), Some(w)) if f > 0 => (h, w),
-            _ => {
-                return Err(internal(format!(
-                    "downsample_adjoint: factor {f} on {ho}×{wo}"
-                )))
-            }
-        };
-        let mut out = out_like(&[n, c, h, w]);
-        downsample::downsample_adjoint(y.data(), h, w, f, out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("downsample_adjoint {:?}", y.shape())),
+            || {
+                let (n, c, ho, wo) = dims4(y);
+                let (h, w) = match (ho.checked_mul(f), wo.checked_mul(f)) {
+                    (Some(h), Some(w)) if f > 0 => (h, w),
+                    _ => {
+                        return Err(internal(format!(
+                            "downsample_adjoint: factor {f} on {ho}×{wo}"
+                        )))
+                    }
+                };
+                let mut out = out_like(&[n, c, h, w]);
+                downsample::downsample_adjoint(y.data(), h, w, f, out.data_mut());
+                Ok(out)
+            },
+        )
     }
 
     fn inpaint_mask(&self, x: &Tensor, m: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = dims4(x);
-        same_shape(&[m.shape()], &[h, w], "inpaint_mask")?;
-        let mut out = out_like(x.shape());
-        inpaint::mask(x.data(), m.data(), out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("inpaint_mask {:?}", x.shape())),
+            || {
+                let (_, _, h, w) = dims4(x);
+                same_shape(&[m.shape()], &[h, w], "inpaint_mask")?;
+                let mut out = out_like(x.shape());
+                inpaint::mask(x.data(), m.data(), out.data_mut());
+                Ok(out)
+            },
+        )
     }
 
     fn tv_dual_update(
@@ -365,14 +499,19 @@ impl Backend for CpuBackend {
         step: f32,
         lam: f32,
     ) -> Result<()> {
-        let (_, _, h, w) = dims4(xbar);
-        same_shape(&[px.shape(), py.shape()], xbar.shape(), "tv_dual_update")?;
-        px.data_mut()
-            .par_chunks_mut(h * w)
-            .zip(py.data_mut().par_chunks_mut(h * w))
-            .zip(xbar.data().par_chunks(h * w))
-            .for_each(|((a, b), xb)| tv::dual_update(a, b, xb, h, w, step, lam));
-        Ok(())
+        profile::timed(
+            profile::name(|| format!("tv_dual_update {:?}", px.shape())),
+            || {
+                let (_, _, h, w) = dims4(xbar);
+                same_shape(&[px.shape(), py.shape()], xbar.shape(), "tv_dual_update")?;
+                px.data_mut()
+                    .par_chunks_mut(h * w)
+                    .zip(py.data_mut().par_chunks_mut(h * w))
+                    .zip(xbar.data().par_chunks(h * w))
+                    .for_each(|((a, b), xb)| tv::dual_update(a, b, xb, h, w, step, lam));
+                Ok(())
+            },
+        )
     }
 
     fn tv_primal_update(
@@ -384,54 +523,92 @@ impl Backend for CpuBackend {
         py: &Tensor,
         step: f32,
     ) -> Result<()> {
-        let (_, _, h, w) = dims4(x);
-        let shapes = [xbar.shape(), atq.shape(), px.shape(), py.shape()];
-        same_shape(&shapes, x.shape(), "tv_primal_update")?;
-        let hw = h * w;
-        x.data_mut()
-            .par_chunks_mut(hw)
-            .zip(xbar.data_mut().par_chunks_mut(hw))
-            .zip(atq.data().par_chunks(hw))
-            .zip(px.data().par_chunks(hw).zip(py.data().par_chunks(hw)))
-            .for_each(|(((x, xb), q), (a, b))| tv::primal_update(x, xb, q, a, b, h, w, step));
-        Ok(())
+        profile::timed(
+            profile::name(|| format!("tv_primal_update {:?}", x.shape())),
+            || {
+                let (_, _, h, w) = dims4(x);
+                let shapes = [xbar.shape(), atq.shape(), px.shape(), py.shape()];
+                same_shape(&shapes, x.shape(), "tv_primal_update")?;
+                let hw = h * w;
+                x.data_mut()
+                    .par_chunks_mut(hw)
+                    .zip(xbar.data_mut().par_chunks_mut(hw))
+                    .zip(atq.data().par_chunks(hw))
+                    .zip(px.data().par_chunks(hw).zip(py.data().par_chunks(hw)))
+                    .for_each(|(((x, xb), q), (a, b))| {
+                        tv::primal_update(x, xb, q, a, b, h, w, step)
+                    });
+                Ok(())
+            },
+        )
     }
 
     fn lincomb(&self, a: &Tensor, ca: f32, b: &Tensor, cb: f32) -> Result<Tensor> {
-        let mut out = out_like(a.shape());
-        elementwise::lincomb(a.data(), ca, b.data(), cb, out.data_mut());
-        Ok(out)
+        profile::timed(profile::name(|| format!("lincomb {:?}", a.shape())), || {
+            let mut out = out_like(a.shape());
+            elementwise::lincomb(a.data(), ca, b.data(), cb, out.data_mut());
+            Ok(out)
+        })
     }
 
     fn predict_x0(&self, x: &Tensor, eps: &Tensor, sab: f32, s1m: f32) -> Result<Tensor> {
-        let mut out = out_like(x.shape());
-        elementwise::predict_x0(x.data(), eps.data(), sab, s1m, out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("predict_x0 {:?}", x.shape())),
+            || {
+                let mut out = out_like(x.shape());
+                elementwise::predict_x0(x.data(), eps.data(), sab, s1m, out.data_mut());
+                Ok(out)
+            },
+        )
     }
 
     fn clamp(&self, x: &mut Tensor, lo: f32, hi: f32) -> Result<()> {
-        elementwise::clamp(x.data_mut(), lo, hi);
-        Ok(())
+        profile::timed(profile::name(|| format!("clamp {:?}", x.shape())), || {
+            elementwise::clamp(x.data_mut(), lo, hi);
+            Ok(())
+        })
     }
 
     fn clamp_vjp(&self, reference: &Tensor, lo: f32, hi: f32, d: &mut Tensor) -> Result<()> {
-        elementwise::clamp_vjp(reference.data(), lo, hi, d.data_mut());
-        Ok(())
+        profile::timed(
+            profile::name(|| format!("clamp_vjp {:?}", reference.shape())),
+            || {
+                elementwise::clamp_vjp(reference.data(), lo, hi, d.data_mut());
+                Ok(())
+            },
+        )
     }
 
     fn sum_sq_per_item(&self, x: &Tensor) -> Result<Vec<f64>> {
-        Ok(elementwise::sum_sq_per_item(x.data(), x.shape()[0]))
+        profile::timed(
+            profile::name(|| format!("sum_sq_per_item {:?}", x.shape())),
+            || Ok(elementwise::sum_sq_per_item(x.data(), x.shape()[0])),
+        )
     }
 
     fn dot_per_item(&self, a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
-        Ok(elementwise::dot_per_item(a.data(), b.data(), a.shape()[0]))
+        profile::timed(
+            profile::name(|| format!("dot_per_item {:?}", a.shape())),
+            || Ok(elementwise::dot_per_item(a.data(), b.data(), a.shape()[0])),
+        )
     }
 
     fn lincomb_per_item(&self, a: &Tensor, ca: &[f32], b: &Tensor, cb: &[f32]) -> Result<Tensor> {
-        let n = a.shape()[0];
-        let mut out = out_like(a.shape());
-        elementwise::lincomb_per_item(a.data(), &ca[..n], b.data(), &cb[..n], out.data_mut());
-        Ok(out)
+        profile::timed(
+            profile::name(|| format!("lincomb_per_item {:?}", a.shape())),
+            || {
+                let n = a.shape()[0];
+                let mut out = out_like(a.shape());
+                elementwise::lincomb_per_item(
+                    a.data(),
+                    &ca[..n],
+                    b.data(),
+                    &cb[..n],
+                    out.data_mut(),
+                );
+                Ok(out)
+            },
+        )
     }
 }
 
