@@ -80,10 +80,29 @@ struct Padded {
     plane: usize,
 }
 
+/// The weights `conv2d_direct` applies, (cout, cin, k, k) of its geometry.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    /// As given.
+    Plain(&'a [f32]),
+    /// A stride-1 conv's adjoint read from that conv's weights `w` (cin, cout, k, k): w'[co][ci]
+    /// [ky][kx] = w[ci][co][k-1-ky][k-1-kx], flipped in space with the channel axes swapped as
+    /// they are packed (no flipped copy).
+    Adjoint(&'a [f32]),
+}
+
+impl<'a> Weights<'a> {
+    pub fn data(self) -> &'a [f32] {
+        match self {
+            Weights::Plain(w) | Weights::Adjoint(w) => w,
+        }
+    }
+}
+
 /// out = conv(x, weight) + bias for a stride-1 geometry, on the kernel `isa`.
 pub fn conv2d_direct(
     x: &[f32],
-    weight: &[f32],
+    weight: Weights,
     bias: &[f32],
     g: &ConvGeom,
     out: &mut [f32],
@@ -94,13 +113,13 @@ pub fn conv2d_direct(
     let (in_len, npix, kdim) = (g.cin * g.h * g.w, ho * wo, g.cin * g.k * g.k);
     assert_eq!(x.len(), g.n * in_len);
     assert_eq!(out.len(), g.n * g.cout * npix);
-    assert_eq!(weight.len(), g.cout * kdim);
+    assert_eq!(weight.data().len(), g.cout * kdim);
     assert_eq!(bias.len(), g.cout);
     let pad = Padded {
         wp: g.w + 2 * g.pad,
         plane: (g.h + 2 * g.pad) * (g.w + 2 * g.pad),
     };
-    let packed = pack_weights(weight, g.cout, kdim);
+    let packed = pack_weights(weight, g);
     let taps = tap_offsets(g, &pad);
     let runs = output_runs(ho, wo, &pad, isa.lanes());
     let blocks = g.cout.div_ceil(MR);
@@ -116,7 +135,9 @@ pub fn conv2d_direct(
                 xp: &xp,
                 taps: &taps,
                 wpk: &packed[b * kdim * MR..(b + 1) * kdim * MR],
+                tap_stride: MR,
                 bias: &bias[b * MR..b * MR + rows],
+                accumulate: false,
                 out: &out_ptr,
                 co0: b * MR,
                 npix,
@@ -129,18 +150,44 @@ pub fn conv2d_direct(
     }
 }
 
-/// The direct kernel as a plain product on one thread: out[r·ld + dst_j + l] = Σ_tap
+/// The left operand of [`rows_times_runs`]: a(r, tap) for rows r and taps.
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    /// a(r, tap) = data[r·rs + tap·cs]. With rs = 1 and whole blocks of `MR` rows it is read
+    /// where it lies (a block's rows of one tap are consecutive); otherwise each block is
+    /// packed on the call.
+    Strided(&'a [f32], usize, usize),
+    /// Packed once by [`pack_rows`], for an operand used in many calls.
+    Packed(&'a [f32]),
+}
+
+/// `a` (rows × taps) as blocks of `MR` rows, tap-major inside a block ([block][tap][row]),
+/// rows past `rows` zero: what [`Rows::Packed`] takes.
+pub fn pack_rows((a, rs, cs): (&[f32], usize, usize), rows: usize, taps: usize) -> Vec<f32> {
+    let mut p = vec![0.0f32; rows.div_ceil(MR) * taps * MR];
+    for r in 0..rows {
+        let (b, rr) = (r / MR, r % MR);
+        for t in 0..taps {
+            p[(b * taps + t) * MR + rr] = a[r * rs + t * cs];
+        }
+    }
+    p
+}
+
+/// The direct kernel as a plain product on one thread: out[r·ld + dst_j + l] (+)= Σ_tap
 /// a(r, tap) · x[src_j + taps[tap] + l] for rows r < `rows`, runs j and lanes l < the vector
-/// width, with a(r, tap) = a[r·a_rs + tap·a_cs]. Each output is one FMA per tap in tap order
-/// from zero. Every run is a full vector whose reads lie in `x` (the caller's shapes ensure it).
+/// width. Each output is one FMA per tap in tap order, from zero or, with `accumulate`, from
+/// the value already in `out`. Every run is a full vector whose reads lie in `x` (the caller's
+/// shapes ensure it).
 #[allow(clippy::too_many_arguments)]
 pub fn rows_times_runs(
-    (a, a_rs, a_cs): (&[f32], usize, usize),
+    a: Rows,
     rows: usize,
     x: &[f32],
     taps: &[usize],
     (srcs, dsts): (&[usize], &[usize]),
     (out, ld): (&mut [f32], usize),
+    accumulate: bool,
     isa: Isa,
 ) {
     let lanes = isa.lanes();
@@ -154,10 +201,18 @@ pub fn rows_times_runs(
         rows == 0 || (rows - 1) * ld + last_write <= out.len(),
         "rows_times_runs: out too small"
     );
-    assert!(
-        rows == 0 || taps.is_empty() || (rows - 1) * a_rs + (taps.len() - 1) * a_cs < a.len(),
-        "rows_times_runs: a view exceeds its buffer"
-    );
+    let blocks = rows.div_ceil(MR);
+    match a {
+        Rows::Strided(data, rs, cs) => assert!(
+            rows == 0 || taps.is_empty() || (rows - 1) * rs + (taps.len() - 1) * cs < data.len(),
+            "rows_times_runs: a view exceeds its buffer"
+        ),
+        Rows::Packed(p) => assert_eq!(
+            p.len(),
+            blocks * taps.len() * MR,
+            "rows_times_runs: packing"
+        ),
+    }
     let runs: Vec<Run> = srcs
         .iter()
         .zip(dsts)
@@ -169,20 +224,30 @@ pub fn rows_times_runs(
         .collect();
     let zeros = [0.0f32; MR];
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let mut wpk = vec![0.0f32; taps.len() * MR];
-    for b in 0..rows.div_ceil(MR) {
+    let mut wpk = Vec::new();
+    for b in 0..blocks {
         let n = MR.min(rows - b * MR);
-        wpk.fill(0.0);
-        for r in 0..n {
-            for t in 0..taps.len() {
-                wpk[t * MR + r] = a[(b * MR + r) * a_rs + t * a_cs];
+        let (block, tap_stride): (&[f32], usize) = match a {
+            Rows::Packed(p) => (&p[b * taps.len() * MR..(b + 1) * taps.len() * MR], MR),
+            Rows::Strided(data, 1, cs) if rows.is_multiple_of(MR) => (&data[b * MR..], cs),
+            Rows::Strided(data, rs, cs) => {
+                wpk.clear();
+                wpk.resize(taps.len() * MR, 0.0);
+                for r in 0..n {
+                    for t in 0..taps.len() {
+                        wpk[t * MR + r] = data[(b * MR + r) * rs + t * cs];
+                    }
+                }
+                (&wpk, MR)
             }
-        }
+        };
         let job = Job {
             xp: x,
             taps,
-            wpk: &wpk,
+            wpk: block,
+            tap_stride,
             bias: &zeros[..n],
+            accumulate,
             out: &out_ptr,
             co0: b * MR,
             npix: ld,
@@ -192,17 +257,36 @@ pub fn rows_times_runs(
     }
 }
 
-/// Weights as blocks of MR output channels, tap-major inside a block ([block][tap][row]); rows
-/// past `cout` are zero (computed, never stored).
-fn pack_weights(weight: &[f32], cout: usize, kdim: usize) -> Vec<f32> {
-    let blocks = cout.div_ceil(MR);
-    let mut p = vec![0.0f32; blocks * kdim * MR];
-    for (co, wrow) in weight.chunks(kdim).enumerate() {
-        let (b, r) = (co / MR, co % MR);
-        for (t, &v) in wrow.iter().enumerate() {
-            p[(b * kdim + t) * MR + r] = v;
-        }
-    }
+/// `weight` as blocks of MR output channels, tap-major inside a block ([block][tap][row]; rows
+/// past `cout` zero), the blocks packed in parallel.
+fn pack_weights(weight: Weights, g: &ConvGeom) -> Vec<f32> {
+    let (kk, kdim) = (g.k * g.k, g.cin * g.k * g.k);
+    let mut p = vec![0.0f32; g.cout.div_ceil(MR) * kdim * MR];
+    // Tap-outer loops: a block's rows are read side by side and it is written in order.
+    p.par_chunks_mut(kdim * MR)
+        .enumerate()
+        .for_each(|(b, block)| {
+            let rows = b * MR..(b * MR + MR).min(g.cout);
+            match weight {
+                Weights::Plain(w) => {
+                    for (t, taps) in block.chunks_exact_mut(MR).enumerate() {
+                        for (r, co) in rows.clone().enumerate() {
+                            taps[r] = w[co * kdim + t];
+                        }
+                    }
+                }
+                Weights::Adjoint(w) => {
+                    for (ci, taps) in block.chunks_exact_mut(kk * MR).enumerate() {
+                        for (r, co) in rows.clone().enumerate() {
+                            let src = &w[(ci * g.cout + co) * kk..(ci * g.cout + co + 1) * kk];
+                            for (j, &v) in src.iter().rev().enumerate() {
+                                taps[j * MR + r] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
     p
 }
 
@@ -252,8 +336,12 @@ unsafe impl Sync for SendPtr {}
 struct Job<'a> {
     xp: &'a [f32],
     taps: &'a [usize],
+    /// a(r, tap) of the block's rows at wpk[tap·tap_stride + r].
     wpk: &'a [f32],
+    tap_stride: usize,
     bias: &'a [f32],
+    /// Start from the values in `out` instead of `bias` (every run a full vector).
+    accumulate: bool,
     out: &'a SendPtr,
     co0: usize,
     npix: usize,
@@ -309,7 +397,7 @@ macro_rules! tile_kernel {
      $fmadd:ident, $storeu:ident, [$($half:expr),+], $rows:expr) => {
         #[cfg(target_arch = "x86_64")]
         mod $modname {
-            use super::{Job, Run, MR};
+            use super::{Job, Run};
             use std::arch::x86_64::*;
 
             /// SAFETY: the CPU has the feature; the reads of every run's taps lie inside
@@ -317,15 +405,21 @@ macro_rules! tile_kernel {
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn tile<const NV: usize>(job: &Job, runs: [Run; NV]) {
                 let rows = job.bias.len();
-                let (xp, wpk) = (job.xp.as_ptr(), job.wpk.as_ptr());
+                let (xp, wpk, ts) = (job.xp.as_ptr(), job.wpk.as_ptr(), job.tap_stride);
                 $(
                     let r0: usize = $half * $rows;
                     if r0 < rows {
                         // Constant trip counts throughout, so the accumulators stay in registers.
                         let mut acc: [[$vec; NV]; $rows] = [[$set1(0.0); NV]; $rows];
                         for r in 0..$rows {
-                            let b = job.bias.get(r0 + r).copied().unwrap_or(0.0);
-                            acc[r] = [$set1(b); NV];
+                            if job.accumulate && r0 + r < rows {
+                                for j in 0..NV {
+                                    acc[r][j] = unsafe { $loadu(job.dst(r0 + r, runs[j])) };
+                                }
+                            } else {
+                                let b = job.bias.get(r0 + r).copied().unwrap_or(0.0);
+                                acc[r] = [$set1(b); NV];
+                            }
                         }
                         for (t, &off) in job.taps.iter().enumerate() {
                             let mut v: [$vec; NV] = [$set1(0.0); NV];
@@ -333,7 +427,7 @@ macro_rules! tile_kernel {
                                 v[j] = unsafe { $loadu(xp.add(runs[j].src + off)) };
                             }
                             for r in 0..$rows {
-                                let a = $set1(unsafe { *wpk.add(t * MR + r0 + r) });
+                                let a = $set1(unsafe { *wpk.add(t * ts + r0 + r) });
                                 for j in 0..NV {
                                     acc[r][j] = $fmadd(a, v[j], acc[r][j]);
                                 }
@@ -488,7 +582,7 @@ mod tests {
             let want = bits(&scalar(&x, &w, &b, &g));
             for &isa in &isas {
                 let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
-                conv2d_direct(&x, &w, &b, &g, &mut out, isa);
+                conv2d_direct(&x, Weights::Plain(&w), &b, &g, &mut out, isa);
                 assert_eq!(bits(&out), want, "{}: {g:?}", isa.name());
             }
         }
@@ -513,7 +607,7 @@ mod tests {
                 .build()
                 .unwrap();
             let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
-            pool.install(|| conv2d_direct(&x, &w, &b, &g, &mut out, isa));
+            pool.install(|| conv2d_direct(&x, Weights::Plain(&w), &b, &g, &mut out, isa));
             bits(&out)
         };
         let all = run(3);
@@ -521,7 +615,14 @@ mod tests {
         let one = ConvGeom { n: 1, ..g };
         let per = g.cin * g.h * g.w;
         let mut second = vec![f32::NAN; g.cout * ho * wo];
-        conv2d_direct(&x[per..2 * per], &w, &b, &one, &mut second, isa);
+        conv2d_direct(
+            &x[per..2 * per],
+            Weights::Plain(&w),
+            &b,
+            &one,
+            &mut second,
+            isa,
+        );
         let len = second.len();
         assert_eq!(bits(&second), all[len..2 * len].to_vec());
     }

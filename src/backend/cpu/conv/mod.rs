@@ -5,7 +5,7 @@
 
 mod direct;
 
-pub use direct::{rows_times_runs, Isa as DirectConvIsa};
+pub use direct::{pack_rows, rows_times_runs, Isa as DirectConvIsa, Rows, Weights};
 
 use super::gemm::{sgemm, sgemm_serial, View};
 use crate::precision::Precision;
@@ -61,7 +61,7 @@ pub fn conv2d(
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
     match direct::Isa::detect().filter(|_| direct::handles(g)) {
-        Some(isa) => conv2d_direct_at(x, weight, bias, g, out, prec, isa),
+        Some(isa) => conv2d_direct_at(x, Weights::Plain(weight), bias, g, out, prec, isa),
         None => conv2d_gemm(x, weight, bias, g, out, prec),
     }
 }
@@ -131,7 +131,7 @@ fn conv2d_gemm(
 /// The direct kernel `isa` on operands rounded to `prec` (copies; f32 uses them as they are).
 fn conv2d_direct_at(
     x: &[f32],
-    weight: &[f32],
+    weight: Weights,
     bias: &[f32],
     g: &ConvGeom,
     out: &mut [f32],
@@ -142,7 +142,12 @@ fn conv2d_direct_at(
         return direct::conv2d_direct(x, weight, bias, g, out, isa);
     }
     let round = |v: &[f32]| v.iter().map(|&e| prec.round(e)).collect::<Vec<f32>>();
-    direct::conv2d_direct(&round(x), &round(weight), bias, g, out, isa);
+    let w = round(weight.data());
+    let w = match weight {
+        Weights::Plain(_) => Weights::Plain(&w),
+        Weights::Adjoint(_) => Weights::Adjoint(&w),
+    };
+    direct::conv2d_direct(&round(x), w, bias, g, out, isa);
 }
 
 fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
@@ -172,14 +177,18 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
         }
     } else if g.stride == 1 && 2 * g.pad + 1 == g.k {
         // A same-size stride-1 conv's adjoint is the conv with the kernel flipped and the
-        // channel axes swapped: a gather, so it reuses the fast forward path.
-        let flipped = flip_transpose(weight, g);
+        // channel axes swapped: a gather, so it reuses the fast forward path (the direct
+        // kernel flips the weights as it packs them).
         let gt = ConvGeom {
             cin: g.cout,
             cout: g.cin,
             ..*g
         };
-        conv2d(dy, &flipped, &vec![0.0; g.cin], &gt, dx, prec);
+        let zeros = vec![0.0; g.cin];
+        match direct::Isa::detect().filter(|_| direct::handles(&gt)) {
+            Some(isa) => conv2d_direct_at(dy, Weights::Adjoint(weight), &zeros, &gt, dx, prec, isa),
+            None => conv2d_gemm(dy, &flip_transpose(weight, g), &zeros, &gt, dx, prec),
+        }
     } else {
         dx.par_chunks_mut(in_len)
             .zip(dy.par_chunks(out_len))
@@ -391,6 +400,36 @@ mod tests {
                 (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
                 "{g:?}: {lhs} vs {rhs}"
             );
+        }
+    }
+
+    /// The direct kernel reading a conv's weights as its adjoint's (flipped and transposed while
+    /// packed) gives the bits it gives on the flipped copy, on every kernel this CPU has.
+    #[test]
+    fn adjoint_packing_is_the_flipped_copy() {
+        let mut rng = Rng::new(13);
+        for g in geoms()
+            .into_iter()
+            .filter(|g| g.stride == 1 && 2 * g.pad + 1 == g.k)
+        {
+            let gt = ConvGeom {
+                cin: g.cout,
+                cout: g.cin,
+                ..g
+            };
+            let w = rng.normal_vec(g.cout * g.cin * g.k * g.k);
+            let dy = rng.normal_vec(g.n * g.cout * g.h * g.w);
+            let zeros = vec![0.0; g.cin];
+            let flipped = flip_transpose(&w, &g);
+            for isa in direct::Isa::available() {
+                let run = |wts| {
+                    let mut dx = vec![f32::NAN; g.n * g.cin * g.h * g.w];
+                    direct::conv2d_direct(&dy, wts, &zeros, &gt, &mut dx, isa);
+                    dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let got = run(Weights::Adjoint(&w));
+                assert_eq!(got, run(Weights::Plain(&flipped)), "{}: {g:?}", isa.name());
+            }
         }
     }
 }
