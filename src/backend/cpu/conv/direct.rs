@@ -124,7 +124,11 @@ pub fn conv2d_direct(
     let runs = output_runs(ho, wo, &pad, isa.lanes());
     let blocks = g.cout.div_ceil(MR);
     let chunks = runs.len().div_ceil(VECTORS_PER_TASK);
-    let mut xp = vec![0.0f32; g.cin * pad.plane + MAX_LANES];
+    // The padded copy lives in a per-thread buffer kept between calls: every value of it is
+    // written for each image, so it needs neither an allocation nor zeroing per call.
+    thread_local!(static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) });
+    let mut xp = PADDED.take();
+    xp.resize(g.cin * pad.plane + MAX_LANES, 0.0);
     for (xi, oi) in x.chunks(in_len).zip(out.chunks_mut(g.cout * npix)) {
         fill_padded(xi, g, &pad, &mut xp);
         let out_ptr = SendPtr(oi.as_mut_ptr());
@@ -148,6 +152,7 @@ pub fn conv2d_direct(
             unsafe { job.run(isa, &runs[c * VECTORS_PER_TASK..end]) }
         });
     }
+    PADDED.set(xp);
 }
 
 /// The left operand of [`rows_times_runs`]: a(r, tap) for rows r and taps.
@@ -318,14 +323,26 @@ fn output_runs(ho: usize, wo: usize, pad: &Padded, lanes: usize) -> Vec<Run> {
     runs
 }
 
-/// Copy one image into the interior of the zero-bordered buffer (border and slack stay zero).
+/// Write one image's zero-bordered copy into `xp` (all of it: borders, interior and the read
+/// slack past the last plane), plane by plane in parallel.
 fn fill_padded(x: &[f32], g: &ConvGeom, pad: &Padded, xp: &mut [f32]) {
-    for (src, dst) in x.chunks(g.h * g.w).zip(xp.chunks_mut(pad.plane)) {
-        for (y, row) in src.chunks(g.w).enumerate() {
-            let at = (y + g.pad) * pad.wp + g.pad;
-            dst[at..at + g.w].copy_from_slice(row);
-        }
-    }
+    let (planes, slack) = xp.split_at_mut(g.cin * pad.plane);
+    slack.fill(0.0);
+    let (p, w) = (g.pad, g.w);
+    planes
+        .par_chunks_mut(pad.plane)
+        .zip(x.par_chunks(g.h * w))
+        .for_each(|(dst, src)| {
+            let (top, rest) = dst.split_at_mut(p * pad.wp);
+            top.fill(0.0);
+            let (body, bottom) = rest.split_at_mut(g.h * pad.wp);
+            for (row, from) in body.chunks_exact_mut(pad.wp).zip(src.chunks_exact(w)) {
+                row[..p].fill(0.0);
+                row[p..p + w].copy_from_slice(from);
+                row[p + w..].fill(0.0);
+            }
+            bottom.fill(0.0);
+        });
 }
 
 struct SendPtr(*mut f32);
