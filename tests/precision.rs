@@ -253,6 +253,12 @@ fn tensor_core_ops_match_the_cpu_emulation() {
             let r = rand(&[n, cout, ho, wo], 140 + i as u64, 1.0);
             let dy = rand(&[n, cout, ho, wo], 150 + i as u64, 1.0);
             let in_shape = [n, cin, h, w];
+            // The CPU's weights as its convolutions take them (one per backend: packings are
+            // the backend's own).
+            let (cw, ew) = (
+                cpu.conv_weight(wt.clone()).unwrap(),
+                exact.conv_weight(wt.clone()).unwrap(),
+            );
             for kernel in [ConvKernel::Igemm, ConvKernel::Igemm32, ConvKernel::Igemm64] {
                 let g = gpu("tensor_core_ops", p).unwrap().with_conv_kernel(kernel);
                 let up = |t: &Tensor| g.upload(t).unwrap();
@@ -264,8 +270,8 @@ fn tensor_core_ops_match_the_cpu_emulation() {
                     p,
                     Level::Op,
                     &down(g.conv2d(&gx, &gw, &gb, stride, pad).unwrap()),
-                    &cpu.conv2d(&x, &wt, &b, stride, pad).unwrap(),
-                    &exact.conv2d(&x, &wt, &b, stride, pad).unwrap(),
+                    &cpu.conv2d(&x, &cw, &b, stride, pad).unwrap(),
+                    &exact.conv2d(&x, &ew, &b, stride, pad).unwrap(),
                 );
                 check(
                     &format!("conv+channel {name}"),
@@ -275,10 +281,10 @@ fn tensor_core_ops_match_the_cpu_emulation() {
                         g.conv2d_add_channel_bias(&gx, &gw, &gb, stride, pad, &up(&v))
                             .unwrap(),
                     ),
-                    &cpu.conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
+                    &cpu.conv2d_add_channel_bias(&x, &cw, &b, stride, pad, &v)
                         .unwrap(),
                     &exact
-                        .conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
+                        .conv2d_add_channel_bias(&x, &ew, &b, stride, pad, &v)
                         .unwrap(),
                 );
                 check(
@@ -289,10 +295,10 @@ fn tensor_core_ops_match_the_cpu_emulation() {
                         g.conv2d_add_residual(&gx, &gw, &gb, stride, pad, &up(&r))
                             .unwrap(),
                     ),
-                    &cpu.conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
+                    &cpu.conv2d_add_residual(&x, &cw, &b, stride, pad, &r)
                         .unwrap(),
                     &exact
-                        .conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
+                        .conv2d_add_residual(&x, &ew, &b, stride, pad, &r)
                         .unwrap(),
                 );
                 check(
@@ -300,8 +306,8 @@ fn tensor_core_ops_match_the_cpu_emulation() {
                     p,
                     Level::Op,
                     &down(g.conv2d_vjp(&up(&dy), &gw, &in_shape, stride, pad).unwrap()),
-                    &cpu.conv2d_vjp(&dy, &wt, &in_shape, stride, pad).unwrap(),
-                    &exact.conv2d_vjp(&dy, &wt, &in_shape, stride, pad).unwrap(),
+                    &cpu.conv2d_vjp(&dy, &cw, &in_shape, stride, pad).unwrap(),
+                    &exact.conv2d_vjp(&dy, &ew, &in_shape, stride, pad).unwrap(),
                 );
             }
         }

@@ -44,6 +44,9 @@ pub type NormalOp<'a, B> = &'a dyn Fn(&B) -> Result<B>;
 
 pub trait Backend: Sync {
     type Buf: Clone + Send + Sync;
+    /// A convolution's weights (cout, cin, k, k) as this backend's kernels take them: made once
+    /// per model by `conv_weight`, so a backend can keep them in its kernels' layout.
+    type ConvWeight: Send + Sync;
 
     fn name(&self) -> String;
     /// Per-kernel GPU time (per-op wall time on the CPU): `true` starts recording, `false`
@@ -68,11 +71,13 @@ pub trait Backend: Sync {
     fn shape<'a>(&self, b: &'a Self::Buf) -> &'a [usize];
 
     // --- UNet ops -------------------------------------------------------------------------
+    /// An uploaded (cout, cin, k, k) weight for `conv2d` and `conv2d_vjp`.
+    fn conv_weight(&self, w: Self::Buf) -> Result<Self::ConvWeight>;
     /// conv2d with bias, square kernel (weight (cout, cin, k, k)).
     fn conv2d(
         &self,
         x: &Self::Buf,
-        w: &Self::Buf,
+        w: &Self::ConvWeight,
         b: &Self::Buf,
         stride: usize,
         pad: usize,
@@ -81,7 +86,7 @@ pub trait Backend: Sync {
     fn conv2d_vjp(
         &self,
         dy: &Self::Buf,
-        w: &Self::Buf,
+        w: &Self::ConvWeight,
         in_shape: &[usize],
         stride: usize,
         pad: usize,
@@ -140,7 +145,7 @@ pub trait Backend: Sync {
     fn conv2d_add_channel_bias(
         &self,
         x: &Self::Buf,
-        w: &Self::Buf,
+        w: &Self::ConvWeight,
         b: &Self::Buf,
         stride: usize,
         pad: usize,
@@ -155,7 +160,7 @@ pub trait Backend: Sync {
     fn conv2d_add_residual(
         &self,
         x: &Self::Buf,
-        w: &Self::Buf,
+        w: &Self::ConvWeight,
         b: &Self::Buf,
         stride: usize,
         pad: usize,

@@ -13,8 +13,8 @@ use config::groups_for;
 pub use config::UNetConfig;
 use weights::Params;
 
-struct Conv<T> {
-    w: T,
+struct Conv<W, T = W> {
+    w: W,
     b: T,
 }
 
@@ -24,13 +24,13 @@ struct Norm<T> {
     groups: usize,
 }
 
-struct ResBlock<T> {
+struct ResBlock<W, T> {
     norm1: Norm<T>,
-    conv1: Conv<T>,
+    conv1: Conv<W, T>,
     time_proj: Conv<T>,
     norm2: Norm<T>,
-    conv2: Conv<T>,
-    skip: Option<Conv<T>>,
+    conv2: Conv<W, T>,
+    skip: Option<Conv<W, T>>,
 }
 
 struct Attn<T> {
@@ -38,9 +38,9 @@ struct Attn<T> {
     p: AttnParams<T>,
 }
 
-struct Level<T> {
-    res0: ResBlock<T>,
-    res1: ResBlock<T>,
+struct Level<W, T> {
+    res0: ResBlock<W, T>,
+    res1: ResBlock<W, T>,
     attn: Option<Attn<T>>,
 }
 
@@ -50,18 +50,18 @@ pub struct UNet<B: Backend> {
     /// Unique per network built in this process: the key under which a backend may keep this
     /// network's captured work (`Backend::replay`), never reused by another network.
     id: usize,
-    init: Conv<B::Buf>,
+    init: Conv<B::ConvWeight, B::Buf>,
     time_mlp0: Conv<B::Buf>,
     time_mlp2: Conv<B::Buf>,
-    down: Vec<Level<B::Buf>>,
-    downsamples: Vec<Conv<B::Buf>>,
-    mid1: ResBlock<B::Buf>,
+    down: Vec<Level<B::ConvWeight, B::Buf>>,
+    downsamples: Vec<Conv<B::ConvWeight, B::Buf>>,
+    mid1: ResBlock<B::ConvWeight, B::Buf>,
     mid_attn: Attn<B::Buf>,
-    mid2: ResBlock<B::Buf>,
-    up: Vec<Level<B::Buf>>,
-    upsamples: Vec<Conv<B::Buf>>,
+    mid2: ResBlock<B::ConvWeight, B::Buf>,
+    up: Vec<Level<B::ConvWeight, B::Buf>>,
+    upsamples: Vec<Conv<B::ConvWeight, B::Buf>>,
     out_norm: Norm<B::Buf>,
-    out_conv: Conv<B::Buf>,
+    out_conv: Conv<B::ConvWeight, B::Buf>,
 }
 
 /// What the VJP needs from a ResBlock's forward: its input and the input of norm2.
@@ -117,9 +117,18 @@ impl<B: Backend> Loader<'_, B> {
         self.be.upload(t)
     }
 
-    fn conv(&self, p: &str) -> Result<Conv<B::Buf>> {
+    /// A linear layer (weight (out, in)).
+    fn linear(&self, p: &str) -> Result<Conv<B::Buf>> {
         Ok(Conv {
             w: self.buf(&format!("{p}.weight"))?,
+            b: self.buf(&format!("{p}.bias"))?,
+        })
+    }
+
+    /// A 2-D convolution, its weights as the backend's kernels take them.
+    fn conv(&self, p: &str) -> Result<Conv<B::ConvWeight, B::Buf>> {
+        Ok(Conv {
+            w: self.be.conv_weight(self.buf(&format!("{p}.weight"))?)?,
             b: self.buf(&format!("{p}.bias"))?,
         })
     }
@@ -132,11 +141,16 @@ impl<B: Backend> Loader<'_, B> {
         })
     }
 
-    fn resblock(&self, p: &str, cin: usize, cout: usize) -> Result<ResBlock<B::Buf>> {
+    fn resblock(
+        &self,
+        p: &str,
+        cin: usize,
+        cout: usize,
+    ) -> Result<ResBlock<B::ConvWeight, B::Buf>> {
         Ok(ResBlock {
             norm1: self.norm(&format!("{p}.norm1"), cin)?,
             conv1: self.conv(&format!("{p}.conv1"))?,
-            time_proj: self.conv(&format!("{p}.time_proj.1"))?,
+            time_proj: self.linear(&format!("{p}.time_proj.1"))?,
             norm2: self.norm(&format!("{p}.norm2"), cout)?,
             conv2: self.conv(&format!("{p}.conv2"))?,
             skip: if cin != cout {
@@ -159,7 +173,13 @@ impl<B: Backend> Loader<'_, B> {
         })
     }
 
-    fn level(&self, p: &str, cin: usize, c: usize, attn: bool) -> Result<Level<B::Buf>> {
+    fn level(
+        &self,
+        p: &str,
+        cin: usize,
+        c: usize,
+        attn: bool,
+    ) -> Result<Level<B::ConvWeight, B::Buf>> {
         Ok(Level {
             res0: self.resblock(&format!("{p}.0"), cin, c)?,
             res1: self.resblock(&format!("{p}.1"), c, c)?,
@@ -229,8 +249,8 @@ impl<B: Backend> UNet<B> {
         Ok(UNet {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             init: ld.conv("init")?,
-            time_mlp0: ld.conv("time_mlp.0")?,
-            time_mlp2: ld.conv("time_mlp.2")?,
+            time_mlp0: ld.linear("time_mlp.0")?,
+            time_mlp2: ld.linear("time_mlp.2")?,
             mid1: ld.resblock("mid_block1", c_mid, c_mid)?,
             mid_attn: ld.attn("mid_attn", c_mid)?,
             mid2: ld.resblock("mid_block2", c_mid, c_mid)?,
@@ -419,7 +439,7 @@ impl<B: Backend> UNet<B> {
     fn level_forward(
         &self,
         be: &B,
-        level: &Level<B::Buf>,
+        level: &Level<B::ConvWeight, B::Buf>,
         h: B::Buf,
         temb: &B::Buf,
         record: bool,
@@ -441,7 +461,7 @@ impl<B: Backend> UNet<B> {
     fn level_vjp(
         &self,
         be: &B,
-        level: &Level<B::Buf>,
+        level: &Level<B::ConvWeight, B::Buf>,
         tape: &LevelTape<B::Buf>,
         mut d: B::Buf,
     ) -> Result<B::Buf> {
@@ -455,7 +475,7 @@ impl<B: Backend> UNet<B> {
     fn res_forward(
         &self,
         be: &B,
-        rb: &ResBlock<B::Buf>,
+        rb: &ResBlock<B::ConvWeight, B::Buf>,
         x: B::Buf,
         temb: &B::Buf,
         record: bool,
@@ -480,7 +500,7 @@ impl<B: Backend> UNet<B> {
     fn res_vjp(
         &self,
         be: &B,
-        rb: &ResBlock<B::Buf>,
+        rb: &ResBlock<B::ConvWeight, B::Buf>,
         tape: &ResTape<B::Buf>,
         d: B::Buf,
     ) -> Result<B::Buf> {

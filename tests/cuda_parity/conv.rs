@@ -28,7 +28,8 @@ fn conv2d_forward() {
             let x = rand(&[n, cin, h, w], 10 + i as u64);
             let wt = rand(&[cout, cin, k, k], 20 + i as u64);
             let b = rand(&[cout], 30 + i as u64);
-            let want = cpu.conv2d(&x, &wt, &b, stride, pad).unwrap();
+            let cw = cpu.conv_weight(wt.clone()).unwrap();
+            let want = cpu.conv2d(&x, &cw, &b, stride, pad).unwrap();
             let got = g
                 .conv2d(
                     &g.upload(&x).unwrap(),
@@ -89,7 +90,14 @@ fn conv2d_fused_epilogues() {
             let tag = format!("{kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
 
             let want = cpu
-                .conv2d_add_channel_bias(&x, &wt, &b, stride, pad, &v)
+                .conv2d_add_channel_bias(
+                    &x,
+                    &cpu.conv_weight(wt.clone()).unwrap(),
+                    &b,
+                    stride,
+                    pad,
+                    &v,
+                )
                 .unwrap();
             stale_buffer(&g, &out_shape);
             let before = g.alloc_stats();
@@ -109,7 +117,14 @@ fn conv2d_fused_epilogues() {
             );
 
             let want = cpu
-                .conv2d_add_residual(&x, &wt, &b, stride, pad, &r)
+                .conv2d_add_residual(
+                    &x,
+                    &cpu.conv_weight(wt.clone()).unwrap(),
+                    &b,
+                    stride,
+                    pad,
+                    &r,
+                )
                 .unwrap();
             stale_buffer(&g, &out_shape);
             let got = g
@@ -164,7 +179,8 @@ fn conv2d_vjp_backward_data() {
         let dy = rand(&[n, cout, ho, wo], 300 + i as u64);
         let wt = rand(&[cout, cin, k, k], 310 + i as u64);
         let in_shape = [n, cin, h, w];
-        let want = cpu.conv2d_vjp(&dy, &wt, &in_shape, stride, pad).unwrap();
+        let cw = cpu.conv_weight(wt.clone()).unwrap();
+        let want = cpu.conv2d_vjp(&dy, &cw, &in_shape, stride, pad).unwrap();
         for kernel in CONV_KERNELS {
             let g = gpu("conv2d_vjp").unwrap().with_conv_kernel(kernel);
             let (gdy, gw) = (g.upload(&dy).unwrap(), g.upload(&wt).unwrap());

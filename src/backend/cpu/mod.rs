@@ -106,8 +106,30 @@ fn dims4(t: &Tensor) -> (usize, usize, usize, usize) {
     }
 }
 
+/// A convolution's weights on the CPU: the tensor and the direct kernel's packings of it.
+#[derive(Debug)]
+pub struct ConvWeight {
+    w: Tensor,
+    packs: conv::Packings,
+}
+
+impl ConvWeight {
+    pub fn tensor(&self) -> &Tensor {
+        &self.w
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        self.w.shape()
+    }
+
+    fn parts(&self) -> (&[f32], &conv::Packings) {
+        (self.w.data(), &self.packs)
+    }
+}
+
 impl Backend for CpuBackend {
     type Buf = Tensor;
+    type ConvWeight = ConvWeight;
 
     fn profile_kernels(&self, on: bool) -> Result<Option<String>> {
         profile::set(on);
@@ -134,10 +156,17 @@ impl Backend for CpuBackend {
         b.shape()
     }
 
+    fn conv_weight(&self, w: Tensor) -> Result<ConvWeight> {
+        Ok(ConvWeight {
+            w,
+            packs: conv::Packings::default(),
+        })
+    }
+
     fn conv2d(
         &self,
         x: &Tensor,
-        w: &Tensor,
+        w: &ConvWeight,
         b: &Tensor,
         stride: usize,
         pad: usize,
@@ -161,7 +190,7 @@ impl Backend for CpuBackend {
                 let mut out = out_like(&[g.n, g.cout, ho, wo]);
                 conv::conv2d(
                     x.data(),
-                    w.data(),
+                    w.parts(),
                     b.data(),
                     &g,
                     out.data_mut(),
@@ -175,7 +204,7 @@ impl Backend for CpuBackend {
     fn conv2d_vjp(
         &self,
         dy: &Tensor,
-        w: &Tensor,
+        w: &ConvWeight,
         in_shape: &[usize],
         stride: usize,
         pad: usize,
@@ -196,7 +225,7 @@ impl Backend for CpuBackend {
             || {
                 let g = geom(in_shape, w.shape(), stride, pad);
                 let mut dx = out_like(in_shape);
-                conv::conv2d_vjp_input(dy.data(), w.data(), &g, dx.data_mut(), self.precision);
+                conv::conv2d_vjp_input(dy.data(), w.parts(), &g, dx.data_mut(), self.precision);
                 Ok(dx)
             },
         )

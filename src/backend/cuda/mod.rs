@@ -298,6 +298,7 @@ impl CudaBackend {
 
 impl Backend for CudaBackend {
     type Buf = CudaTensor;
+    type ConvWeight = CudaTensor;
 
     fn name(&self) -> String {
         self.name.clone()
@@ -341,6 +342,10 @@ impl Backend for CudaBackend {
 
     fn shape<'a>(&self, b: &'a CudaTensor) -> &'a [usize] {
         &b.shape
+    }
+
+    fn conv_weight(&self, w: CudaTensor) -> Result<CudaTensor> {
+        Ok(w)
     }
 
     fn conv2d(

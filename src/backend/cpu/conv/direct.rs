@@ -85,6 +85,8 @@ struct Padded {
 pub enum Weights<'a> {
     /// As given.
     Plain(&'a [f32]),
+    /// Already packed by `pack_weights` for this geometry.
+    Packed(&'a [f32]),
     /// A stride-1 conv's adjoint read from that conv's weights `w` (cin, cout, k, k): w'[co][ci]
     /// [ky][kx] = w[ci][co][k-1-ky][k-1-kx], flipped in space with the channel axes swapped as
     /// they are packed (no flipped copy).
@@ -94,7 +96,7 @@ pub enum Weights<'a> {
 impl<'a> Weights<'a> {
     pub fn data(self) -> &'a [f32] {
         match self {
-            Weights::Plain(w) | Weights::Adjoint(w) => w,
+            Weights::Plain(w) | Weights::Adjoint(w) | Weights::Packed(w) => w,
         }
     }
 }
@@ -113,13 +115,20 @@ pub fn conv2d_direct(
     let (in_len, npix, kdim) = (g.cin * g.h * g.w, ho * wo, g.cin * g.k * g.k);
     assert_eq!(x.len(), g.n * in_len);
     assert_eq!(out.len(), g.n * g.cout * npix);
-    assert_eq!(weight.data().len(), g.cout * kdim);
+    let packed_len = g.cout.div_ceil(MR) * kdim * MR;
+    match weight {
+        Weights::Packed(p) => assert_eq!(p.len(), packed_len, "direct conv: packing"),
+        w => assert_eq!(w.data().len(), g.cout * kdim),
+    }
     assert_eq!(bias.len(), g.cout);
     let pad = Padded {
         wp: g.w + 2 * g.pad,
         plane: (g.h + 2 * g.pad) * (g.w + 2 * g.pad),
     };
-    let packed = pack_weights(weight, g);
+    let packed = match weight {
+        Weights::Packed(p) => std::borrow::Cow::Borrowed(p),
+        w => std::borrow::Cow::Owned(pack_weights(w, g)),
+    };
     let taps = tap_offsets(g, &pad);
     let runs = output_runs(ho, wo, &pad, isa.lanes());
     let blocks = g.cout.div_ceil(MR);
@@ -264,7 +273,10 @@ pub fn rows_times_runs(
 
 /// `weight` as blocks of MR output channels, tap-major inside a block ([block][tap][row]; rows
 /// past `cout` zero), the blocks packed in parallel.
-fn pack_weights(weight: Weights, g: &ConvGeom) -> Vec<f32> {
+pub fn pack_weights(weight: Weights, g: &ConvGeom) -> Vec<f32> {
+    if let Weights::Packed(p) = weight {
+        return p.to_vec();
+    }
     let (kk, kdim) = (g.k * g.k, g.cin * g.k * g.k);
     let mut p = vec![0.0f32; g.cout.div_ceil(MR) * kdim * MR];
     // Tap-outer loops: a block's rows are read side by side and it is written in order.
@@ -280,6 +292,7 @@ fn pack_weights(weight: Weights, g: &ConvGeom) -> Vec<f32> {
                         }
                     }
                 }
+                Weights::Packed(_) => unreachable!("returned above"),
                 Weights::Adjoint(w) => {
                     for (ci, taps) in block.chunks_exact_mut(kk * MR).enumerate() {
                         for (r, co) in rows.clone().enumerate() {

@@ -10,6 +10,16 @@ pub use direct::{pack_rows, rows_times_runs, Isa as DirectConvIsa, Rows, Weights
 use super::gemm::{sgemm, sgemm_serial, View};
 use crate::precision::Precision;
 use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// The direct kernel's packings of one convolution's weights (forward and adjoint), each made on
+/// first use at f32 and kept: the layout depends on the weights' shape alone, so a model packs
+/// each layer once instead of at every call. Other precisions pack their rounded copies per call.
+#[derive(Debug, Default)]
+pub struct Packings {
+    forward: OnceLock<Vec<f32>>,
+    adjoint: OnceLock<Vec<f32>>,
+}
 
 /// Shapes of one convolution call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +58,7 @@ const PIXELS_PER_TASK: usize = 256;
 /// the products at precision `prec` (operands rounded, f32 accumulation).
 pub fn conv2d(
     x: &[f32],
-    weight: &[f32],
+    (weight, packs): (&[f32], &Packings),
     bias: &[f32],
     g: &ConvGeom,
     out: &mut [f32],
@@ -61,7 +71,16 @@ pub fn conv2d(
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
     match direct::Isa::detect().filter(|_| direct::handles(g)) {
-        Some(isa) => conv2d_direct_at(x, Weights::Plain(weight), bias, g, out, prec, isa),
+        Some(isa) => conv2d_direct_at(
+            x,
+            Weights::Plain(weight),
+            &packs.forward,
+            bias,
+            g,
+            out,
+            prec,
+            isa,
+        ),
         None => conv2d_gemm(x, weight, bias, g, out, prec),
     }
 }
@@ -128,10 +147,13 @@ fn conv2d_gemm(
     }
 }
 
-/// The direct kernel `isa` on operands rounded to `prec` (copies; f32 uses them as they are).
+/// The direct kernel `isa` on operands rounded to `prec` (copies; f32 uses them as they are,
+/// the weights packed once into `pack`).
+#[allow(clippy::too_many_arguments)]
 fn conv2d_direct_at(
     x: &[f32],
     weight: Weights,
+    pack: &OnceLock<Vec<f32>>,
     bias: &[f32],
     g: &ConvGeom,
     out: &mut [f32],
@@ -139,13 +161,15 @@ fn conv2d_direct_at(
     isa: direct::Isa,
 ) {
     if prec == Precision::F32 {
-        return direct::conv2d_direct(x, weight, bias, g, out, isa);
+        let packed = pack.get_or_init(|| direct::pack_weights(weight, g));
+        return direct::conv2d_direct(x, Weights::Packed(packed), bias, g, out, isa);
     }
     let round = |v: &[f32]| v.iter().map(|&e| prec.round(e)).collect::<Vec<f32>>();
     let w = round(weight.data());
     let w = match weight {
         Weights::Plain(_) => Weights::Plain(&w),
         Weights::Adjoint(_) => Weights::Adjoint(&w),
+        Weights::Packed(_) => unreachable!("conv2d_direct_at takes unpacked weights"),
     };
     direct::conv2d_direct(&round(x), w, bias, g, out, isa);
 }
@@ -157,7 +181,13 @@ fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
 }
 
 /// dx = conv^T(dy): the gradient of `conv2d` with respect to its input, at precision `prec`.
-pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32], prec: Precision) {
+pub fn conv2d_vjp_input(
+    dy: &[f32],
+    (weight, packs): (&[f32], &Packings),
+    g: &ConvGeom,
+    dx: &mut [f32],
+    prec: Precision,
+) {
     let (ho, wo) = g.out_hw();
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * ho * wo);
     assert_eq!(dy.len(), g.n * out_len);
@@ -186,7 +216,10 @@ pub fn conv2d_vjp_input(dy: &[f32], weight: &[f32], g: &ConvGeom, dx: &mut [f32]
         };
         let zeros = vec![0.0; g.cin];
         match direct::Isa::detect().filter(|_| direct::handles(&gt)) {
-            Some(isa) => conv2d_direct_at(dy, Weights::Adjoint(weight), &zeros, &gt, dx, prec, isa),
+            Some(isa) => {
+                let w = Weights::Adjoint(weight);
+                conv2d_direct_at(dy, w, &packs.adjoint, &zeros, &gt, dx, prec, isa)
+            }
             None => conv2d_gemm(dy, &flip_transpose(weight, g), &zeros, &gt, dx, prec),
         }
     } else {
@@ -369,7 +402,14 @@ mod tests {
             for gemm_only in [false, true] {
                 let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
                 match gemm_only {
-                    false => conv2d(&x, &w, &b, &g, &mut out, Precision::F32),
+                    false => conv2d(
+                        &x,
+                        (&w, &Packings::default()),
+                        &b,
+                        &g,
+                        &mut out,
+                        Precision::F32,
+                    ),
                     true => conv2d_gemm(&x, &w, &b, &g, &mut out, Precision::F32),
                 }
                 let err = want
@@ -393,7 +433,7 @@ mod tests {
             let dy = rng.normal_vec(g.n * g.cout * ho * wo);
             let y = conv_naive(&x, &w, &vec![0.0; g.cout], &g);
             let mut dx = vec![f32::NAN; x.len()];
-            conv2d_vjp_input(&dy, &w, &g, &mut dx, Precision::F32);
+            conv2d_vjp_input(&dy, (&w, &Packings::default()), &g, &mut dx, Precision::F32);
             let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!(
