@@ -125,16 +125,12 @@ fn latency_defaults_to_the_bundled_prior() {
     check_row(&rows(&out)[0], 2.0, 1.0);
 }
 
+/// The timing table at batch 1, 2 steps, one repeat.
+const ONE_QUICK_ROW: [&str; 6] = ["--batches", "1", "--steps", "2", "--repeats", "1"];
+
 #[test]
 fn bench_without_latency_keeps_its_table() {
-    let out = stdout_ok(&latency(&[
-        "--batches",
-        "1",
-        "--steps",
-        "2",
-        "--repeats",
-        "1",
-    ]));
+    let out = stdout_ok(&latency(&ONE_QUICK_ROW));
     assert!(out.contains("| op | batch | median ms | min ms |"), "{out}");
     for op in [
         "forward",
@@ -153,15 +149,7 @@ fn bench_without_latency_keeps_its_table() {
 /// layer shape, whose shares add up to the table's total.
 #[test]
 fn bench_profile_on_the_cpu_tables_each_op_by_layer() {
-    let out = stdout_ok(&latency(&[
-        "--batches",
-        "1",
-        "--steps",
-        "2",
-        "--repeats",
-        "1",
-        "--profile",
-    ]));
+    let out = stdout_ok(&latency(&[&ONE_QUICK_ROW[..], &["--profile"]].concat()));
     for op in ["forward", "vjp", "dps_2"] {
         let at = out
             .find(&format!("### profile: {op} batch 1"))

@@ -172,18 +172,7 @@ impl Backend for CpuBackend {
         pad: usize,
     ) -> Result<Tensor> {
         profile::timed(
-            profile::name(|| {
-                format!(
-                    "conv2d {}x{}/{} {}→{} at {}x{}",
-                    w.shape()[2],
-                    w.shape()[3],
-                    stride,
-                    x.shape()[1],
-                    w.shape()[0],
-                    x.shape()[2],
-                    x.shape()[3]
-                )
-            }),
+            profile::name(|| conv_name("conv2d", w.shape(), stride, x.shape())),
             || {
                 let g = geom(x.shape(), w.shape(), stride, pad);
                 let (ho, wo) = g.out_hw();
@@ -210,18 +199,7 @@ impl Backend for CpuBackend {
         pad: usize,
     ) -> Result<Tensor> {
         profile::timed(
-            profile::name(|| {
-                format!(
-                    "conv2d_vjp {}x{}/{} {}→{} at {}x{}",
-                    w.shape()[2],
-                    w.shape()[3],
-                    stride,
-                    in_shape[1],
-                    w.shape()[0],
-                    in_shape[2],
-                    in_shape[3]
-                )
-            }),
+            profile::name(|| conv_name("conv2d_vjp", w.shape(), stride, in_shape)),
             || {
                 let g = geom(in_shape, w.shape(), stride, pad);
                 let mut dx = out_like(in_shape);
@@ -239,21 +217,12 @@ impl Backend for CpuBackend {
         groups: usize,
         silu: bool,
     ) -> Result<Tensor> {
-        profile::timed(
-            profile::name(|| {
-                format!(
-                    "group_norm{} {:?}",
-                    if silu { "+silu" } else { "" },
-                    x.shape()
-                )
-            }),
-            || {
-                let g = gn_geom(x, groups);
-                let mut y = out_like(x.shape());
-                groupnorm::group_norm(x.data(), gamma.data(), beta.data(), &g, silu, y.data_mut());
-                Ok(y)
-            },
-        )
+        profile::timed(profile::name(|| gn_name("", silu, x.shape())), || {
+            let g = gn_geom(x, groups);
+            let mut y = out_like(x.shape());
+            groupnorm::group_norm(x.data(), gamma.data(), beta.data(), &g, silu, y.data_mut());
+            Ok(y)
+        })
     }
 
     fn group_norm_vjp(
@@ -265,29 +234,20 @@ impl Backend for CpuBackend {
         silu: bool,
         dy: &Tensor,
     ) -> Result<Tensor> {
-        profile::timed(
-            profile::name(|| {
-                format!(
-                    "group_norm{}_vjp {:?}",
-                    if silu { "+silu" } else { "" },
-                    x.shape()
-                )
-            }),
-            || {
-                let g = gn_geom(x, groups);
-                let mut dx = out_like(x.shape());
-                groupnorm::group_norm_vjp(
-                    x.data(),
-                    gamma.data(),
-                    beta.data(),
-                    &g,
-                    silu,
-                    dy.data(),
-                    dx.data_mut(),
-                );
-                Ok(dx)
-            },
-        )
+        profile::timed(profile::name(|| gn_name("_vjp", silu, x.shape())), || {
+            let g = gn_geom(x, groups);
+            let mut dx = out_like(x.shape());
+            groupnorm::group_norm_vjp(
+                x.data(),
+                gamma.data(),
+                beta.data(),
+                &g,
+                silu,
+                dy.data(),
+                dx.data_mut(),
+            );
+            Ok(dx)
+        })
     }
 
     fn attention(&self, y: &Tensor, p: &AttnParams<Tensor>, heads: usize) -> Result<Tensor> {
@@ -639,6 +599,21 @@ impl Backend for CpuBackend {
             },
         )
     }
+}
+
+/// A convolution's profile name: kernel, stride, channels in → out, input size.
+fn conv_name(op: &str, w: &[usize], stride: usize, input: &[usize]) -> String {
+    let (k, cout, cin) = (w[2], w[0], input[1]);
+    format!(
+        "{op} {k}x{k}/{stride} {cin}→{cout} at {}x{}",
+        input[2], input[3]
+    )
+}
+
+/// A GroupNorm's profile name (`suffix` "" or "_vjp").
+fn gn_name(suffix: &str, silu: bool, shape: &[usize]) -> String {
+    let fused = if silu { "+silu" } else { "" };
+    format!("group_norm{fused}{suffix} {shape:?}")
 }
 
 fn geom(in_shape: &[usize], w_shape: &[usize], stride: usize, pad: usize) -> conv::ConvGeom {
