@@ -136,11 +136,15 @@ impl Backend for CpuBackend {
         Ok((!on).then(profile::report_table))
     }
 
+    /// "cpu (2 threads, avx512f kernels)": the thread count and the instruction set the
+    /// convolutions run on here, so every table that names the device names the ISA it was
+    /// measured on.
     fn name(&self) -> String {
         let threads = rayon::current_num_threads();
+        let isa = conv::DirectConvIsa::detect().map_or("im2col + gemm", |i| i.name());
         match self.precision {
-            Precision::F32 => format!("cpu ({threads} threads)"),
-            p => format!("cpu ({threads} threads, {p} operand rounding emulated)"),
+            Precision::F32 => format!("cpu ({threads} threads, {isa} kernels)"),
+            p => format!("cpu ({threads} threads, {isa} kernels, {p} operand rounding emulated)"),
         }
     }
 
