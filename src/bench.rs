@@ -76,8 +76,9 @@ fn profile_once(profiler: Profiler<'_>, f: &mut dyn FnMut() -> Result<Tensor>) -
     }
 }
 
-/// Forward and the UNet's VJP (forward with tape and backward) at each batch size, then the notebook's DiffPIR-style and DPS and the published
-/// DiffPIR and DPS with `steps` steps at each batch.
+/// Forward and the UNet's VJP (forward with tape and backward) at each batch size, then the
+/// notebook's DiffPIR-style and DPS and the published DiffPIR and DPS with `steps` steps at each
+/// batch.
 /// Every timed call ends with the result on the host, so device work is included. With
 /// `profile`, each op runs once more with per-kernel GPU timing (see [`time`]).
 pub fn run(

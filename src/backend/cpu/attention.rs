@@ -136,10 +136,10 @@ fn left(view: View) -> Left {
     Left { view, packed: None }
 }
 
-/// Whether `product` runs on the register tiles at this precision (else every product is the
+/// The register tiles `product` runs on at this precision, if any (else every product is the
 /// GEMM and nothing is worth packing).
-fn tiles_at(prec: Precision) -> bool {
-    prec == Precision::F32 && DirectConvIsa::detect().is_some()
+fn tiles_at(prec: Precision) -> Option<DirectConvIsa> {
+    DirectConvIsa::detect().filter(|_| prec == Precision::F32)
 }
 
 /// C (m×n) = A (m×k) · B (k×n), or C += A · B with `accumulate`, on the calling thread. At f32
@@ -155,8 +155,7 @@ fn product(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    let isa = DirectConvIsa::detect()
-        .filter(|i| prec == Precision::F32 && b.cs == 1 && n % i.lanes() == 0);
+    let isa = tiles_at(prec).filter(|i| b.cs == 1 && n % i.lanes() == 0);
     let Some(isa) = isa.filter(|_| k > 0 && m > 0) else {
         let beta = if accumulate { 1.0 } else { 0.0 };
         return sgemm_serial(prec, m, k, n, a.view, b, beta, c);
@@ -227,7 +226,7 @@ fn attend(qkv: &[f32], c: usize, t: usize, heads: usize, prec: Precision) -> Vec
     let blocks = t.div_ceil(QUERY_BLOCK);
     // Each head's v (d×t) packed once for all its query blocks.
     let packed_v: Vec<Option<Vec<f32>>> = (0..heads)
-        .map(|h| tiles_at(prec).then(|| pack_rows((head_rows(qkv, c, t, d, h).2, t, 1), d, t)))
+        .map(|h| tiles_at(prec).map(|_| pack_rows((head_rows(qkv, c, t, d, h).2, t, 1), d, t)))
         .collect();
     let parts: Vec<Vec<f32>> = (0..heads * blocks)
         .into_par_iter()
@@ -292,7 +291,7 @@ fn attend_vjp(
         .into_par_iter()
         .map(|h| {
             let (q, k, v) = head_rows(qkv, c, t, d, h);
-            let packed_k = tiles_at(prec).then(|| pack_rows((k, t, 1), d, t));
+            let packed_k = tiles_at(prec).map(|_| pack_rows((k, t, 1), d, t));
             let dctx_h = &dctx[h * d * t..(h + 1) * d * t];
             let (mut dq, mut dk, mut dv) = (
                 vec![0.0f32; d * t],
@@ -374,8 +373,7 @@ wide! {
     /// Written as separate passes with lane-wise reductions so that each pass vectorises.
     fn softmax_rows(rows: &mut [f32], t: usize, scale: f32) {
         for row in rows.chunks_mut(t) {
-            // A comparison, not f32::max (see exp_cols_in).
-            let max = lanes_reduce(row, f32::NEG_INFINITY, |a, b| if b > a { b } else { a }) * scale;
+            let max = lanes_reduce(row, f32::NEG_INFINITY, larger) * scale;
             row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
             let inv = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
             row.iter_mut().for_each(|v| *v *= inv);
@@ -391,37 +389,25 @@ wide! {
     /// block widths (48, and 16 or 32 for a last block) the running maxima and sums stay in
     /// registers.
     fn exp_cols(m: &mut [f32], n: usize, scale: f32) -> Vec<f32> {
+        const NEG: f32 = f32::NEG_INFINITY;
         match n {
-            QUERY_BLOCK => exp_cols_of::<QUERY_BLOCK>(m, scale),
-            32 => exp_cols_of::<32>(m, scale),
-            16 => exp_cols_of::<16>(m, scale),
-            _ => {
-                let mut max = vec![f32::NEG_INFINITY; n];
-                let mut sum = vec![0.0f32; n];
-                exp_cols_in(m, scale, &mut max, &mut sum);
-                sum.iter().map(|s| 1.0 / s).collect()
-            }
+            QUERY_BLOCK => exp_cols_in(m, scale, &mut [NEG; QUERY_BLOCK], &mut [0.0; QUERY_BLOCK]),
+            32 => exp_cols_in(m, scale, &mut [NEG; 32], &mut [0.0; 32]),
+            16 => exp_cols_in(m, scale, &mut [NEG; 16], &mut [0.0; 16]),
+            _ => exp_cols_in(m, scale, &mut vec![NEG; n], &mut vec![0.0; n]),
         }
     }
 }
 
+/// `exp_cols`'s two passes with `max.len()` columns, maxima and sums in the given rows; returns
+/// the sums' reciprocals.
 #[inline(always)]
-fn exp_cols_of<const N: usize>(m: &mut [f32], scale: f32) -> Vec<f32> {
-    let (mut max, mut sum) = ([f32::NEG_INFINITY; N], [0.0f32; N]);
-    exp_cols_in(m, scale, &mut max, &mut sum);
-    sum.iter().map(|s| 1.0 / s).collect()
-}
-
-/// `exp_cols`'s two passes with `max.len()` columns, maxima and sums in the given rows.
-#[inline(always)]
-fn exp_cols_in(m: &mut [f32], scale: f32, max: &mut [f32], sum: &mut [f32]) {
+fn exp_cols_in(m: &mut [f32], scale: f32, max: &mut [f32], sum: &mut [f32]) -> Vec<f32> {
     let n = max.len();
     for row in m.chunks_exact(n) {
-        // A comparison, not f32::max: scores are finite (the inputs are checked) and the
-        // comparison is one instruction.
         max.iter_mut()
             .zip(row)
-            .for_each(|(a, &v)| *a = if v > *a { v } else { *a });
+            .for_each(|(a, &v)| *a = larger(*a, v));
     }
     max.iter_mut().for_each(|v| *v *= scale);
     for row in m.chunks_exact_mut(n) {
@@ -430,6 +416,7 @@ fn exp_cols_in(m: &mut [f32], scale: f32, max: &mut [f32], sum: &mut [f32]) {
             *s += *v;
         }
     }
+    sum.iter().map(|s| 1.0 / s).collect()
 }
 
 wide! {
@@ -442,6 +429,17 @@ wide! {
                 .zip(pr)
                 .for_each(|(g, &pv)| *g = scale * pv * (*g - dot));
         }
+    }
+}
+
+/// The larger of two scores by one comparison, not f32::max (whose NaN handling costs two more
+/// instructions per lane): scores are finite, as the inputs are checked.
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
     }
 }
 

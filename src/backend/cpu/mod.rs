@@ -114,10 +114,6 @@ pub struct ConvWeight {
 }
 
 impl ConvWeight {
-    pub fn tensor(&self) -> &Tensor {
-        &self.w
-    }
-
     pub fn shape(&self) -> &[usize] {
         self.w.shape()
     }

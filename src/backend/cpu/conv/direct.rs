@@ -85,8 +85,6 @@ struct Padded {
 pub enum Weights<'a> {
     /// As given.
     Plain(&'a [f32]),
-    /// Already packed by `pack_weights` for this geometry.
-    Packed(&'a [f32]),
     /// A stride-1 conv's adjoint read from that conv's weights `w` (cin, cout, k, k): w'[co][ci]
     /// [ky][kx] = w[ci][co][k-1-ky][k-1-kx], flipped in space with the channel axes swapped as
     /// they are packed (no flipped copy).
@@ -96,15 +94,24 @@ pub enum Weights<'a> {
 impl<'a> Weights<'a> {
     pub fn data(self) -> &'a [f32] {
         match self {
-            Weights::Plain(w) | Weights::Adjoint(w) | Weights::Packed(w) => w,
+            Weights::Plain(w) | Weights::Adjoint(w) => w,
+        }
+    }
+
+    /// The same layout over other values (e.g. a rounded copy).
+    pub fn with_data<'b>(self, w: &'b [f32]) -> Weights<'b> {
+        match self {
+            Weights::Plain(_) => Weights::Plain(w),
+            Weights::Adjoint(_) => Weights::Adjoint(w),
         }
     }
 }
 
-/// out = conv(x, weight) + bias for a stride-1 geometry, on the kernel `isa`.
+/// out = conv(x, weight) + bias for a stride-1 geometry, on the kernel `isa`, the weights as
+/// `pack_weights` packs them for `g`.
 pub fn conv2d_direct(
     x: &[f32],
-    weight: Weights,
+    packed: &[f32],
     bias: &[f32],
     g: &ConvGeom,
     out: &mut [f32],
@@ -116,18 +123,11 @@ pub fn conv2d_direct(
     assert_eq!(x.len(), g.n * in_len);
     assert_eq!(out.len(), g.n * g.cout * npix);
     let packed_len = g.cout.div_ceil(MR) * kdim * MR;
-    match weight {
-        Weights::Packed(p) => assert_eq!(p.len(), packed_len, "direct conv: packing"),
-        w => assert_eq!(w.data().len(), g.cout * kdim),
-    }
+    assert_eq!(packed.len(), packed_len, "direct conv: packed weights");
     assert_eq!(bias.len(), g.cout);
     let pad = Padded {
         wp: g.w + 2 * g.pad,
         plane: (g.h + 2 * g.pad) * (g.w + 2 * g.pad),
-    };
-    let packed = match weight {
-        Weights::Packed(p) => std::borrow::Cow::Borrowed(p),
-        w => std::borrow::Cow::Owned(pack_weights(w, g)),
     };
     let taps = tap_offsets(g, &pad);
     let runs = output_runs(ho, wo, &pad, isa.lanes());
@@ -274,10 +274,8 @@ pub fn rows_times_runs(
 /// `weight` as blocks of MR output channels, tap-major inside a block ([block][tap][row]; rows
 /// past `cout` zero), the blocks packed in parallel.
 pub fn pack_weights(weight: Weights, g: &ConvGeom) -> Vec<f32> {
-    if let Weights::Packed(p) = weight {
-        return p.to_vec();
-    }
     let (kk, kdim) = (g.k * g.k, g.cin * g.k * g.k);
+    assert_eq!(weight.data().len(), g.cout * kdim, "direct conv: weights");
     let mut p = vec![0.0f32; g.cout.div_ceil(MR) * kdim * MR];
     // Tap-outer loops: a block's rows are read side by side and it is written in order.
     p.par_chunks_mut(kdim * MR)
@@ -292,7 +290,6 @@ pub fn pack_weights(weight: Weights, g: &ConvGeom) -> Vec<f32> {
                         }
                     }
                 }
-                Weights::Packed(_) => unreachable!("returned above"),
                 Weights::Adjoint(w) => {
                     for (ci, taps) in block.chunks_exact_mut(kk * MR).enumerate() {
                         for (r, co) in rows.clone().enumerate() {
@@ -592,6 +589,10 @@ mod tests {
         ]
     }
 
+    fn pack(w: &[f32], g: &ConvGeom) -> Vec<f32> {
+        pack_weights(Weights::Plain(w), g)
+    }
+
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|e| e.to_bits()).collect()
     }
@@ -612,7 +613,7 @@ mod tests {
             let want = bits(&scalar(&x, &w, &b, &g));
             for &isa in &isas {
                 let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
-                conv2d_direct(&x, Weights::Plain(&w), &b, &g, &mut out, isa);
+                conv2d_direct(&x, &pack(&w, &g), &b, &g, &mut out, isa);
                 assert_eq!(bits(&out), want, "{}: {g:?}", isa.name());
             }
         }
@@ -637,7 +638,7 @@ mod tests {
                 .build()
                 .unwrap();
             let mut out = vec![f32::NAN; g.n * g.cout * ho * wo];
-            pool.install(|| conv2d_direct(&x, Weights::Plain(&w), &b, &g, &mut out, isa));
+            pool.install(|| conv2d_direct(&x, &pack(&w, &g), &b, &g, &mut out, isa));
             bits(&out)
         };
         let all = run(3);
@@ -647,7 +648,7 @@ mod tests {
         let mut second = vec![f32::NAN; g.cout * ho * wo];
         conv2d_direct(
             &x[per..2 * per],
-            Weights::Plain(&w),
+            &pack(&w, &one),
             &b,
             &one,
             &mut second,

@@ -70,7 +70,7 @@ pub fn conv2d(
     assert_eq!(out.len(), g.n * g.cout * npix);
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
-    match direct::Isa::detect().filter(|_| direct::handles(g)) {
+    match direct_isa(g) {
         Some(isa) => conv2d_direct_at(
             x,
             Weights::Plain(weight),
@@ -147,8 +147,13 @@ fn conv2d_gemm(
     }
 }
 
-/// The direct kernel `isa` on operands rounded to `prec` (copies; f32 uses them as they are,
-/// the weights packed once into `pack`).
+/// The direct kernel this machine runs `g` on, if it has one and `g` is a geometry it takes.
+fn direct_isa(g: &ConvGeom) -> Option<direct::Isa> {
+    direct::Isa::detect().filter(|_| direct::handles(g))
+}
+
+/// The direct kernel `isa` on operands rounded to `prec`: at f32 the operands as they are and
+/// the weights packed once into `pack`; otherwise rounded copies, packed on the call.
 #[allow(clippy::too_many_arguments)]
 fn conv2d_direct_at(
     x: &[f32],
@@ -162,16 +167,12 @@ fn conv2d_direct_at(
 ) {
     if prec == Precision::F32 {
         let packed = pack.get_or_init(|| direct::pack_weights(weight, g));
-        return direct::conv2d_direct(x, Weights::Packed(packed), bias, g, out, isa);
+        return direct::conv2d_direct(x, packed, bias, g, out, isa);
     }
     let round = |v: &[f32]| v.iter().map(|&e| prec.round(e)).collect::<Vec<f32>>();
     let w = round(weight.data());
-    let w = match weight {
-        Weights::Plain(_) => Weights::Plain(&w),
-        Weights::Adjoint(_) => Weights::Adjoint(&w),
-        Weights::Packed(_) => unreachable!("conv2d_direct_at takes unpacked weights"),
-    };
-    direct::conv2d_direct(&round(x), w, bias, g, out, isa);
+    let packed = direct::pack_weights(weight.with_data(&w), g);
+    direct::conv2d_direct(&round(x), &packed, bias, g, out, isa);
 }
 
 fn fill_bias(c: &mut [f32], bias: &[f32], cols: usize) {
@@ -215,7 +216,7 @@ pub fn conv2d_vjp_input(
             ..*g
         };
         let zeros = vec![0.0; g.cin];
-        match direct::Isa::detect().filter(|_| direct::handles(&gt)) {
+        match direct_isa(&gt) {
             Some(isa) => {
                 let w = Weights::Adjoint(weight);
                 conv2d_direct_at(dy, w, &packs.adjoint, &zeros, &gt, dx, prec, isa)
@@ -464,7 +465,8 @@ mod tests {
             for isa in direct::Isa::available() {
                 let run = |wts| {
                     let mut dx = vec![f32::NAN; g.n * g.cin * g.h * g.w];
-                    direct::conv2d_direct(&dy, wts, &zeros, &gt, &mut dx, isa);
+                    let packed = direct::pack_weights(wts, &gt);
+                    direct::conv2d_direct(&dy, &packed, &zeros, &gt, &mut dx, isa);
                     dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 };
                 let got = run(Weights::Adjoint(&w));
