@@ -390,12 +390,14 @@ impl Job<'_> {
                     }
                 }
                 Isa::Avx2 => {
-                    let mut it = runs.chunks_exact(2);
+                    let mut it = runs.chunks_exact(3);
                     for t in &mut it {
-                        avx2::tile::<2>(self, [t[0], t[1]]);
+                        avx2::tile::<3>(self, [t[0], t[1], t[2]]);
                     }
-                    for &r in it.remainder() {
-                        avx2::tile::<1>(self, [r]);
+                    match *it.remainder() {
+                        [a, b] => avx2::tile::<2>(self, [a, b]),
+                        [a] => avx2::tile::<1>(self, [a]),
+                        _ => {}
                     }
                 }
             }
@@ -418,14 +420,43 @@ impl Job<'_> {
 
 /// One tile kernel per instruction set: `R` output channels (rows `R0..R0+R` of the block) × `NV`
 /// runs, accumulated in registers over every tap, then stored. The body is the same for every
-/// width; only the intrinsics differ.
+/// width; only the intrinsics differ, and a tile of `$asm_nv` runs may take its tap loop from
+/// an assembly function of the same order (`avx2_taps.rs`).
 macro_rules! tile_kernel {
     ($modname:ident, $feature:literal, $lanes:expr, $vec:ty, $set1:ident, $loadu:ident,
-     $fmadd:ident, $storeu:ident, [$($half:expr),+], $rows:expr) => {
+     $fmadd:ident, $storeu:ident, [$($half:expr),+], $rows:expr
+     $(, asm: $asm_nv:literal => $asm:path)?) => {
         #[cfg(target_arch = "x86_64")]
         mod $modname {
             use super::{Job, Run};
             use std::arch::x86_64::*;
+
+            /// The tap loop of an `NV`-run tile from assembly, if this ISA has one for `NV`
+            /// (returns whether it ran).
+            /// SAFETY: as `tile`'s.
+            #[inline(always)]
+            #[allow(unused_variables)]
+            unsafe fn asm_taps<const NV: usize>(
+                acc: &mut [[$vec; NV]; $rows],
+                job: &Job,
+                runs: &[Run; NV],
+                r0: usize,
+            ) -> bool {
+                $(
+                    if NV == $asm_nv {
+                        // SAFETY: the same type when NV == $asm_nv; the reads are those of the
+                        // intrinsics' loop.
+                        unsafe {
+                            let acc = &mut *(acc as *mut [[$vec; NV]; $rows]
+                                as *mut [[$vec; $asm_nv]; $rows]);
+                            let x = std::array::from_fn(|j| job.xp.as_ptr().add(runs[j].src));
+                            $asm(acc, x, job.taps, job.wpk.as_ptr().add(r0), job.tap_stride);
+                        }
+                        return true;
+                    }
+                )?
+                false
+            }
 
             /// SAFETY: the CPU has the feature; the reads of every run's taps lie inside
             /// `job.xp` and the writes are the job's own.
@@ -448,7 +479,10 @@ macro_rules! tile_kernel {
                                 acc[r] = [$set1(b); NV];
                             }
                         }
-                        for (t, &off) in job.taps.iter().enumerate() {
+                        // SAFETY: as this function's.
+                        let in_asm = unsafe { asm_taps(&mut acc, job, &runs, r0) };
+                        let taps: &[usize] = if in_asm { &[] } else { job.taps };
+                        for (t, &off) in taps.iter().enumerate() {
                             let mut v: [$vec; NV] = [$set1(0.0); NV];
                             for j in 0..NV {
                                 v[j] = unsafe { $loadu(xp.add(runs[j].src + off)) };
@@ -497,7 +531,8 @@ tile_kernel!(
     [0],
     8
 );
-// AVX2: two halves of 4 rows × 2 runs = 8 accumulators + 2 loads + 1 broadcast of 16.
+// AVX2: two halves of 4 rows × 3 runs = 12 accumulators + 3 loads + 1 broadcast of 16, the
+// tap loop in assembly (see avx2_taps.rs); a task's last one or two runs on 4 × 1 or 4 × 2.
 tile_kernel!(
     avx2,
     "avx2,fma",
@@ -508,7 +543,8 @@ tile_kernel!(
     _mm256_fmadd_ps,
     _mm256_storeu_ps,
     [0, 1],
-    4
+    4,
+    asm: 3 => super::super::avx2_taps::taps_4x3
 );
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! or AVX-512; 1×1 convolutions are one GEMM; the rest (stride 2, or a CPU without those
 //! kernels) go through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
 
+mod avx2_taps;
 mod direct;
 
 pub use direct::{pack_rows, rows_times_runs, Isa as DirectConvIsa, Rows, Weights};
