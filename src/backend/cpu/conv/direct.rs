@@ -13,6 +13,8 @@ use rayon::prelude::*;
 
 /// Output channels per packed weight block (one tile's rows).
 const MR: usize = 8;
+/// The same, for the other packers of `Rows::Packed` blocks.
+pub(super) const BLOCK_ROWS: usize = MR;
 /// The widest vector (AVX-512: 16 floats): read slack after the padded input.
 const MAX_LANES: usize = 16;
 /// Output vectors per parallel task (a task also owns one weight block).

@@ -1,10 +1,12 @@
 //! 2-D convolution (cross-correlation, NCHW, square kernel, zero padding) and its input-VJP.
 //! Stride-1 convolutions with k > 1 run the direct kernel of `direct.rs` on x86-64 with AVX2+FMA
-//! or AVX-512; 1×1 convolutions are one GEMM; the rest (stride 2, or a CPU without those
+//! or AVX-512, except 3×3 ones with padding 1 and enough channels at f32, which run Winograd's
+//! F(2×2, 3×3) of `winograd.rs` on the same register tiles; 1×1 convolutions are one GEMM; the rest (stride 2, or a CPU without those
 //! kernels) go through im2col + GEMM. The weight-VJP is never needed: only dL/dx flows back.
 
 mod avx2_taps;
 mod direct;
+mod winograd;
 
 pub use direct::{pack_rows, rows_times_runs, Isa as DirectConvIsa, Rows, Weights};
 
@@ -20,6 +22,9 @@ use std::sync::OnceLock;
 pub struct Packings {
     forward: OnceLock<Vec<f32>>,
     adjoint: OnceLock<Vec<f32>>,
+    /// The Winograd path's transformed weights, forward and adjoint.
+    winograd: OnceLock<Vec<f32>>,
+    winograd_adjoint: OnceLock<Vec<f32>>,
 }
 
 /// Shapes of one convolution call.
@@ -72,6 +77,12 @@ pub fn conv2d(
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
     match direct_isa(g) {
+        Some(isa) if prec == Precision::F32 && winograd::pays(g) => {
+            let packed = packs
+                .winograd
+                .get_or_init(|| winograd::pack_weights(weight, g, false));
+            winograd::conv2d_winograd(x, packed, bias, g, out, isa)
+        }
         Some(isa) => conv2d_direct_at(
             x,
             Weights::Plain(weight),
@@ -218,6 +229,12 @@ pub fn conv2d_vjp_input(
         };
         let zeros = vec![0.0; g.cin];
         match direct_isa(&gt) {
+            Some(isa) if prec == Precision::F32 && winograd::pays(&gt) => {
+                let packed = packs
+                    .winograd_adjoint
+                    .get_or_init(|| winograd::pack_weights(weight, &gt, true));
+                winograd::conv2d_winograd(dy, packed, &zeros, &gt, dx, isa)
+            }
             Some(isa) => {
                 let w = Weights::Adjoint(weight);
                 conv2d_direct_at(dy, w, &packs.adjoint, &zeros, &gt, dx, prec, isa)
@@ -388,7 +405,64 @@ mod tests {
             g(2, 3, 23, 19, 5, 3, 1, 1),
             g(1, 2, 9, 11, 3, 5, 1, 2),
             g(1, 2, 1, 3, 2, 5, 1, 2),
+            // Channels enough for the Winograd path, forward and adjoint.
+            g(1, 64, 10, 12, 72, 3, 1, 1),
         ]
+    }
+
+    /// At f32 a 3×3 same-size conv with 64 channels or more is the Winograd path, forward and
+    /// adjoint (the same bits), where this CPU has the register tiles.
+    #[test]
+    fn wide_three_by_three_convs_take_the_winograd_path() {
+        let Some(isa) = direct::Isa::detect() else {
+            eprintln!("SKIP: no vector kernel on this CPU (the im2col path runs instead)");
+            return;
+        };
+        let mut rng = Rng::new(14);
+        let g = ConvGeom {
+            n: 2,
+            cin: 64,
+            h: 9,
+            w: 8,
+            cout: 66,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let x = rng.normal_vec(g.n * g.cin * g.h * g.w);
+        let w = rng.normal_vec(g.cout * g.cin * 9);
+        let b = rng.normal_vec(g.cout);
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<u32>>();
+        let mut out = vec![f32::NAN; g.n * g.cout * g.h * g.w];
+        conv2d(
+            &x,
+            (&w, &Packings::default()),
+            &b,
+            &g,
+            &mut out,
+            Precision::F32,
+        );
+        let mut want = vec![f32::NAN; out.len()];
+        let packed = winograd::pack_weights(&w, &g, false);
+        winograd::conv2d_winograd(&x, &packed, &b, &g, &mut want, isa);
+        assert_eq!(bits(&out), bits(&want));
+        let gt = ConvGeom {
+            cin: g.cout,
+            cout: g.cin,
+            ..g
+        };
+        let mut dx = vec![f32::NAN; x.len()];
+        conv2d_vjp_input(
+            &out,
+            (&w, &Packings::default()),
+            &g,
+            &mut dx,
+            Precision::F32,
+        );
+        let mut want = vec![f32::NAN; x.len()];
+        let packed = winograd::pack_weights(&w, &gt, true);
+        winograd::conv2d_winograd(&out, &packed, &vec![0.0; g.cin], &gt, &mut want, isa);
+        assert_eq!(bits(&dx), bits(&want));
     }
 
     #[test]
