@@ -34,7 +34,7 @@ const PANEL_ALIGN: usize = 16;
 const SLAB_TILES: usize = 256;
 /// Channels below this on either side keep the direct kernel: the transforms cost (cin + cout)
 /// per tile against the products' cin·cout, and on a 2-core Zen 4 the Winograd path lost at 16,
-/// 32 and 40 channels (64×64), was even at 80 (32×32) and won at 64 and above.
+/// 32 and 40 channels (64×64) and won at 64 (64×64), 80 (32×32) and above.
 const MIN_CHANNELS: usize = 64;
 
 /// Whether `conv2d_winograd` computes this geometry: 3×3, stride 1, padding 1.
