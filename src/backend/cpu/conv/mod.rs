@@ -15,16 +15,21 @@ use crate::precision::Precision;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
-/// The direct kernel's packings of one convolution's weights (forward and adjoint), each made on
-/// first use at f32 and kept: the layout depends on the weights' shape alone, so a model packs
+/// The packings of one convolution's weights for the forward conv and for its adjoint, each made
+/// on first use at f32 and kept: the layout depends on the weights' shape alone, so a model packs
 /// each layer once instead of at every call. Other precisions pack their rounded copies per call.
 #[derive(Debug, Default)]
 pub struct Packings {
-    forward: OnceLock<Vec<f32>>,
-    adjoint: OnceLock<Vec<f32>>,
-    /// The Winograd path's transformed weights, forward and adjoint.
+    forward: Packed,
+    adjoint: Packed,
+}
+
+/// One direction's packings: the direct kernel's blocks, or the Winograd path's transformed
+/// weights (whichever `conv2d_tiled_at` takes for the geometry).
+#[derive(Debug, Default)]
+struct Packed {
+    direct: OnceLock<Vec<f32>>,
     winograd: OnceLock<Vec<f32>>,
-    winograd_adjoint: OnceLock<Vec<f32>>,
 }
 
 /// Shapes of one convolution call.
@@ -77,13 +82,7 @@ pub fn conv2d(
     assert_eq!(weight.len(), g.cout * g.col_rows());
     assert_eq!(bias.len(), g.cout);
     match direct_isa(g) {
-        Some(isa) if prec == Precision::F32 && winograd::pays(g) => {
-            let packed = packs
-                .winograd
-                .get_or_init(|| winograd::pack_weights(weight, g, false));
-            winograd::conv2d_winograd(x, packed, bias, g, out, isa)
-        }
-        Some(isa) => conv2d_direct_at(
+        Some(isa) => conv2d_tiled_at(
             x,
             Weights::Plain(weight),
             &packs.forward,
@@ -164,21 +163,29 @@ fn direct_isa(g: &ConvGeom) -> Option<direct::Isa> {
     direct::Isa::detect().filter(|_| direct::handles(g))
 }
 
-/// The direct kernel `isa` on operands rounded to `prec`: at f32 the operands as they are and
-/// the weights packed once into `pack`; otherwise rounded copies, packed on the call.
+/// A stride-1 conv on the register tiles `isa`, operands rounded to `prec`: at f32 the
+/// operands as they are and the weights packed once into `pack`, by Winograd where it
+/// `pays`, else the direct kernel; otherwise the direct kernel on rounded copies, packed on
+/// the call.
 #[allow(clippy::too_many_arguments)]
-fn conv2d_direct_at(
+fn conv2d_tiled_at(
     x: &[f32],
     weight: Weights,
-    pack: &OnceLock<Vec<f32>>,
+    pack: &Packed,
     bias: &[f32],
     g: &ConvGeom,
     out: &mut [f32],
     prec: Precision,
     isa: direct::Isa,
 ) {
+    if prec == Precision::F32 && winograd::pays(g) {
+        let adjoint = matches!(weight, Weights::Adjoint(_));
+        let packed =
+            (pack.winograd).get_or_init(|| winograd::pack_weights(weight.data(), g, adjoint));
+        return winograd::conv2d_winograd(x, packed, bias, g, out, isa);
+    }
     if prec == Precision::F32 {
-        let packed = pack.get_or_init(|| direct::pack_weights(weight, g));
+        let packed = pack.direct.get_or_init(|| direct::pack_weights(weight, g));
         return direct::conv2d_direct(x, packed, bias, g, out, isa);
     }
     let round = |v: &[f32]| v.iter().map(|&e| prec.round(e)).collect::<Vec<f32>>();
@@ -221,7 +228,7 @@ pub fn conv2d_vjp_input(
     } else if g.stride == 1 && 2 * g.pad + 1 == g.k {
         // A same-size stride-1 conv's adjoint is the conv with the kernel flipped and the
         // channel axes swapped: a gather, so it reuses the fast forward path (the direct
-        // kernel flips the weights as it packs them).
+        // kernel and the Winograd path flip the weights as they pack them).
         let gt = ConvGeom {
             cin: g.cout,
             cout: g.cin,
@@ -229,15 +236,9 @@ pub fn conv2d_vjp_input(
         };
         let zeros = vec![0.0; g.cin];
         match direct_isa(&gt) {
-            Some(isa) if prec == Precision::F32 && winograd::pays(&gt) => {
-                let packed = packs
-                    .winograd_adjoint
-                    .get_or_init(|| winograd::pack_weights(weight, &gt, true));
-                winograd::conv2d_winograd(dy, packed, &zeros, &gt, dx, isa)
-            }
             Some(isa) => {
                 let w = Weights::Adjoint(weight);
-                conv2d_direct_at(dy, w, &packs.adjoint, &zeros, &gt, dx, prec, isa)
+                conv2d_tiled_at(dy, w, &packs.adjoint, &zeros, &gt, dx, prec, isa)
             }
             None => conv2d_gemm(dy, &flip_transpose(weight, g), &zeros, &gt, dx, prec),
         }
