@@ -21,6 +21,7 @@
 //                                                            ResBlock's conv2 with the residual)
 // as the CPU's conv2d followed by add_channel_bias / add_assign.
 #include "common.cuh"
+#include "async_copy.cuh"
 #include "tensor_core.cuh"
 
 #include <type_traits>
@@ -287,8 +288,8 @@ extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
 // so a slice of a batch gets the bits it gets alone.
 //
 // Launch: grid = (ceil(N / BN), ceil(M / BM), k_split), block = 256; BM = BN = 64 (4×4 outputs
-// per thread) or 32 (2×2) for small problems, chosen on the Rust side by how many blocks fill the
-// GPU.
+// per thread) or 32 (2×2) for small problems, or the wide f32 tiles below (BM × BN = 64 × 128 or
+// 128 × 128), chosen on the Rust side by how many blocks fill the GPU.
 // Precision (the _tf32 / _bf16 entry points, tensor_core.cuh): the same staging, with operands
 // rounded to TF32 or BF16 as they are staged and each chunk multiplied by warp MMAs (WMMA) with
 // f32 accumulators from 0; the tile then goes through shared memory to the same epilogue, which
@@ -323,6 +324,75 @@ __device__ __forceinline__ void split_tap(int kq, int k, int& c, int& ky, int& k
 
 // Stands in for tc::TcTile on the f32 path (never used there).
 struct NoTile {};
+
+// Where a block tile's outputs go: C's sizes, the split and the epilogue.
+struct OutputSink {
+    float* __restrict__ out;
+    float* __restrict__ partial;
+    const float* __restrict__ extra;
+    int epi, M, N, out_pix, k_split;
+    bool fwd;
+    // Output (row m, column cq), both in range: under split-K a partial sum
+    // (conv2d_splitk_reduce adds the bias and the epilogue), else v plus the epilogue's term.
+    __device__ __forceinline__ void put(int m, int cq, float v) const {
+        const int img = cq / out_pix, pix = cq - img * out_pix;
+        const long long oi = ((long long)img * M + m) * out_pix + pix;
+        if (k_split > 1) {
+            partial[(long long)blockIdx.z * N * M + oi] = v;
+            return;
+        }
+        if (fwd && epi == EPI_CHANNEL) v = __fadd_rn(v, __ldg(extra + (long long)img * M + m));
+        if (fwd && epi == EPI_RESIDUAL) v = __fadd_rn(v, __ldg(extra + oi));
+        out[oi] = v;
+    }
+};
+
+// Where operand A's element (row gm, term gq) lives: w[gm][gq] for the forward, w[co][gm][tap]
+// with gq = (co, tap) for the backward. The caller checks gm < M and gq < K.
+template <ConvMode MODE>
+__device__ __forceinline__ const float* weight_at(const float* __restrict__ w, int gm, int gq,
+                                                  int K, int kk, int cin) {
+    if (MODE == ConvMode::Forward) return w + (long long)gm * K + gq;
+    const int co = gq / kk, tap = gq - co * kk;
+    return w + ((long long)co * cin + gm) * kk + tap;
+}
+
+// One column of C: an (image, pixel) pair of the plane the columns walk, where its gather reads.
+struct Column {
+    const float* img;  // the gathered tensor's image
+    int y, x;          // the pixel
+    bool live;         // inside the N columns
+};
+
+__device__ __forceinline__ Column column_at(const float* __restrict__ in, int col, int N,
+                                            int out_pix, int out_w, int in_plane) {
+    const bool live = col < N;
+    const int img = live ? col / out_pix : 0;
+    const int pix = live ? col - img * out_pix : 0;
+    return {in + (long long)img * in_plane, pix / out_w, pix - (pix / out_w) * out_w, live};
+}
+
+// Where operand B's element (term gq, column c) lives, or nullptr where it is zero (zero padding;
+// for the backward, a tap no output reaches). The caller checks c.live and gq < K.
+template <ConvMode MODE, int K_>
+__device__ __forceinline__ const float* gather_at(const Column& c, int gq, int k,
+                                                  const ConvGeom& g, int in_h, int in_w) {
+    int ch, ky, kx;
+    split_tap<K_>(gq, k, ch, ky, kx);
+    if (MODE == ConvMode::Forward) {
+        const int iy = c.y * g.stride - g.pad + ky, ix = c.x * g.stride - g.pad + kx;
+        if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w)
+            return c.img + ((long long)ch * in_h + iy) * in_w + ix;
+    } else {
+        const int sy = c.y + g.pad - ky, sx = c.x + g.pad - kx;  // = oy·s, ox·s
+        if (sy >= 0 && sx >= 0) {
+            const int oy = sy / g.stride, ox = sx / g.stride;
+            if (oy * g.stride == sy && ox * g.stride == sx && oy < in_h && ox < in_w)
+                return c.img + ((long long)ch * in_h + oy) * in_w + ox;
+        }
+    }
+    return nullptr;
+}
 
 template <ConvMode MODE, int BM, int BN, int K_, int P>
 __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& sh,
@@ -369,12 +439,7 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
     // This thread's B column (fixed for the whole K loop) and where its gather starts.
     const int bj = tid % BN;
     const int bk0 = tid / BN;
-    const int col = n0 + bj;
-    const bool col_live = col < N;
-    const int bimg = col_live ? col / out_pix : 0;
-    const int bpix = col_live ? col - bimg * out_pix : 0;
-    const int by = bpix / out_w, bx = bpix - (bpix / out_w) * out_w;
-    const float* in_img = in + (long long)bimg * in_c * in_h * in_w;
+    const Column bcol = column_at(in, n0 + bj, N, out_pix, out_w, in_c * in_h * in_w);
 
     float a_reg[A_PER], b_reg[B_PER];
     auto load = [&](int k0) {
@@ -383,38 +448,15 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
             const int e = tid + s * kBlock;
             const int am = e / IG_BK, aq = e % IG_BK;  // neighbouring threads: neighbouring K
             const int gm = m0 + am, gq = k0 + aq;
-            float v = 0.0f;
-            if (gm < M && gq < k_end) {
-                if (fwd) {
-                    v = __ldg(w + (long long)gm * K + gq);
-                } else {
-                    const int co = gq / kk, tap = gq - co * kk;
-                    v = __ldg(w + ((long long)co * g.cin + gm) * kk + tap);
-                }
-            }
-            a_reg[s] = v;
+            const bool live = gm < M && gq < k_end;
+            a_reg[s] = live ? __ldg(weight_at<MODE>(w, gm, gq, K, kk, g.cin)) : 0.0f;
         }
 #pragma unroll
         for (int s = 0; s < B_PER; ++s) {
             const int gq = k0 + bk0 + s * B_KSTEP;
-            float v = 0.0f;
-            if (col_live && gq < k_end) {
-                int c, ky, kx;
-                split_tap<K_>(gq, k, c, ky, kx);
-                if (fwd) {
-                    const int iy = by * g.stride - g.pad + ky, ix = bx * g.stride - g.pad + kx;
-                    if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w)
-                        v = __ldg(in_img + ((long long)c * in_h + iy) * in_w + ix);
-                } else {
-                    const int sy = by + g.pad - ky, sx = bx + g.pad - kx;  // = oy·s, ox·s
-                    if (sy >= 0 && sx >= 0) {
-                        const int oy = sy / g.stride, ox = sx / g.stride;
-                        if (oy * g.stride == sy && ox * g.stride == sx && oy < in_h && ox < in_w)
-                            v = __ldg(in_img + ((long long)c * in_h + oy) * in_w + ox);
-                    }
-                }
-            }
-            b_reg[s] = v;
+            const float* p =
+                bcol.live && gq < k_end ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w) : nullptr;
+            b_reg[s] = p != nullptr ? __ldg(p) : 0.0f;
         }
     };
 
@@ -476,24 +518,14 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
         }
     }
 
+    const OutputSink sink{out, partial, extra, epi, M, N, out_pix, k_split, fwd};
 #pragma unroll
     for (int q = 0; q < TN; ++q) {
         const int cq = n0 + tx + IG_TX * q;
-        if (cq >= N) continue;
-        const int img = cq / out_pix, pix = cq - img * out_pix;
 #pragma unroll
         for (int r = 0; r < TM; ++r) {
             const int m = m0 + ty * TM + r;
-            if (m >= M) continue;
-            const long long oi = ((long long)img * M + m) * out_pix + pix;
-            if (k_split > 1) {  // a partial sum; conv2d_splitk_reduce adds bias and epilogue
-                partial[(long long)blockIdx.z * N * M + oi] = acc[r][q];
-                continue;
-            }
-            float v = acc[r][q];
-            if (fwd && epi == EPI_CHANNEL) v = __fadd_rn(v, __ldg(extra + (long long)img * M + m));
-            if (fwd && epi == EPI_RESIDUAL) v = __fadd_rn(v, __ldg(extra + oi));
-            out[oi] = v;
+            if (m < M && cq < N) sink.put(m, cq, acc[r][q]);
         }
     }
 }
@@ -517,6 +549,162 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
             break;
         default:
             conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            break;
+    }
+}
+
+// The wide f32 tiles (_128: 128×128, _64x128: 64 rows × 128 columns) for problems that fill
+// the GPU with them: each thread computes TM × TN = (BM / 16) × (BN / 16) outputs (8 × 8 or
+// 4 × 8), its rows in runs of 4 that lie 64 apart (row 64·a + 4·ty + r; columns likewise with
+// tx), so that it reads its operands as float4 from shared memory, one read per 4 FMAs for the
+// 8 × 8 tile against one per 2 for the 64-tile's 4 × 4. Operands are staged by cp.async
+// (async_copy.cuh) in IGW_STAGES shared buffers: the copies of chunk c + 1 are in flight while
+// chunk c is multiplied, with one barrier per chunk. The padding zeros come from the copy's
+// zero-fill. Every output adds its K terms in increasing K order with fmaf from the same initial
+// value and the split-K slices are the same, so these tiles give the 32 and 64 tiles' bits.
+constexpr int IGW_STAGES = 2;  // 128×128: 2 × 16.9 KB of static shared memory (3 would pass 48 KB)
+constexpr int IGW_RUN = 4;     // a thread's rows (and columns) in runs of 4, one float4 each
+constexpr int IGW_RUN_GAP = 64;  // 16 threads × 4: the runs of one thread lie 64 apart
+
+template <int BM, int BN> struct PipeTiles {
+    float a[IGW_STAGES][IG_BK][BM + IG_PAD];
+    float b[IGW_STAGES][IG_BK][BN + IG_PAD];
+};
+
+template <ConvMode MODE, int BM, int BN, int K_>
+__device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN>& sh,
+                                                const float* __restrict__ in,
+                                                const float* __restrict__ w,
+                                                const float* __restrict__ bias,
+                                                const float* __restrict__ extra, int epi,
+                                                float* __restrict__ out, const ConvGeom g,
+                                                int k_split, float* __restrict__ partial) {
+    constexpr int TM = BM / IG_TX, TN = BN / IG_TX;  // 16 × 16 threads
+    constexpr int A_PER = BM * IG_BK / kBlock, B_PER = BN * IG_BK / kBlock;
+    constexpr int B_KSTEP = kBlock / BN;
+    static_assert(TM % IGW_RUN == 0 && TN % IGW_RUN == 0 && IG_TX * IGW_RUN == IGW_RUN_GAP, "runs");
+    static_assert(A_PER * kBlock == BM * IG_BK && B_PER * B_KSTEP == IG_BK, "staging map");
+    static_assert((BM + IG_PAD) % 4 == 0 && (BN + IG_PAD) % 4 == 0, "float4 rows");
+
+    const bool fwd = MODE == ConvMode::Forward;
+    const int k = K_ > 0 ? K_ : g.k;
+    const int kk = k * k;
+    const int M = fwd ? g.cout : g.cin;
+    const int in_c = fwd ? g.cin : g.cout;
+    const int in_h = fwd ? g.h : g.ho, in_w = fwd ? g.wd : g.wo;
+    const int out_h = fwd ? g.ho : g.h, out_w = fwd ? g.wo : g.wd;
+    const int out_pix = out_h * out_w;
+    const int N = g.n * out_pix;
+    const int K = in_c * kk;
+    // The same K slices as conv_igemm.
+    const int k_chunk = ((K + k_split - 1) / k_split + IG_BK - 1) / IG_BK * IG_BK;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = min(K, k_begin + k_chunk);
+    const int chunks = k_end > k_begin ? (k_end - k_begin + IG_BK - 1) / IG_BK : 0;
+
+    const int tid = threadIdx.x;
+    const int tx = tid % IG_TX, ty = tid / IG_TX;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    auto row = [&](int r) { return (r / IGW_RUN) * IGW_RUN_GAP + ty * IGW_RUN + r % IGW_RUN; };
+    auto col = [&](int q) { return (q / IGW_RUN) * IGW_RUN_GAP + tx * IGW_RUN + q % IGW_RUN; };
+
+    const int bj = tid % BN, bk0 = tid / BN;
+    const Column bcol = column_at(in, n0 + bj, N, out_pix, out_w, in_c * in_h * in_w);
+    // Chunk k0 into stage st; an element outside the operands is a zero-fill from a valid address.
+    auto issue = [&](int st, int k0) {
+#pragma unroll
+        for (int s = 0; s < A_PER; ++s) {
+            const int e = tid + s * kBlock;
+            const int am = e / IG_BK, aq = e % IG_BK;  // neighbouring threads: neighbouring K
+            const int gm = m0 + am, gq = k0 + aq;
+            const bool live = gm < M && gq < k_end;
+            cp_async_f32(&sh.a[st][aq][am], live ? weight_at<MODE>(w, gm, gq, K, kk, g.cin) : w,
+                         live);
+        }
+#pragma unroll
+        for (int s = 0; s < B_PER; ++s) {
+            const int gq = k0 + bk0 + s * B_KSTEP;
+            const float* p =
+                bcol.live && gq < k_end ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w) : nullptr;
+            cp_async_f32(&sh.b[st][bk0 + s * B_KSTEP][bj], p != nullptr ? p : in, p != nullptr);
+        }
+    };
+
+    const bool bias_first = fwd && k_split == 1;
+    float acc[TM][TN];
+#pragma unroll
+    for (int r = 0; r < TM; ++r) {
+        const int m = m0 + row(r);
+        const float init = bias_first && m < M ? __ldg(bias + m) : 0.0f;
+#pragma unroll
+        for (int q = 0; q < TN; ++q) acc[r][q] = init;
+    }
+
+#pragma unroll
+    for (int s = 0; s < IGW_STAGES - 1; ++s) {
+        if (s < chunks) issue(s, k_begin + s * IG_BK);
+        cp_async_commit();
+    }
+    for (int c = 0; c < chunks; ++c) {
+        // Chunk c has landed (this thread's copies), and after the barrier everyone's; every
+        // thread has also finished chunk c − 1, whose stage the next issue refills.
+        cp_async_wait<IGW_STAGES - 2>();
+        __syncthreads();
+        const int ahead = c + IGW_STAGES - 1;
+        if (ahead < chunks) issue(ahead % IGW_STAGES, k_begin + ahead * IG_BK);
+        cp_async_commit();
+        const int st = c % IGW_STAGES;
+#pragma unroll
+        for (int p = 0; p < IG_BK; ++p) {
+            float ar[TM], br[TN];
+#pragma unroll
+            for (int r = 0; r < TM; r += IGW_RUN) {
+                const float4 v = *reinterpret_cast<const float4*>(&sh.a[st][p][row(r)]);
+                ar[r] = v.x, ar[r + 1] = v.y, ar[r + 2] = v.z, ar[r + 3] = v.w;
+            }
+#pragma unroll
+            for (int q = 0; q < TN; q += IGW_RUN) {
+                const float4 v = *reinterpret_cast<const float4*>(&sh.b[st][p][col(q)]);
+                br[q] = v.x, br[q + 1] = v.y, br[q + 2] = v.z, br[q + 3] = v.w;
+            }
+#pragma unroll
+            for (int r = 0; r < TM; ++r)
+#pragma unroll
+                for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+        }
+    }
+
+    const OutputSink sink{out, partial, extra, epi, M, N, out_pix, k_split, fwd};
+#pragma unroll
+    for (int r = 0; r < TM; ++r) {
+        const int m = m0 + row(r);
+#pragma unroll
+        for (int q = 0; q < TN; ++q) {
+            const int cq = n0 + col(q);
+            if (m < M && cq < N) sink.put(m, cq, acc[r][q]);
+        }
+    }
+}
+
+template <ConvMode MODE, int BM, int BN>
+__device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict__ in,
+                                                         const float* __restrict__ w,
+                                                         const float* __restrict__ bias,
+                                                         const float* __restrict__ extra,
+                                                         int epi, float* __restrict__ out,
+                                                         const ConvGeom& g, int k_split,
+                                                         float* __restrict__ partial) {
+    if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
+    __shared__ __align__(16) PipeTiles<BM, BN> sh;
+    switch (g.k) {
+        case 1:
+            conv_igemm_wide<MODE, BM, BN, 1>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            break;
+        case 3:
+            conv_igemm_wide<MODE, BM, BN, 3>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            break;
+        default:
+            conv_igemm_wide<MODE, BM, BN, 0>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
             break;
     }
 }
@@ -547,6 +735,21 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_32_tf32, 32, kTf32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64_bf16, 64, kBf16)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 
+// The wide f32 tiles, same arguments. MIN_BLOCKS = 2 caps registers at 128 (two blocks per
+// multiprocessor); the 128×128 forward would spill there (its epilogue operands), so it keeps 1.
+#define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, MIN_BLOCKS)                                        \
+    extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
+        NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
+             const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
+             float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
+             int pad, int ho, int wo, int k_split, float* __restrict__ partial) {                  \
+        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
+        conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN>(x, w, bias, extra, epi, y, g,          \
+                                                            k_split, partial);                     \
+    }
+DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, 1)
+DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, 2)
+
 // Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair.
 #define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                   \
     extern "C" __global__ void __launch_bounds__(kBlock)                                        \
@@ -563,6 +766,18 @@ DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_tf32, 64, kTf32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_tf32, 32, kTf32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_bf16, 64, kBf16)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
+
+#define DIFFRECON_CONV_BWD_IGEMM_WIDE(NAME, BM, BN, MIN_BLOCKS)                                    \
+    extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
+        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,    \
+             int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,          \
+             int wo, int k_split, float* __restrict__ partial) {                                   \
+        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
+        conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN>(dy, w, nullptr, nullptr, 0,       \
+                                                                 dx, g, k_split, partial);         \
+    }
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, 2)
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, 2)
 
 // out[i] = (bias[m] or 0) + partial[0][i] + ... + partial[k_split − 1][i] in that order, then the
 // epilogue as above; i over the `total` = n·rows·pix outputs, m = (i / pix) % rows. One thread

@@ -31,12 +31,14 @@ mod samplers;
 
 const OP_BOUND: f64 = 1e-5;
 
-/// Every conv kernel the backend can run: the implicit GEMM by size and at both tiles, and the
+/// Every conv kernel the backend can run: the implicit GEMM by size and at each tile, and the
 /// direct kernels.
-const CONV_KERNELS: [ConvKernel; 4] = [
+const CONV_KERNELS: [ConvKernel; 6] = [
     ConvKernel::Igemm,
     ConvKernel::Igemm32,
     ConvKernel::Igemm64,
+    ConvKernel::Igemm64x128,
+    ConvKernel::Igemm128,
     ConvKernel::Direct,
 ];
 

@@ -1,7 +1,8 @@
 // The implicit-GEMM conv kernels of kernels/conv.cu (forward with its three epilogues, and
-// backward data, both tiles, f32 and the tensor-core paths TF32 and BF16) run on the CPU through
-// shim.h against a double-precision direct convolution of the operands rounded as each precision
-// stages them. Built and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs
+// backward data: the 32 and 64 tiles at f32 and on the tensor-core paths TF32 and BF16, and the
+// wide cp.async tiles 64×128 and 128×128 at f32, which must also give the 32/64 tiles' bits) run
+// on the CPU through shim.h against a double-precision direct convolution of the operands
+// rounded as each precision stages them. Built and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs
 // start as NaN, so an element no block writes fails.
 // shim.h first: it defines the CUDA vocabulary conv.cu is written in.
 #include "shim.h"
@@ -9,6 +10,8 @@
 #include "check.h"
 
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <random>
 
 // Calls f(x index, w index, y index) for every (output, tap) pair whose input lies inside the
@@ -56,6 +59,14 @@ static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
         dx[j] = acc[j];
 }
 
+// a and b hold the same bits (both computed); prints the verdict's tail on the current line.
+static bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    const bool same = a.size() == b.size() && !b.empty() &&
+                      std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    printf("   %s\n", same ? "same bits as the 32/64 tiles" : "BITS DIFFER from the 32/64 tiles");
+    return same;
+}
+
 int main() {
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
@@ -67,7 +78,8 @@ int main() {
     const Case cases[] = {{2, 3, 13, 11, 5, 3, 1, 1}, {1, 17, 16, 16, 33, 3, 2, 1},
                           {2, 8, 9, 7, 20, 1, 1, 0},  {1, 5, 11, 13, 7, 3, 2, 1},
                           {1, 4, 11, 9, 3, 5, 1, 2},  {2, 9, 11, 7, 4, 1, 2, 0},
-                          {2, 3, 12, 9, 5, 3, 2, 0},  {1, 70, 8, 8, 40, 3, 1, 1}};
+                          {2, 3, 12, 9, 5, 3, 2, 0},  {1, 70, 8, 8, 40, 3, 1, 1},
+                          {2, 20, 12, 12, 136, 3, 1, 1}, {1, 130, 9, 9, 24, 3, 1, 1}};
     // The entry points by precision (kF32, kTf32, kBf16) and tile (32, 64).
     using Fwd = decltype(&conv2d_igemm_64);
     using Bwd = decltype(&conv2d_bwd_igemm_64);
@@ -82,6 +94,13 @@ int main() {
     const int fwd_runs[][3] = {{1, 32, 0}, {1, 32, 1}, {1, 32, 2}, {1, 64, 0}, {1, 64, 1},
                                {1, 64, 2}, {3, 32, 1}, {3, 64, 2}, {8, 32, 0}};
     const int bwd_runs[][2] = {{1, 32}, {1, 64}, {3, 64}, {8, 32}};
+    // The wide f32 tiles (rows, columns), each run as above at split 1 (every epilogue), 3 and
+    // 8, and compared bit for bit with the 32/64 tiles' output of the same split and epilogue.
+    const Fwd wide_fwd[2] = {conv2d_igemm_64x128, conv2d_igemm_128};
+    const Bwd wide_bwd[2] = {conv2d_bwd_igemm_64x128, conv2d_bwd_igemm_128};
+    const int wide_rows[2] = {64, 128};
+    const int wide_fwd_runs[][2] = {{1, 0}, {1, 1}, {1, 2}, {3, 2}, {8, 0}};  // (split, epi)
+    const int wide_bwd_splits[] = {1, 3, 8};
     int bad = 0;
     for (auto c : cases) {
         int ho = (c.h + 2 * c.p - c.k) / c.s + 1, wo = (c.wd + 2 * c.p - c.k) / c.s + 1;
@@ -104,6 +123,8 @@ int main() {
         std::vector<float> want_f32(r.size()), dxw_f32(x.size());
         ref_fwd(x, w, b, want_f32, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
         ref_bwd(dy, w, dxw_f32, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
+        // The 32/64 tiles' f32 outputs by (split, epilogue), for the wide tiles' bit comparison.
+        std::map<int, std::vector<float>> narrow_fwd, narrow_bwd;
         for (int prec : {kF32, kTf32, kBf16}) {
             // The operands as the kernel stages them (the gather's zero padding stays zero).
             const std::vector<float> xq = rounded(prec, x), wq = rounded(prec, w),
@@ -133,7 +154,33 @@ int main() {
                 printf("fwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d", prec_name(prec),
                        c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile, epi);
                 bad += !verdict(prec, y, with_epi(want, epi), with_epi(want_f32, epi));
+                if (prec == kF32)
+                    narrow_fwd[split * 3 + epi] = y;
             }
+            for (int t = 0; prec == kF32 && t < 2; t++)
+                for (auto run : wide_fwd_runs) {
+                    const int split = run[0], epi = run[1];
+                    std::vector<float> y(want.size(), NAN), part(split * want.size(), NAN);
+                    int N = c.n * ho * wo;
+                    dim3 g{(unsigned)((N + 127) / 128),
+                           (unsigned)((c.cout + wide_rows[t] - 1) / wide_rows[t]), (unsigned)split};
+                    const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
+                    launch(g, {256, 1, 1}, [&] {
+                        wide_fwd[t](x.data(), w.data(), b.data(), extra, epi, y.data(), c.n, c.cin,
+                                    c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+                    });
+                    if (split > 1) {
+                        int total = (int)want.size();
+                        launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+                            conv2d_splitk_reduce(part.data(), b.data(), extra, epi, y.data(), split,
+                                                 c.cout, ho * wo, total);
+                        });
+                    }
+                    printf("fwd f32 n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128 epi%d", c.n,
+                           c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, wide_rows[t], epi);
+                    bad += !verdict(prec, y, with_epi(want, epi), with_epi(want_f32, epi));
+                    bad += !same_bits(y, narrow_fwd[split * 3 + epi]);
+                }
             for (auto run : bwd_runs) {
                 const int split = run[0], tile = run[1];
                 std::vector<float> dx(x.size(), NAN), part(split * x.size(), NAN);
@@ -155,7 +202,31 @@ int main() {
                 printf("bwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d", prec_name(prec), c.n,
                        c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile);
                 bad += !verdict(prec, dx, dxw, dxw_f32);
+                if (prec == kF32)
+                    narrow_bwd[split] = dx;
             }
+            for (int t = 0; prec == kF32 && t < 2; t++)
+                for (int split : wide_bwd_splits) {
+                    std::vector<float> dx(x.size(), NAN), part(split * x.size(), NAN);
+                    int N = c.n * c.h * c.wd;
+                    dim3 g{(unsigned)((N + 127) / 128),
+                           (unsigned)((c.cin + wide_rows[t] - 1) / wide_rows[t]), (unsigned)split};
+                    launch(g, {256, 1, 1}, [&] {
+                        wide_bwd[t](dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd, c.cout,
+                                    c.k, c.s, c.p, ho, wo, split, part.data());
+                    });
+                    if (split > 1) {
+                        int total = (int)x.size();
+                        launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+                            conv2d_splitk_reduce(part.data(), nullptr, nullptr, 0, dx.data(),
+                                                 split, c.cin, c.h * c.wd, total);
+                        });
+                    }
+                    printf("bwd f32 n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128", c.n, c.cin,
+                           c.cout, c.k, c.s, c.p, c.h, c.wd, split, wide_rows[t]);
+                    bad += !verdict(prec, dx, dxw, dxw_f32);
+                    bad += !same_bits(dx, narrow_bwd[split]);
+                }
         }
     }
     printf("%s\n", bad ? "FAILURES" : "ALL OK");

@@ -22,6 +22,7 @@
 //   -DDIFFRECON_PLANT_TF32_NO_ROUND    __float_to_tf32 returns its argument unchanged
 //   -DDIFFRECON_PLANT_BF16_TRUNCATE    __float2bfloat16_rn truncates instead of rounding
 //   -DDIFFRECON_PLANT_IGNORE_LAYOUT    load_matrix_sync reads col_major tiles as row_major
+//   -DDIFFRECON_PLANT_WAIT_ONE_SHORT   cp_async_wait<N> waits for one group fewer than asked
 #pragma once
 #include <barrier>
 #include <bit>
@@ -268,6 +269,46 @@ inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, flo
 
 }  // namespace nvcuda::wmma
 
+// cp.async (kernels/async_copy.cuh), emulated strictly: a copy reads its source when issued but
+// lands in shared memory only when a cp_async_wait of the issuing thread retires its group; until
+// then the destination holds NaN, so a kernel that reads a stage before waiting for it, or issues
+// into a stage another thread still reads, computes NaN. A block that ends with copies still in
+// flight aborts (its data would never be read).
+struct AsyncCopies {
+    std::vector<std::pair<float*, float>> open;                   // issued since the last commit
+    std::vector<std::vector<std::pair<float*, float>>> committed;  // oldest first
+    bool empty() const {
+        if (!open.empty())
+            return false;
+        for (auto& g : committed)
+            if (!g.empty())
+                return false;
+        return true;
+    }
+};
+inline thread_local AsyncCopies t_async;
+inline void cp_async_f32(float* dst, const float* src, bool valid) {
+    t_async.open.push_back({dst, valid ? *src : 0.0f});
+    *dst = NAN;
+}
+inline void cp_async_commit() {
+    t_async.committed.push_back(std::move(t_async.open));
+    t_async.open.clear();
+}
+template <int N>
+inline void cp_async_wait() {
+#if defined(DIFFRECON_PLANT_WAIT_ONE_SHORT)
+    constexpr int kLeft = N + 1;  // leaves the group the kernel is about to read in flight
+#else
+    constexpr int kLeft = N;
+#endif
+    while (t_async.committed.size() > (size_t)kLeft) {
+        for (auto [dst, v] : t_async.committed.front())
+            *dst = v;
+        t_async.committed.erase(t_async.committed.begin());
+    }
+}
+
 // Runs f as a grid of blocks: nt threads (one per CUDA thread of a block) are started once per
 // launch and walk the blocks in order together, with a barrier between blocks, because the
 // `static` shared arrays belong to one block at a time.
@@ -286,6 +327,11 @@ inline void launch(dim3 grid, dim3 block, std::function<void()> f) {
                     for (unsigned bx = 0; bx < grid.x; ++bx) {
                         blockIdx = {bx, by, bz};
                         f();
+                        if (!t_async.empty()) {
+                            fprintf(stderr, "cp.async: a block ended with copies in flight\n");
+                            abort();
+                        }
+                        t_async = {};
                         bar.arrive_and_wait();  // the block is done before the next starts
                     }
         });

@@ -7,6 +7,7 @@ use super::launch::{dim, dims4, grid1d, grid_x, grid_yz, BLOCK};
 use super::{CudaBackend, CudaTensor};
 use crate::bail;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 /// The kernels of kernels/conv.cu.
@@ -27,22 +28,50 @@ pub(super) const KERNELS: &[&str] = &[
     "conv2d_igemm_32_bf16",
     "conv2d_bwd_igemm_64_bf16",
     "conv2d_bwd_igemm_32_bf16",
+    "conv2d_igemm_64x128",
+    "conv2d_igemm_128",
+    "conv2d_bwd_igemm_64x128",
+    "conv2d_bwd_igemm_128",
     "conv2d_splitk_reduce",
 ];
 
 /// The direct kernels' limit (kernels/conv.cu writes nothing beyond it).
 pub(super) const MAX_CONV_KERNEL: usize = 19;
 
-pub(super) const CONV_FWD: EntryPoints = [
-    ["conv2d_igemm_64", "conv2d_igemm_32"],
-    ["conv2d_igemm_64_tf32", "conv2d_igemm_32_tf32"],
-    ["conv2d_igemm_64_bf16", "conv2d_igemm_32_bf16"],
-];
-pub(super) const CONV_BWD: EntryPoints = [
-    ["conv2d_bwd_igemm_64", "conv2d_bwd_igemm_32"],
-    ["conv2d_bwd_igemm_64_tf32", "conv2d_bwd_igemm_32_tf32"],
-    ["conv2d_bwd_igemm_64_bf16", "conv2d_bwd_igemm_32_bf16"],
-];
+/// One direction's implicit-GEMM entry points: the 64 and 32 tiles per precision, and the wide
+/// f32-only tiles (64×128, 128×128). All take the same arguments.
+pub(super) struct ConvEntryPoints {
+    narrow: EntryPoints,
+    wide: [&'static str; 2],
+}
+
+impl ConvEntryPoints {
+    fn name(&self, tile: Tile, p: Precision) -> &'static str {
+        match tile {
+            Tile::T64 => entry_points(&self.narrow, p)[0],
+            Tile::T32 => entry_points(&self.narrow, p)[1],
+            Tile::T64x128 => self.wide[0],
+            Tile::T128 => self.wide[1],
+        }
+    }
+}
+
+pub(super) const CONV_FWD: ConvEntryPoints = ConvEntryPoints {
+    narrow: [
+        ["conv2d_igemm_64", "conv2d_igemm_32"],
+        ["conv2d_igemm_64_tf32", "conv2d_igemm_32_tf32"],
+        ["conv2d_igemm_64_bf16", "conv2d_igemm_32_bf16"],
+    ],
+    wide: ["conv2d_igemm_64x128", "conv2d_igemm_128"],
+};
+pub(super) const CONV_BWD: ConvEntryPoints = ConvEntryPoints {
+    narrow: [
+        ["conv2d_bwd_igemm_64", "conv2d_bwd_igemm_32"],
+        ["conv2d_bwd_igemm_64_tf32", "conv2d_bwd_igemm_32_tf32"],
+        ["conv2d_bwd_igemm_64_bf16", "conv2d_bwd_igemm_32_bf16"],
+    ],
+    wide: ["conv2d_bwd_igemm_64x128", "conv2d_bwd_igemm_128"],
+};
 
 /// Which conv kernels run: the implicit GEMM (default) or the direct kernels it replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,30 +82,82 @@ pub enum ConvKernel {
     Igemm32,
     /// The implicit GEMM with 64×64 tiles (kernel tests, benchmarks).
     Igemm64,
+    /// The implicit GEMM with 64-row × 128-column cp.async tiles (f32 only).
+    Igemm64x128,
+    /// The implicit GEMM with 128×128 cp.async tiles (f32 only; chosen only when forced).
+    Igemm128,
     /// conv2d_fwd* / conv2d_bwd_data: one block per (64 pixels, 16 channels), k ≤ 19.
     Direct,
 }
 
-/// DIFFRECON_CONV=igemm|igemm32|igemm64|direct chooses the conv kernels (benchmarks, kernel
-/// regressions).
+impl ConvKernel {
+    /// The kernels with no tensor-core path: forcing one at TF32 / BF16 is an error.
+    pub(super) fn f32_only(self) -> bool {
+        matches!(
+            self,
+            ConvKernel::Direct | ConvKernel::Igemm64x128 | ConvKernel::Igemm128
+        )
+    }
+}
+
+/// DIFFRECON_CONV=igemm|igemm32|igemm64|igemm64x128|igemm128|direct chooses the conv kernels
+/// (benchmarks, kernel regressions).
 pub(super) fn conv_kernel_from_env() -> Result<ConvKernel> {
     match std::env::var("DIFFRECON_CONV").as_deref() {
         Err(_) | Ok("") | Ok("igemm") => Ok(ConvKernel::Igemm),
         Ok("igemm32") => Ok(ConvKernel::Igemm32),
         Ok("igemm64") => Ok(ConvKernel::Igemm64),
+        Ok("igemm64x128") => Ok(ConvKernel::Igemm64x128),
+        Ok("igemm128") => Ok(ConvKernel::Igemm128),
         Ok("direct") => Ok(ConvKernel::Direct),
         Ok(other) => Err(Error::input(format!(
-            "DIFFRECON_CONV={other}: expected igemm, igemm32, igemm64 or direct"
+            "DIFFRECON_CONV={other}: expected igemm, igemm32, igemm64, igemm64x128, igemm128 or direct"
         ))),
     }
 }
 
-/// The implicit GEMM's tile edge for an M × N output, unless `kernel` forces one.
-pub(super) fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> usize {
+/// An implicit-GEMM block tile of C (rows × columns). Every tile gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tile {
+    T32,
+    T64,
+    /// f32 only: 4 × 8 outputs per thread, cp.async double buffering.
+    T64x128,
+    /// f32 only: 8 × 8 outputs per thread, cp.async double buffering.
+    T128,
+}
+
+impl Tile {
+    pub(super) fn rows(self) -> usize {
+        match self {
+            Tile::T32 => 32,
+            Tile::T64 | Tile::T64x128 => 64,
+            Tile::T128 => 128,
+        }
+    }
+    pub(super) fn cols(self) -> usize {
+        match self {
+            Tile::T32 => 32,
+            Tile::T64 => 64,
+            Tile::T64x128 | Tile::T128 => 128,
+        }
+    }
+}
+
+/// The implicit GEMM's tile for an M × N output at precision `p`, unless `kernel` forces one.
+/// By size: at f32, 64×128 while its blocks still give two per multiprocessor (the occupancy
+/// its 116 registers allow), else the 64 or 32 tile as the SGEMM picks them. The 128×128 tile
+/// (1 block per multiprocessor at 167 registers) runs only when forced until a GPU run says where
+/// it pays.
+pub(super) fn igemm_tile(kernel: ConvKernel, p: Precision, m: usize, n: usize, sms: usize) -> Tile {
     match kernel {
-        ConvKernel::Igemm32 => 32,
-        ConvKernel::Igemm64 => 64,
-        _ => tile_edge(m.div_ceil(64) * n.div_ceil(64), sms),
+        ConvKernel::Igemm32 => Tile::T32,
+        ConvKernel::Igemm64 => Tile::T64,
+        ConvKernel::Igemm64x128 => Tile::T64x128,
+        ConvKernel::Igemm128 => Tile::T128,
+        _ if p == Precision::F32 && m.div_ceil(64) * n.div_ceil(128) >= 2 * sms => Tile::T64x128,
+        _ if tile_edge(m.div_ceil(64) * n.div_ceil(64), sms) == 64 => Tile::T64,
+        _ => Tile::T32,
     }
 }
 
@@ -154,8 +235,12 @@ impl CudaBackend {
         dim(w.len(), "conv weight size")?;
         let mut y = self.output(&out_shape)?;
         match self.conv_kernel {
-            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
-                entry_points(&CONV_FWD, self.precision),
+            ConvKernel::Igemm
+            | ConvKernel::Igemm32
+            | ConvKernel::Igemm64
+            | ConvKernel::Igemm64x128
+            | ConvKernel::Igemm128 => self.igemm(
+                &CONV_FWD,
                 (x, w, Some(b), extra, epi_code),
                 &mut y,
                 &args,
@@ -192,11 +277,11 @@ impl CudaBackend {
     /// (x, or dy for the backward, which has no bias) and the weights; `args` = (n, cin, h, w,
     /// cout, k, stride, pad, ho, wo). With split-K the slices' partial sums go to a pooled
     /// workspace and conv2d_splitk_reduce adds them to the bias and applies the epilogue.
-    /// `kernels` names the entry points with 64×64 and 32×32 tiles.
+    /// `kernels` names the direction's entry points.
     #[allow(clippy::type_complexity)]
     pub(super) fn igemm(
         &self,
-        kernels: [&'static str; 2],
+        kernels: &ConvEntryPoints,
         (input, w, bias, extra, epi): (
             &CudaTensor,
             &CudaTensor,
@@ -208,9 +293,16 @@ impl CudaBackend {
         args: &[i32],
         (rows, pix, kterms): (usize, usize, usize),
     ) -> Result<()> {
+        self.f32_only_kernels_unused()?;
         let total = out.len();
-        let tile = igemm_tile(self.conv_kernel, rows, total / rows, self.sm_count);
-        let name = if tile == 64 { kernels[0] } else { kernels[1] };
+        let tile = igemm_tile(
+            self.conv_kernel,
+            self.precision,
+            rows,
+            total / rows,
+            self.sm_count,
+        );
+        let name = kernels.name(tile, self.precision);
         let k_split = igemm_k_split(rows, pix, kterms, self.sm_count);
         dim(k_split * total, "split-K workspace")?;
         let mut partial = match k_split {
@@ -219,8 +311,8 @@ impl CudaBackend {
         };
         let cfg = LaunchConfig {
             grid_dim: (
-                grid_x((total / rows).div_ceil(tile), "conv column tiles")?,
-                grid_yz(rows.div_ceil(tile), "conv row tiles")?,
+                grid_x((total / rows).div_ceil(tile.cols()), "conv column tiles")?,
+                grid_yz(rows.div_ceil(tile.rows()), "conv row tiles")?,
                 grid_yz(k_split, "split-K slices")?,
             ),
             block_dim: (BLOCK, 1, 1),
@@ -302,8 +394,12 @@ impl CudaBackend {
         let mut dx = self.output(in_shape)?;
         match self.conv_kernel {
             // C (cin × n·h·w) as an implicit GEMM.
-            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => self.igemm(
-                entry_points(&CONV_BWD, self.precision),
+            ConvKernel::Igemm
+            | ConvKernel::Igemm32
+            | ConvKernel::Igemm64
+            | ConvKernel::Igemm64x128
+            | ConvKernel::Igemm128 => self.igemm(
+                &CONV_BWD,
                 (dy, w, None, None, 0),
                 &mut dx,
                 &args,
@@ -331,5 +427,61 @@ impl CudaBackend {
             }
         }
         Ok(dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H200_SMS: usize = 132;
+
+    #[test]
+    fn wide_tiles_only_where_they_fill_the_gpu_at_f32() {
+        let by_size = |p, m, n| igemm_tile(ConvKernel::Igemm, p, m, n, H200_SMS);
+        // The notebook UNet's first level (64 channels, 64×64): batch 1 and 8 keep the narrow
+        // tiles (64 and 256 blocks at 64×128, under 2 per SM); batch 64 takes 64×128 (2048).
+        assert_eq!(by_size(Precision::F32, 64, 4096), Tile::T32);
+        assert_eq!(by_size(Precision::F32, 64, 8 * 4096), Tile::T64);
+        assert_eq!(by_size(Precision::F32, 64, 64 * 4096), Tile::T64x128);
+        // 264 blocks of 64×128 is the threshold; one fewer is not.
+        assert_eq!(by_size(Precision::F32, 64, 264 * 128), Tile::T64x128);
+        assert_eq!(by_size(Precision::F32, 64, 263 * 128), Tile::T64);
+        // The tensor-core precisions have no wide tile.
+        for p in [Precision::Tf32, Precision::Bf16] {
+            assert_eq!(by_size(p, 64, 64 * 4096), Tile::T64);
+        }
+        // 128×128 only when forced; forced tiles win at any size.
+        for (kernel, tile) in [
+            (ConvKernel::Igemm128, Tile::T128),
+            (ConvKernel::Igemm64x128, Tile::T64x128),
+            (ConvKernel::Igemm64, Tile::T64),
+            (ConvKernel::Igemm32, Tile::T32),
+        ] {
+            assert_eq!(igemm_tile(kernel, Precision::F32, 5, 7, H200_SMS), tile);
+        }
+    }
+
+    #[test]
+    fn every_tile_names_its_own_kernel() {
+        let names: Vec<&str> = [Tile::T32, Tile::T64, Tile::T64x128, Tile::T128]
+            .iter()
+            .flat_map(|&t| {
+                [
+                    CONV_FWD.name(t, Precision::F32),
+                    CONV_BWD.name(t, Precision::F32),
+                ]
+            })
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert!(KERNELS.contains(n), "{n} is not registered");
+            assert!(!names[..i].contains(n), "{n} named twice");
+        }
+        assert_eq!(
+            CONV_FWD.name(Tile::T64, Precision::Tf32),
+            "conv2d_igemm_64_tf32"
+        );
+        assert!(ConvKernel::Igemm128.f32_only() && ConvKernel::Igemm64x128.f32_only());
+        assert!(!ConvKernel::Igemm64.f32_only() && !ConvKernel::Igemm.f32_only());
     }
 }
