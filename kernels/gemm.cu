@@ -1,7 +1,9 @@
 // Strided, batched single-precision GEMM; reference: src/backend/cpu/gemm.rs.
 //
-// C_z = A_z·B_z + beta·C_z for z = blockIdx.z, with A_z = a + z·a_bs (element (i, p) at
-// i·a_rs + p·a_cs), B_z likewise, C_z = c + z·c_bs row-major with row stride c_rs.
+// C_z = A_z·B_z + beta·C_z for z = blockIdx.z, with A_z = a + zi·a_bs + zo·a_os (element (i, p)
+// at i·a_rs + p·a_cs), B_z likewise, C_z = c + zi·c_bs + zo·c_os row-major with row stride c_rs,
+// where z = zo·inner + zi: a batch of `inner` matrices at one stride (the heads of an image)
+// repeated at another (the images). inner = batch and zero outer strides: one stride.
 // Any strides, so transposed views need no copy. When beta == 0, C is never read (it may hold
 // NaN poison). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
 //
@@ -30,7 +32,8 @@ template <int T, int P>
 __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, int a_rs,
                                            int a_cs, const float* b, int b_rs, int b_cs,
                                            float* c, int c_rs, float beta, long long a_bs,
-                                           long long b_bs, long long c_bs) {
+                                           long long b_bs, long long c_bs, int inner,
+                                           long long a_os, long long b_os, long long c_os) {
     constexpr int R = T / 16;               // rows and columns per thread
     constexpr int PER = T * TK / kBlock;    // values of each operand a thread stages
     static_assert(PER * kBlock == T * TK, "the tile stages evenly");
@@ -41,10 +44,11 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
     auto& As = sh.op.a;
     auto& Bs = sh.op.b;
 
-    const int z = blockIdx.z;
-    a += z * a_bs;
-    b += z * b_bs;
-    c += z * c_bs;
+    if (inner < 1) return;
+    const int zo = (int)blockIdx.z / inner, zi = (int)blockIdx.z - zo * inner;
+    a += zi * a_bs + zo * a_os;
+    b += zi * b_bs + zo * b_os;
+    c += zi * c_bs + zo * c_os;
     const int i0 = blockIdx.y * T, j0 = blockIdx.x * T;
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
@@ -130,9 +134,10 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
     extern "C" __global__ void __launch_bounds__(kBlock)                                     \
         NAME(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,        \
              int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,             \
-             long long b_bs, long long c_bs) {                                               \
+             long long b_bs, long long c_bs, int inner, long long a_os, long long b_os,      \
+             long long c_os) {                                                               \
         sgemm_tile<T, P>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs,   \
-                         c_bs);                                                              \
+                         c_bs, inner, a_os, b_os, c_os);                                     \
     }
 DIFFRECON_SGEMM(sgemm_strided, 64, kF32)
 DIFFRECON_SGEMM(sgemm_strided_32, 32, kF32)

@@ -25,6 +25,8 @@ fn attention_forward() {
         (1, 128, 5, 13, 2),
         (3, 64, 8, 8, 4),
         (1, 288, 4, 5, 2),
+        // 32×32, 4 heads: the GEMM path takes 4 images per group, here a group of 4 and one of 2.
+        (6, 16, 32, 32, 4),
     ]
     .iter()
     .enumerate()
@@ -86,6 +88,8 @@ fn attention_vjp_input() {
         (1, 32, 8, 8, 4),
         (2, 8, 5, 13, 4),
         (1, 64, 32, 32, 4),
+        // Groups of 4 images and a last group of 1 (attention_vjp's image groups).
+        (5, 16, 32, 32, 4),
     ]
     .iter()
     .enumerate()

@@ -1,7 +1,8 @@
 // The strided batched SGEMM of kernels/gemm.cu (both tiles, f32 and the tensor-core paths TF32
 // and BF16) on the CPU through shim.h against a double-precision product of the operands rounded
 // as each precision stages them: plain and transposed operand views, beta 0 (C starts as NaN and
-// must not be read) and beta 1, sizes off the tile edges. Built and run by
+// must not be read) and beta 1, sizes off the tile edges, one batch stride and two (`outer`
+// repeats of `batch` matrices, the repeats further apart than the batch spans). Built and run by
 // tests/kernel_emulation.rs; exits 1 on any mismatch.
 #include "shim.h"
 #include "gemm.cu"
@@ -14,6 +15,7 @@ struct Case {
     int m, n, k, batch;
     bool a_t, b_t;  // A stored k-major (transposed view), B stored n-major
     float beta;     // f32's; the tensor-core paths run both 0 and 1
+    int outer = 1;  // repeats of the batch at the outer strides
 };
 
 int main() {
@@ -21,7 +23,9 @@ int main() {
     std::normal_distribution<float> nd;
     const Case cases[] = {{5, 7, 3, 1, false, false, 0.0f},    {70, 33, 19, 2, true, false, 0.0f},
                           {33, 70, 40, 3, false, true, 1.0f},  {64, 64, 16, 1, true, true, 0.0f},
-                          {65, 31, 17, 2, false, false, 1.0f}, {1, 100, 9, 1, true, false, 0.0f}};
+                          {65, 31, 17, 2, false, false, 1.0f}, {1, 100, 9, 1, true, false, 0.0f},
+                          {33, 40, 24, 3, true, false, 0.0f, 2},
+                          {20, 70, 9, 2, false, true, 1.0f, 3}};
     // The entry points by precision (kF32, kTf32, kBf16) and tile (32, 64).
     using Sgemm = decltype(&sgemm_strided);
     const Sgemm kernels[3][2] = {{sgemm_strided_32, sgemm_strided},
@@ -34,23 +38,30 @@ int main() {
         const int b_rs = c.b_t ? 1 : c.n, b_cs = c.b_t ? c.k : 1;
         const long long a_bs = (long long)c.m * c.k, b_bs = (long long)c.k * c.n,
                         c_bs = (long long)c.m * c.n;
-        std::vector<float> a(a_bs * c.batch), b(b_bs * c.batch), c0(c_bs * c.batch);
+        // Matrix (zo, zi) at zi·bs + zo·os; the gaps between repeats are never written.
+        const long long a_os = a_bs * c.batch + 5, b_os = b_bs * c.batch + 3,
+                        c_os = c_bs * c.batch + 7;
+        const int count = c.batch * c.outer;
+        std::vector<float> a(a_os * c.outer), b(b_os * c.outer), c0(c_os * c.outer);
         for (auto* v : {&a, &b, &c0})
             for (auto& e : *v)
                 e = nd(rng);
         // A·B + beta·C in double, rounded to f32 once.
         auto reference = [&](const std::vector<float>& a, const std::vector<float>& b, float beta) {
-            std::vector<float> want(c0.size());
-            for (int z = 0; z < c.batch; ++z)
+            std::vector<float> want = c0;  // the gaps keep their values
+            for (int z = 0; z < count; ++z) {
+                const int zo = z / c.batch, zi = z % c.batch;
+                const long long ao = zi * a_bs + zo * a_os, bo = zi * b_bs + zo * b_os,
+                                co = zi * c_bs + zo * c_os;
                 for (int i = 0; i < c.m; ++i)
                     for (int j = 0; j < c.n; ++j) {
                         double acc = 0;
                         for (int p = 0; p < c.k; ++p)
-                            acc += (double)a[z * a_bs + i * a_rs + p * a_cs] *
-                                   b[z * b_bs + p * b_rs + j * b_cs];
-                        const long long o = z * c_bs + (long long)i * c.n + j;
+                            acc += (double)a[ao + i * a_rs + p * a_cs] * b[bo + p * b_rs + j * b_cs];
+                        const long long o = co + (long long)i * c.n + j;
                         want[o] = (float)(acc + (beta != 0.0f ? beta * c0[o] : 0.0));
                     }
+            }
             return want;
         };
         for (int prec : {kF32, kTf32, kBf16}) {
@@ -61,17 +72,20 @@ int main() {
                                          unrounded = reference(a, b, beta);
                 for (int tile : {32, 64}) {
                     std::vector<float> out = c0;
-                    if (beta == 0.0f)
-                        std::fill(out.begin(), out.end(), NAN);
+                    if (beta == 0.0f)  // NaN where C is written (must not be read), not the gaps
+                        for (int z = 0; z < count; ++z)
+                            std::fill_n(out.begin() + (z % c.batch) * c_bs + (z / c.batch) * c_os,
+                                        c_bs, NAN);
                     const dim3 grid{(unsigned)((c.n + tile - 1) / tile),
-                                    (unsigned)((c.m + tile - 1) / tile), (unsigned)c.batch};
+                                    (unsigned)((c.m + tile - 1) / tile), (unsigned)count};
                     launch(grid, {256, 1, 1}, [&] {
                         kernels[prec][tile == 64](c.m, c.n, c.k, a.data(), a_rs, a_cs, b.data(),
                                                   b_rs, b_cs, out.data(), c.n, beta, a_bs, b_bs,
-                                                  c_bs);
+                                                  c_bs, c.batch, a_os, b_os, c_os);
                     });
-                    std::printf("sgemm %s %dx%dx%d batch %d a_t %d b_t %d beta %g tile %d",
-                                prec_name(prec), c.m, c.n, c.k, c.batch, c.a_t, c.b_t, beta, tile);
+                    std::printf("sgemm %s %dx%dx%d batch %d x %d a_t %d b_t %d beta %g tile %d",
+                                prec_name(prec), c.m, c.n, c.k, c.batch, c.outer, c.a_t, c.b_t,
+                                beta, tile);
                     bad += !verdict(prec, out, want, unrounded);
                 }
             }

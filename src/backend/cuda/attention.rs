@@ -3,6 +3,7 @@
 //! by GEMMs and softmax row kernels.
 
 use super::checks::check_attention;
+use super::gemm::Batch;
 use super::launch::{dim, dims4, grid_x, grid_yz, BLOCK};
 use super::{CudaBackend, CudaTensor};
 use crate::backend::AttnParams;
@@ -81,6 +82,21 @@ fn check_attention_sizes(n: usize, c: usize, t: usize, heads: usize) -> Result<(
     Ok(())
 }
 
+/// The score buffers of the GEMM path (P, and dS for the VJP) hold this many floats at most
+/// (64 MB each): images go through the core in groups of as many as fit, at least one, so a
+/// launch covers (image, head) pairs instead of one image's heads.
+const GROUP_SCORES: usize = 1 << 24;
+
+/// Images per group of the GEMM path for `n` images of heads·t² scores each.
+fn images_per_group(n: usize, heads: usize, t: usize) -> usize {
+    let per_image = heads.saturating_mul(t).saturating_mul(t).max(1);
+    (GROUP_SCORES / per_image).clamp(1, n.max(1))
+}
+
+/// A view of the qkv, ctx or gradient rows of a group of images, with the stride between images:
+/// the heads' d × t blocks lie d·t apart inside an image (row stride t).
+type Rows<'a, 'b> = (&'a CudaView<'b, f32>, usize);
+
 impl CudaBackend {
     /// Per image, batched over n: out (m × t) = W·x + beta·out, or Wᵀ·x when `transposed`, for
     /// a projection's weight W (m × k, or k × m transposed) and x (k × t per image). Transposed,
@@ -96,82 +112,93 @@ impl CudaBackend {
         let (row_stride, col_stride) = if transposed { (1, m) } else { (k, 1) };
         self.gemm(
             (m, t, k),
-            (&w.dev()?.as_view(), row_stride, col_stride, 0),
-            (&x.dev()?.as_view(), t, 1, k * t),
+            (&w.dev()?.as_view(), row_stride, col_stride, [0, 0]),
+            (&x.dev()?.as_view(), t, 1, [k * t, 0]),
             &mut out.dev_mut()?.as_view_mut(),
             t,
-            m * t,
+            [m * t, 0],
             beta,
-            n,
+            Batch::flat(n),
         )
     }
 
-    /// Per head of one image, batched over heads: out (t × t) = aᵀ·b for the heads' d × t
-    /// blocks of a and b (row stride t, head stride d·t): A(i, e) = a[e][i].
+    /// Per (image, head) of a group of g images: out (t × t) = aᵀ·b for the heads' d × t blocks
+    /// of a and b; out holds g × heads × t × t. A(i, e) = a[e][i].
     fn per_head_gram(
         &self,
-        (d, t, heads): (usize, usize, usize),
-        a: &CudaView<'_, f32>,
-        b: &CudaView<'_, f32>,
+        (d, t, heads, g): (usize, usize, usize, usize),
+        (a, a_img): Rows<'_, '_>,
+        (b, b_img): Rows<'_, '_>,
         out: &mut CudaTensor,
     ) -> Result<()> {
         let (dt, tt) = (d * t, t * t);
         self.gemm(
             (t, t, d),
-            (a, 1, t, dt),
-            (b, t, 1, dt),
+            (a, 1, t, [dt, a_img]),
+            (b, t, 1, [dt, b_img]),
             &mut out.dev_mut()?.as_view_mut(),
             t,
-            tt,
+            [tt, heads * tt],
             0.0,
-            heads,
+            Batch {
+                inner: heads,
+                outer: g,
+            },
         )
     }
 
-    /// Per head of one image, batched over heads: out (d × t) = a·M, or a·Mᵀ when `transposed`,
-    /// for the heads' d × t blocks of a (row stride t, head stride d·t) and M (t × t per head).
-    /// Transposed, B(j, i) = M[i][j].
+    /// Per (image, head) of a group of g images: out (d × t) = a·M, or a·Mᵀ when `transposed`,
+    /// for the heads' d × t blocks of a and M (g × heads × t × t). Transposed, B(j, i) = M[i][j].
     fn per_head_times(
         &self,
-        (d, t, heads): (usize, usize, usize),
-        a: &CudaView<'_, f32>,
+        (d, t, heads, g): (usize, usize, usize, usize),
+        (a, a_img): Rows<'_, '_>,
         (m, transposed): (&CudaTensor, bool),
-        out: &mut CudaViewMut<'_, f32>,
+        (out, out_img): (&mut CudaViewMut<'_, f32>, usize),
     ) -> Result<()> {
         let (dt, tt) = (d * t, t * t);
         let (row_stride, col_stride) = if transposed { (1, t) } else { (t, 1) };
         self.gemm(
             (d, t, t),
-            (a, t, 1, dt),
-            (&m.dev()?.as_view(), row_stride, col_stride, tt),
+            (a, t, 1, [dt, a_img]),
+            (
+                &m.dev()?.as_view(),
+                row_stride,
+                col_stride,
+                [tt, heads * tt],
+            ),
             out,
             t,
-            dt,
+            [dt, out_img],
             0.0,
-            heads,
+            Batch {
+                inner: heads,
+                outer: g,
+            },
         )
     }
 
-    /// P = softmax(scale·qᵀk) of image `b` into `probs` (heads × t × t), batched over heads:
-    /// the scores of the GEMM forward and of the VJP's recomputation. Returns the image's q, k
-    /// and v (d × t per head, row stride t, head stride d·t).
+    /// P = softmax(scale·qᵀk) of images first..first + g into `probs` (g × heads × t × t at
+    /// least), batched over (image, head): the scores of the GEMM forward and of the VJP's
+    /// recomputation. Returns the group's q, k and v rows (d × t per head, row stride t, head
+    /// stride d·t, image stride 3·c·t).
     pub(super) fn attention_probs<'a>(
         &self,
         qkv: &'a CudaTensor,
-        b: usize,
+        (first, g): (usize, usize),
         (c, t, heads): (usize, usize, usize),
         probs: &mut CudaTensor,
     ) -> Result<[CudaView<'a, f32>; 3]> {
         let d = c / heads;
         let ct = c * t;
         let (ti, scale) = (dim(t, "tokens")?, 1.0 / (d as f32).sqrt());
-        let qkv_b = qkv.dev()?.slice(b * 3 * ct..(b + 1) * 3 * ct);
-        let [q, k, v] = [0, 1, 2].map(|part| qkv_b.slice(part * ct..(part + 1) * ct));
+        let qkv_g = qkv.dev()?.slice(first * 3 * ct..(first + g) * 3 * ct);
+        let [q, k, v] = [0, 1, 2].map(|part| qkv_g.slice(part * ct..));
         // S (t × t) = qᵀ·k.
-        self.per_head_gram((d, t, heads), &q, &k, probs)?;
+        self.per_head_gram((d, t, heads, g), (&q, 3 * ct), (&k, 3 * ct), probs)?;
         let mut l = self.stream.launch_builder(self.f("attn_softmax_rows"));
         l.arg(probs.dev_mut()?).arg(&ti).arg(&scale);
-        self.attn_rows(l, heads * t)?;
+        self.attn_rows(l, g * heads * t)?;
         Ok([q, k, v])
     }
 
@@ -207,7 +234,8 @@ impl CudaBackend {
         Ok(ctx)
     }
 
-    /// ctx (n, c, t) of the attention core through GEMMs, image by image, batched over heads:
+    /// ctx (n, c, t) of the attention core through GEMMs, in groups of images, batched over
+    /// (image, head):
     /// S = qᵀk (t × t per head), P = softmax(scale·S) by rows, ctx = v·Pᵀ (the first half of
     /// attention_vjp's recomputation). Any head width.
     pub(super) fn attention_core_gemm(
@@ -221,13 +249,20 @@ impl CudaBackend {
         let d = c / heads;
         check_attention_sizes(n, c, t, heads)?;
         let mut ctx = self.output(&[n, c, t])?;
-        let mut probs = self.output(&[heads, t, t])?;
+        let group = images_per_group(n, heads, t);
+        let mut probs = self.output(&[group, heads, t, t])?;
         let ct = c * t;
-        for b in 0..n {
-            let [_, _, v] = self.attention_probs(qkv, b, (c, t, heads), &mut probs)?;
+        for first in (0..n).step_by(group) {
+            let g = group.min(n - first);
+            let [_, _, v] = self.attention_probs(qkv, (first, g), (c, t, heads), &mut probs)?;
             // ctx (d × t) = v (d × t)·Pᵀ.
-            let mut ctx_b = ctx.dev_mut()?.slice_mut(b * ct..(b + 1) * ct);
-            self.per_head_times((d, t, heads), &v, (&probs, true), &mut ctx_b)?;
+            let mut ctx_g = ctx.dev_mut()?.slice_mut(first * ct..(first + g) * ct);
+            self.per_head_times(
+                (d, t, heads, g),
+                (&v, 3 * ct),
+                (&probs, true),
+                (&mut ctx_g, ct),
+            )?;
         }
         Ok(ctx)
     }
@@ -288,7 +323,9 @@ impl CudaBackend {
     /// S = qᵀk (t × t per head, row = query):
     ///   P = softmax(scale·S);  dP = dctxᵀ·v;  dS = scale·P ⊙ (dP − rowsum(dP ⊙ P));
     ///   dv = dctx·P;  dq = k·dSᵀ;  dk = q·dS;
-    /// and dy = in_wᵀ·dqkv. P and dS (heads·t² each) are reused from image to image.
+    /// and dy = in_wᵀ·dqkv. Images go through in groups (`images_per_group`), each GEMM over
+    /// the group's (image, head) pairs; P and dS (group × heads × t² each) are reused from group
+    /// to group.
     pub(super) fn attention_vjp(
         &self,
         y: &CudaTensor,
@@ -312,34 +349,71 @@ impl CudaBackend {
         let mut dctx = self.output(&[n, c, t])?;
         self.per_image_weight((c, t, c, n), (&p.out_w, true), dout, &mut dctx, 0.0)?;
         let mut dqkv = self.output(&[n, 3 * c, t])?;
-        let mut probs = self.output(&[heads, t, t])?;
-        let mut ds = self.output(&[heads, t, t])?;
+        let group = images_per_group(n, heads, t);
+        let mut probs = self.output(&[group, heads, t, t])?;
+        let mut ds = self.output(&[group, heads, t, t])?;
         let ct = c * t;
-        for b in 0..n {
-            // Head h of image b: q rows at qkv[b·3ct + h·dt ..], k at + ct, v at + 2ct (d × t
-            // each, row stride t), dctx rows at dctx[b·ct + h·dt ..]; batch stride dt.
-            let [q, k, v] = self.attention_probs(&qkv, b, (c, t, heads), &mut probs)?;
-            let dctx_b = dctx.dev()?.slice(b * ct..(b + 1) * ct);
+        for first in (0..n).step_by(group) {
+            // Head h of image first + j: q rows at qkv[(first + j)·3ct + h·dt ..], k at + ct, v
+            // at + 2ct (d × t each, row stride t), dctx rows at dctx[(first + j)·ct + h·dt ..].
+            let g = group.min(n - first);
+            let dims = (d, t, heads, g);
+            let [q, k, v] = self.attention_probs(&qkv, (first, g), (c, t, heads), &mut probs)?;
+            let dctx_g = dctx.dev()?.slice(first * ct..(first + g) * ct);
             // dP (t × t) = dctxᵀ·v, into ds, finished in place.
-            self.per_head_gram((d, t, heads), &dctx_b, &v, &mut ds)?;
+            self.per_head_gram(dims, (&dctx_g, ct), (&v, 3 * ct), &mut ds)?;
             let mut l = self.stream.launch_builder(self.f("attn_softmax_vjp_rows"));
             l.arg(probs.dev()?).arg(ds.dev_mut()?).arg(&ti).arg(&scale);
-            self.attn_rows(l, heads * t)?;
-            let mut dqkv_b = dqkv.dev_mut()?.slice_mut(b * 3 * ct..(b + 1) * 3 * ct);
-            let dims = (d, t, heads);
+            self.attn_rows(l, g * heads * t)?;
+            let mut dqkv_g = dqkv
+                .dev_mut()?
+                .slice_mut(first * 3 * ct..(first + g) * 3 * ct);
             // dv = dctx·P, dq = k·dSᵀ, dk = q·dS (d × t each).
+            let row = 3 * ct;
             self.per_head_times(
                 dims,
-                &dctx_b,
+                (&dctx_g, ct),
                 (&probs, false),
-                &mut dqkv_b.slice_mut(2 * ct..3 * ct),
+                (&mut dqkv_g.slice_mut(2 * ct..), row),
             )?;
-            self.per_head_times(dims, &k, (&ds, true), &mut dqkv_b.slice_mut(0..ct))?;
-            self.per_head_times(dims, &q, (&ds, false), &mut dqkv_b.slice_mut(ct..2 * ct))?;
+            self.per_head_times(
+                dims,
+                (&k, row),
+                (&ds, true),
+                (&mut dqkv_g.slice_mut(0..), row),
+            )?;
+            self.per_head_times(
+                dims,
+                (&q, row),
+                (&ds, false),
+                (&mut dqkv_g.slice_mut(ct..), row),
+            )?;
         }
         // dy (n, c, t) = in_wᵀ · dqkv, over the 3c rows of qkv.
         let mut dy = self.output(&y.shape)?;
         self.per_image_weight((c, t, 3 * c, n), (&p.in_w, true), &dqkv, &mut dy, 0.0)?;
         Ok(dy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_go_through_the_core_in_groups_that_fit_the_score_buffer() {
+        // The notebook UNet's attention levels, 4 heads: 32×32 (4 Mi scores per image) and
+        // 16×16 (256 Ki).
+        assert_eq!(images_per_group(64, 4, 1024), 4);
+        assert_eq!(images_per_group(64, 4, 256), 64);
+        assert_eq!(images_per_group(3, 4, 256), 3);
+        assert_eq!(images_per_group(1, 4, 1024), 1);
+        // One image over the budget still goes alone; sizes that overflow do not panic.
+        assert_eq!(images_per_group(8, 16, 4096), 1);
+        assert_eq!(images_per_group(8, usize::MAX, usize::MAX), 1);
+        for (n, heads, t) in [(64, 4, 1024), (64, 4, 256), (5, 2, 100)] {
+            let g = images_per_group(n, heads, t);
+            assert!(g * heads * t * t <= GROUP_SCORES && g <= n);
+        }
     }
 }

@@ -45,32 +45,54 @@ pub(super) fn tile_edge(blocks_at_64: usize, sms: usize) -> usize {
     }
 }
 
+/// A GEMM batch of `outer` × `inner` matrices: matrix (zo, zi) of an operand starts at
+/// zi·(its inner stride) + zo·(its outer stride), e.g. the heads of each of several images.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Batch {
+    pub inner: usize,
+    pub outer: usize,
+}
+
+impl Batch {
+    /// `n` matrices at one stride (outer strides unused).
+    pub(super) fn flat(n: usize) -> Self {
+        Batch { inner: n, outer: 1 }
+    }
+    fn count(self) -> Option<usize> {
+        self.inner.checked_mul(self.outer)
+    }
+}
+
 impl CudaBackend {
-    /// C = A·B + beta·C over `batch` matrices with strides, through sgemm_strided. A is
-    /// (view, row stride, column stride, batch stride), B likewise; C is row-major with row
-    /// stride `c_rs` and batch stride `c_bs`. Every view must hold every element the kernel
-    /// touches (checked: the kernel has no bounds of its own beyond m, n, k).
+    /// C = A·B + beta·C over a `batch` of matrices with strides, through sgemm_strided. A is
+    /// (view, row stride, column stride, [inner, outer] batch strides), B likewise; C is
+    /// row-major with row stride `c_rs` and batch strides `c_bs`. Every view must hold every
+    /// element the kernel touches (checked: the kernel has no bounds of its own beyond m, n, k).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm(
         &self,
         (m, n, k): (usize, usize, usize),
-        a: (&CudaView<'_, f32>, usize, usize, usize),
-        b: (&CudaView<'_, f32>, usize, usize, usize),
+        a: (&CudaView<'_, f32>, usize, usize, [usize; 2]),
+        b: (&CudaView<'_, f32>, usize, usize, [usize; 2]),
         c: &mut CudaViewMut<'_, f32>,
         c_rs: usize,
-        c_bs: usize,
+        c_bs: [usize; 2],
         beta: f32,
-        batch: usize,
+        batch: Batch,
     ) -> Result<()> {
-        if m == 0 || n == 0 || k == 0 || batch == 0 {
+        if m == 0 || n == 0 || k == 0 || batch.inner == 0 || batch.outer == 0 {
             return Err(Error::internal(format!(
-                "gemm: empty product ({m}×{k})·({k}×{n}) × {batch}"
+                "gemm: empty product ({m}×{k})·({k}×{n}) × {batch:?}"
             )));
         }
+        let count = batch
+            .count()
+            .ok_or_else(|| Error::internal(format!("gemm: batch {batch:?} overflows")))?;
         // One past the last element a (rows × cols, strides rs, cs) matrix batch reaches.
-        let span = |rows: usize, cols: usize, rs: usize, cs: usize, bs: usize| -> Option<usize> {
-            (batch - 1)
-                .checked_mul(bs)?
+        let span = |rows: usize, cols: usize, rs: usize, cs: usize, bs: [usize; 2]| {
+            (batch.inner - 1)
+                .checked_mul(bs[0])?
+                .checked_add((batch.outer - 1).checked_mul(bs[1])?)?
                 .checked_add((rows - 1).checked_mul(rs)?)?
                 .checked_add((cols - 1).checked_mul(cs)?)?
                 .checked_add(1)
@@ -82,7 +104,7 @@ impl CudaBackend {
         ] {
             if need.is_none_or(|need| need > have) {
                 return Err(Error::internal(format!(
-                    "gemm ({m}×{k})·({k}×{n}) × {batch}: operand {what} reaches {need:?} of {have} values"
+                    "gemm ({m}×{k})·({k}×{n}) × {batch:?}: operand {what} reaches {need:?} of {have} values"
                 )));
             }
         }
@@ -102,20 +124,25 @@ impl CudaBackend {
         let batch_stride = |v: usize, what: &str| {
             i64::try_from(v).map_err(|_| Error::input(format!("{what} = {v} is too large")))
         };
-        let (a_bs, b_bs, c_bs) = (
-            batch_stride(a.3, "A batch stride")?,
-            batch_stride(b.3, "B batch stride")?,
-            batch_stride(c_bs, "C batch stride")?,
+        let (a_bs, b_bs, c_bs, a_os, b_os, c_os) = (
+            batch_stride(a.3[0], "A batch stride")?,
+            batch_stride(b.3[0], "B batch stride")?,
+            batch_stride(c_bs[0], "C batch stride")?,
+            batch_stride(a.3[1], "A outer batch stride")?,
+            batch_stride(b.3[1], "B outer batch stride")?,
+            batch_stride(c_bs[1], "C outer batch stride")?,
         );
-        let tile = self
-            .gemm_tile
-            .unwrap_or_else(|| tile_edge(m.div_ceil(64) * n.div_ceil(64) * batch, self.sm_count));
+        let inner = dim(batch.inner, "GEMM inner batch")?;
+        let tile = self.gemm_tile.unwrap_or_else(|| {
+            let blocks = m.div_ceil(64).saturating_mul(n.div_ceil(64));
+            tile_edge(blocks.saturating_mul(count), self.sm_count)
+        });
         let cfg = LaunchConfig {
             grid_dim: (
                 grid_x(n.div_ceil(tile), "GEMM column tiles")?,
                 grid_yz(m.div_ceil(tile), "GEMM row tiles")?,
                 // Batches over 65,535 matrices are refused.
-                grid_yz(batch, "GEMM batch")?,
+                grid_yz(count, "GEMM batch")?,
             ),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
@@ -137,7 +164,11 @@ impl CudaBackend {
             .arg(&beta)
             .arg(&a_bs)
             .arg(&b_bs)
-            .arg(&c_bs);
+            .arg(&c_bs)
+            .arg(&inner)
+            .arg(&a_os)
+            .arg(&b_os)
+            .arg(&c_os);
         self.run(l, cfg)?;
         Ok(())
     }
