@@ -1,5 +1,5 @@
 // Small memory-bound ops of the UNet and the samplers; reference: src/backend/cpu/elementwise.rs.
-// All but sum_sq_per_item and dot_per_item are 1-D: grid = ceil(len / 256), block = 256, one element per thread.
+// All but sum_sq_per_item, residual_norm_coef and dot_per_item are 1-D: grid = ceil(len / 256), block = 256, one element per thread.
 // Total lengths must fit in an int (the Rust side checks every size with i32::try_from).
 #include "common.cuh"
 
@@ -118,16 +118,34 @@ extern "C" __global__ void linear(const float* x, const float* w, const float* b
 
 // out[item] = Σ x² over one item of per_item values, accumulated in double.
 // grid = n (one block per item), block = 256.
-extern "C" __global__ void sum_sq_per_item(const float* x, double* out, int per_item) {
-    __shared__ double scratch[kBlock / kWarp];
+// Σ x² over item blockIdx.x of per_item values in double, returned to every thread of the block.
+__device__ __forceinline__ double item_sum_sq(const float* x, int per_item, double* scratch) {
     const float* xi = x + (long long)blockIdx.x * per_item;
     double acc = 0.0;
     for (int j = threadIdx.x; j < per_item; j += blockDim.x) {
         const double v = xi[j];
         acc += v * v;
     }
-    const double total = block_sum(acc, scratch);
+    return block_sum(acc, scratch);
+}
+
+extern "C" __global__ void sum_sq_per_item(const float* x, double* out, int per_item) {
+    __shared__ double scratch[kBlock / kWarp];
+    const double total = item_sum_sq(x, per_item, scratch);
     if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+
+// The published DPS step's coefficients for lincomb_per_item, on the device: coef[item] = 1 and
+// coef[n + item] = −ζ/‖r_item‖ rounded to f32 (0 where ‖r_item‖ = 0), n = gridDim.x, the norm
+// from sum_sq_per_item's sum (the same code, so the same bits as that sum downloaded and
+// finished on the host by residual_norm_step in src/backend/mod.rs). grid = n, block = 256.
+extern "C" __global__ void residual_norm_coef(const float* r, float* coef, int per_item,
+                                              double zeta) {
+    __shared__ double scratch[kBlock / kWarp];
+    const double norm = sqrt(item_sum_sq(r, per_item, scratch));
+    if (threadIdx.x != 0) return;
+    coef[blockIdx.x] = 1.0f;
+    coef[gridDim.x + blockIdx.x] = norm > 0.0 ? (float)(-zeta / norm) : 0.0f;
 }
 
 // out[item] = Σ a·b over one item of per_item values, accumulated in double (each product of two

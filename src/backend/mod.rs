@@ -42,6 +42,18 @@ pub type DeviceWork<'a, B> = &'a dyn Fn(&[&B]) -> Result<B>;
 /// AᵀA of a forward operator, as device work over backend buffers (the CG's normal operator).
 pub type NormalOp<'a, B> = &'a dyn Fn(&B) -> Result<B>;
 
+/// The published DPS step size of one slice from its residual's f64 sum of squares:
+/// −ζ/sqrt(sum_sq) rounded to f32, 0 for a zero residual. kernels/elementwise.cu's
+/// `residual_norm_coef` computes the same in the same order.
+pub fn residual_norm_step(sum_sq: f64, zeta: f64) -> f32 {
+    let norm = sum_sq.sqrt();
+    if norm > 0.0 {
+        (-zeta / norm) as f32
+    } else {
+        0.0
+    }
+}
+
 pub trait Backend: Sync {
     type Buf: Clone + Send + Sync;
     /// A convolution's weights (cout, cin, k, k) as this backend's kernels take them: made once
@@ -252,6 +264,25 @@ pub trait Backend: Sync {
         Ok(None)
     }
 
+    /// The published DPS update, per batch item i: a + c_i·b with c_i = −ζ/‖r_i‖ rounded to f32
+    /// (0 where ‖r_i‖ = 0), ‖r_i‖ = sqrt of the item's f64 sum of squares (`sum_sq_per_item`).
+    /// The default composes `sum_sq_per_item` and `lincomb_per_item` through the host; the CUDA
+    /// backend computes the c_i on the device (the same bits), so a step can run under `replay`.
+    fn step_by_residual_norm(
+        &self,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        r: &Self::Buf,
+        zeta: f64,
+    ) -> Result<Self::Buf> {
+        let steps: Vec<f32> = self
+            .sum_sq_per_item(r)?
+            .iter()
+            .map(|s| residual_norm_step(*s, zeta))
+            .collect();
+        self.lincomb_per_item(a, &vec![1.0; steps.len()], b, &steps)
+    }
+
     /// ca[i]·a + cb[i]·b for each batch item i. The default goes through the host; the CPU and
     /// CUDA backends override it.
     fn lincomb_per_item(
@@ -302,5 +333,31 @@ pub trait Backend: Sync {
         let mut x = self.lincomb(xp, 1.0, &correction, -tau)?;
         self.clamp(&mut x, -1.0, 1.0)?;
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    #[test]
+    fn the_residual_norm_step_is_minus_zeta_over_the_norm_and_zero_without_a_residual() {
+        assert_eq!(residual_norm_step(4.0, 3.0), -1.5);
+        assert_eq!(residual_norm_step(0.0, 3.0), 0.0);
+        assert_eq!(residual_norm_step(f64::NAN, 3.0), 0.0);
+        // Rounded to f32 once, from the f64 quotient.
+        assert_eq!(residual_norm_step(3.0, 1.0), (-1.0 / 3f64.sqrt()) as f32);
+    }
+
+    #[test]
+    fn step_by_residual_norm_scales_each_slice_by_its_own_norm() {
+        let be = CpuBackend::default();
+        let a = Tensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::new(vec![2, 2], vec![1.0, 1.0, 1.0, 1.0]).unwrap();
+        // Slice 0: ‖(3, 4)‖ = 5; slice 1: no residual.
+        let r = Tensor::new(vec![2, 2], vec![3.0, 4.0, 0.0, 0.0]).unwrap();
+        let x = be.step_by_residual_norm(&a, &b, &r, 2.0).unwrap();
+        assert_eq!(x.data(), &[1.0 - 0.4, 2.0 - 0.4, 3.0, 4.0]);
     }
 }

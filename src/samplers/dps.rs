@@ -68,7 +68,7 @@ pub fn scaled_gradient<B: Backend>(
 }
 
 /// `scaled_gradient` with the time embedding already uploaded: device work only.
-fn scaled_gradient_emb<B: Backend>(
+pub(super) fn scaled_gradient_emb<B: Backend>(
     p: &Problem<B>,
     x: &B::Buf,
     emb: &B::Buf,

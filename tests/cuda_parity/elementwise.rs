@@ -152,6 +152,63 @@ fn per_item_dot_and_lincomb() {
     assert!(g.dot_per_item(&a, &up(&rand(&[2, 4], 2))).is_err());
 }
 
+/// The published DPS update with its coefficients computed on the device: the same bits as the
+/// trait's host composition on the same GPU (sum_sq_per_item downloaded, residual_norm_step,
+/// lincomb_per_item), a zero residual's slice gets step 0, and the CPU agrees to rounding.
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn step_by_residual_norm_on_the_device() {
+    let Some(g) = gpu("step_by_residual_norm_on_the_device") else {
+        return;
+    };
+    let cpu = CpuBackend::default();
+    let up = |t: &Tensor| g.upload(t).unwrap();
+    for (i, shape) in [vec![3, 1, 32, 32], vec![1, 1, 5, 3], vec![2, 1, 300, 301]]
+        .iter()
+        .enumerate()
+    {
+        let (a, b) = (rand(shape, 300 + i as u64), rand(shape, 310 + i as u64));
+        let mut r = rand(shape, 320 + i as u64);
+        if shape[0] == 3 {
+            let per = r.len() / 3;
+            r.data_mut()[per..2 * per].fill(0.0); // slice 1: a zero residual
+        }
+        let (ga, gb, gr) = (up(&a), up(&b), up(&r));
+        let zeta = 0.37;
+        let got = g.step_by_residual_norm(&ga, &gb, &gr, zeta).unwrap();
+        let steps: Vec<f32> = g
+            .sum_sq_per_item(&gr)
+            .unwrap()
+            .iter()
+            .map(|s| diffrecon::backend::residual_norm_step(*s, zeta))
+            .collect();
+        let host = g
+            .lincomb_per_item(&ga, &vec![1.0; steps.len()], &gb, &steps)
+            .unwrap();
+        let (got_t, host_t) = (g.download(&got).unwrap(), g.download(&host).unwrap());
+        assert!(
+            got_t
+                .data()
+                .iter()
+                .zip(host_t.data())
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "step_by_residual_norm {shape:?}: not the host composition's bits"
+        );
+        if shape[0] == 3 {
+            let per = a.len() / 3;
+            assert_eq!(&got_t.data()[per..2 * per], &a.data()[per..2 * per]);
+        }
+        let want = cpu.step_by_residual_norm(&a, &b, &r, zeta).unwrap();
+        check(
+            &format!("step_by_residual_norm {shape:?}"),
+            &g,
+            &got,
+            &want,
+            1e-7,
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn blur_and_fused_diffpir_steps() {

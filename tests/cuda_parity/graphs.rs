@@ -8,6 +8,7 @@ use diffrecon::engine::Engine;
 use diffrecon::operators::Kernel;
 use diffrecon::samplers::diffpir::{self, DiffPirParams};
 use diffrecon::samplers::dps::{self, DpsParams};
+use diffrecon::samplers::dps_paper::{self, DpsPaperParams};
 use diffrecon::tensor::Tensor;
 use diffrecon::unet::weights;
 
@@ -112,5 +113,37 @@ fn graph_replay_matches_the_eager_forward() {
             after.replays - before.replays,
         );
         assert_eq!(delta, added, "{pass} run: (captures, replays) added");
+    }
+
+    // Published DPS: one graph per step too (its residual norms stay on the device), the noise
+    // uploaded before each replay; 4 steps, the last without noise.
+    let params = DpsPaperParams {
+        steps: 4,
+        ..DpsPaperParams::default()
+    };
+    let run = |e: &Engine<CudaBackend>| {
+        on(e, &y, &kt, |p| {
+            dps_paper::run(p, p.be.upload(&x_t)?, &params, &[7, 8], &mut |_, _| {})
+        })
+    };
+    let want = run(&eager);
+    for (pass, added) in [("eager", (0, 0)), ("capture", (4, 0)), ("replay", (0, 4))] {
+        let before = graphed.be.graph_stats();
+        let got = run(&graphed);
+        assert_eq!(
+            got.data(),
+            want.data(),
+            "4-step published DPS with graphs ({pass} run)"
+        );
+        println!("parity graph published dps 4 steps ({pass} run): relative error 0.00e0");
+        let after = graphed.be.graph_stats();
+        let delta = (
+            after.captures - before.captures,
+            after.replays - before.replays,
+        );
+        assert_eq!(
+            delta, added,
+            "published DPS {pass} run: (captures, replays) added"
+        );
     }
 }

@@ -25,6 +25,7 @@ pub(super) const KERNELS: &[&str] = &[
     "fill_rows",
     "linear",
     "sum_sq_per_item",
+    "residual_norm_coef",
     "dot_per_item",
     "lincomb_per_item",
 ];
@@ -303,6 +304,29 @@ impl CudaBackend {
             l.arg(x.dev()?).arg(out).arg(&per);
             self.run(l, cfg)
         })
+    }
+
+    /// Backend::step_by_residual_norm without the host: the coefficients [1 | −ζ/‖r_i‖] by
+    /// residual_norm_coef into a pooled buffer, then lincomb_per_item.
+    pub(super) fn step_by_residual_norm(
+        &self,
+        a: &CudaTensor,
+        b: &CudaTensor,
+        r: &CudaTensor,
+        zeta: f64,
+    ) -> Result<CudaTensor> {
+        let (n, per) = self.items(r)?;
+        if self.items(a)?.0 != n {
+            return Err(Error::internal(format!(
+                "step_by_residual_norm: residual {:?} for a batch {:?}",
+                r.shape, a.shape
+            )));
+        }
+        let mut coef = self.output(&[2 * n])?;
+        let mut l = self.stream.launch_builder(self.f("residual_norm_coef"));
+        l.arg(r.dev()?).arg(coef.dev_mut()?).arg(&per).arg(&zeta);
+        self.run(l, per_item_cfg(n)?)?;
+        self.lincomb_per_item_dev(a, b, &coef)
     }
 
     pub(super) fn dot_per_item(&self, a: &CudaTensor, b: &CudaTensor) -> Result<Vec<f64>> {

@@ -580,6 +580,16 @@ impl Backend for CudaBackend {
         CudaBackend::lincomb_per_item(self, a, ca, b, cb)
     }
 
+    fn step_by_residual_norm(
+        &self,
+        a: &CudaTensor,
+        b: &CudaTensor,
+        r: &CudaTensor,
+        zeta: f64,
+    ) -> Result<CudaTensor> {
+        CudaBackend::step_by_residual_norm(self, a, b, r, zeta)
+    }
+
     fn diffpir_prior(
         &self,
         x: &CudaTensor,
