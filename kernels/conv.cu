@@ -566,13 +566,21 @@ constexpr int IGW_STAGES = 2;  // 128×128: 2 × 16.9 KB of static shared memory
 constexpr int IGW_RUN = 4;     // a thread's rows (and columns) in runs of 4, one float4 each
 constexpr int IGW_RUN_GAP = 64;  // 16 threads × 4: the runs of one thread lie 64 apart
 
-template <int BM, int BN> struct PipeTiles {
-    float a[IGW_STAGES][IG_BK][BM + IG_PAD];
-    float b[IGW_STAGES][IG_BK][BN + IG_PAD];
+// The stages, and on the TF32 path the C tile the accumulators go through after the K loop
+// (row-major, leading dimension BN + 4, over the stages' space: 33.8 KB at 64 × 128).
+template <int BM, int BN, int P> struct PipeTiles {
+    static constexpr int kLdc = BN + 4;
+    union {
+        struct {
+            float a[IGW_STAGES][IG_BK][BM + IG_PAD];
+            float b[IGW_STAGES][IG_BK][BN + IG_PAD];
+        } op;
+        float c[P == kF32 ? 1 : BM][kLdc];
+    };
 };
 
-template <ConvMode MODE, int BM, int BN, int K_>
-__device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN>& sh,
+template <ConvMode MODE, int BM, int BN, int K_, int P>
+__device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
                                                 const float* __restrict__ in,
                                                 const float* __restrict__ w,
                                                 const float* __restrict__ bias,
@@ -585,6 +593,7 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN>& sh,
     static_assert(TM % IGW_RUN == 0 && TN % IGW_RUN == 0 && IG_TX * IGW_RUN == IGW_RUN_GAP, "runs");
     static_assert(A_PER * kBlock == BM * IG_BK && B_PER * B_KSTEP == IG_BK, "staging map");
     static_assert((BM + IG_PAD) % 4 == 0 && (BN + IG_PAD) % 4 == 0, "float4 rows");
+    static_assert(P == kF32 || P == kTf32, "BF16 operands cannot be staged by cp.async");
 
     const bool fwd = MODE == ConvMode::Forward;
     const int k = K_ > 0 ? K_ : g.k;
@@ -618,27 +627,47 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN>& sh,
             const int am = e / IG_BK, aq = e % IG_BK;  // neighbouring threads: neighbouring K
             const int gm = m0 + am, gq = k0 + aq;
             const bool live = gm < M && gq < k_end;
-            cp_async_f32(&sh.a[st][aq][am], live ? weight_at<MODE>(w, gm, gq, K, kk, g.cin) : w,
-                         live);
+            cp_async_f32(&sh.op.a[st][aq][am],
+                         live ? weight_at<MODE>(w, gm, gq, K, kk, g.cin) : w, live);
         }
 #pragma unroll
         for (int s = 0; s < B_PER; ++s) {
             const int gq = k0 + bk0 + s * B_KSTEP;
             const float* p =
                 bcol.live && gq < k_end ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w) : nullptr;
-            cp_async_f32(&sh.b[st][bk0 + s * B_KSTEP][bj], p != nullptr ? p : in, p != nullptr);
+            cp_async_f32(&sh.op.b[st][bk0 + s * B_KSTEP][bj], p != nullptr ? p : in,
+                         p != nullptr);
+        }
+    };
+    // TF32: each thread rounds the values it copied, once they have landed (its own copies are
+    // visible to it after the wait; the barrier that follows publishes the rounded values).
+    auto round_own = [&](int st) {
+#pragma unroll
+        for (int s = 0; s < A_PER; ++s) {
+            const int e = tid + s * kBlock;
+            float& v = sh.op.a[st][e % IG_BK][e / IG_BK];
+            v = tc::to_operand<P>(v);
+        }
+#pragma unroll
+        for (int s = 0; s < B_PER; ++s) {
+            float& v = sh.op.b[st][bk0 + s * B_KSTEP][bj];
+            v = tc::to_operand<P>(v);
         }
     };
 
+    // The f32 path starts from the bias (unsplit forward); the TF32 path from 0, the bias added
+    // after the loop, as conv_igemm does.
     const bool bias_first = fwd && k_split == 1;
     float acc[TM][TN];
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
         const int m = m0 + row(r);
-        const float init = bias_first && m < M ? __ldg(bias + m) : 0.0f;
+        const float init = P == kF32 && bias_first && m < M ? __ldg(bias + m) : 0.0f;
 #pragma unroll
         for (int q = 0; q < TN; ++q) acc[r][q] = init;
     }
+    std::conditional_t<P == kF32, NoTile, tc::TcTile<BM, BN, P>> tile;
+    if constexpr (P != kF32) tile.zero();
 
 #pragma unroll
     for (int s = 0; s < IGW_STAGES - 1; ++s) {
@@ -648,29 +677,50 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN>& sh,
     for (int c = 0; c < chunks; ++c) {
         // Chunk c has landed (this thread's copies), and after the barrier everyone's; every
         // thread has also finished chunk c − 1, whose stage the next issue refills.
+        const int st = c % IGW_STAGES;
         cp_async_wait<IGW_STAGES - 2>();
+        if constexpr (P != kF32) round_own(st);
         __syncthreads();
         const int ahead = c + IGW_STAGES - 1;
         if (ahead < chunks) issue(ahead % IGW_STAGES, k_begin + ahead * IG_BK);
         cp_async_commit();
-        const int st = c % IGW_STAGES;
+        if constexpr (P != kF32) {
+            tile.template mma_chunk<IG_BK>(&sh.op.a[st][0][0], BM + IG_PAD, &sh.op.b[st][0][0],
+                                           BN + IG_PAD);
+        } else {
 #pragma unroll
-        for (int p = 0; p < IG_BK; ++p) {
-            float ar[TM], br[TN];
+            for (int p = 0; p < IG_BK; ++p) {
+                float ar[TM], br[TN];
 #pragma unroll
-            for (int r = 0; r < TM; r += IGW_RUN) {
-                const float4 v = *reinterpret_cast<const float4*>(&sh.a[st][p][row(r)]);
-                ar[r] = v.x, ar[r + 1] = v.y, ar[r + 2] = v.z, ar[r + 3] = v.w;
+                for (int r = 0; r < TM; r += IGW_RUN) {
+                    const float4 v = *reinterpret_cast<const float4*>(&sh.op.a[st][p][row(r)]);
+                    ar[r] = v.x, ar[r + 1] = v.y, ar[r + 2] = v.z, ar[r + 3] = v.w;
+                }
+#pragma unroll
+                for (int q = 0; q < TN; q += IGW_RUN) {
+                    const float4 v = *reinterpret_cast<const float4*>(&sh.op.b[st][p][col(q)]);
+                    br[q] = v.x, br[q + 1] = v.y, br[q + 2] = v.z, br[q + 3] = v.w;
+                }
+#pragma unroll
+                for (int r = 0; r < TM; ++r)
+#pragma unroll
+                    for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
             }
+        }
+    }
+
+    if constexpr (P != kF32) {
+        // Every warp is done with the stages that Cs overlays; the fragments' owners are opaque,
+        // so the tile goes through shared memory to this thread's outputs.
+        __syncthreads();
+        tile.store(&sh.c[0][0], PipeTiles<BM, BN, P>::kLdc);
+        __syncthreads();
 #pragma unroll
-            for (int q = 0; q < TN; q += IGW_RUN) {
-                const float4 v = *reinterpret_cast<const float4*>(&sh.b[st][p][col(q)]);
-                br[q] = v.x, br[q + 1] = v.y, br[q + 2] = v.z, br[q + 3] = v.w;
-            }
+        for (int r = 0; r < TM; ++r) {
+            const int m = m0 + row(r);
+            const float b = bias_first && m < M ? __ldg(bias + m) : 0.0f;
 #pragma unroll
-            for (int r = 0; r < TM; ++r)
-#pragma unroll
-                for (int q = 0; q < TN; ++q) acc[r][q] = fmaf(ar[r], br[q], acc[r][q]);
+            for (int q = 0; q < TN; ++q) acc[r][q] = __fadd_rn(b, sh.c[row(r)][col(q)]);
         }
     }
 
@@ -686,7 +736,7 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN>& sh,
     }
 }
 
-template <ConvMode MODE, int BM, int BN>
+template <ConvMode MODE, int BM, int BN, int P>
 __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict__ in,
                                                          const float* __restrict__ w,
                                                          const float* __restrict__ bias,
@@ -695,16 +745,20 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
                                                          const ConvGeom& g, int k_split,
                                                          float* __restrict__ partial) {
     if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
-    __shared__ __align__(16) PipeTiles<BM, BN> sh;
+    // 32-byte alignment: WMMA's fragment pointers (the stages' rows keep it, see kernels/README).
+    __shared__ __align__(32) PipeTiles<BM, BN, P> sh;
     switch (g.k) {
         case 1:
-            conv_igemm_wide<MODE, BM, BN, 1>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            conv_igemm_wide<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split,
+                                                partial);
             break;
         case 3:
-            conv_igemm_wide<MODE, BM, BN, 3>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            conv_igemm_wide<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split,
+                                                partial);
             break;
         default:
-            conv_igemm_wide<MODE, BM, BN, 0>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            conv_igemm_wide<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split,
+                                                partial);
             break;
     }
 }
@@ -737,18 +791,19 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 
 // The wide f32 tiles, same arguments. MIN_BLOCKS = 2 caps registers at 128 (two blocks per
 // multiprocessor); the 128×128 forward would spill there (its epilogue operands), so it keeps 1.
-#define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, MIN_BLOCKS)                                        \
+#define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                     \
     extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
         NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
              const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
              float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
              int pad, int ho, int wo, int k_split, float* __restrict__ partial) {                  \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN>(x, w, bias, extra, epi, y, g,          \
+        conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P>(x, w, bias, extra, epi, y, g,       \
                                                             k_split, partial);                     \
     }
-DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, 1)
-DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, 2)
+DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, kF32, 1)
+DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, kF32, 2)
+DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_tf32, 64, 128, kTf32, 2)
 
 // Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair.
 #define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                   \
@@ -767,17 +822,18 @@ DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_tf32, 32, kTf32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_bf16, 64, kBf16)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
 
-#define DIFFRECON_CONV_BWD_IGEMM_WIDE(NAME, BM, BN, MIN_BLOCKS)                                    \
+#define DIFFRECON_CONV_BWD_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                 \
     extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,    \
              int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,          \
              int wo, int k_split, float* __restrict__ partial) {                                   \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN>(dy, w, nullptr, nullptr, 0,       \
+        conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN, P>(dy, w, nullptr, nullptr, 0,    \
                                                                  dx, g, k_split, partial);         \
     }
-DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, 2)
-DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, 2)
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, kF32, 2)
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, kF32, 2)
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128_tf32, 64, 128, kTf32, 2)
 
 // out[i] = (bias[m] or 0) + partial[0][i] + ... + partial[k_split − 1][i] in that order, then the
 // epilogue as above; i over the `total` = n·rows·pix outputs, m = (i / pix) % rows. One thread

@@ -19,7 +19,7 @@
 #                 then compared with the PyTorch golden outputs (cli_vs_golden);
 #   d. bench      first the batch-1 A/B (the direct kernels without graphs, then today's kernels
 #                 without graphs, then --precision tf32 and bf16 at batch 1 and 8, then the
-#                 conv tiles forced one at a time at batch 8 and 64 with one sampler step, in
+#                 conv tiles forced one at a time at batch 8 and 64 with 2 sampler steps, in
 #                 steps.log), then diffrecon bench --device cuda --steps 40
 #                 --repeats 5, one call per batch (1, 8, 64) so that a slow batch cannot cost
 #                 the others;
@@ -649,12 +649,16 @@ for p in tf32 bf16; do
     run_step "bench_cuda_$p" 60 150 "$OUT/steps.log" -- \
         "$DR" bench --device cuda --precision "$p" --batches 1,8 --steps "$STEPS" --repeats "$REPEATS"
 done
-# The implicit GEMM's tiles at f32, forced one at a time, at batch 8 and 64 (the forward and
-# VJP rows; samplers at one step): the 64 tile of ff8bd26 against the cp.async 64x128 and
-# 128x128 tiles, all the same bits. The size rule (igemm_tile) is in the main rows below.
-for t in igemm64 igemm64x128 igemm128; do
-    run_step "bench_cuda_tile_$t" 40 150 "$OUT/steps.log" -- \
-        env DIFFRECON_CONV="$t" "$DR" bench --device cuda --batches 8,64 --steps 1 --repeats "$REPEATS"
+# The implicit GEMM's tiles forced one at a time, at batch 8 and 64 (the forward and VJP rows;
+# samplers at 2 steps, bench's least): at f32 the 64 tile of ff8bd26 against the cp.async 64x128
+# and 128x128 tiles (all the same bits), at tf32 the 64 tile against 64x128. The size rule
+# (igemm_tile) is in the main rows below.
+for t in igemm64 igemm64x128 igemm128 igemm64:tf32 igemm64x128:tf32; do
+    p=f32
+    [[ "$t" == *:* ]] && p=${t#*:}
+    run_step "bench_cuda_tile_${t/:/_}" 40 150 "$OUT/steps.log" -- \
+        env DIFFRECON_CONV="${t%%:*}" "$DR" bench --device cuda --precision "$p" --batches 8,64 \
+        --steps 2 --repeats "$REPEATS"
 done
 
 IFS=, read -r -a BL <<<"$BATCHES"

@@ -259,7 +259,14 @@ fn tensor_core_ops_match_the_cpu_emulation() {
                 cpu.conv_weight(wt.clone()).unwrap(),
                 exact.conv_weight(wt.clone()).unwrap(),
             );
-            for kernel in [ConvKernel::Igemm, ConvKernel::Igemm32, ConvKernel::Igemm64] {
+            // Every tile with a kernel at p (the cp.async 64×128 tile has TF32, not BF16).
+            let kernels = [
+                ConvKernel::Igemm,
+                ConvKernel::Igemm32,
+                ConvKernel::Igemm64,
+                ConvKernel::Igemm64x128,
+            ];
+            for kernel in kernels.into_iter().filter(|k| k.supports(p)) {
                 let g = gpu("tensor_core_ops", p).unwrap().with_conv_kernel(kernel);
                 let up = |t: &Tensor| g.upload(t).unwrap();
                 let (gx, gw, gb) = (up(&x), up(&wt), up(&b));

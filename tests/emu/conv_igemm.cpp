@@ -1,9 +1,10 @@
 // The implicit-GEMM conv kernels of kernels/conv.cu (forward with its three epilogues, and
 // backward data: the 32 and 64 tiles at f32 and on the tensor-core paths TF32 and BF16, and the
-// wide cp.async tiles 64×128 and 128×128 at f32, which must also give the 32/64 tiles' bits) run
-// on the CPU through shim.h against a double-precision direct convolution of the operands
-// rounded as each precision stages them. Built and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs
-// start as NaN, so an element no block writes fails.
+// wide cp.async tiles 64×128 and 128×128 at f32 and 64×128 at TF32, which must also give the
+// 32/64 tiles' bits) run on the CPU through shim.h against a double-precision direct
+// convolution of the operands rounded as each precision stages them. Built and run by
+// tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs start as NaN, so an element no
+// block writes fails.
 // shim.h first: it defines the CUDA vocabulary conv.cu is written in.
 #include "shim.h"
 #include "conv.cu"
@@ -94,10 +95,13 @@ int main() {
     const int fwd_runs[][3] = {{1, 32, 0}, {1, 32, 1}, {1, 32, 2}, {1, 64, 0}, {1, 64, 1},
                                {1, 64, 2}, {3, 32, 1}, {3, 64, 2}, {8, 32, 0}};
     const int bwd_runs[][2] = {{1, 32}, {1, 64}, {3, 64}, {8, 32}};
-    // The wide f32 tiles (rows, columns), each run as above at split 1 (every epilogue), 3 and
-    // 8, and compared bit for bit with the 32/64 tiles' output of the same split and epilogue.
-    const Fwd wide_fwd[2] = {conv2d_igemm_64x128, conv2d_igemm_128};
-    const Bwd wide_bwd[2] = {conv2d_bwd_igemm_64x128, conv2d_bwd_igemm_128};
+    // The wide tiles (rows × 128 columns), each run as above at split 1 (every epilogue), 3 and
+    // 8, and compared bit for bit with the 32/64 tiles' output of the same precision, split and
+    // epilogue: f32 at 64 and 128 rows, TF32 at 64 (nullptr: no such entry point).
+    const Fwd wide_fwd[2][2] = {{conv2d_igemm_64x128, conv2d_igemm_128},
+                                {conv2d_igemm_64x128_tf32, nullptr}};
+    const Bwd wide_bwd[2][2] = {{conv2d_bwd_igemm_64x128, conv2d_bwd_igemm_128},
+                                {conv2d_bwd_igemm_64x128_tf32, nullptr}};
     const int wide_rows[2] = {64, 128};
     const int wide_fwd_runs[][2] = {{1, 0}, {1, 1}, {1, 2}, {3, 2}, {8, 0}};  // (split, epi)
     const int wide_bwd_splits[] = {1, 3, 8};
@@ -123,9 +127,10 @@ int main() {
         std::vector<float> want_f32(r.size()), dxw_f32(x.size());
         ref_fwd(x, w, b, want_f32, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
         ref_bwd(dy, w, dxw_f32, c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo);
-        // The 32/64 tiles' f32 outputs by (split, epilogue), for the wide tiles' bit comparison.
-        std::map<int, std::vector<float>> narrow_fwd, narrow_bwd;
         for (int prec : {kF32, kTf32, kBf16}) {
+            // The 32/64 tiles' outputs at this precision by (split, epilogue), for the wide
+            // tiles' bit comparison.
+            std::map<int, std::vector<float>> narrow_fwd, narrow_bwd;
             // The operands as the kernel stages them (the gather's zero padding stays zero).
             const std::vector<float> xq = rounded(prec, x), wq = rounded(prec, w),
                                      dyq = rounded(prec, dy);
@@ -154,11 +159,12 @@ int main() {
                 printf("fwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d", prec_name(prec),
                        c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile, epi);
                 bad += !verdict(prec, y, with_epi(want, epi), with_epi(want_f32, epi));
-                if (prec == kF32)
-                    narrow_fwd[split * 3 + epi] = y;
+                narrow_fwd[split * 3 + epi] = y;
             }
-            for (int t = 0; prec == kF32 && t < 2; t++)
+            for (int t = 0; prec != kBf16 && t < 2; t++)
                 for (auto run : wide_fwd_runs) {
+                    if (wide_fwd[prec][t] == nullptr)
+                        continue;
                     const int split = run[0], epi = run[1];
                     std::vector<float> y(want.size(), NAN), part(split * want.size(), NAN);
                     int N = c.n * ho * wo;
@@ -166,8 +172,9 @@ int main() {
                            (unsigned)((c.cout + wide_rows[t] - 1) / wide_rows[t]), (unsigned)split};
                     const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
                     launch(g, {256, 1, 1}, [&] {
-                        wide_fwd[t](x.data(), w.data(), b.data(), extra, epi, y.data(), c.n, c.cin,
-                                    c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+                        wide_fwd[prec][t](x.data(), w.data(), b.data(), extra, epi, y.data(), c.n,
+                                          c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split,
+                                          part.data());
                     });
                     if (split > 1) {
                         int total = (int)want.size();
@@ -176,8 +183,9 @@ int main() {
                                                  c.cout, ho * wo, total);
                         });
                     }
-                    printf("fwd f32 n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128 epi%d", c.n,
-                           c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, wide_rows[t], epi);
+                    printf("fwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128 epi%d",
+                           prec_name(prec), c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split,
+                           wide_rows[t], epi);
                     bad += !verdict(prec, y, with_epi(want, epi), with_epi(want_f32, epi));
                     bad += !same_bits(y, narrow_fwd[split * 3 + epi]);
                 }
@@ -202,18 +210,19 @@ int main() {
                 printf("bwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d", prec_name(prec), c.n,
                        c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile);
                 bad += !verdict(prec, dx, dxw, dxw_f32);
-                if (prec == kF32)
-                    narrow_bwd[split] = dx;
+                narrow_bwd[split] = dx;
             }
-            for (int t = 0; prec == kF32 && t < 2; t++)
+            for (int t = 0; prec != kBf16 && t < 2; t++)
                 for (int split : wide_bwd_splits) {
+                    if (wide_bwd[prec][t] == nullptr)
+                        continue;
                     std::vector<float> dx(x.size(), NAN), part(split * x.size(), NAN);
                     int N = c.n * c.h * c.wd;
                     dim3 g{(unsigned)((N + 127) / 128),
                            (unsigned)((c.cin + wide_rows[t] - 1) / wide_rows[t]), (unsigned)split};
                     launch(g, {256, 1, 1}, [&] {
-                        wide_bwd[t](dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd, c.cout,
-                                    c.k, c.s, c.p, ho, wo, split, part.data());
+                        wide_bwd[prec][t](dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd,
+                                          c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
                     });
                     if (split > 1) {
                         int total = (int)x.size();
@@ -222,8 +231,9 @@ int main() {
                                                  split, c.cin, c.h * c.wd, total);
                         });
                     }
-                    printf("bwd f32 n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128", c.n, c.cin,
-                           c.cout, c.k, c.s, c.p, c.h, c.wd, split, wide_rows[t]);
+                    printf("bwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128",
+                           prec_name(prec), c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split,
+                           wide_rows[t]);
                     bad += !verdict(prec, dx, dxw, dxw_f32);
                     bad += !same_bits(dx, narrow_bwd[split]);
                 }

@@ -30,8 +30,10 @@ pub(super) const KERNELS: &[&str] = &[
     "conv2d_bwd_igemm_32_bf16",
     "conv2d_igemm_64x128",
     "conv2d_igemm_128",
+    "conv2d_igemm_64x128_tf32",
     "conv2d_bwd_igemm_64x128",
     "conv2d_bwd_igemm_128",
+    "conv2d_bwd_igemm_64x128_tf32",
     "conv2d_splitk_reduce",
 ];
 
@@ -39,19 +41,24 @@ pub(super) const KERNELS: &[&str] = &[
 pub(super) const MAX_CONV_KERNEL: usize = 19;
 
 /// One direction's implicit-GEMM entry points: the 64 and 32 tiles per precision, and the wide
-/// f32-only tiles (64×128, 128×128). All take the same arguments.
+/// cp.async tiles: 64×128 at f32 and TF32, 128×128 at f32 (BF16 has none: cp.async cannot
+/// convert as it stages). All take the same arguments.
 pub(super) struct ConvEntryPoints {
     narrow: EntryPoints,
-    wide: [&'static str; 2],
+    wide_64x128: [&'static str; 2],
+    wide_128: &'static str,
 }
 
 impl ConvEntryPoints {
-    fn name(&self, tile: Tile, p: Precision) -> &'static str {
-        match tile {
-            Tile::T64 => entry_points(&self.narrow, p)[0],
-            Tile::T32 => entry_points(&self.narrow, p)[1],
-            Tile::T64x128 => self.wide[0],
-            Tile::T128 => self.wide[1],
+    /// The entry point of `tile` at `p`, or None where that tile has no kernel at `p`.
+    fn name(&self, tile: Tile, p: Precision) -> Option<&'static str> {
+        match (tile, p) {
+            (Tile::T64, _) => Some(entry_points(&self.narrow, p)[0]),
+            (Tile::T32, _) => Some(entry_points(&self.narrow, p)[1]),
+            (Tile::T64x128, Precision::F32) => Some(self.wide_64x128[0]),
+            (Tile::T64x128, Precision::Tf32) => Some(self.wide_64x128[1]),
+            (Tile::T128, Precision::F32) => Some(self.wide_128),
+            _ => None,
         }
     }
 }
@@ -62,7 +69,8 @@ pub(super) const CONV_FWD: ConvEntryPoints = ConvEntryPoints {
         ["conv2d_igemm_64_tf32", "conv2d_igemm_32_tf32"],
         ["conv2d_igemm_64_bf16", "conv2d_igemm_32_bf16"],
     ],
-    wide: ["conv2d_igemm_64x128", "conv2d_igemm_128"],
+    wide_64x128: ["conv2d_igemm_64x128", "conv2d_igemm_64x128_tf32"],
+    wide_128: "conv2d_igemm_128",
 };
 pub(super) const CONV_BWD: ConvEntryPoints = ConvEntryPoints {
     narrow: [
@@ -70,7 +78,8 @@ pub(super) const CONV_BWD: ConvEntryPoints = ConvEntryPoints {
         ["conv2d_bwd_igemm_64_tf32", "conv2d_bwd_igemm_32_tf32"],
         ["conv2d_bwd_igemm_64_bf16", "conv2d_bwd_igemm_32_bf16"],
     ],
-    wide: ["conv2d_bwd_igemm_64x128", "conv2d_bwd_igemm_128"],
+    wide_64x128: ["conv2d_bwd_igemm_64x128", "conv2d_bwd_igemm_64x128_tf32"],
+    wide_128: "conv2d_bwd_igemm_128",
 };
 
 /// Which conv kernels run: the implicit GEMM (default) or the direct kernels it replaced.
@@ -82,7 +91,7 @@ pub enum ConvKernel {
     Igemm32,
     /// The implicit GEMM with 64×64 tiles (kernel tests, benchmarks).
     Igemm64,
-    /// The implicit GEMM with 64-row × 128-column cp.async tiles (f32 only).
+    /// The implicit GEMM with 64-row × 128-column cp.async tiles (f32 and TF32).
     Igemm64x128,
     /// The implicit GEMM with 128×128 cp.async tiles (f32 only; chosen only when forced).
     Igemm128,
@@ -91,12 +100,13 @@ pub enum ConvKernel {
 }
 
 impl ConvKernel {
-    /// The kernels with no tensor-core path: forcing one at TF32 / BF16 is an error.
-    pub(super) fn f32_only(self) -> bool {
-        matches!(
-            self,
-            ConvKernel::Direct | ConvKernel::Igemm64x128 | ConvKernel::Igemm128
-        )
+    /// Whether these kernels run at `p`: forcing one that does not is an error.
+    pub fn supports(self, p: Precision) -> bool {
+        match self {
+            ConvKernel::Direct | ConvKernel::Igemm128 => p == Precision::F32,
+            ConvKernel::Igemm64x128 => p != Precision::Bf16,
+            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => true,
+        }
     }
 }
 
@@ -145,17 +155,17 @@ impl Tile {
 }
 
 /// The implicit GEMM's tile for an M × N output at precision `p`, unless `kernel` forces one.
-/// By size: at f32, 64×128 while its blocks still give two per multiprocessor (the occupancy
-/// its 116 registers allow), else the 64 or 32 tile as the SGEMM picks them. The 128×128 tile
-/// (1 block per multiprocessor at 167 registers) runs only when forced until a GPU run says where
-/// it pays.
+/// By size: at f32 and TF32, 64×128 while its blocks still give two per multiprocessor (the
+/// occupancy its 116–120 registers allow), else the 64 or 32 tile as the SGEMM picks them. The
+/// 128×128 tile (1 block per multiprocessor at 167 registers) runs only when forced until a GPU
+/// run says where it pays.
 pub(super) fn igemm_tile(kernel: ConvKernel, p: Precision, m: usize, n: usize, sms: usize) -> Tile {
     match kernel {
         ConvKernel::Igemm32 => Tile::T32,
         ConvKernel::Igemm64 => Tile::T64,
         ConvKernel::Igemm64x128 => Tile::T64x128,
         ConvKernel::Igemm128 => Tile::T128,
-        _ if p == Precision::F32 && m.div_ceil(64) * n.div_ceil(128) >= 2 * sms => Tile::T64x128,
+        _ if p != Precision::Bf16 && m.div_ceil(64) * n.div_ceil(128) >= 2 * sms => Tile::T64x128,
         _ if tile_edge(m.div_ceil(64) * n.div_ceil(64), sms) == 64 => Tile::T64,
         _ => Tile::T32,
     }
@@ -302,7 +312,12 @@ impl CudaBackend {
             total / rows,
             self.sm_count,
         );
-        let name = kernels.name(tile, self.precision);
+        let name = kernels.name(tile, self.precision).ok_or_else(|| {
+            Error::internal(format!(
+                "no {tile:?} conv kernel at {}: f32_only_kernels_unused lets none through",
+                self.precision
+            ))
+        })?;
         let k_split = igemm_k_split(rows, pix, kterms, self.sm_count);
         dim(k_split * total, "split-K workspace")?;
         let mut partial = match k_split {
@@ -437,7 +452,7 @@ mod tests {
     const H200_SMS: usize = 132;
 
     #[test]
-    fn wide_tiles_only_where_they_fill_the_gpu_at_f32() {
+    fn wide_tiles_only_where_they_fill_the_gpu_at_f32_and_tf32() {
         let by_size = |p, m, n| igemm_tile(ConvKernel::Igemm, p, m, n, H200_SMS);
         // The notebook UNet's first level (64 channels, 64×64): batch 1 and 8 keep the narrow
         // tiles (64 and 256 blocks at 64×128, under 2 per SM); batch 64 takes 64×128 (2048).
@@ -447,10 +462,9 @@ mod tests {
         // 264 blocks of 64×128 is the threshold; one fewer is not.
         assert_eq!(by_size(Precision::F32, 64, 264 * 128), Tile::T64x128);
         assert_eq!(by_size(Precision::F32, 64, 263 * 128), Tile::T64);
-        // The tensor-core precisions have no wide tile.
-        for p in [Precision::Tf32, Precision::Bf16] {
-            assert_eq!(by_size(p, 64, 64 * 4096), Tile::T64);
-        }
+        // TF32 takes the wide tile too; BF16 has none.
+        assert_eq!(by_size(Precision::Tf32, 64, 64 * 4096), Tile::T64x128);
+        assert_eq!(by_size(Precision::Bf16, 64, 64 * 4096), Tile::T64);
         // 128×128 only when forced; forced tiles win at any size.
         for (kernel, tile) in [
             (ConvKernel::Igemm128, Tile::T128),
@@ -464,24 +478,34 @@ mod tests {
 
     #[test]
     fn every_tile_names_its_own_kernel() {
-        let names: Vec<&str> = [Tile::T32, Tile::T64, Tile::T64x128, Tile::T128]
+        let tiles = [Tile::T32, Tile::T64, Tile::T64x128, Tile::T128];
+        let precisions = [Precision::F32, Precision::Tf32, Precision::Bf16];
+        let names: Vec<&str> = tiles
             .iter()
-            .flat_map(|&t| {
-                [
-                    CONV_FWD.name(t, Precision::F32),
-                    CONV_BWD.name(t, Precision::F32),
-                ]
-            })
+            .flat_map(|&t| precisions.map(|p| (t, p)))
+            .flat_map(|(t, p)| [CONV_FWD.name(t, p), CONV_BWD.name(t, p)])
+            .flatten()
             .collect();
+        assert_eq!(names.len(), 2 * (2 * 3 + 2 + 1));
         for (i, n) in names.iter().enumerate() {
             assert!(KERNELS.contains(n), "{n} is not registered");
             assert!(!names[..i].contains(n), "{n} named twice");
         }
+        // The size rule and the forced kernels never ask for a tile a precision lacks.
+        for p in precisions {
+            for (m, n) in [(64, 4096), (64, 64 * 4096), (256, 64 * 256)] {
+                let by_size = igemm_tile(ConvKernel::Igemm, p, m, n, H200_SMS);
+                assert!(CONV_FWD.name(by_size, p).is_some(), "{by_size:?} at {p}");
+            }
+            for k in [ConvKernel::Igemm64x128, ConvKernel::Igemm128] {
+                let t = igemm_tile(k, p, 64, 4096, H200_SMS);
+                assert_eq!(CONV_FWD.name(t, p).is_some(), k.supports(p), "{k:?} at {p}");
+            }
+        }
         assert_eq!(
             CONV_FWD.name(Tile::T64, Precision::Tf32),
-            "conv2d_igemm_64_tf32"
+            Some("conv2d_igemm_64_tf32")
         );
-        assert!(ConvKernel::Igemm128.f32_only() && ConvKernel::Igemm64x128.f32_only());
-        assert!(!ConvKernel::Igemm64.f32_only() && !ConvKernel::Igemm.f32_only());
+        assert_eq!(CONV_FWD.name(Tile::T128, Precision::Tf32), None);
     }
 }

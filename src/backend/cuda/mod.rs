@@ -236,13 +236,13 @@ impl CudaBackend {
         self
     }
 
-    /// The direct conv kernels, the wide implicit-GEMM tiles and the fused attention kernel have
-    /// no tensor-core path: forcing one at TF32 / BF16 is an error, checked when the precision is
+    /// The direct conv kernels, the 128×128 implicit-GEMM tile and the fused attention kernel have
+    /// no tensor-core path (the 64×128 tile has no BF16 one): forcing one there is an error, checked when the precision is
     /// set and again at use (the `with_*` calls may come in either order).
     fn f32_only_kernels_unused(&self) -> Result<()> {
         let p = self.precision;
-        if p != Precision::F32 && self.conv_kernel.f32_only() {
-            bail!("--precision {p} needs the tensor-core conv kernels; DIFFRECON_CONV=direct, igemm64x128 and igemm128 are f32 only: unset DIFFRECON_CONV or use --precision f32");
+        if !self.conv_kernel.supports(p) {
+            bail!("--precision {p}: the conv kernels DIFFRECON_CONV forces have no {p} path (direct and igemm128 are f32 only, igemm64x128 f32 and tf32): unset DIFFRECON_CONV or use --precision f32");
         }
         if p != Precision::F32 && self.attention_core == Some(AttentionCore::Fused) {
             bail!("--precision {p} needs the attention GEMM path; unset DIFFRECON_ATTENTION=fused or use --precision f32");
