@@ -5,6 +5,7 @@ use crate::common::{gpu, rand};
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::ConvKernel;
 use diffrecon::backend::Backend;
+use diffrecon::precision::Precision;
 
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
@@ -204,20 +205,31 @@ fn conv2d_vjp_backward_data() {
 }
 
 /// Every implicit-GEMM tile sums each output's K terms in the same order from the same start, so
-/// all tiles give the same bits, forward (each epilogue, split or not) and backward; a 64-channel
-/// 64×64 layer at batch 8 is where the size rule changes tiles.
+/// all tiles of a precision give the same bits, forward (each epilogue, split or not) and
+/// backward: at f32 every tile; at TF32 (the same WMMA calls on the same staged chunks) the 32,
+/// 64 and 64×128 tiles. A 64-channel 64×64 layer at batch 8 is where the size rule changes tiles.
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn conv_igemm_tiles_agree_bit_for_bit() {
     if gpu("conv_igemm_tiles_agree_bit_for_bit").is_none() {
         return;
     }
-    let tiles = [
+    let f32_tiles = [
         ConvKernel::Igemm32,
         ConvKernel::Igemm64,
         ConvKernel::Igemm64x128,
         ConvKernel::Igemm128,
         ConvKernel::Igemm,
+    ];
+    let tf32_tiles = [
+        ConvKernel::Igemm32,
+        ConvKernel::Igemm64,
+        ConvKernel::Igemm64x128,
+        ConvKernel::Igemm,
+    ];
+    let runs = [
+        (Precision::F32, &f32_tiles[..]),
+        (Precision::Tf32, &tf32_tiles[..]),
     ];
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
         (8, 64, 64, 64, 64, 3, 1, 1),
@@ -235,44 +247,48 @@ fn conv_igemm_tiles_agree_bit_for_bit() {
         let wo = (w + 2 * pad - k) / stride + 1;
         let r = rand(&[n, cout, ho, wo], 70 + i as u64);
         let dy = rand(&[n, cout, ho, wo], 80 + i as u64);
-        let mut first: Option<Vec<Vec<u32>>> = None;
-        for kernel in tiles {
-            let g = gpu("conv_igemm_tiles_agree_bit_for_bit")
-                .unwrap()
-                .with_conv_kernel(kernel);
-            let (gx, gw, gb) = (
-                g.upload(&x).unwrap(),
-                g.upload(&wt).unwrap(),
-                g.upload(&b).unwrap(),
-            );
-            let (gr, gdy) = (g.upload(&r).unwrap(), g.upload(&dy).unwrap());
-            let outs = [
-                g.conv2d(&gx, &gw, &gb, stride, pad).unwrap(),
-                g.conv2d_add_residual(&gx, &gw, &gb, stride, pad, &gr)
-                    .unwrap(),
-                g.conv2d_vjp(&gdy, &gw, &[n, cin, h, w], stride, pad)
-                    .unwrap(),
-            ];
-            let bits: Vec<Vec<u32>> = outs
-                .iter()
-                .map(|o| {
-                    let t = g.download(o).unwrap();
-                    t.data().iter().map(|v| v.to_bits()).collect()
-                })
-                .collect();
-            let tag = format!("{kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
-            match &first {
-                None => first = Some(bits),
-                Some(want) => {
-                    for (what, (got, want)) in ["forward", "residual", "vjp"]
-                        .iter()
-                        .zip(bits.iter().zip(want))
-                    {
-                        assert!(got == want, "{tag}: {what} differs from Igemm32's bits");
+        for (p, tiles) in runs {
+            let mut first: Option<Vec<Vec<u32>>> = None;
+            for &kernel in tiles {
+                let g = gpu("conv_igemm_tiles_agree_bit_for_bit")
+                    .unwrap()
+                    .with_conv_kernel(kernel)
+                    .with_precision(p)
+                    .unwrap();
+                let (gx, gw, gb) = (
+                    g.upload(&x).unwrap(),
+                    g.upload(&wt).unwrap(),
+                    g.upload(&b).unwrap(),
+                );
+                let (gr, gdy) = (g.upload(&r).unwrap(), g.upload(&dy).unwrap());
+                let outs = [
+                    g.conv2d(&gx, &gw, &gb, stride, pad).unwrap(),
+                    g.conv2d_add_residual(&gx, &gw, &gb, stride, pad, &gr)
+                        .unwrap(),
+                    g.conv2d_vjp(&gdy, &gw, &[n, cin, h, w], stride, pad)
+                        .unwrap(),
+                ];
+                let bits: Vec<Vec<u32>> = outs
+                    .iter()
+                    .map(|o| {
+                        let t = g.download(o).unwrap();
+                        t.data().iter().map(|v| v.to_bits()).collect()
+                    })
+                    .collect();
+                let tag = format!("{p} {kernel:?} {cin}->{cout} k{k} s{stride} {h}x{w} n{n}");
+                match &first {
+                    None => first = Some(bits),
+                    Some(want) => {
+                        for (what, (got, want)) in ["forward", "residual", "vjp"]
+                            .iter()
+                            .zip(bits.iter().zip(want))
+                        {
+                            assert!(got == want, "{tag}: {what} differs from Igemm32's bits");
+                        }
                     }
                 }
+                println!("parity conv tiles {tag}: same bits as Igemm32");
             }
-            println!("parity conv tiles {tag}: same bits as Igemm32");
         }
     }
 }
