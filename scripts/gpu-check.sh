@@ -19,7 +19,8 @@
 #                 then compared with the PyTorch golden outputs (cli_vs_golden);
 #   d. bench      first the batch-1 A/B (the direct kernels without graphs, then today's kernels
 #                 without graphs, then --precision tf32 and bf16 at batch 1 and 8, then the
-#                 conv tiles forced one at a time at batch 8 and 64 with 2 sampler steps, in
+#                 conv tiles forced one at a time at batch 8 and 64 with 2 sampler steps, the
+#                 attention path one image at a time against its groups at batch 8, in
 #                 steps.log), then diffrecon bench --device cuda --steps 40
 #                 --repeats 5, one call per batch (1, 8, 64) so that a slow batch cannot cost
 #                 the others;
@@ -659,6 +660,13 @@ for t in igemm64 igemm64x128 igemm128 igemm64:tf32 igemm64x128:tf32; do
     run_step "bench_cuda_tile_${t/:/_}" 40 150 "$OUT/steps.log" -- \
         env DIFFRECON_CONV="${t%%:*}" "$DR" bench --device cuda --precision "$p" --batches 8,64 \
         --steps 2 --repeats "$REPEATS"
+done
+# The attention GEMM path one image at a time (DIFFRECON_ATTENTION_GROUP=1, the loop of ff8bd26)
+# against its image groups, at batch 8 with 10 sampler steps (DPS's VJP is where it counts).
+for grp in 1 auto; do
+    run_step "bench_cuda_attn_group_$grp" 40 150 "$OUT/steps.log" -- \
+        env DIFFRECON_ATTENTION_GROUP="$grp" "$DR" bench --device cuda --batches 8 --steps 10 \
+        --repeats "$REPEATS"
 done
 
 IFS=, read -r -a BL <<<"$BATCHES"

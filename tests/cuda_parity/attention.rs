@@ -128,3 +128,52 @@ fn attention_vjp_input() {
         }
     }
 }
+
+/// Grouping images in the attention GEMM path changes launches, not results: one image per
+/// group (the loop of before) and the budget's groups give the same bits, forward and VJP.
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn attention_groups_give_the_per_image_bits() {
+    if gpu("attention_groups_give_the_per_image_bits").is_none() {
+        return;
+    }
+    let (n, c, h, w, heads) = (5, 16, 32, 32, 4);
+    let y = rand(&[n, c, h, w], 900);
+    let dout = rand(&[n, c, h, w], 901);
+    let s = 1.0 / (c as f32).sqrt();
+    let scaled = |shape: &[usize], seed| {
+        let t = rand(shape, seed);
+        Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
+    };
+    let p = AttnParams {
+        in_w: scaled(&[3 * c, c], 902),
+        in_b: scaled(&[3 * c], 903),
+        out_w: scaled(&[c, c], 904),
+        out_b: scaled(&[c], 905),
+    };
+    let run = |group: Option<usize>| {
+        let g = gpu("attention_groups_give_the_per_image_bits")
+            .unwrap()
+            .with_attention_core(Some(AttentionCore::Gemm))
+            .with_attention_group(group);
+        let pg = AttnParams {
+            in_w: g.upload(&p.in_w).unwrap(),
+            in_b: g.upload(&p.in_b).unwrap(),
+            out_w: g.upload(&p.out_w).unwrap(),
+            out_b: g.upload(&p.out_b).unwrap(),
+        };
+        let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
+        let fwd = g.download(&g.attention(&gy, &pg, heads).unwrap()).unwrap();
+        let vjp = g
+            .download(&g.attention_vjp(&gy, &pg, heads, &gd).unwrap())
+            .unwrap();
+        (fwd, vjp)
+    };
+    let (want_f, want_v) = run(Some(1));
+    for group in [None, Some(2), Some(3)] {
+        let (f, v) = run(group);
+        assert_eq!(f.data(), want_f.data(), "forward, groups of {group:?}");
+        assert_eq!(v.data(), want_v.data(), "VJP, groups of {group:?}");
+        println!("parity attention groups {group:?}: relative error 0.00e0 (same bits)");
+    }
+}

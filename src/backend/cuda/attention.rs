@@ -87,10 +87,27 @@ fn check_attention_sizes(n: usize, c: usize, t: usize, heads: usize) -> Result<(
 /// launch covers (image, head) pairs instead of one image's heads.
 const GROUP_SCORES: usize = 1 << 24;
 
-/// Images per group of the GEMM path for `n` images of heads·t² scores each.
-fn images_per_group(n: usize, heads: usize, t: usize) -> usize {
+/// Images per group of the GEMM path for `n` images of heads·t² scores each, or `forced`'s
+/// count (at most n).
+fn images_per_group(n: usize, heads: usize, t: usize, forced: Option<usize>) -> usize {
     let per_image = heads.saturating_mul(t).saturating_mul(t).max(1);
-    (GROUP_SCORES / per_image).clamp(1, n.max(1))
+    forced
+        .unwrap_or(GROUP_SCORES / per_image)
+        .clamp(1, n.max(1))
+}
+
+/// DIFFRECON_ATTENTION_GROUP=N forces N images per group of the attention GEMM path (1: the
+/// per-image loop of before; benchmarks). Unset, empty or "auto": by the score budget.
+pub(super) fn attention_group_from_env() -> Result<Option<usize>> {
+    match std::env::var("DIFFRECON_ATTENTION_GROUP").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Ok(None),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(g) if g >= 1 => Ok(Some(g)),
+            _ => Err(Error::input(format!(
+                "DIFFRECON_ATTENTION_GROUP={v}: expected a whole number of images ≥ 1 or auto"
+            ))),
+        },
+    }
 }
 
 /// A view of the qkv, ctx or gradient rows of a group of images, with the stride between images:
@@ -249,7 +266,7 @@ impl CudaBackend {
         let d = c / heads;
         check_attention_sizes(n, c, t, heads)?;
         let mut ctx = self.output(&[n, c, t])?;
-        let group = images_per_group(n, heads, t);
+        let group = images_per_group(n, heads, t, self.attention_group);
         let mut probs = self.output(&[group, heads, t, t])?;
         let ct = c * t;
         for first in (0..n).step_by(group) {
@@ -349,7 +366,7 @@ impl CudaBackend {
         let mut dctx = self.output(&[n, c, t])?;
         self.per_image_weight((c, t, c, n), (&p.out_w, true), dout, &mut dctx, 0.0)?;
         let mut dqkv = self.output(&[n, 3 * c, t])?;
-        let group = images_per_group(n, heads, t);
+        let group = images_per_group(n, heads, t, self.attention_group);
         let mut probs = self.output(&[group, heads, t, t])?;
         let mut ds = self.output(&[group, heads, t, t])?;
         let ct = c * t;
@@ -404,16 +421,19 @@ mod tests {
     fn images_go_through_the_core_in_groups_that_fit_the_score_buffer() {
         // The notebook UNet's attention levels, 4 heads: 32×32 (4 Mi scores per image) and
         // 16×16 (256 Ki).
-        assert_eq!(images_per_group(64, 4, 1024), 4);
-        assert_eq!(images_per_group(64, 4, 256), 64);
-        assert_eq!(images_per_group(3, 4, 256), 3);
-        assert_eq!(images_per_group(1, 4, 1024), 1);
+        assert_eq!(images_per_group(64, 4, 1024, None), 4);
+        assert_eq!(images_per_group(64, 4, 256, None), 64);
+        assert_eq!(images_per_group(3, 4, 256, None), 3);
+        assert_eq!(images_per_group(1, 4, 1024, None), 1);
         // One image over the budget still goes alone; sizes that overflow do not panic.
-        assert_eq!(images_per_group(8, 16, 4096), 1);
-        assert_eq!(images_per_group(8, usize::MAX, usize::MAX), 1);
+        assert_eq!(images_per_group(8, 16, 4096, None), 1);
+        assert_eq!(images_per_group(8, usize::MAX, usize::MAX, None), 1);
         for (n, heads, t) in [(64, 4, 1024), (64, 4, 256), (5, 2, 100)] {
-            let g = images_per_group(n, heads, t);
+            let g = images_per_group(n, heads, t, None);
             assert!(g * heads * t * t <= GROUP_SCORES && g <= n);
         }
+        // Forced: that many, at most the batch.
+        assert_eq!(images_per_group(64, 4, 1024, Some(1)), 1);
+        assert_eq!(images_per_group(3, 4, 1024, Some(16)), 3);
     }
 }

@@ -103,6 +103,9 @@ pub struct CudaBackend {
     conv_kernel: ConvKernel,
     /// The SGEMM tile edge when forced (32 or 64; with_gemm_tile), else chosen by size.
     gemm_tile: Option<usize>,
+    /// Images per group of the attention GEMM path when forced (DIFFRECON_ATTENTION_GROUP,
+    /// with_attention_group), else as many as the score budget holds.
+    attention_group: Option<usize>,
     /// The GEMMs' arithmetic (with_precision): f32, or the tensor-core kernels.
     precision: Precision,
     /// Per-kernel GPU time while recording (bench --profile).
@@ -187,6 +190,7 @@ impl CudaBackend {
             attention_core: attention::attention_core_from_env()?,
             conv_kernel: conv::conv_kernel_from_env()?,
             gemm_tile: None,
+            attention_group: attention::attention_group_from_env()?,
             precision: Precision::F32,
             profiler: Default::default(),
             graphs: Default::default(),
@@ -225,6 +229,13 @@ impl CudaBackend {
     }
 
     /// Force the SGEMM tile edge: Some(32) or Some(64) (kernel tests); None chooses by size.
+    /// Force the attention GEMM path's images per group (None: by the score budget; 1: one
+    /// image at a time, as before grouping). Results are the same bits either way.
+    pub fn with_attention_group(mut self, images: Option<usize>) -> Self {
+        self.attention_group = images.filter(|&g| g >= 1);
+        self
+    }
+
     pub fn with_gemm_tile(mut self, tile: Option<usize>) -> Self {
         self.gemm_tile = tile.filter(|t| *t == 32 || *t == 64);
         self
