@@ -332,8 +332,11 @@ struct OutputSink {
     const float* __restrict__ extra;
     int epi, M, N, out_pix, k_split;
     bool fwd;
-    // Output (row m, column cq), both in range: under split-K a partial sum
-    // (conv2d_splitk_reduce adds the bias and the epilogue), else v plus the epilogue's term.
+    const float* __restrict__ bias;   // split-K's finish adds it (nullptr: the backward, 0)
+    unsigned* __restrict__ tiles_done;  // split-K: slices done per tile, or nullptr
+
+    // Output (row m, column cq), both in range: under split-K a partial sum (finish_split or
+    // conv2d_splitk_reduce adds the bias and the epilogue), else v plus the epilogue's term.
     __device__ __forceinline__ void put(int m, int cq, float v) const {
         const int img = cq / out_pix, pix = cq - img * out_pix;
         const long long oi = ((long long)img * M + m) * out_pix + pix;
@@ -341,9 +344,40 @@ struct OutputSink {
             partial[(long long)blockIdx.z * N * M + oi] = v;
             return;
         }
+        out[oi] = with_epilogue(v, img, m, oi);
+    }
+
+    __device__ __forceinline__ float with_epilogue(float v, int img, int m, long long oi) const {
         if (fwd && epi == EPI_CHANNEL) v = __fadd_rn(v, __ldg(extra + (long long)img * M + m));
         if (fwd && epi == EPI_RESIDUAL) v = __fadd_rn(v, __ldg(extra + oi));
-        out[oi] = v;
+        return v;
+    }
+
+    // Split-K with tiles_done: after its put()s, every thread of the block calls this; the block
+    // that completes its tile's slices last (counted in tiles_done[tile], which it then resets
+    // to 0 for the next launch) adds the slices' partial sums to the bias in slice order, applies
+    // the epilogue and writes the outputs: conv2d_splitk_reduce's arithmetic, without its launch.
+    // each_output(f) calls f(m, cq) for each of the thread's outputs in range (those it put).
+    template <class Each>
+    __device__ __forceinline__ void finish_split(Each each_output) const {
+        if (k_split <= 1 || tiles_done == nullptr) return;
+        __shared__ int last;
+        __threadfence();  // this thread's partial sums before the block's count
+        __syncthreads();
+        const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
+        if (threadIdx.x == 0) last = atomicAdd(tiles_done + tile, 1u) == (unsigned)k_split - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();  // the other slices' counts before their sums, read below
+        each_output([&](int m, int cq) {
+            const int img = cq / out_pix, pix = cq - img * out_pix;
+            const long long oi = ((long long)img * M + m) * out_pix + pix;
+            float v = bias != nullptr ? __ldg(bias + m) : 0.0f;
+            for (int z = 0; z < k_split; ++z)
+                v = __fadd_rn(v, __ldcg(partial + (long long)z * N * M + oi));
+            out[oi] = with_epilogue(v, img, m, oi);
+        });
+        if (threadIdx.x == 0) tiles_done[tile] = 0;
     }
 };
 
@@ -401,7 +435,8 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
                                            const float* __restrict__ bias,
                                            const float* __restrict__ extra, int epi,
                                            float* __restrict__ out, const ConvGeom g,
-                                           int k_split, float* __restrict__ partial) {
+                                           int k_split, float* __restrict__ partial,
+                                           unsigned* __restrict__ tiles_done) {
     constexpr int TM = BM / (kBlock / IG_TX);  // rows per thread
     constexpr int TN = BN / IG_TX;             // columns per thread
     constexpr int A_PER = BM * IG_BK / kBlock;  // A values staged per thread
@@ -518,16 +553,20 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
         }
     }
 
-    const OutputSink sink{out, partial, extra, epi, M, N, out_pix, k_split, fwd};
+    const OutputSink sink{out, partial, extra, epi, M, N, out_pix, k_split, fwd, bias, tiles_done};
+    auto each_output = [&](auto f) {
 #pragma unroll
-    for (int q = 0; q < TN; ++q) {
-        const int cq = n0 + tx + IG_TX * q;
+        for (int q = 0; q < TN; ++q) {
+            const int cq = n0 + tx + IG_TX * q;
 #pragma unroll
-        for (int r = 0; r < TM; ++r) {
-            const int m = m0 + ty * TM + r;
-            if (m < M && cq < N) sink.put(m, cq, acc[r][q]);
+            for (int r = 0; r < TM; ++r) {
+                const int m = m0 + ty * TM + r;
+                if (m < M && cq < N) f(m, cq, acc[r][q]);
+            }
         }
-    }
+    };
+    each_output([&](int m, int cq, float v) { sink.put(m, cq, v); });
+    sink.finish_split([&](auto f) { each_output([&](int m, int cq, float) { f(m, cq); }); });
 }
 
 template <ConvMode MODE, int BM, int BN, int P>
@@ -536,19 +575,23 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
                                                     const float* __restrict__ bias,
                                                     const float* __restrict__ extra, int epi,
                                                     float* __restrict__ out, const ConvGeom& g,
-                                                    int k_split, float* __restrict__ partial) {
+                                                    int k_split, float* __restrict__ partial,
+                                                    unsigned* __restrict__ tiles_done) {
     if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
     // Declared here, once for the three kernel-size instantiations below.
     __shared__ __align__(32) tc::SharedTiles<BM, BN, P, IG_PAD> sh;
     switch (g.k) {
         case 1:
-            conv_igemm<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            conv_igemm<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial,
+                                           tiles_done);
             break;
         case 3:
-            conv_igemm<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            conv_igemm<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial,
+                                           tiles_done);
             break;
         default:
-            conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial);
+            conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial,
+                                           tiles_done);
             break;
     }
 }
@@ -586,7 +629,8 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
                                                 const float* __restrict__ bias,
                                                 const float* __restrict__ extra, int epi,
                                                 float* __restrict__ out, const ConvGeom g,
-                                                int k_split, float* __restrict__ partial) {
+                                                int k_split, float* __restrict__ partial,
+                                                unsigned* __restrict__ tiles_done) {
     constexpr int TM = BM / IG_TX, TN = BN / IG_TX;  // 16 × 16 threads
     constexpr int A_PER = BM * IG_BK / kBlock, B_PER = BN * IG_BK / kBlock;
     constexpr int B_KSTEP = kBlock / BN;
@@ -724,16 +768,20 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
         }
     }
 
-    const OutputSink sink{out, partial, extra, epi, M, N, out_pix, k_split, fwd};
+    const OutputSink sink{out, partial, extra, epi, M, N, out_pix, k_split, fwd, bias, tiles_done};
+    auto each_output = [&](auto f) {
 #pragma unroll
-    for (int r = 0; r < TM; ++r) {
-        const int m = m0 + row(r);
+        for (int r = 0; r < TM; ++r) {
+            const int m = m0 + row(r);
 #pragma unroll
-        for (int q = 0; q < TN; ++q) {
-            const int cq = n0 + col(q);
-            if (m < M && cq < N) sink.put(m, cq, acc[r][q]);
+            for (int q = 0; q < TN; ++q) {
+                const int cq = n0 + col(q);
+                if (m < M && cq < N) f(m, cq, acc[r][q]);
+            }
         }
-    }
+    };
+    each_output([&](int m, int cq, float v) { sink.put(m, cq, v); });
+    sink.finish_split([&](auto f) { each_output([&](int m, int cq, float) { f(m, cq); }); });
 }
 
 template <ConvMode MODE, int BM, int BN, int P>
@@ -743,22 +791,23 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
                                                          const float* __restrict__ extra,
                                                          int epi, float* __restrict__ out,
                                                          const ConvGeom& g, int k_split,
-                                                         float* __restrict__ partial) {
+                                                         float* __restrict__ partial,
+                                                         unsigned* __restrict__ tiles_done) {
     if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
     // 32-byte alignment: WMMA's fragment pointers (the stages' rows keep it, see kernels/README).
     __shared__ __align__(32) PipeTiles<BM, BN, P> sh;
     switch (g.k) {
         case 1:
             conv_igemm_wide<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split,
-                                                partial);
+                                                partial, tiles_done);
             break;
         case 3:
             conv_igemm_wide<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split,
-                                                partial);
+                                                partial, tiles_done);
             break;
         default:
             conv_igemm_wide<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split,
-                                                partial);
+                                                partial, tiles_done);
             break;
     }
 }
@@ -769,18 +818,20 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
 // y's shape, in `extra`, which is not read when epi = 0). _64: 64×64 tiles, _32: 32×32; _tf32 /
 // _bf16: the tensor-core path (operands rounded to TF32 / BF16, f32 accumulation).
 // Split-K: with k_split > 1, grid.z = k_split blocks share each tile's K range and write their
-// partial sums to `partial` (k_split × n·cout·ho·wo); conv2d_splitk_reduce then adds them to the
-// bias in slice order and applies the epilogue (y is not written here). k_split = 1: `partial`
-// is not read or written.
-#define DIFFRECON_CONV_IGEMM(NAME, BM, P)                                                       \
-    extern "C" __global__ void __launch_bounds__(kBlock)                                        \
-        NAME(const float* __restrict__ x, const float* __restrict__ w,                          \
-             const float* __restrict__ bias, const float* __restrict__ extra, int epi,          \
-             float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride, \
-             int pad, int ho, int wo, int k_split, float* __restrict__ partial) {               \
-        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
-        conv_igemm_dispatch<ConvMode::Forward, BM, BM, P>(x, w, bias, extra, epi, y, g,         \
-                                                          k_split, partial);                    \
+// partial sums to `partial` (k_split × n·cout·ho·wo). With `tiles_done` (grid.x·grid.y zeroed
+// counters, left zeroed), the block that finishes a tile's slices last adds them to the bias in
+// slice order and applies the epilogue; with tiles_done = nullptr, y is not written here and
+// conv2d_splitk_reduce does that. k_split = 1: `partial` and `tiles_done` are not touched.
+#define DIFFRECON_CONV_IGEMM(NAME, BM, P)                                                          \
+    extern "C" __global__ void __launch_bounds__(kBlock)                                           \
+        NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
+             const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
+             float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
+             int pad, int ho, int wo, int k_split, float* __restrict__ partial,                    \
+             unsigned* __restrict__ tiles_done) {                                                  \
+        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
+        conv_igemm_dispatch<ConvMode::Forward, BM, BM, P>(x, w, bias, extra, epi, y, g,            \
+                                                          k_split, partial, tiles_done);           \
     }
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64, kF32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32, kF32)
@@ -790,30 +841,32 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_64_bf16, 64, kBf16)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 
 // The wide f32 tiles, same arguments. MIN_BLOCKS = 2 caps registers at 128 (two blocks per
-// multiprocessor); the 128×128 forward would spill there (its epilogue operands), so it keeps 1.
+// multiprocessor); the 128×128 tiles would spill there (their epilogue operands), so they keep 1.
 #define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                     \
     extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
         NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
              const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
              float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
-             int pad, int ho, int wo, int k_split, float* __restrict__ partial) {                  \
+             int pad, int ho, int wo, int k_split, float* __restrict__ partial,                    \
+             unsigned* __restrict__ tiles_done) {                                                  \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
         conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P>(x, w, bias, extra, epi, y, g,       \
-                                                            k_split, partial);                     \
+                                                               k_split, partial, tiles_done);      \
     }
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_tf32, 64, 128, kTf32, 2)
 
 // Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair.
-#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                   \
-    extern "C" __global__ void __launch_bounds__(kBlock)                                        \
-        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, \
-             int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,       \
-             int wo, int k_split, float* __restrict__ partial) {                                \
-        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                          \
-        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P>(dy, w, nullptr, nullptr, 0, dx,  \
-                                                               g, k_split, partial);            \
+#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                      \
+    extern "C" __global__ void __launch_bounds__(kBlock)                                           \
+        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,    \
+             int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,          \
+             int wo, int k_split, float* __restrict__ partial,                                     \
+             unsigned* __restrict__ tiles_done) {                                                  \
+        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
+        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P>(dy, w, nullptr, nullptr, 0, dx,     \
+                                                               g, k_split, partial, tiles_done);   \
     }
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64, kF32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32, kF32)
@@ -826,12 +879,14 @@ DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
     extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,    \
              int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,          \
-             int wo, int k_split, float* __restrict__ partial) {                                   \
+             int wo, int k_split, float* __restrict__ partial,                                     \
+             unsigned* __restrict__ tiles_done) {                                                  \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
         conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN, P>(dy, w, nullptr, nullptr, 0,    \
-                                                                 dx, g, k_split, partial);         \
+                                                                    dx, g, k_split, partial,       \
+                                                                    tiles_done);                   \
     }
-DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, kF32, 2)
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128_tf32, 64, 128, kTf32, 2)
 

@@ -60,12 +60,23 @@ static void ref_bwd(const std::vector<float>& dy, const std::vector<float>& w,
         dx[j] = acc[j];
 }
 
-// a and b hold the same bits (both computed); prints the verdict's tail on the current line.
-static bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+// a and b hold the same bits (both computed); prints a line saying so against `what`.
+static bool same_bits(const std::vector<float>& a, const std::vector<float>& b,
+                      const char* what = "the 32/64 tiles") {
     const bool same = a.size() == b.size() && !b.empty() &&
                       std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-    printf("   %s\n", same ? "same bits as the 32/64 tiles" : "BITS DIFFER from the 32/64 tiles");
+    printf("   %s %s\n", same ? "same bits as" : "BITS DIFFER from", what);
     return same;
+}
+
+// Split-K's tile counters must come back zeroed (the next launch reuses them).
+static bool counters_zeroed(const std::vector<unsigned>& c) {
+    for (unsigned v : c)
+        if (v != 0) {
+            printf("   FAIL: tile counters not reset\n");
+            return false;
+        }
+    return true;
 }
 
 int main() {
@@ -144,10 +155,11 @@ int main() {
                 dim3 g{(unsigned)((N + tile - 1) / tile), (unsigned)((c.cout + tile - 1) / tile),
                        (unsigned)split};
                 const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
+                // Split: the partial sums, then conv2d_splitk_reduce (no tile counters).
                 launch(g, {256, 1, 1}, [&] {
                     fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi,
                                                   y.data(), c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s,
-                                                  c.p, ho, wo, split, part.data());
+                                                  c.p, ho, wo, split, part.data(), nullptr);
                 });
                 if (split > 1) {
                     int total = (int)want.size();
@@ -155,6 +167,18 @@ int main() {
                         conv2d_splitk_reduce(part.data(), b.data(), extra, epi, y.data(), split,
                                              c.cout, ho * wo, total);
                     });
+                    // The same with tile counters: the last slice's block finishes the tile.
+                    std::vector<float> y2(want.size(), NAN), part2(part.size(), NAN);
+                    std::vector<unsigned> done(g.x * g.y, 0);
+                    launch(g, {256, 1, 1}, [&] {
+                        fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi,
+                                                      y2.data(), c.n, c.cin, c.h, c.wd, c.cout,
+                                                      c.k, c.s, c.p, ho, wo, split, part2.data(),
+                                                      done.data());
+                    });
+                    printf("fwd %s split%d tile%d epi%d in-kernel finish:", prec_name(prec), split,
+                           tile, epi);
+                    bad += !same_bits(y2, y, "conv2d_splitk_reduce's") + !counters_zeroed(done);
                 }
                 printf("fwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d epi%d", prec_name(prec),
                        c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile, epi);
@@ -171,18 +195,15 @@ int main() {
                     dim3 g{(unsigned)((N + 127) / 128),
                            (unsigned)((c.cout + wide_rows[t] - 1) / wide_rows[t]), (unsigned)split};
                     const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
+                    // Split-K finished in the kernel (tile counters): compared below with the
+                    // narrow tiles' conv2d_splitk_reduce.
+                    std::vector<unsigned> done(g.x * g.y, 0);
                     launch(g, {256, 1, 1}, [&] {
                         wide_fwd[prec][t](x.data(), w.data(), b.data(), extra, epi, y.data(), c.n,
                                           c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split,
-                                          part.data());
+                                          part.data(), done.data());
                     });
-                    if (split > 1) {
-                        int total = (int)want.size();
-                        launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
-                            conv2d_splitk_reduce(part.data(), b.data(), extra, epi, y.data(), split,
-                                                 c.cout, ho * wo, total);
-                        });
-                    }
+                    bad += !counters_zeroed(done);
                     printf("fwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128 epi%d",
                            prec_name(prec), c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split,
                            wide_rows[t], epi);
@@ -198,7 +219,7 @@ int main() {
                 launch(g, {256, 1, 1}, [&] {
                     bwd_kernels[prec][tile == 64](dy.data(), w.data(), dx.data(), c.n, c.cin, c.h,
                                                   c.wd, c.cout, c.k, c.s, c.p, ho, wo, split,
-                                                  part.data());
+                                                  part.data(), nullptr);
                 });
                 if (split > 1) {
                     int total = (int)x.size();
@@ -206,6 +227,15 @@ int main() {
                         conv2d_splitk_reduce(part.data(), nullptr, nullptr, 0, dx.data(), split,
                                              c.cin, c.h * c.wd, total);
                     });
+                    std::vector<float> dx2(x.size(), NAN), part2(part.size(), NAN);
+                    std::vector<unsigned> done(g.x * g.y, 0);
+                    launch(g, {256, 1, 1}, [&] {
+                        bwd_kernels[prec][tile == 64](dy.data(), w.data(), dx2.data(), c.n, c.cin,
+                                                      c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo,
+                                                      split, part2.data(), done.data());
+                    });
+                    printf("bwd %s split%d tile%d in-kernel finish:", prec_name(prec), split, tile);
+                    bad += !same_bits(dx2, dx, "conv2d_splitk_reduce's") + !counters_zeroed(done);
                 }
                 printf("bwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%d", prec_name(prec), c.n,
                        c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split, tile);
@@ -220,17 +250,13 @@ int main() {
                     int N = c.n * c.h * c.wd;
                     dim3 g{(unsigned)((N + 127) / 128),
                            (unsigned)((c.cin + wide_rows[t] - 1) / wide_rows[t]), (unsigned)split};
+                    std::vector<unsigned> done(g.x * g.y, 0);
                     launch(g, {256, 1, 1}, [&] {
                         wide_bwd[prec][t](dy.data(), w.data(), dx.data(), c.n, c.cin, c.h, c.wd,
-                                          c.cout, c.k, c.s, c.p, ho, wo, split, part.data());
+                                          c.cout, c.k, c.s, c.p, ho, wo, split, part.data(),
+                                          done.data());
                     });
-                    if (split > 1) {
-                        int total = (int)x.size();
-                        launch({(unsigned)((total + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
-                            conv2d_splitk_reduce(part.data(), nullptr, nullptr, 0, dx.data(),
-                                                 split, c.cin, c.h * c.wd, total);
-                        });
-                    }
+                    bad += !counters_zeroed(done);
                     printf("bwd %s n%d %d->%d k%d s%d p%d %dx%d split%d tile%dx128",
                            prec_name(prec), c.n, c.cin, c.cout, c.k, c.s, c.p, c.h, c.wd, split,
                            wide_rows[t]);

@@ -24,6 +24,7 @@
 //   -DDIFFRECON_PLANT_IGNORE_LAYOUT    load_matrix_sync reads col_major tiles as row_major
 //   -DDIFFRECON_PLANT_WAIT_ONE_SHORT   cp_async_wait<N> waits for one group fewer than asked
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <bit>
 #include <cmath>
@@ -59,6 +60,16 @@ inline void __syncthreads() { g_bar->arrive_and_wait(); }
 template <class T>
 inline T __ldg(const T* p) {
     return *p;
+}
+template <class T>
+inline T __ldcg(const T* p) {
+    return *p;
+}
+// Blocks run one after another, so a fence has nothing to order; the atomic is a real one (the
+// threads of a block run concurrently).
+inline void __threadfence() {}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    return std::atomic_ref<unsigned>(*p).fetch_add(v);
 }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }

@@ -184,6 +184,10 @@ pub(super) fn igemm_k_split(rows: usize, pix: usize, kterms: usize, sms: usize) 
     }
 }
 
+/// Tiles of one split-K launch the persistent counters cover (4 bytes each): a larger grid
+/// finishes with conv2d_splitk_reduce instead.
+pub(super) const SPLIT_TILE_COUNTERS: usize = 1 << 16;
+
 /// What the conv kernel adds to conv(x) + bias before it stores an output.
 pub(super) enum Epilogue<'a> {
     None,
@@ -286,7 +290,9 @@ impl CudaBackend {
     /// One implicit-GEMM conv (kernels/conv.cu): `out` (n images × rows × pix) from `input`
     /// (x, or dy for the backward, which has no bias) and the weights; `args` = (n, cin, h, w,
     /// cout, k, stride, pad, ho, wo). With split-K the slices' partial sums go to a pooled
-    /// workspace and conv2d_splitk_reduce adds them to the bias and applies the epilogue.
+    /// workspace; the block that finishes a tile's slices last adds them to the bias and applies
+    /// the epilogue (counted in `split_tiles_done`), or, past SPLIT_TILE_COUNTERS tiles,
+    /// conv2d_splitk_reduce does.
     /// `kernels` names the direction's entry points.
     #[allow(clippy::type_complexity)]
     pub(super) fn igemm(
@@ -333,6 +339,8 @@ impl CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
+        let tiles = cfg.grid_dim.0 as usize * cfg.grid_dim.1 as usize;
+        let finish_in_kernel = k_split > 1 && tiles <= SPLIT_TILE_COUNTERS;
         let ks = dim(k_split, "split-K slices")?;
         let mut l = self.stream.launch_builder(self.f(name));
         l.arg(input.dev()?).arg(w.dev()?);
@@ -352,8 +360,14 @@ impl CudaBackend {
             Some(p) => l.arg(p.dev_mut()?),
             None => l.arg(w.dev()?),
         };
+        let no_counters: u64 = 0;
+        if finish_in_kernel {
+            l.arg(&self.split_tiles_done);
+        } else {
+            l.arg(&no_counters);
+        }
         self.run(l, cfg)?;
-        let Some(partial) = partial else {
+        let Some(partial) = partial.filter(|_| !finish_in_kernel) else {
             return Ok(());
         };
         let null_ptr: u64 = 0; // the backward has no bias and no epilogue operand

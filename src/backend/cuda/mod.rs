@@ -106,6 +106,9 @@ pub struct CudaBackend {
     /// Images per group of the attention GEMM path when forced (DIFFRECON_ATTENTION_GROUP,
     /// with_attention_group), else as many as the score budget holds.
     attention_group: Option<usize>,
+    /// Split-K's per-tile slice counters (conv.rs), zeroed once and left zeroed by every
+    /// kernel that uses them, so one buffer serves every launch and every captured graph.
+    split_tiles_done: cudarc::driver::CudaSlice<u32>,
     /// The GEMMs' arithmetic (with_precision): f32, or the tensor-core kernels.
     precision: Precision,
     /// Per-kernel GPU time while recording (bench --profile).
@@ -181,6 +184,9 @@ impl CudaBackend {
             )
             .map_err(cuda_err)?
             .max(1) as usize;
+        let split_tiles_done = stream
+            .alloc_zeros::<u32>(conv::SPLIT_TILE_COUNTERS)
+            .map_err(cuda_err)?;
         Ok(CudaBackend {
             pool: Arc::new(DevicePool::new(stream.clone())),
             stream,
@@ -191,6 +197,7 @@ impl CudaBackend {
             conv_kernel: conv::conv_kernel_from_env()?,
             gemm_tile: None,
             attention_group: attention::attention_group_from_env()?,
+            split_tiles_done,
             precision: Precision::F32,
             profiler: Default::default(),
             graphs: Default::default(),
