@@ -569,6 +569,20 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
     sink.finish_split([&](auto f) { each_output([&](int m, int cq, float) { f(m, cq); }); });
 }
 
+// Whether a launch's geometry is one the kernels compute (else they write nothing), and the
+// kernel size as a compile-time constant: f(std::integral_constant<int, K_>) with K_ = 1, 3, or 0
+// for any other k (read at run time).
+__device__ __forceinline__ bool computable(const ConvGeom& g, int k_split) {
+    return g.k >= 1 && g.stride >= 1 && g.pad >= 0 && k_split >= 1 && (int)blockIdx.z < k_split;
+}
+
+template <class F>
+__device__ __forceinline__ void with_kernel_size(int k, F f) {
+    if (k == 1) f(std::integral_constant<int, 1>{});
+    else if (k == 3) f(std::integral_constant<int, 3>{});
+    else f(std::integral_constant<int, 0>{});
+}
+
 template <ConvMode MODE, int BM, int BN, int P>
 __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in,
                                                     const float* __restrict__ w,
@@ -577,23 +591,13 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
                                                     float* __restrict__ out, const ConvGeom& g,
                                                     int k_split, float* __restrict__ partial,
                                                     unsigned* __restrict__ tiles_done) {
-    if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
+    if (!computable(g, k_split)) return;
     // Declared here, once for the three kernel-size instantiations below.
     __shared__ __align__(32) tc::SharedTiles<BM, BN, P, IG_PAD> sh;
-    switch (g.k) {
-        case 1:
-            conv_igemm<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial,
-                                           tiles_done);
-            break;
-        case 3:
-            conv_igemm<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial,
-                                           tiles_done);
-            break;
-        default:
-            conv_igemm<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split, partial,
-                                           tiles_done);
-            break;
-    }
+    with_kernel_size(g.k, [&](auto kc) {
+        conv_igemm<MODE, BM, BN, decltype(kc)::value, P>(sh, in, w, bias, extra, epi, out, g,
+                                                         k_split, partial, tiles_done);
+    });
 }
 
 // The wide f32 tiles (_128: 128×128, _64x128: 64 rows × 128 columns) for problems that fill
@@ -793,23 +797,13 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
                                                          const ConvGeom& g, int k_split,
                                                          float* __restrict__ partial,
                                                          unsigned* __restrict__ tiles_done) {
-    if (g.k < 1 || g.stride < 1 || g.pad < 0 || k_split < 1 || (int)blockIdx.z >= k_split) return;
+    if (!computable(g, k_split)) return;
     // 32-byte alignment: WMMA's fragment pointers (the stages' rows keep it, see kernels/README).
     __shared__ __align__(32) PipeTiles<BM, BN, P> sh;
-    switch (g.k) {
-        case 1:
-            conv_igemm_wide<MODE, BM, BN, 1, P>(sh, in, w, bias, extra, epi, out, g, k_split,
-                                                partial, tiles_done);
-            break;
-        case 3:
-            conv_igemm_wide<MODE, BM, BN, 3, P>(sh, in, w, bias, extra, epi, out, g, k_split,
-                                                partial, tiles_done);
-            break;
-        default:
-            conv_igemm_wide<MODE, BM, BN, 0, P>(sh, in, w, bias, extra, epi, out, g, k_split,
-                                                partial, tiles_done);
-            break;
-    }
+    with_kernel_size(g.k, [&](auto kc) {
+        conv_igemm_wide<MODE, BM, BN, decltype(kc)::value, P>(sh, in, w, bias, extra, epi, out,
+                                                              g, k_split, partial, tiles_done);
+    });
 }
 
 }  // namespace

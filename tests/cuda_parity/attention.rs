@@ -7,6 +7,21 @@ use diffrecon::backend::cuda::AttentionCore;
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::tensor::Tensor;
 
+/// Attention parameters for c channels, standard normal scaled by 1/sqrt(c) (seeds from `seed`).
+fn scaled_params(c: usize, seed: u64) -> AttnParams<Tensor> {
+    let s = 1.0 / (c as f32).sqrt();
+    let scaled = |shape: &[usize], seed| {
+        let t = rand(shape, seed);
+        Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
+    };
+    AttnParams {
+        in_w: scaled(&[3 * c, c], seed),
+        in_b: scaled(&[3 * c], seed + 1),
+        out_w: scaled(&[c, c], seed + 2),
+        out_b: scaled(&[c], seed + 3),
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn attention_forward() {
@@ -32,17 +47,7 @@ fn attention_forward() {
     .enumerate()
     {
         let y = rand(&[n, c, h, w], 60 + i as u64);
-        let s = 1.0 / (c as f32).sqrt();
-        let scaled = |shape: &[usize], seed| {
-            let t = rand(shape, seed);
-            Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
-        };
-        let p = AttnParams {
-            in_w: scaled(&[3 * c, c], 70),
-            in_b: scaled(&[3 * c], 71),
-            out_w: scaled(&[c, c], 72),
-            out_b: scaled(&[c], 73),
-        };
+        let p = scaled_params(c, 70);
         let want = cpu.attention(&y, &p, heads).unwrap();
         for (path, tile) in paths
             .into_iter()
@@ -140,17 +145,7 @@ fn attention_groups_give_the_per_image_bits() {
     let (n, c, h, w, heads) = (5, 16, 32, 32, 4);
     let y = rand(&[n, c, h, w], 900);
     let dout = rand(&[n, c, h, w], 901);
-    let s = 1.0 / (c as f32).sqrt();
-    let scaled = |shape: &[usize], seed| {
-        let t = rand(shape, seed);
-        Tensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * s).collect()).unwrap()
-    };
-    let p = AttnParams {
-        in_w: scaled(&[3 * c, c], 902),
-        in_b: scaled(&[3 * c], 903),
-        out_w: scaled(&[c, c], 904),
-        out_b: scaled(&[c], 905),
-    };
+    let p = scaled_params(c, 902);
     let run = |group: Option<usize>| {
         let g = gpu("attention_groups_give_the_per_image_bits")
             .unwrap()
