@@ -322,6 +322,36 @@ __device__ __forceinline__ void split_tap(int kq, int k, int& c, int& ky, int& k
     kx = tap - ky * kd;
 }
 
+// The GEMM view of one conv block (both tile families): M rows of C (output channels), N
+// columns ((image, pixel) pairs), K terms; "in" is what the gather reads (x, or dy for the
+// backward), "out" the plane C's columns walk. The block's share of K is slice blockIdx.z of
+// k_split in whole 16-term chunks (a slice past the end is empty and writes zeros): every tile
+// takes the same slices, which is what keeps their bits equal.
+struct ConvGemm {
+    bool fwd;
+    int k, kk, M, N, K, in_c, in_h, in_w, out_w, out_pix, k_begin, k_end;
+};
+
+template <ConvMode MODE, int K_>
+__device__ __forceinline__ ConvGemm conv_gemm(const ConvGeom& g, int k_split) {
+    ConvGemm c;
+    c.fwd = MODE == ConvMode::Forward;
+    c.k = K_ > 0 ? K_ : g.k;
+    c.kk = c.k * c.k;
+    c.M = c.fwd ? g.cout : g.cin;
+    c.in_c = c.fwd ? g.cin : g.cout;
+    c.in_h = c.fwd ? g.h : g.ho;
+    c.in_w = c.fwd ? g.wd : g.wo;
+    c.out_w = c.fwd ? g.wo : g.wd;
+    c.out_pix = (c.fwd ? g.ho : g.h) * c.out_w;
+    c.N = g.n * c.out_pix;
+    c.K = c.in_c * c.kk;
+    const int k_chunk = ((c.K + k_split - 1) / k_split + IG_BK - 1) / IG_BK * IG_BK;
+    c.k_begin = blockIdx.z * k_chunk;
+    c.k_end = min(c.K, c.k_begin + k_chunk);
+    return c;
+}
+
 // Stands in for tc::TcTile on the f32 path (never used there).
 struct NoTile {};
 
@@ -450,22 +480,11 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
     auto& As = sh.op.a;
     auto& Bs = sh.op.b;
 
-    const bool fwd = MODE == ConvMode::Forward;
-    const int k = K_ > 0 ? K_ : g.k;
-    const int kk = k * k;
-    // GEMM sizes: M rows of C (output channels), N columns ((image, pixel) pairs), K terms.
-    const int M = fwd ? g.cout : g.cin;
-    const int in_c = fwd ? g.cin : g.cout;           // channels the gather reads
-    const int in_h = fwd ? g.h : g.ho, in_w = fwd ? g.wd : g.wo;
-    const int out_h = fwd ? g.ho : g.h, out_w = fwd ? g.wo : g.wd;
-    const int out_pix = out_h * out_w;
-    const int N = g.n * out_pix;
-    const int K = in_c * kk;
-    // This block's share of K: slice blockIdx.z of k_split, in whole 16-term chunks (a slice past
-    // the end is empty and writes zeros).
-    const int k_chunk = ((K + k_split - 1) / k_split + IG_BK - 1) / IG_BK * IG_BK;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = min(K, k_begin + k_chunk);
+    const ConvGemm cg = conv_gemm<MODE, K_>(g, k_split);
+    const bool fwd = cg.fwd;
+    const int k = cg.k, kk = cg.kk, M = cg.M, N = cg.N, K = cg.K, in_c = cg.in_c;
+    const int in_h = cg.in_h, in_w = cg.in_w, out_w = cg.out_w, out_pix = cg.out_pix;
+    const int k_begin = cg.k_begin, k_end = cg.k_end;
 
     const int tid = threadIdx.x;
     const int tx = tid % IG_TX, ty = tid / IG_TX;
@@ -643,20 +662,11 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
     static_assert((BM + IG_PAD) % 4 == 0 && (BN + IG_PAD) % 4 == 0, "float4 rows");
     static_assert(P == kF32 || P == kTf32, "BF16 operands cannot be staged by cp.async");
 
-    const bool fwd = MODE == ConvMode::Forward;
-    const int k = K_ > 0 ? K_ : g.k;
-    const int kk = k * k;
-    const int M = fwd ? g.cout : g.cin;
-    const int in_c = fwd ? g.cin : g.cout;
-    const int in_h = fwd ? g.h : g.ho, in_w = fwd ? g.wd : g.wo;
-    const int out_h = fwd ? g.ho : g.h, out_w = fwd ? g.wo : g.wd;
-    const int out_pix = out_h * out_w;
-    const int N = g.n * out_pix;
-    const int K = in_c * kk;
-    // The same K slices as conv_igemm.
-    const int k_chunk = ((K + k_split - 1) / k_split + IG_BK - 1) / IG_BK * IG_BK;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = min(K, k_begin + k_chunk);
+    const ConvGemm cg = conv_gemm<MODE, K_>(g, k_split);
+    const bool fwd = cg.fwd;
+    const int k = cg.k, kk = cg.kk, M = cg.M, N = cg.N, K = cg.K, in_c = cg.in_c;
+    const int in_h = cg.in_h, in_w = cg.in_w, out_w = cg.out_w, out_pix = cg.out_pix;
+    const int k_begin = cg.k_begin, k_end = cg.k_end;
     const int chunks = k_end > k_begin ? (k_end - k_begin + IG_BK - 1) / IG_BK : 0;
 
     const int tid = threadIdx.x;

@@ -3,7 +3,7 @@
 use super::{check, stale_buffer, OP_BOUND};
 use crate::common::{gpu, rand, rand_scaled};
 use diffrecon::backend::cpu::CpuBackend;
-use diffrecon::backend::cuda::AttentionCore;
+use diffrecon::backend::cuda::{AttentionCore, CudaBackend, CudaTensor};
 use diffrecon::backend::{AttnParams, Backend};
 use diffrecon::tensor::Tensor;
 
@@ -19,6 +19,16 @@ fn scaled_params(c: usize, seed: u64) -> AttnParams<Tensor> {
         in_b: scaled(&[3 * c], seed + 1),
         out_w: scaled(&[c, c], seed + 2),
         out_b: scaled(&[c], seed + 3),
+    }
+}
+
+/// `p` on the GPU backend `g`.
+fn upload_params(g: &CudaBackend, p: &AttnParams<Tensor>) -> AttnParams<CudaTensor> {
+    AttnParams {
+        in_w: g.upload(&p.in_w).unwrap(),
+        in_b: g.upload(&p.in_b).unwrap(),
+        out_w: g.upload(&p.out_w).unwrap(),
+        out_b: g.upload(&p.out_b).unwrap(),
     }
 }
 
@@ -57,12 +67,7 @@ fn attention_forward() {
                 .unwrap()
                 .with_attention_core(path)
                 .with_gemm_tile(tile);
-            let pg = AttnParams {
-                in_w: gp.upload(&p.in_w).unwrap(),
-                in_b: gp.upload(&p.in_b).unwrap(),
-                out_w: gp.upload(&p.out_w).unwrap(),
-                out_b: gp.upload(&p.out_b).unwrap(),
-            };
+            let pg = upload_params(&gp, &p);
             let got = gp.attention(&gp.upload(&y).unwrap(), &pg, heads).unwrap();
             check(
                 &format!(
@@ -111,12 +116,7 @@ fn attention_vjp_input() {
         let want = cpu.attention_vjp(&y, &p, heads, &dout).unwrap();
         for tile in [None, Some(32), Some(64)] {
             let g = gpu("attention_vjp").unwrap().with_gemm_tile(tile);
-            let pg = AttnParams {
-                in_w: g.upload(&p.in_w).unwrap(),
-                in_b: g.upload(&p.in_b).unwrap(),
-                out_w: g.upload(&p.out_w).unwrap(),
-                out_b: g.upload(&p.out_b).unwrap(),
-            };
+            let pg = upload_params(&g, &p);
             let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
             stale_buffer(&g, y.shape());
             let got = g.attention_vjp(&gy, &pg, heads, &gd).unwrap();
@@ -151,12 +151,7 @@ fn attention_groups_give_the_per_image_bits() {
             .unwrap()
             .with_attention_core(Some(AttentionCore::Gemm))
             .with_attention_group(group);
-        let pg = AttnParams {
-            in_w: g.upload(&p.in_w).unwrap(),
-            in_b: g.upload(&p.in_b).unwrap(),
-            out_w: g.upload(&p.out_w).unwrap(),
-            out_b: g.upload(&p.out_b).unwrap(),
-        };
+        let pg = upload_params(&g, &p);
         let (gy, gd) = (g.upload(&y).unwrap(), g.upload(&dout).unwrap());
         let fwd = g.download(&g.attention(&gy, &pg, heads).unwrap()).unwrap();
         let vjp = g

@@ -95,25 +95,10 @@ fn graph_replay_matches_the_eager_forward() {
             dps::run(p, p.be.upload(&x_t)?, &params, &mut |_, _| {})
         })
     };
-    let want = run(&eager);
     // 3 DPS steps and a final forward (whose graph the DiffPIR run above captured at this
     // shape): (captures, replays) added by each run.
-    for (pass, added) in [("eager", (0, 1)), ("capture", (3, 1)), ("replay", (0, 4))] {
-        let before = graphed.be.graph_stats();
-        let got = run(&graphed);
-        assert_eq!(
-            got.data(),
-            want.data(),
-            "4-step DPS with graphs ({pass} run)"
-        );
-        println!("parity graph dps 4 steps ({pass} run): relative error 0.00e0");
-        let after = graphed.be.graph_stats();
-        let delta = (
-            after.captures - before.captures,
-            after.replays - before.replays,
-        );
-        assert_eq!(delta, added, "{pass} run: (captures, replays) added");
-    }
+    let passes = [("eager", (0, 1)), ("capture", (3, 1)), ("replay", (0, 4))];
+    check_passes("dps", &run(&eager), passes, || run(&graphed), &graphed);
 
     // Published DPS: one graph per step too (its residual norms stay on the device), the noise
     // uploaded before each replay; 4 steps, the last without noise.
@@ -126,24 +111,39 @@ fn graph_replay_matches_the_eager_forward() {
             dps_paper::run(p, p.be.upload(&x_t)?, &params, &[7, 8], &mut |_, _| {})
         })
     };
-    let want = run(&eager);
-    for (pass, added) in [("eager", (0, 0)), ("capture", (4, 0)), ("replay", (0, 4))] {
+    let passes = [("eager", (0, 0)), ("capture", (4, 0)), ("replay", (0, 4))];
+    check_passes(
+        "published dps",
+        &run(&eager),
+        passes,
+        || run(&graphed),
+        &graphed,
+    );
+}
+
+/// Runs `run` once per pass on the graphed engine: each run gives the eager run's bits (`want`)
+/// and adds the pass's (captures, replays) to the backend's graph counts.
+fn check_passes(
+    what: &str,
+    want: &Tensor,
+    passes: [(&str, (u64, u64)); 3],
+    run: impl Fn() -> Tensor,
+    graphed: &Engine<CudaBackend>,
+) {
+    for (pass, added) in passes {
         let before = graphed.be.graph_stats();
-        let got = run(&graphed);
+        let got = run();
         assert_eq!(
             got.data(),
             want.data(),
-            "4-step published DPS with graphs ({pass} run)"
+            "4-step {what} with graphs ({pass} run)"
         );
-        println!("parity graph published dps 4 steps ({pass} run): relative error 0.00e0");
+        println!("parity graph {what} 4 steps ({pass} run): relative error 0.00e0");
         let after = graphed.be.graph_stats();
         let delta = (
             after.captures - before.captures,
             after.replays - before.replays,
         );
-        assert_eq!(
-            delta, added,
-            "published DPS {pass} run: (captures, replays) added"
-        );
+        assert_eq!(delta, added, "{what} {pass} run: (captures, replays) added");
     }
 }

@@ -360,17 +360,17 @@ impl CudaBackend {
             Some(p) => l.arg(p.dev_mut()?),
             None => l.arg(w.dev()?),
         };
-        let no_counters: u64 = 0;
+        // A null pointer: no tile counters (below: the backward's bias and epilogue operand).
+        let null_ptr: u64 = 0;
         if finish_in_kernel {
             l.arg(&self.split_tiles_done);
         } else {
-            l.arg(&no_counters);
+            l.arg(&null_ptr);
         }
         self.run(l, cfg)?;
         let Some(partial) = partial.filter(|_| !finish_in_kernel) else {
             return Ok(());
         };
-        let null_ptr: u64 = 0; // the backward has no bias and no epilogue operand
         let (ri, pi, ti) = (
             dim(rows, "rows")?,
             dim(pix, "pixels")?,
