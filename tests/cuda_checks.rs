@@ -168,13 +168,13 @@ fn mismatched_operands_are_refused() {
     let ata = |v: &CudaTensor| g.blur(&g.blur(v, &k5, false)?, &k5, true);
     refused(
         "prox_cg aty",
-        g.prox_cg(&ata, &up(&[1, 1, 9, 9]), &img, &[0.1, 0.2], 3, 1e-6),
+        g.prox_cg(&ata, &up(&[1, 1, 9, 9]), &img, &up(&[2]), 3, 1e-6),
         "internal",
         "prox_cg",
     );
     refused(
         "prox_cg mu",
-        g.prox_cg(&ata, &img, &img, &[0.1], 3, 1e-6),
+        g.prox_cg(&ata, &img, &img, &up(&[1]), 3, 1e-6),
         "internal",
         "prox_cg",
     );

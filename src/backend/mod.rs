@@ -18,13 +18,9 @@ pub fn reference() -> cpu::CpuBackend {
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// How one slice's CG solve ended: iterations taken, final ‖r‖² and ‖b‖².
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CgSlice {
-    pub iters: usize,
-    pub rr: f64,
-    pub bb: f64,
-}
+/// Columns of the statistics buffer `Backend::prox_cg` returns, per slice: iterations taken,
+/// final ‖r‖², ‖b‖² (f64 on the device, rounded to f32 in the buffer).
+pub const CG_STATS: usize = 3;
 
 /// Attention parameters as backend buffers.
 pub struct AttnParams<B> {
@@ -38,6 +34,9 @@ pub struct AttnParams<B> {
 /// the callers (the UNet and samplers check their inputs once at the top).
 /// Device work over buffers, as `Backend::replay` takes it.
 pub type DeviceWork<'a, B> = &'a dyn Fn(&[&B]) -> Result<B>;
+
+/// Device work with several outputs, as `Backend::replay_many` takes it.
+pub type DeviceWorkMany<'a, B> = &'a dyn Fn(&[&B]) -> Result<Vec<B>>;
 
 /// AᵀA of a forward operator, as device work over backend buffers (the CG's normal operator).
 pub type NormalOp<'a, B> = &'a dyn Fn(&B) -> Result<B>;
@@ -69,13 +68,29 @@ pub trait Backend: Sync {
     /// Runs `f(inputs)`. `f` must do device work only (no uploads, downloads or host reads of
     /// device data) and ask for outputs of the same shapes whenever the inputs have the same
     /// shapes, so that the CUDA backend can capture it as a CUDA graph (once per `key` and input
-    /// shapes) and replay it with new input values. The default runs `f` directly.
+    /// shapes) and replay it with new input values. `f` must not call `replay` itself (a replay
+    /// inside a capture cannot launch its graph). The default runs `f` directly.
     fn replay(
         &self,
-        _key: usize,
+        key: usize,
         inputs: &[&Self::Buf],
         f: DeviceWork<'_, Self::Buf>,
     ) -> Result<Self::Buf> {
+        let mut out = self.replay_many(key, inputs, &|inputs| Ok(vec![f(inputs)?]))?;
+        match (out.pop(), out.is_empty()) {
+            (Some(one), true) => Ok(one),
+            _ => Err(crate::error::Error::internal("replay: not one output")),
+        }
+    }
+    /// `replay` for work with several outputs (a published DiffPIR step: the next x and its CG
+    /// statistics), returned in `f`'s order. A backend that captures here must also answer
+    /// `prox_cg` (the generic CG loop reads scalars on the host). The default runs `f` directly.
+    fn replay_many(
+        &self,
+        _key: usize,
+        inputs: &[&Self::Buf],
+        f: DeviceWorkMany<'_, Self::Buf>,
+    ) -> Result<Vec<Self::Buf>> {
         f(inputs)
     }
     fn upload(&self, t: &Tensor) -> Result<Self::Buf>;
@@ -247,20 +262,21 @@ pub trait Backend: Sync {
     }
 
     /// The proximal CG solve of published DiffPIR (`samplers::cg`): (AᵀA + μ_i I) x = Aᵀy + μ_i x0
-    /// per slice, given `ata` (device work only) and Aᵀy, run by the backend itself with every
-    /// scalar kept where the vectors live: `None` (the default) means "use the generic loop". A
-    /// backend that answers must produce the generic loop's iterates (running all `max_iters`
-    /// with converged slices frozen is the same), with per-slice statistics.
+    /// per slice, μ an [N] buffer, given `ata` (device work only) and Aᵀy, run by the backend
+    /// itself with every scalar kept where the vectors live, so the solve can run under
+    /// `replay_many`: `None` (the default) means "use the generic loop". A backend that answers
+    /// must produce the generic loop's iterates (running all `max_iters` with converged slices
+    /// frozen is the same) and an [N, CG_STATS] statistics buffer.
     #[allow(clippy::too_many_arguments)]
     fn prox_cg(
         &self,
         _ata: NormalOp<'_, Self::Buf>,
         _aty: &Self::Buf,
         _x0: &Self::Buf,
-        _mu: &[f32],
+        _mu: &Self::Buf,
         _max_iters: usize,
         _tol: f64,
-    ) -> Result<Option<(Self::Buf, Vec<CgSlice>)>> {
+    ) -> Result<Option<(Self::Buf, Self::Buf)>> {
         Ok(None)
     }
 

@@ -4,9 +4,18 @@
 //! Every scalar (step, β, convergence) is kept per slice, and a slice that has converged is frozen,
 //! so a slice of a batch takes exactly the iterations it would take alone.
 
-use crate::backend::{Backend, CgSlice, NormalOp};
-use crate::error::Result;
+use crate::backend::{Backend, NormalOp, CG_STATS};
+use crate::error::{Error, Result};
 use crate::operators::LinOp;
+use crate::tensor::Tensor;
+
+/// How one slice's CG solve ended: iterations taken, final ‖r‖² and ‖b‖².
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CgSlice {
+    iters: usize,
+    rr: f64,
+    bb: f64,
+}
 
 /// Iteration limit and relative tolerance ‖b − A x‖ ≤ tol·‖b‖.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +41,27 @@ impl CgReport {
         self.rel_residual = worst(self.rel_residual, other.rel_residual);
         self.solves += other.solves;
     }
+
+    /// The report of one solve from its [N, CG_STATS] statistics (`prox_solve_on_device`).
+    pub fn from_stats(stats: &Tensor) -> Result<CgReport> {
+        let n = stats.shape().first().copied().unwrap_or(0);
+        if stats.shape() != [n, CG_STATS] {
+            return Err(Error::internal(format!(
+                "CG statistics of shape {:?}, expected (N, {CG_STATS})",
+                stats.shape()
+            )));
+        }
+        let slices: Vec<CgSlice> = stats
+            .data()
+            .chunks(CG_STATS)
+            .map(|s| CgSlice {
+                iters: s[0] as usize,
+                rr: s[1] as f64,
+                bb: s[2] as f64,
+            })
+            .collect();
+        Ok(report(&slices))
+    }
 }
 
 /// The larger of two residuals, NaN if either is (`f64::max` would drop a NaN and report a
@@ -45,8 +75,7 @@ fn worst(a: f64, b: f64) -> f64 {
 }
 
 /// Solve the proximal problem for every slice of y, starting from `x0` (the natural warm
-/// start: the prior's estimate). Returns the solution and how well it converged. A backend that
-/// runs the loop itself (the GPU: no host round trip per iteration) does; else the generic loop.
+/// start: the prior's estimate). Returns the solution and how well it converged.
 pub fn prox_solve<B: Backend>(
     be: &B,
     op: LinOp<B>,
@@ -55,13 +84,35 @@ pub fn prox_solve<B: Backend>(
     mu: &[f32],
     cg: &CgSettings,
 ) -> Result<(B::Buf, CgReport)> {
+    let mu = be.upload(&Tensor::new(vec![mu.len()], mu.to_vec())?)?;
+    let (x, stats) = prox_solve_on_device(be, op, y, x0, &mu, cg)?;
+    Ok((x, CgReport::from_stats(&be.download(&stats)?)?))
+}
+
+/// As `prox_solve` with μ as an [N] buffer, returning the [N, CG_STATS] statistics as a buffer:
+/// device work where the backend runs the loop itself (the GPU: no host round trip per
+/// iteration, so a sampler step can run under `replay_many`), else the generic loop.
+pub fn prox_solve_on_device<B: Backend>(
+    be: &B,
+    op: LinOp<B>,
+    y: &B::Buf,
+    x0: &B::Buf,
+    mu: &B::Buf,
+    cg: &CgSettings,
+) -> Result<(B::Buf, B::Buf)> {
     let aty = op.adjoint(be, y)?;
     let normal = |v: &B::Buf| op.normal(be, v);
-    let solved = match be.prox_cg(&normal, &aty, x0, mu, cg.max_iters, cg.tol)? {
-        Some(done) => done,
-        None => generic_solve(be, &normal, &aty, x0, mu, cg)?,
-    };
-    Ok((solved.0, report(&solved.1)))
+    if let Some(done) = be.prox_cg(&normal, &aty, x0, mu, cg.max_iters, cg.tol)? {
+        return Ok(done);
+    }
+    let mu = be.download(mu)?;
+    let (x, slices) = generic_solve(be, &normal, &aty, x0, mu.data(), cg)?;
+    let stats: Vec<f32> = slices
+        .iter()
+        .flat_map(|s| [s.iters as f32, s.rr as f32, s.bb as f32])
+        .collect();
+    let stats = be.upload(&Tensor::new(vec![slices.len(), CG_STATS], stats)?)?;
+    Ok((x, stats))
 }
 
 /// Worst case over slices; a NaN residual stays NaN. Where b = 0 the residual is absolute

@@ -44,6 +44,9 @@ pub fn run<B: Backend>(
 }
 
 /// One step from t to t_next: prior DDIM step, then x = clamp(xp − tau/‖A‖²·Aᵀ(A xp − y), −1, 1).
+/// Everything after the embedding's upload is device work handed to `Backend::replay`, keyed by
+/// the step's scalars, so a CUDA backend replays one graph per step from a sampler's second run
+/// with the same schedule on.
 pub fn step<B: Backend>(
     p: &Problem<B>,
     x: &B::Buf,
@@ -51,8 +54,21 @@ pub fn step<B: Backend>(
     t_next: usize,
     tau: f64,
 ) -> Result<B::Buf> {
-    let eps = p.net.forward(p.be, x, &[t as f32])?;
-    let prior =
-        p.be.diffpir_prior(x, &eps, p.schedule.coeffs(t), p.schedule.coeffs(t_next))?;
-    p.op.gradient_step(p.be, &prior, p.y, tau)
+    let be = p.be;
+    let emb = p.net.embedding(be, x, &[t as f32])?;
+    let (now, next) = (p.schedule.coeffs(t), p.schedule.coeffs(t_next));
+    let mut inputs = vec![x, &emb, p.y];
+    inputs.extend(p.op.buffer());
+    let mut values = vec![0xD1FFu64, t as u64, t_next as u64, tau.to_bits()];
+    values.extend([now.0, now.1, next.0, next.1].map(|c| c.to_bits() as u64));
+    values.extend(p.op.key_values());
+    be.replay(p.net.replay_key(&values), &inputs, &|inputs| {
+        let &[x, emb, y, ref op_buf @ ..] = inputs else {
+            unreachable!("replay passes x, the embedding, y and the operator's buffer")
+        };
+        let op = p.op.rebind(op_buf.first().copied());
+        let eps = p.net.forward_emb(be, x, emb)?;
+        let prior = be.diffpir_prior(x, &eps, now, next)?;
+        op.gradient_step(be, &prior, y, tau)
+    })
 }

@@ -9,9 +9,10 @@ use super::cg::{self, CgReport, CgSettings};
 use super::{check_param, check_range, Problem, Progress, MAX_NOISE_LEVEL};
 use crate::backend::Backend;
 use crate::bail;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::slice_noise;
 use crate::schedule::Skip;
+use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DiffPirPnpParams {
@@ -90,12 +91,8 @@ pub fn run<B: Backend>(
     let (sab0, s1m0) = p.schedule.coeffs(ts[0]);
     let start = p.op.initial_estimate(be, p.y)?;
     let mut x = be.lincomb(&start, sab0, &noise(0)?, s1m0)?;
-    let mut report = CgReport::default();
+    let mut stats = Vec::with_capacity(ts.len());
     for (i, &t) in ts.iter().enumerate() {
-        let eps = p.net.forward(be, &x, &[t as f32])?;
-        let (sab, s1m) = p.schedule.coeffs(t);
-        let mut x0 = be.predict_x0(&x, &eps, sab, s1m)?;
-        be.clamp(&mut x0, -1.0, 1.0)?;
         // μ = ρ_t·σ_n² = λ·σ_n²/σ̄_t² multiplies ‖x − x0‖² once ‖Ax − y‖² is unscaled.
         let ab = p.schedule.alpha_bars[t] as f64;
         let sigma_bar2 = (1.0 - ab) / ab;
@@ -103,26 +100,107 @@ pub fn run<B: Backend>(
             .iter()
             .map(|s2| (params.lambda * s2 / sigma_bar2) as f32)
             .collect();
-        let (mut x0_data, r) = cg::prox_solve(be, p.op, p.y, &x0, &mu, &params.cg)?;
-        report.merge(&r);
-        be.clamp(&mut x0_data, -1.0, 1.0)?;
-        x = match ts.get(i + 1) {
-            Some(&t_next) => {
-                // The noise direction implied by x and the data-consistent estimate.
-                let eps_hat = be.lincomb(&x, 1.0 / s1m, &x0_data, -sab / s1m)?;
-                let z = noise(i as u64 + 1)?;
-                let mixed = be.lincomb(
-                    &eps_hat,
-                    (1.0 - params.zeta).sqrt() as f32,
-                    &z,
-                    params.zeta.sqrt() as f32,
-                )?;
-                let (sab_n, s1m_n) = p.schedule.coeffs(t_next);
-                be.lincomb(&x0_data, sab_n, &mixed, s1m_n)?
-            }
-            None => x0_data,
-        };
+        let mu = be.upload(&Tensor::new(vec![mu.len()], mu)?)?;
+        let emb = p.net.embedding(be, &x, &[t as f32])?;
+        let t_next = ts.get(i + 1).copied();
+        let z = t_next.map(|_| noise(i as u64 + 1)).transpose()?;
+        let mut inputs = vec![&x, &emb, p.y, &mu];
+        inputs.extend(z.as_ref());
+        inputs.extend(p.op.buffer());
+        let key = step_key(p, params, t, t_next);
+        let out = be.replay_many(key, &inputs, &|inputs| {
+            let &[x, emb, y, mu, ref rest @ ..] = inputs else {
+                unreachable!(
+                    "replay passes x, the embedding, y, μ, the noise and the operator's buffer"
+                )
+            };
+            let (z, op_buf) = match t_next {
+                Some(_) => (rest.first().copied(), &rest[1..]),
+                None => (None, rest),
+            };
+            let q = Problem {
+                y,
+                op: p.op.rebind(op_buf.first().copied()),
+                ..*p
+            };
+            let (x, stats) = step(&q, params, x, emb, mu, (t, t_next), z)?;
+            Ok(vec![x, stats])
+        })?;
+        let [next, step_stats]: [B::Buf; 2] = out.try_into().map_err(|_| {
+            Error::internal("a published DiffPIR step's replay gave not two outputs")
+        })?;
+        stats.push(step_stats);
+        x = next;
         progress(i + 1, ts.len());
     }
+    // The statistics are read once, after the last step (no host wait between steps).
+    let mut report = CgReport::default();
+    for s in &stats {
+        report.merge(&CgReport::from_stats(&be.download(s)?)?);
+    }
     Ok((x, report))
+}
+
+/// One step from t: denoise, solve the data subproblem (device work on a backend that runs CG
+/// itself), then step to t_next with fresh noise `z` (x̂0 itself at the last step). Returns the
+/// next x and the solve's statistics.
+fn step<B: Backend>(
+    p: &Problem<B>,
+    params: &DiffPirPnpParams,
+    x: &B::Buf,
+    emb: &B::Buf,
+    mu: &B::Buf,
+    (t, t_next): (usize, Option<usize>),
+    z: Option<&B::Buf>,
+) -> Result<(B::Buf, B::Buf)> {
+    let be = p.be;
+    let eps = p.net.forward_emb(be, x, emb)?;
+    let (sab, s1m) = p.schedule.coeffs(t);
+    let mut x0 = be.predict_x0(x, &eps, sab, s1m)?;
+    be.clamp(&mut x0, -1.0, 1.0)?;
+    let (mut x0_data, stats) = cg::prox_solve_on_device(be, p.op, p.y, &x0, mu, &params.cg)?;
+    be.clamp(&mut x0_data, -1.0, 1.0)?;
+    let next = match (t_next, z) {
+        (Some(t_next), Some(z)) => {
+            // The noise direction implied by x and the data-consistent estimate.
+            let eps_hat = be.lincomb(x, 1.0 / s1m, &x0_data, -sab / s1m)?;
+            let mixed = be.lincomb(
+                &eps_hat,
+                (1.0 - params.zeta).sqrt() as f32,
+                z,
+                params.zeta.sqrt() as f32,
+            )?;
+            let (sab_n, s1m_n) = p.schedule.coeffs(t_next);
+            be.lincomb(&x0_data, sab_n, &mixed, s1m_n)?
+        }
+        _ => x0_data,
+    };
+    Ok((next, stats))
+}
+
+/// What a step's captured work depends on besides its inputs' values (μ and the noise are
+/// inputs): the network, the operator and every scalar baked into its kernels' arguments.
+fn step_key<B: Backend>(
+    p: &Problem<B>,
+    params: &DiffPirPnpParams,
+    t: usize,
+    t_next: Option<usize>,
+) -> usize {
+    let coeffs = |t: usize| {
+        let (sab, s1m) = p.schedule.coeffs(t);
+        [sab.to_bits() as u64, s1m.to_bits() as u64]
+    };
+    let mut values = vec![0xD1FF9u64, t as u64];
+    values.extend(coeffs(t));
+    if let Some(t_next) = t_next {
+        values.push(t_next as u64);
+        values.extend(coeffs(t_next));
+    }
+    values.extend([
+        params.zeta.to_bits(),
+        params.cg.max_iters as u64,
+        params.cg.tol.to_bits(),
+    ]);
+    values.extend(p.op.key_values());
+    p.net.replay_key(&values)
 }

@@ -291,6 +291,12 @@ impl<B: Backend> UNet<B> {
         })
     }
 
+    /// eps(x, t) from an uploaded embedding (`embedding`) without a replay of its own: for
+    /// sampler steps that hand the whole step to `Backend::replay`.
+    pub fn forward_emb(&self, be: &B, x: &B::Buf, emb: &B::Buf) -> Result<B::Buf> {
+        self.run(be, x, emb, None)
+    }
+
     /// A `Backend::replay` key for work of this network that also depends on the given values
     /// (those its kernels take as arguments), e.g. a sampler step's timesteps and coefficients.
     pub fn replay_key(&self, values: &[u64]) -> usize {

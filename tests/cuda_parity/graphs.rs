@@ -7,6 +7,7 @@ use diffrecon::backend::Backend;
 use diffrecon::engine::Engine;
 use diffrecon::operators::Kernel;
 use diffrecon::samplers::diffpir::{self, DiffPirParams};
+use diffrecon::samplers::diffpir_pnp::{self, DiffPirPnpParams};
 use diffrecon::samplers::dps::{self, DpsParams};
 use diffrecon::samplers::dps_paper::{self, DpsPaperParams};
 use diffrecon::tensor::Tensor;
@@ -14,8 +15,8 @@ use diffrecon::unet::weights;
 
 /// The UNet forward through a CUDA graph (captured on the second call with a shape, replayed
 /// after) gives the eager forward's bits for new inputs and timesteps on every replay, at
-/// batch 1 and 3 and alternating between the two graphs; a 4-step DiffPIR-style run (forward
-/// replays inside a sampler) and DPS (one graph per step) match too, with exactly the expected
+/// batch 1 and 3 and alternating between the two graphs; 4-step DiffPIR-style, DPS, published
+/// DPS and published DiffPIR runs (one graph per step) match too, with exactly the expected
 /// captures and replays.
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
@@ -63,41 +64,32 @@ fn graph_replay_matches_the_eager_forward() {
     println!("parity graph forward alternating n1/n3: relative error 0.00e0");
     assert_eq!(graphed.be.graph_stats().replays, 8);
 
+    // DiffPIR-style: one graph per step (its scalars are kernel arguments), captured in the
+    // second run with the same schedule and replayed in the third; 4 timesteps, 3 steps.
     let y = rand(&[2, 1, 32, 32], 980);
     let kt = Kernel::motion(9, 20.0).unwrap().to_tensor();
     let params = DiffPirParams { steps: 4, tau: 0.6 };
-    let run =
-        |e: &Engine<CudaBackend>| on(e, &y, &kt, |p| diffpir::run(p, &params, &mut |_, _| {}));
-    let before = graphed.be.graph_stats();
-    let (want, got) = (run(&eager), run(&graphed));
-    assert_eq!(got.data(), want.data(), "4-step DiffPIR-style with graphs");
-    println!("parity graph diffpir 4 steps: relative error 0.00e0");
-    // Three forwards at a new shape: eager, capture, replay.
-    let after = graphed.be.graph_stats();
-    assert_eq!(
-        (
-            after.captures - before.captures,
-            after.replays - before.replays
-        ),
-        (1, 1),
-        "DiffPIR-style: (captures, replays) added"
-    );
+    let run = |e: &Engine<CudaBackend>| {
+        let x = on(e, &y, &kt, |p| diffpir::run(p, &params, &mut |_, _| {}));
+        (x, ())
+    };
+    let passes = [("eager", (0, 0)), ("capture", (3, 0)), ("replay", (0, 3))];
+    check_passes("diffpir", &run(&eager), passes, || run(&graphed), &graphed);
 
-    // DPS: one graph per step (its scalars are kernel arguments), captured in the second run
-    // with the same schedule and replayed in the third.
+    // DPS: one graph per step as well; its final forward (a shape the forwards above did not
+    // use) is the UNet's own graph: (captures, replays) added by each run.
     let x_t = rand(&[2, 1, 32, 32], 981);
     let params = DpsParams {
         steps: 4,
         ..DpsParams::default()
     };
     let run = |e: &Engine<CudaBackend>| {
-        on(e, &y, &kt, |p| {
+        let x = on(e, &y, &kt, |p| {
             dps::run(p, p.be.upload(&x_t)?, &params, &mut |_, _| {})
-        })
+        });
+        (x, ())
     };
-    // 3 DPS steps and a final forward (whose graph the DiffPIR run above captured at this
-    // shape): (captures, replays) added by each run.
-    let passes = [("eager", (0, 1)), ("capture", (3, 1)), ("replay", (0, 4))];
+    let passes = [("eager", (0, 0)), ("capture", (4, 0)), ("replay", (0, 4))];
     check_passes("dps", &run(&eager), passes, || run(&graphed), &graphed);
 
     // Published DPS: one graph per step too (its residual norms stay on the device), the noise
@@ -107,9 +99,10 @@ fn graph_replay_matches_the_eager_forward() {
         ..DpsPaperParams::default()
     };
     let run = |e: &Engine<CudaBackend>| {
-        on(e, &y, &kt, |p| {
+        let x = on(e, &y, &kt, |p| {
             dps_paper::run(p, p.be.upload(&x_t)?, &params, &[7, 8], &mut |_, _| {})
-        })
+        });
+        (x, ())
     };
     let passes = [("eager", (0, 0)), ("capture", (4, 0)), ("replay", (0, 4))];
     check_passes(
@@ -119,25 +112,51 @@ fn graph_replay_matches_the_eager_forward() {
         || run(&graphed),
         &graphed,
     );
+
+    // Published DiffPIR: one graph per step with its CG solve inside (μ and the noise are
+    // inputs, the statistics a second output read after the run); the reports agree too.
+    let params = DiffPirPnpParams {
+        steps: 4,
+        ..DiffPirPnpParams::default()
+    };
+    let run = |e: &Engine<CudaBackend>| {
+        let report = std::cell::Cell::new(None);
+        let x = on(e, &y, &kt, |p| {
+            let (x, r) = diffpir_pnp::run(p, &params, &[7, 8], &mut |_, _| {})?;
+            report.set(Some(r));
+            Ok(x)
+        });
+        (x, report.get())
+    };
+    let passes = [("eager", (0, 0)), ("capture", (4, 0)), ("replay", (0, 4))];
+    check_passes(
+        "published diffpir",
+        &run(&eager),
+        passes,
+        || run(&graphed),
+        &graphed,
+    );
 }
 
-/// Runs `run` once per pass on the graphed engine: each run gives the eager run's bits (`want`)
-/// and adds the pass's (captures, replays) to the backend's graph counts.
-fn check_passes(
+/// Runs `run` once per pass on the graphed engine: each run gives the eager run's bits and
+/// side result (`want`: a CG report, or nothing) and adds the pass's (captures, replays) to the
+/// backend's graph counts.
+fn check_passes<T: PartialEq + std::fmt::Debug>(
     what: &str,
-    want: &Tensor,
+    want: &(Tensor, T),
     passes: [(&str, (u64, u64)); 3],
-    run: impl Fn() -> Tensor,
+    run: impl Fn() -> (Tensor, T),
     graphed: &Engine<CudaBackend>,
 ) {
     for (pass, added) in passes {
         let before = graphed.be.graph_stats();
-        let got = run();
+        let (got, side) = run();
         assert_eq!(
             got.data(),
-            want.data(),
+            want.0.data(),
             "4-step {what} with graphs ({pass} run)"
         );
+        assert_eq!(side, want.1, "4-step {what} ({pass} run)");
         println!("parity graph {what} 4 steps ({pass} run): relative error 0.00e0");
         let after = graphed.be.graph_stats();
         let delta = (

@@ -1,17 +1,17 @@
 //! The proximal CG solve of published DiffPIR with every per-slice scalar on the device
-//! (kernels/cg.cu): the loop queues kernels only and reads the host once, at the end, for the
-//! statistics. It runs all `max_iters` iterations with converged slices frozen, which gives the
-//! generic loop's iterates (src/samplers/cg.rs) without a host check per iteration.
+//! (kernels/cg.cu): the loop queues kernels only, μ comes in as a buffer and the statistics go
+//! out as one, so the solve is device work a published DiffPIR step can capture as a graph. It
+//! runs all `max_iters` iterations with converged slices frozen, which gives the generic loop's
+//! iterates (src/samplers/cg.rs) without a host check per iteration.
 
 use super::launch::{dim, grid1d, per_item_cfg};
-use super::{cuda_err, CudaBackend, CudaTensor};
-use crate::backend::{Backend, CgSlice, NormalOp};
-use crate::error::Result;
-use crate::tensor::Tensor;
+use super::{CudaBackend, CudaTensor};
+use crate::backend::{NormalOp, CG_STATS};
+use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 /// The kernels of kernels/cg.cu (the vector work reuses blur.rs and elementwise.rs).
-pub(super) const KERNELS: &[&str] = &["cg_init", "cg_alpha", "cg_beta"];
+pub(super) const KERNELS: &[&str] = &["cg_coefs", "cg_init", "cg_alpha", "cg_beta", "cg_stats"];
 
 /// Per-slice f64 state of the loop.
 struct State {
@@ -24,15 +24,6 @@ struct State {
 }
 
 impl CudaBackend {
-    /// A coefficient array [1 … 1 | c] for `lincomb_per_item_dev`, c uploaded once.
-    fn ones_then(&self, c: &[f32]) -> Result<CudaTensor> {
-        let n = c.len();
-        let v: Vec<f32> = std::iter::repeat_n(1.0, n)
-            .chain(c.iter().copied())
-            .collect();
-        self.upload(&Tensor::new(vec![2 * n], v)?)
-    }
-
     /// Σ over each item of a·b (or a² when `b` is None) into `out` on the device.
     fn reduce_into(
         &self,
@@ -73,28 +64,34 @@ impl CudaBackend {
         ata: NormalOp<'_, CudaTensor>,
         aty: &CudaTensor,
         x0: &CudaTensor,
-        mu: &[f32],
+        mu: &CudaTensor,
         max_iters: usize,
         tol: f64,
-    ) -> Result<(CudaTensor, Vec<CgSlice>)> {
+    ) -> Result<(CudaTensor, CudaTensor)> {
         let (n, _) = self.items(x0)?;
         Self::same_len(x0, aty, "prox_cg")?;
-        if mu.len() != n {
-            return Err(crate::error::Error::internal(format!(
-                "prox_cg: {} μ values for {n} slices",
-                mu.len()
+        if mu.shape != [n] {
+            return Err(Error::internal(format!(
+                "prox_cg: μ of shape {:?} for {n} slices",
+                mu.shape
             )));
         }
         let ni = dim(n, "slices")?;
         let tol2 = tol * tol;
         let scalars = grid1d(n)?;
-        let coef_mu = self.ones_then(mu)?;
-        let zeros = vec![0.0f32; n];
-        let (mut coef_x, mut coef_r, mut coef_dir) = (
-            self.ones_then(&zeros)?,
-            self.ones_then(&zeros)?,
-            self.ones_then(&zeros)?,
-        );
+        // The lincomb_per_item coefficient arrays [1 … 1 | c], filled on the device: [1 | μ]
+        // and [1 | 0] for x, r and the direction (cg_alpha and cg_beta write their c's).
+        let coefs = || self.output(&[2 * n]);
+        let (mut coef_mu, mut coef_x, mut coef_r, mut coef_dir) =
+            (coefs()?, coefs()?, coefs()?, coefs()?);
+        let mut l = self.stream.launch_builder(self.f("cg_coefs"));
+        l.arg(mu.dev()?)
+            .arg(coef_mu.dev_mut()?)
+            .arg(coef_x.dev_mut()?)
+            .arg(coef_r.dev_mut()?)
+            .arg(coef_dir.dev_mut()?)
+            .arg(&ni);
+        self.run(l, scalars)?;
         let mut st = State {
             rr: self.scratch_f64(n)?,
             bb: self.scratch_f64(n)?,
@@ -145,18 +142,17 @@ impl CudaBackend {
             self.run(l, scalars)?;
             dir = self.lincomb_per_item_dev(&r, &dir, &coef_dir)?;
         }
-        let read = |v: &CudaSlice<f64>| self.stream.clone_dtoh(v).map_err(cuda_err);
-        let (rr, bb, iters) = (read(&st.rr)?, read(&st.bb)?, read(&st.iters)?);
+        let mut stats = self.output(&[n, CG_STATS])?;
+        let mut l = self.stream.launch_builder(self.f("cg_stats"));
+        l.arg(&st.iters)
+            .arg(&st.rr)
+            .arg(&st.bb)
+            .arg(stats.dev_mut()?)
+            .arg(&ni);
+        self.run(l, scalars)?;
         for v in [st.rr, st.bb, st.curv, st.rr_new, st.done, st.iters] {
             self.active_pool().give_f64(v);
         }
-        let slices = (0..n)
-            .map(|i| CgSlice {
-                iters: iters[i] as usize,
-                rr: rr[i],
-                bb: bb[i],
-            })
-            .collect();
-        Ok((x, slices))
+        Ok((x, stats))
     }
 }

@@ -1,7 +1,7 @@
 //! CUDA graphs behind `Backend::replay`. The first call with a given key and input shapes runs
 //! eagerly; the second runs the work once more eagerly with the graph pool active (so every
 //! buffer it needs sits there), captures a third run as a graph and launches it; later calls
-//! copy the new inputs into the graph's own input buffers, launch the graph and copy its output
+//! copy the new inputs into the graph's own input buffers, launch the graph and copy its outputs
 //! out. One launch replaces the UNet forward's ~150, and no per-kernel host work remains. A key
 //! met once only (a sampler's per-timestep work in a single run) never pays for a capture.
 //!
@@ -30,11 +30,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A captured graph with the buffers it reads its inputs from and writes its output to.
+/// A captured graph with the buffers it reads its inputs from and writes its outputs to.
 struct Captured {
     graph: SendGraph,
     inputs: Vec<CudaTensor>,
-    output: CudaTensor,
+    outputs: Vec<CudaTensor>,
 }
 
 /// SAFETY: cudarc leaves CudaGraph !Send because a graph must not be used from two threads at
@@ -90,7 +90,7 @@ pub fn graphs_from_env() -> bool {
     )
 }
 
-type Work<'a> = crate::backend::DeviceWork<'a, CudaTensor>;
+type Work<'a> = crate::backend::DeviceWorkMany<'a, CudaTensor>;
 
 /// Ends a capture and restores the backend's own pool however the capture is left (an error
 /// or a panic in the captured work), so the stream and the backend stay usable.
@@ -128,7 +128,7 @@ impl CudaBackend {
         key: usize,
         inputs: &[&CudaTensor],
         f: Work<'_>,
-    ) -> Result<CudaTensor> {
+    ) -> Result<Vec<CudaTensor>> {
         let id: Key = (key, inputs.iter().map(|t| t.shape.clone()).collect());
         let mut slots = self.graphs.slots.lock().unwrap_or_else(|e| e.into_inner());
         let captured = slots
@@ -144,7 +144,7 @@ impl CudaBackend {
                 }
                 c.graph.0.launch().map_err(cuda_err)?;
                 self.graphs.replays.fetch_add(1, Ordering::Relaxed);
-                return self.copy_of(&c.output);
+                return self.copies_of(&c.outputs);
             }
             Some(Slot::Seen) if captured < MAX_GRAPHS => {}
             // First sight, past the cap, or a failed capture: eager, without the lock.
@@ -160,7 +160,7 @@ impl CudaBackend {
             Ok(c) => {
                 self.graphs.captures.fetch_add(1, Ordering::Relaxed);
                 c.graph.0.launch().map_err(cuda_err)?;
-                let out = self.copy_of(&c.output);
+                let out = self.copies_of(&c.outputs);
                 slots.insert(id, Slot::Captured(c));
                 out
             }
@@ -171,6 +171,10 @@ impl CudaBackend {
                 f(inputs)
             }
         }
+    }
+
+    fn copies_of(&self, ts: &[CudaTensor]) -> Result<Vec<CudaTensor>> {
+        ts.iter().map(|t| self.copy_of(t)).collect()
     }
 
     /// A fresh tensor from the active pool (the main one outside a capture) holding `t`'s values.
@@ -208,15 +212,15 @@ impl CudaBackend {
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
             .map_err(cuda_err)?;
         scope.capturing = true;
-        let output = f(&refs);
+        let outputs = f(&refs);
         // End the capture whatever f did, so the stream is usable again.
         let graph = scope.end();
-        let (output, graph) = (output?, graph?);
+        let (outputs, graph) = (outputs?, graph?);
         let graph = graph.ok_or_else(|| Error::internal("the capture recorded no work"))?;
         Ok(Captured {
             graph: SendGraph(graph),
             inputs: own,
-            output,
+            outputs,
         })
     }
 }

@@ -331,12 +331,12 @@ impl Backend for CudaBackend {
         Ok(Some(profile::table(&self.profiler.report()?)))
     }
 
-    fn replay(
+    fn replay_many(
         &self,
         key: usize,
         inputs: &[&CudaTensor],
-        f: super::DeviceWork<'_, CudaTensor>,
-    ) -> Result<CudaTensor> {
+        f: super::DeviceWorkMany<'_, CudaTensor>,
+    ) -> Result<Vec<CudaTensor>> {
         // Profiling brackets each launch with events, and poisoning fills outputs from the
         // host (not capturable): both run the work as it is.
         if !self.graphs_on || self.profiler.is_on() || self.poison {
@@ -580,10 +580,10 @@ impl Backend for CudaBackend {
         ata: super::NormalOp<'_, CudaTensor>,
         aty: &CudaTensor,
         x0: &CudaTensor,
-        mu: &[f32],
+        mu: &CudaTensor,
         max_iters: usize,
         tol: f64,
-    ) -> Result<Option<(CudaTensor, Vec<super::CgSlice>)>> {
+    ) -> Result<Option<(CudaTensor, CudaTensor)>> {
         self.prox_cg_on_device(ata, aty, x0, mu, max_iters, tol)
             .map(Some)
     }
