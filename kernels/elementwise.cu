@@ -94,16 +94,13 @@ extern "C" __global__ void fill_rows(float* c, const float* bias, int rows, int 
     if (i < batch * rows * cols) c[i] = bias[(i / cols) % rows];
 }
 
-// out[i][o] = b[o] + Σ_k act(x[i][k])·w[o][k], act = SiLU when silu_input: the time-embedding
-// layers. One warp per output (grid = ceil(32·n·fout / 256)): lane l sums k = l, l + 32, ... with
-// fmaf, then the lanes' partial sums meet in a shuffle tree, so the reads of a row of w are
-// coalesced. The CPU sums in k order, so results agree to a few ulp, not bit for bit.
-extern "C" __global__ void linear(const float* x, const float* w, const float* b, float* out,
-                                  int n, int fin, int fout, int silu_input) {
-    const int o_flat = flat_index() / kWarp;  // uniform across the warp (kBlock % 32 == 0)
+// b[o] + Σ_k act(x[row][k])·w[o][k], act = SiLU when silu_input, on lane 0 of the warp (the
+// other lanes hold partial sums): lane l sums k = l, l + 32, ... with fmaf, then the lanes'
+// partial sums meet in a shuffle tree, so the reads of a row of w are coalesced. The whole warp
+// must call it (the shuffles).
+__device__ __forceinline__ float linear_value(const float* x, const float* w, const float* b,
+                                              int row, int o, int fin, int silu_input) {
     const int lane = threadIdx.x % kWarp;
-    if (o_flat >= n * fout) return;
-    const int row = o_flat / fout, o = o_flat - row * fout;
     const float* xr = x + (long long)row * fin;
     const float* wr = w + (long long)o * fin;
     float acc = 0.0f;
@@ -113,7 +110,45 @@ extern "C" __global__ void linear(const float* x, const float* w, const float* b
     }
 #pragma unroll
     for (int off = kWarp / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    if (lane == 0) out[o_flat] = __fadd_rn(b[o], acc);
+    return __fadd_rn(b[o], acc);
+}
+
+// out[i][o] = linear_value(i, o): the time-embedding layers. One warp per output (grid =
+// ceil(32·n·fout / 256)). The CPU sums in k order, so results agree to a few ulp, not bit for
+// bit.
+extern "C" __global__ void linear(const float* x, const float* w, const float* b, float* out,
+                                  int n, int fin, int fout, int silu_input) {
+    const int o_flat = flat_index() / kWarp;  // uniform across the warp (kBlock % 32 == 0)
+    if (o_flat >= n * fout) return;
+    const int row = o_flat / fout, o = o_flat - row * fout;
+    const float acc = linear_value(x, w, b, row, o, fin, silu_input);
+    if (threadIdx.x % kWarp == 0) out[o_flat] = acc;
+}
+
+// Output buffers of one linear_split launch: out[j] takes columns start[j] .. start[j + 1] of
+// the stacked weight's outputs as an (n, start[j + 1] − start[j]) matrix.
+constexpr int kMaxSplits = 32;
+struct SplitOutputs {
+    float* out[kMaxSplits];
+    int start[kMaxSplits + 1];
+    int count;
+};
+
+// linear over columns start[0] .. start[count] of a stacked weight (w, b: all fout of them),
+// each column written to its own output buffer: every ResBlock's time projection in one
+// launch, with `linear`'s bits. One warp per output (grid = ceil(32·n·cols / 256)).
+extern "C" __global__ void linear_split(const float* x, const float* w, const float* b,
+                                        SplitOutputs outs, int n, int fin, int silu_input) {
+    const int first = outs.start[0], cols = outs.start[outs.count] - first;
+    const int o_flat = flat_index() / kWarp;
+    if (o_flat >= n * cols) return;
+    const int row = o_flat / cols, o = first + o_flat - row * cols;
+    const float acc = linear_value(x, w, b, row, o, fin, silu_input);
+    if (threadIdx.x % kWarp != 0) return;
+    int j = 0;
+    while (o >= outs.start[j + 1]) ++j;
+    const int width = outs.start[j + 1] - outs.start[j];
+    outs.out[j][(long long)row * width + (o - outs.start[j])] = acc;
 }
 
 // out[item] = Σ x² over one item of per_item values, accumulated in double.

@@ -93,6 +93,11 @@ fn sgemm_tiles_match_a_double_precision_product() {
     build_and_run("sgemm.cpp");
 }
 
+#[test]
+fn time_projections_in_one_launch_give_the_linear_kernels_bits() {
+    build_and_run("linear.cpp");
+}
+
 /// Writes `data` as raw little-endian f32 to dir/name.field.
 fn put(dir: &Path, name: &str, field: &str, data: &[f32]) {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();

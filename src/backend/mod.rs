@@ -158,6 +158,17 @@ pub trait Backend: Sync {
         b: &Self::Buf,
         silu_input: bool,
     ) -> Result<Self::Buf>;
+    /// `linear` on a stacked weight with its fout outputs split by columns into consecutive
+    /// (n, width) buffers (`widths` sums to fout): every ResBlock's time projection at once, in
+    /// one launch on the GPU. Each value has `linear`'s bits on the stacked weight.
+    fn linear_split(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        silu_input: bool,
+        widths: &[usize],
+    ) -> Result<Vec<Self::Buf>>;
     /// h[n, c] += v[n, c] over all pixels (the time-embedding add; its VJP is the identity).
     fn add_channel_bias(&self, h: &mut Self::Buf, v: &Self::Buf) -> Result<()>;
     fn add_assign(&self, a: &mut Self::Buf, b: &Self::Buf) -> Result<()>;

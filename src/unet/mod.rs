@@ -27,7 +27,8 @@ struct Norm<T> {
 struct ResBlock<W, T> {
     norm1: Norm<T>,
     conv1: Conv<W, T>,
-    time_proj: Conv<T>,
+    /// This block's time projection among the network's stacked ones (`UNet::time_proj`).
+    tp: usize,
     norm2: Norm<T>,
     conv2: Conv<W, T>,
     skip: Option<Conv<W, T>>,
@@ -53,6 +54,11 @@ pub struct UNet<B: Backend> {
     init: Conv<B::ConvWeight, B::Buf>,
     time_mlp0: Conv<B::Buf>,
     time_mlp2: Conv<B::Buf>,
+    /// Every ResBlock's time projection (SiLU, then linear) as one stacked linear layer, so the
+    /// forward computes them all at once (`Backend::linear_split`); block `tp` takes columns
+    /// `time_widths[..tp].sum()..` of width `time_widths[tp]`.
+    time_proj: Conv<B::Buf>,
+    time_widths: Vec<usize>,
     down: Vec<Level<B::ConvWeight, B::Buf>>,
     downsamples: Vec<Conv<B::ConvWeight, B::Buf>>,
     mid1: ResBlock<B::ConvWeight, B::Buf>,
@@ -102,19 +108,58 @@ pub struct Tape<T> {
     out_in: T,
 }
 
-/// Builds the model's structs from the parameter map, uploading as it goes.
+/// Builds the model's structs from the parameter map, uploading as it goes (the time
+/// projections are kept on the host until all are read, then stacked and uploaded once).
 struct Loader<'a, B: Backend> {
     be: &'a B,
     params: &'a Params,
+    time_projections: std::cell::RefCell<Vec<(&'a Tensor, &'a Tensor)>>,
 }
 
-impl<B: Backend> Loader<'_, B> {
-    fn buf(&self, name: &str) -> Result<B::Buf> {
-        let t = self
-            .params
+impl<'a, B: Backend> Loader<'a, B> {
+    fn get(&self, name: &str) -> Result<&'a Tensor> {
+        self.params
             .get(name)
-            .ok_or_else(|| Error::input(format!("weights have no tensor '{name}'")))?;
-        self.be.upload(t)
+            .ok_or_else(|| Error::input(format!("weights have no tensor '{name}'")))
+    }
+
+    fn buf(&self, name: &str) -> Result<B::Buf> {
+        self.be.upload(self.get(name)?)
+    }
+
+    /// Notes a ResBlock's time projection for `stacked_time_projections`; returns its index.
+    fn time_projection(&self, p: &str) -> Result<usize> {
+        let w = self.get(&format!("{p}.weight"))?;
+        let b = self.get(&format!("{p}.bias"))?;
+        let mut all = self.time_projections.borrow_mut();
+        all.push((w, b));
+        Ok(all.len() - 1)
+    }
+
+    /// The time projections noted so far as one linear layer (weights stacked by output rows,
+    /// biases likewise) and their widths.
+    fn stacked_time_projections(&self) -> Result<(Conv<B::Buf>, Vec<usize>)> {
+        let all = self.time_projections.borrow();
+        let widths: Vec<usize> = all.iter().map(|(_, b)| b.len()).collect();
+        let rows: usize = widths.iter().sum();
+        let (w, b): (Vec<f32>, Vec<f32>) = (
+            all.iter().flat_map(|(w, _)| w.data()).copied().collect(),
+            all.iter().flat_map(|(_, b)| b.data()).copied().collect(),
+        );
+        if rows == 0 || w.len() % rows != 0 {
+            bail!(
+                "the ResBlocks' time projections do not stack: widths {widths:?}, {} weights",
+                w.len()
+            );
+        }
+        let fin = w.len() / rows;
+        Ok((
+            Conv {
+                w: self.be.upload(&Tensor::new(vec![rows, fin], w)?)?,
+                b: self.be.upload(&Tensor::new(vec![rows], b)?)?,
+            },
+            widths,
+        ))
     }
 
     /// A linear layer (weight (out, in)).
@@ -150,7 +195,7 @@ impl<B: Backend> Loader<'_, B> {
         Ok(ResBlock {
             norm1: self.norm(&format!("{p}.norm1"), cin)?,
             conv1: self.conv(&format!("{p}.conv1"))?,
-            time_proj: self.linear(&format!("{p}.time_proj.1"))?,
+            tp: self.time_projection(&format!("{p}.time_proj.1"))?,
             norm2: self.norm(&format!("{p}.norm2"), cout)?,
             conv2: self.conv(&format!("{p}.conv2"))?,
             skip: if cin != cout {
@@ -215,7 +260,11 @@ impl<B: Backend> UNet<B> {
     pub fn new(be: &B, cfg: UNetConfig, params: &Params) -> Result<Self> {
         cfg.validate()?;
         weights::check_params(&cfg, params)?;
-        let ld = Loader { be, params };
+        let ld = Loader {
+            be,
+            params,
+            time_projections: Default::default(),
+        };
         let levels = cfg.levels();
         let mut down = Vec::new();
         let mut downsamples = Vec::new();
@@ -245,15 +294,22 @@ impl<B: Backend> UNet<B> {
             )?);
             c_prev = c;
         }
+        let (mid1, mid2) = (
+            ld.resblock("mid_block1", c_mid, c_mid)?,
+            ld.resblock("mid_block2", c_mid, c_mid)?,
+        );
+        let (time_proj, time_widths) = ld.stacked_time_projections()?;
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         Ok(UNet {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             init: ld.conv("init")?,
             time_mlp0: ld.linear("time_mlp.0")?,
             time_mlp2: ld.linear("time_mlp.2")?,
-            mid1: ld.resblock("mid_block1", c_mid, c_mid)?,
+            time_proj,
+            time_widths,
+            mid1,
             mid_attn: ld.attn("mid_attn", c_mid)?,
-            mid2: ld.resblock("mid_block2", c_mid, c_mid)?,
+            mid2,
             out_norm: ld.norm("out_norm", cfg.base_ch)?,
             out_conv: ld.conv("out_conv")?,
             down,
@@ -356,12 +412,19 @@ impl<B: Backend> UNet<B> {
     ) -> Result<B::Buf> {
         let record = tape_out.is_some();
         let temb = self.time_vector(be, emb)?;
+        let tps = be.linear_split(
+            &temb,
+            &self.time_proj.w,
+            &self.time_proj.b,
+            true,
+            &self.time_widths,
+        )?;
         let mut h = be.conv2d(x, &self.init.w, &self.init.b, 1, 1)?;
         let mut skips = Vec::new();
         let (mut down_t, mut down_in) = (Vec::new(), Vec::new());
         for (l, level) in self.down.iter().enumerate() {
             let lt;
-            (h, lt) = self.level_forward(be, level, h, &temb, record)?;
+            (h, lt) = self.level_forward(be, level, h, &tps, record)?;
             down_t.extend(lt);
             skips.push(h.clone());
             if let Some(ds) = self.downsamples.get(l) {
@@ -369,9 +432,9 @@ impl<B: Backend> UNet<B> {
                 h = be.conv2d(&h, &ds.w, &ds.b, 2, 1)?;
             }
         }
-        let (h1, m1) = self.res_forward(be, &self.mid1, h, &temb, record)?;
+        let (h1, m1) = self.res_forward(be, &self.mid1, h, &tps, record)?;
         let (h2, ma) = self.attn_forward(be, &self.mid_attn, h1, record)?;
-        let (mut h, m2) = self.res_forward(be, &self.mid2, h2, &temb, record)?;
+        let (mut h, m2) = self.res_forward(be, &self.mid2, h2, &tps, record)?;
         let (mut up_t, mut up_in, mut concat_split) = (Vec::new(), Vec::new(), Vec::new());
         for (j, level) in self.up.iter().enumerate() {
             up_in.push(None);
@@ -385,7 +448,7 @@ impl<B: Backend> UNet<B> {
             let skip = skips.pop().expect("one skip per level");
             h = be.concat_channels(&h, &skip)?;
             let lt;
-            (h, lt) = self.level_forward(be, level, h, &temb, record)?;
+            (h, lt) = self.level_forward(be, level, h, &tps, record)?;
             up_t.extend(lt);
         }
         let a = be.group_norm(
@@ -447,11 +510,11 @@ impl<B: Backend> UNet<B> {
         be: &B,
         level: &Level<B::ConvWeight, B::Buf>,
         h: B::Buf,
-        temb: &B::Buf,
+        tps: &[B::Buf],
         record: bool,
     ) -> Traced<B::Buf, LevelTape<B::Buf>> {
-        let (h, r0) = self.res_forward(be, &level.res0, h, temb, record)?;
-        let (mut h, r1) = self.res_forward(be, &level.res1, h, temb, record)?;
+        let (h, r0) = self.res_forward(be, &level.res0, h, tps, record)?;
+        let (mut h, r1) = self.res_forward(be, &level.res1, h, tps, record)?;
         let mut at = None;
         if let Some(a) = &level.attn {
             (h, at) = self.attn_forward(be, a, h, record)?;
@@ -483,14 +546,16 @@ impl<B: Backend> UNet<B> {
         be: &B,
         rb: &ResBlock<B::ConvWeight, B::Buf>,
         x: B::Buf,
-        temb: &B::Buf,
+        tps: &[B::Buf],
         record: bool,
     ) -> Traced<B::Buf, ResTape<B::Buf>> {
         let a = be.group_norm(&x, &rb.norm1.gamma, &rb.norm1.beta, rb.norm1.groups, true)?;
-        let tp = be.linear(temb, &rb.time_proj.w, &rb.time_proj.b, true)?;
+        let tp = tps
+            .get(rb.tp)
+            .ok_or_else(|| Error::internal("no time projection"))?;
         // h = conv1(a) + tp[n, c], the time-embedding add fused into conv1's epilogue: h is
         // still materialised, as the tape (norm2's input) needs it.
-        let h = be.conv2d_add_channel_bias(&a, &rb.conv1.w, &rb.conv1.b, 1, 1, &tp)?;
+        let h = be.conv2d_add_channel_bias(&a, &rb.conv1.w, &rb.conv1.b, 1, 1, tp)?;
         let b = be.group_norm(&h, &rb.norm2.gamma, &rb.norm2.beta, rb.norm2.groups, true)?;
         // out = conv2(b) + (skip(x) or x), the residual add fused into conv2's epilogue.
         let out = match &rb.skip {

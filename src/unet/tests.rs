@@ -90,3 +90,48 @@ fn bad_shapes_and_timesteps_are_input_errors() {
         2
     );
 }
+
+/// The stacked time projections give each ResBlock the bits of its own `linear` (SiLU input),
+/// in ResBlock order; widths that do not sum to the stacked outputs are refused.
+#[test]
+fn stacked_time_projections_give_each_blocks_own_linear() {
+    let be = CpuBackend::default();
+    let cfg = tiny();
+    let params = weights::synthetic(&cfg, 5);
+    let net = UNet::new(&be, cfg.clone(), &params).unwrap();
+    let mut rng = Rng::new(6);
+    let temb = Tensor::new(vec![2, cfg.time_dim], rng.normal_vec(2 * cfg.time_dim)).unwrap();
+    let tps = be
+        .linear_split(
+            &temb,
+            &net.time_proj.w,
+            &net.time_proj.b,
+            true,
+            &net.time_widths,
+        )
+        .unwrap();
+    let blocks = [
+        (&net.down[0].res0, "down_blocks.0.0"),
+        (&net.down[1].res1, "down_blocks.1.1"),
+        (&net.mid2, "mid_block2"),
+        (&net.up[1].res0, "up_blocks.1.0"),
+    ];
+    for (rb, name) in blocks {
+        let p = |f: &str| params.get(&format!("{name}.time_proj.1.{f}")).unwrap();
+        let want = be.linear(&temb, p("weight"), p("bias"), true).unwrap();
+        let got = &tps[rb.tp];
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        assert!(
+            got.data()
+                .iter()
+                .zip(want.data())
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: not its own linear's bits"
+        );
+    }
+    let short = net.time_widths[..net.time_widths.len() - 1].to_vec();
+    let e = be
+        .linear_split(&temb, &net.time_proj.w, &net.time_proj.b, true, &short)
+        .unwrap_err();
+    assert!(e.to_string().contains("linear_split"), "{e}");
+}

@@ -87,6 +87,39 @@ fn small_ops() {
             );
         }
     }
+    // linear_split: the device linear's bits on the stacked weight, column group by column
+    // group, with 40 groups (two launches: 32 and 8) of widths 1 to 40.
+    let widths: Vec<usize> = (1..=40).collect();
+    let fout: usize = widths.iter().sum();
+    let (x, w, bias) = (rand(&[3, 37], 9), rand(&[fout, 37], 10), rand(&[fout], 11));
+    let whole = g
+        .download(&g.linear(&up(&x), &up(&w), &up(&bias), true).unwrap())
+        .unwrap();
+    let parts = g
+        .linear_split(&up(&x), &up(&w), &up(&bias), true, &widths)
+        .unwrap();
+    let mut first = 0;
+    for (part, &c) in parts.iter().zip(&widths) {
+        let got = g.download(part).unwrap();
+        assert_eq!(got.shape(), [3, c]);
+        let want: Vec<f32> = whole
+            .data()
+            .chunks(fout)
+            .flat_map(|row| &row[first..first + c])
+            .copied()
+            .collect();
+        let same = got
+            .data()
+            .iter()
+            .zip(&want)
+            .all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "linear_split group of width {c}: not linear's bits");
+        first += c;
+    }
+    println!("parity linear_split 40 groups: linear's bits, relative error 0.00e0");
+    assert!(g
+        .linear_split(&up(&x), &up(&w), &up(&bias), true, &[fout - 1])
+        .is_err());
     let got = g.sum_sq_per_item(&up(&a)).unwrap();
     let want = cpu.sum_sq_per_item(&a).unwrap();
     for (p, q) in got.iter().zip(&want) {

@@ -2,8 +2,10 @@
 // GPU: blocks run one after another on one std::thread per CUDA thread; __syncthreads is
 // a barrier over the block's threads and __shared__ is `static` (one block lives at a time).
 // Arithmetic intrinsics map to plain C++ (no FMA contraction guarantees): the harnesses compare
-// against double-precision references with a tolerance, not bit for bit. Warp shuffles are not
-// emulated (stubbed to compile common.cuh); a kernel that needs them is out of scope here.
+// against double-precision references with a tolerance, not bit for bit. __shfl_xor_sync
+// exchanges values between the 32 threads of a warp through a per-warp barrier, so every lane
+// of the warp must reach it (a lane missing from the collective hangs the harness, as it would
+// be undefined on the GPU).
 //
 // WMMA (nvcuda::wmma, below): the subset tensor_core.cuh uses, TF32 m16n16k8 and BF16 m16n16k16
 // with f32 accumulators; tests/emu/wmma_shim.cpp checks it. The real fragment layout is opaque,
@@ -14,9 +16,8 @@
 // aligned pointer, ldm a multiple of 16 bytes (8 elements of 16 bits, 4 floats). TF32 operands
 // lose their low 13 mantissa bits when loaded, as the hardware ignores them, so a kernel that
 // skips __float_to_tf32 truncates instead of rounding.
-// Not checked: that a warp-synchronous collective (a shuffle, a WMMA call) is reached by the
-// whole warp, converged, and with the same arguments in every lane; each emulated thread runs it
-// on its own.
+// Not checked: that a WMMA call is reached by the whole warp, converged, and with the same
+// arguments in every lane; each emulated thread runs it on its own.
 //
 // Planted bugs, to show that the harnesses fail (never set by tests/kernel_emulation.rs):
 //   -DDIFFRECON_PLANT_TF32_NO_ROUND    __float_to_tf32 returns its argument unchanged
@@ -31,6 +32,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -79,9 +82,26 @@ inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
+// One warp's exchange slots and the barrier its lanes meet at (launch sets them up per block).
+struct WarpExchange {
+    explicit WarpExchange(unsigned lanes) : bar(lanes) {}
+    std::barrier<> bar;
+    alignas(8) unsigned char slot[32][8];
+};
+inline std::vector<std::unique_ptr<WarpExchange>> g_warps;
 template <class T>
-inline T __shfl_xor_sync(unsigned, T v, int) {
-    return v;
+inline T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    static_assert(sizeof(T) <= 8);
+    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    WarpExchange& w = *g_warps[tid / 32];
+    const unsigned lane = tid % 32, from = lane ^ (unsigned)lane_mask;
+    std::memcpy(w.slot[lane], &v, sizeof(T));
+    w.bar.arrive_and_wait();
+    T out = v;
+    if (from < 32)
+        std::memcpy(&out, w.slot[from], sizeof(T));
+    w.bar.arrive_and_wait();  // every lane has read before the next exchange writes
+    return out;
 }
 using std::max;
 using std::min;
@@ -329,6 +349,9 @@ inline void launch(dim3 grid, dim3 block, std::function<void()> f) {
     const unsigned nt = block.x * block.y * block.z;
     std::barrier<> bar(nt);
     g_bar = &bar;
+    g_warps.clear();
+    for (unsigned first = 0; first < nt; first += 32)
+        g_warps.push_back(std::make_unique<WarpExchange>(std::min(32u, nt - first)));
     std::vector<std::thread> ts;
     for (unsigned t = 0; t < nt; ++t)
         ts.emplace_back([&, t] {

@@ -311,6 +311,39 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn linear_split(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        silu_input: bool,
+        widths: &[usize],
+    ) -> Result<Vec<Tensor>> {
+        let fout = b.len();
+        if widths.iter().try_fold(0usize, |a, &c| a.checked_add(c)) != Some(fout) {
+            return Err(crate::error::Error::internal(format!(
+                "linear_split: widths {widths:?} for {fout} outputs"
+            )));
+        }
+        let all = self.linear(x, w, b, silu_input)?;
+        let n = x.shape()[0];
+        let mut first = 0;
+        widths
+            .iter()
+            .map(|&c| {
+                let cols = first..first + c;
+                first += c;
+                let data = all
+                    .data()
+                    .chunks(fout.max(1))
+                    .flat_map(|row| &row[cols.clone()])
+                    .copied()
+                    .collect();
+                Tensor::new(vec![n, c], data)
+            })
+            .collect()
+    }
+
     fn add_channel_bias(&self, h: &mut Tensor, v: &Tensor) -> Result<()> {
         profile::timed(
             profile::name(|| format!("add_channel_bias {:?}", h.shape())),

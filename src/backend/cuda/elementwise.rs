@@ -8,7 +8,23 @@ use super::{cuda_err, CudaBackend, CudaTensor};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
+
+/// Splits one `linear_split` launch writes at most (kernels/elementwise.cu's kMaxSplits).
+const MAX_SPLITS: usize = 32;
+
+/// kernels/elementwise.cu's SplitOutputs, passed by value: the output buffers' device pointers
+/// and the first column of each (start[count] ends the last).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SplitOutputs {
+    out: [u64; MAX_SPLITS],
+    start: [i32; MAX_SPLITS + 1],
+    count: i32,
+}
+
+// SAFETY: plain integers in the kernel's own layout (#[repr(C)], pointers as 64-bit words).
+unsafe impl DeviceRepr for SplitOutputs {}
 
 /// The kernels of kernels/elementwise.cu.
 pub(super) const KERNELS: &[&str] = &[
@@ -24,6 +40,7 @@ pub(super) const KERNELS: &[&str] = &[
     "split_channels",
     "fill_rows",
     "linear",
+    "linear_split",
     "sum_sq_per_item",
     "residual_norm_coef",
     "dot_per_item",
@@ -101,6 +118,67 @@ impl CudaBackend {
         self.run(l, grid1d(len)?)?;
         debug_assert_eq!(len, n * per as usize);
         Ok(out)
+    }
+
+    /// `linear` on a stacked weight, its outputs split by columns into (n, width) buffers, in
+    /// one launch per MAX_SPLITS widths: `linear`'s bits (tests/emu/linear.cpp).
+    pub(super) fn linear_split(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        silu_input: bool,
+        widths: &[usize],
+    ) -> Result<Vec<CudaTensor>> {
+        let (n, fin, fout) = linear_dims(&x.shape, &w.shape, &b.shape)?;
+        dim(fin * fout, "linear weight size")?;
+        let total = widths.iter().try_fold(0usize, |a, &c| a.checked_add(c));
+        if widths.contains(&0) || total != Some(fout) {
+            return Err(Error::internal(format!(
+                "linear_split: widths {widths:?} for {fout} outputs"
+            )));
+        }
+        dim(
+            n.checked_mul(fout)
+                .and_then(|v| v.checked_mul(32))
+                .unwrap_or(usize::MAX),
+            "linear_split threads",
+        )?;
+        let mut outs = widths
+            .iter()
+            .map(|&c| self.output(&[n, c]))
+            .collect::<Result<Vec<_>>>()?;
+        let (ni, fi, s) = (
+            dim(n, "batch")?,
+            dim(fin, "input features")?,
+            silu_input as i32,
+        );
+        let mut first = 0usize;
+        for (group, chunk) in outs.chunks_mut(MAX_SPLITS).zip(widths.chunks(MAX_SPLITS)) {
+            let mut table = SplitOutputs {
+                out: [0; MAX_SPLITS],
+                start: [0; MAX_SPLITS + 1],
+                count: chunk.len() as i32,
+            };
+            table.start[0] = first as i32;
+            for (j, (out, &c)) in group.iter_mut().zip(chunk).enumerate() {
+                table.out[j] = out.dev_mut()?.device_ptr_mut(&self.stream).0;
+                first += c;
+                table.start[j + 1] = first as i32;
+            }
+            let cols = (table.start[chunk.len()] - table.start[0]) as usize;
+            let mut l = self.stream.launch_builder(self.f("linear_split"));
+            l.arg(x.dev()?)
+                .arg(w.dev()?)
+                .arg(b.dev()?)
+                .arg(&table)
+                .arg(&ni)
+                .arg(&fi)
+                .arg(&s);
+            // One warp per output.
+            self.run(l, grid1d(n * cols * 32)?)?;
+        }
+        Ok(outs)
     }
 
     pub(super) fn linear(

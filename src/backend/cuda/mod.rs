@@ -454,6 +454,17 @@ impl Backend for CudaBackend {
         CudaBackend::attention_vjp(self, y, p, heads, dout)
     }
 
+    fn linear_split(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        silu_input: bool,
+        widths: &[usize],
+    ) -> Result<Vec<CudaTensor>> {
+        CudaBackend::linear_split(self, x, w, b, silu_input, widths)
+    }
+
     fn linear(
         &self,
         x: &CudaTensor,
