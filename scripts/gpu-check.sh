@@ -28,7 +28,8 @@
 #                 (synthetic) weights and the same batches, in the same call;
 #   then, with the time left: the per-kernel profile, the quality table with the samplers rerun
 #   at tf32 and bf16 (evaluate_precision: the tensor-core path's PSNR effect), the TF32 PyTorch
-#   peer, the golden CPU tests, initcheck and
+#   peer (batch 1 and 64), torch.compile(mode="reduce-overhead") at batch 1 (and max-autotune at
+#   batch 64 with GPU_CHECK_AUTOTUNE=1), the golden CPU tests, initcheck and
 #   synccheck, diffrecon's CPU forward at batch 1; and
 #   f. summary    $OUT/summary.md, written LAST (and refreshed after every step, so a killed run
 #                 still leaves one): device, driver, commit, parity lines, sanitizer verdicts,
@@ -440,6 +441,33 @@ if pairs:
     for op, b, d, t in pairs:
         w("| %s | %d | %.3f | %.3f | %.2fx |" % (op, b, d, t, d / t))
     w("")
+# The other peers, each from its own JSON in $TMP (the device returns 8 files; these tables and
+# torch.log carry their numbers back): PyTorch with TF32 allowed, torch.compile's modes.
+for fname, what in (("torch_tf32.json", "PyTorch eager, TF32 allowed"),
+                    ("torch_compile.json", "torch.compile"),
+                    ("torch_autotune.json", "torch.compile")):
+    try:
+        with open(os.path.join(tmp, fname)) as f:
+            pj = json.load(f)
+    except (OSError, ValueError):
+        continue
+    i = pj["info"]
+    mode = i.get("compile")
+    w("%s%s (%s; max |compiled - eager| by batch: %s):" % (
+        what, " mode=" + mode if mode else "", fname,
+        i.get("compile_max_abs_diff") or "not compiled"))
+    w("")
+    w("| op | batch | PyTorch median ms | diffrecon f32 median ms | diffrecon / PyTorch |")
+    w("|---|---|---|---|---|")
+    for r in pj["results"]:
+        base = "forward" if r["op"].startswith("forward") else r["op"]
+        d = dr.get((base, r["batch"]), ("-", "-"))[0]
+        try:
+            ratio = "%.2fx" % (float(d) / r["median_ms"])
+        except ValueError:
+            ratio = "-"
+        w("| %s | %d | %.3f | %s | %s |" % (r["op"], r["batch"], r["median_ms"], d, ratio))
+    w("")
 notrun = [(k, v[0]) for k, v in dr.items() if v[0].startswith("not run")]
 if notrun:
     w("diffrecon ops not run on the GPU: " + "; ".join("%s b%d (%s)" % (k[0], k[1], v[9:].strip(": ")[:120]) for k, v in notrun))
@@ -704,11 +732,27 @@ if [[ -f "$G/weights/prior.safetensors" ]]; then
     run_step evaluate_precision 180 10 "$OUT/steps.log" -- "$DR" evaluate --device cuda \
         --count 32 --spread-count 0 --weights "$G/weights/prior.safetensors" --compare-precision tf32,bf16
 fi
-# The PyTorch peer with TF32 allowed (cuDNN and cuBLAS), batch 1: the peer of --precision tf32.
+# The PyTorch peer with TF32 allowed (cuDNN and cuBLAS), forward and VJP at batch 1 and 64,
+# samplers at batch 1: the peer of --precision tf32 (whose batch-64 forward is the forced
+# igemm64x128:tf32 row above, the tile the size rule picks there).
 run_step torch_tf32 120 10 "$OUT/torch.log" -- \
-    env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches 1 \
-    --samplers --sampler-batches 1 --steps "$STEPS" --repeats "$REPEATS" --warmup 2 --tf32
+    env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches 1,64 \
+    --samplers --sampler-batches 1 --steps "$STEPS" --repeats "$REPEATS" --warmup 2 --tf32 \
+    --json "$TMP/torch_tf32.json"
 write_summary
+# torch.compile(mode="reduce-overhead") (Inductor kernels replayed as a CUDA graph), forward at
+# batch 1: the compilation sits in the warm-up and is checked against eager first. With
+# GPU_CHECK_AUTOTUNE=1 also max-autotune at batch 64 (minutes of autotuning: a call of its own).
+run_step torch_compile 150 10 "$OUT/torch.log" -- \
+    env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches 1 \
+    --forward-only --compile reduce-overhead --repeats 20 --warmup 3 --json "$TMP/torch_compile.json"
+write_summary
+if [[ "${GPU_CHECK_AUTOTUNE:-0}" == 1 ]]; then
+    run_step torch_autotune 400 5 "$OUT/torch.log" -- \
+        env PYTHONUNBUFFERED=1 python3 "$G/torch_bench.py" --device cuda --weights synthetic --batches 64 \
+        --forward-only --compile max-autotune --repeats "$REPEATS" --warmup 3 --json "$TMP/torch_autotune.json"
+    write_summary
+fi
 
 run_step golden_cpu 60 10 "$OUT/parity.log" -- "${WRAP[@]}" "$G/golden" --test-threads="$(nproc)"
 san initcheck_diffpir4 initcheck 45 -- "${PIR_ARGS[@]}" --out "$TMP/diffpir_ic.npy"

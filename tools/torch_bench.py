@@ -3,7 +3,7 @@
     python3 tools/torch_bench.py [--device cpu|cuda] [--repeats 5] [--warmup 1] [--threads N]
                                  [--batches 1,8,64] [--samplers [--sampler-batches 1,64]]
                                  [--steps 40] [--weights random|synthetic|W.safetensors]
-                                 [--tf32] [--json PATH]
+                                 [--tf32] [--compile MODE [--forward-only]] [--json PATH]
 
 Model: the notebook's DiffusionUNet (in_ch 1, base_ch 64, mults (1,2,4), time_dim 256,
 attention at levels 1 and 2, 4 heads), eval mode, float32, 64x64 images, motion blur k=9 a=20.
@@ -24,6 +24,14 @@ safetensors file. Ops timed (median of --repeats runs after --warmup runs):
 
 --batches defaults to "1,<--batch-large>" (--batch-large defaults to 8), so the default run is
 unchanged: forward and vjp at 1 and 8, the two single steps at 1.
+
+--compile MODE times the forward of torch.compile(model, mode=MODE) instead of eager (MODE:
+default, reduce-overhead (CUDA graphs on a GPU), max-autotune, max-autotune-no-cudagraphs):
+its warm-up runs include the compilation, and before timing the compiled output is compared
+with eager's at every batch (max |difference| printed and recorded; a difference above 1e-3 of
+eager's largest value is an error, exit 1). The VJP, the single steps and the samplers stay
+eager (use --forward-only to skip them). Op names get a suffix, e.g. forward_reduce-overhead,
+so a compiled row never pairs with an eager one.
 
 --device cuda moves the model and every input to the GPU and calls torch.cuda.synchronize()
 before starting and before stopping each timed run, so every timing includes the GPU work.
@@ -106,10 +114,16 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="random",
                     help="random (torch init, seed 0; default) | synthetic (diffrecon bench's, seed 1) | W.safetensors")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in convolutions and matmuls on CUDA")
+    ap.add_argument("--compile", default=None, dest="compile_mode",
+                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                    help="time the forward of torch.compile(model, mode=...) instead of eager")
+    ap.add_argument("--forward-only", action="store_true", help="time the forward only")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.steps < 2:
         ap.error("--steps must be at least 2")
+    if args.warmup < 0 or args.repeats < 1:
+        ap.error("--warmup must be at least 0 and --repeats at least 1")
     batches = args.batches or [1, args.batch_large]
     sampler_batches = args.sampler_batches or sorted({1, max(batches)})
 
@@ -147,16 +161,32 @@ def main(argv=None) -> int:
         results.append({"op": op, "batch": batch, "median_ms": med, "min_ms": min(times), "runs_ms": times})
         print(f"  {op:<13} b={batch:<2} median {med:9.1f} ms  min {min(times):9.1f} ms", file=sys.stderr, flush=True)
 
+    compiled, forward_op, compile_diffs = model, "forward", {}
+    if args.compile_mode:
+        compiled = torch.compile(model, mode=args.compile_mode)
+        forward_op = f"forward_{args.compile_mode}"
     for b in batches:
         x = randn(b, 1, 64, 64)
         t = torch.full((b,), t_cur, dtype=torch.long, device=device)
+        if args.compile_mode:
+            # The compiled forward must compute the eager one (the first call compiles).
+            with torch.no_grad():
+                want, got = model(x, t), compiled(x, t).clone()
+            diff = (got - want).abs().max().item()
+            compile_diffs[b] = diff
+            print(f"  compiled forward b={b}: max |compiled - eager| {diff:.3e}", file=sys.stderr, flush=True)
+            if not diff <= 1e-3 * want.abs().max().item():
+                print(f"error: torch.compile({args.compile_mode}) forward differs from eager by {diff}",
+                      file=sys.stderr)
+                return 1
 
         def fwd():
             with torch.no_grad():
-                model(x, t)
-        record("forward", b, fwd)
+                compiled(x, t)
+        record(forward_op, b, fwd)
 
-    for b in batches:
+
+    for b in [] if args.forward_only else batches:
         x = randn(b, 1, 64, 64)
         r = randn(b, 1, 64, 64)
         t = torch.full((b,), t_cur, dtype=torch.long, device=device)
@@ -182,7 +212,8 @@ def main(argv=None) -> int:
         with torch.no_grad():
             xn = R.ddim_step(x0, eps, t_next, alpha_bars)
             return (xn - guidance * g).clamp(-1.0, 1.0)
-    record("dps_step", 1, dps_step)
+    if not args.forward_only:
+        record("dps_step", 1, dps_step)
 
     def diffpir_step():
         with torch.no_grad():
@@ -190,9 +221,10 @@ def main(argv=None) -> int:
             x0 = R.x0_hat(y, eps, t1, alpha_bars).clamp(-1.0, 1.0)
             xp = R.ddim_step(x0, eps, t_next, alpha_bars)
             return (xp - tau * R.blur_adjoint(R.blur(xp, kern) - y, kern)).clamp(-1.0, 1.0)
-    record("diffpir_step", 1, diffpir_step)
+    if not args.forward_only:
+        record("diffpir_step", 1, diffpir_step)
 
-    if args.samplers:
+    if args.samplers and not args.forward_only:
         for b in sampler_batches:
             xt = torch.rand(b, 1, 64, 64).to(device) * 2 - 1
             yb = R.blur(xt, kern)
@@ -223,6 +255,8 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "weights": args.weights,
+        "compile": args.compile_mode,
+        "compile_max_abs_diff": compile_diffs,
         "config": cfg,
         "image": [64, 64],
         "operator": {"type": "motion", "k": 9, "angle": 20.0},
@@ -241,6 +275,8 @@ def main(argv=None) -> int:
     else:
         where = f"CPU, {info['threads']} threads"
     wdesc = "" if args.weights == "random" else f", weights {args.weights}"
+    if args.compile_mode:
+        wdesc += f", forward by torch.compile(mode={args.compile_mode})"
     print(f"PyTorch {info['torch']} {where}, median of {args.repeats} runs "
           f"after {args.warmup} warm-up, notebook config, 64x64, float32{wdesc}\n")
     print("| op | batch | median ms | min ms |")
