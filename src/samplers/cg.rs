@@ -225,4 +225,15 @@ mod tests {
         clean.merge(&report(&[slice(1.0)]));
         assert_eq!((clean.rel_residual, clean.solves), (0.5, 2));
     }
+
+    /// The statistics buffer's rows are (iterations, ‖r‖², ‖b‖²), worst over rows; any other
+    /// shape is refused.
+    #[test]
+    fn the_report_comes_from_the_statistics_rows() {
+        let stats = Tensor::new(vec![2, CG_STATS], vec![3.0, 1.0, 4.0, 7.0, 0.25, 1.0]).unwrap();
+        let r = CgReport::from_stats(&stats).unwrap();
+        assert_eq!((r.iters, r.rel_residual, r.solves), (7, 0.5, 1));
+        let wrong = Tensor::new(vec![3, 2], vec![0.0; 6]).unwrap();
+        assert!(CgReport::from_stats(&wrong).is_err());
+    }
 }

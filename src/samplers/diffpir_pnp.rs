@@ -101,34 +101,9 @@ pub fn run<B: Backend>(
             .map(|s2| (params.lambda * s2 / sigma_bar2) as f32)
             .collect();
         let mu = be.upload(&Tensor::new(vec![mu.len()], mu)?)?;
-        let emb = p.net.embedding(be, &x, &[t as f32])?;
         let t_next = ts.get(i + 1).copied();
         let z = t_next.map(|_| noise(i as u64 + 1)).transpose()?;
-        let mut inputs = vec![&x, &emb, p.y, &mu];
-        inputs.extend(z.as_ref());
-        inputs.extend(p.op.buffer());
-        let key = step_key(p, params, t, t_next);
-        let out = be.replay_many(key, &inputs, &|inputs| {
-            let &[x, emb, y, mu, ref rest @ ..] = inputs else {
-                unreachable!(
-                    "replay passes x, the embedding, y, μ, the noise and the operator's buffer"
-                )
-            };
-            let (z, op_buf) = match t_next {
-                Some(_) => (rest.first().copied(), &rest[1..]),
-                None => (None, rest),
-            };
-            let q = Problem {
-                y,
-                op: p.op.rebind(op_buf.first().copied()),
-                ..*p
-            };
-            let (x, stats) = step(&q, params, x, emb, mu, (t, t_next), z)?;
-            Ok(vec![x, stats])
-        })?;
-        let [next, step_stats]: [B::Buf; 2] = out.try_into().map_err(|_| {
-            Error::internal("a published DiffPIR step's replay gave not two outputs")
-        })?;
+        let (next, step_stats) = replayed_step(p, params, &x, (t, t_next), &mu, z.as_ref())?;
         stats.push(step_stats);
         x = next;
         progress(i + 1, ts.len());
@@ -139,6 +114,46 @@ pub fn run<B: Backend>(
         report.merge(&CgReport::from_stats(&be.download(s)?)?);
     }
     Ok((x, report))
+}
+
+/// `step` after the embedding's upload, as device work handed to `Backend::replay_many` with
+/// x, the embedding, y, μ, the noise and the operator's buffer as inputs: a CUDA backend replays
+/// one graph per step from a run's second pass with the same schedule on.
+fn replayed_step<B: Backend>(
+    p: &Problem<B>,
+    params: &DiffPirPnpParams,
+    x: &B::Buf,
+    (t, t_next): (usize, Option<usize>),
+    mu: &B::Buf,
+    z: Option<&B::Buf>,
+) -> Result<(B::Buf, B::Buf)> {
+    let emb = p.net.embedding(p.be, x, &[t as f32])?;
+    let mut inputs = vec![x, &emb, p.y, mu];
+    inputs.extend(z);
+    inputs.extend(p.op.buffer());
+    let key = step_key(p, params, t, t_next);
+    let out = p.be.replay_many(key, &inputs, &|inputs| {
+        let &[x, emb, y, mu, ref rest @ ..] = inputs else {
+            unreachable!(
+                "replay passes x, the embedding, y, μ, the noise and the operator's buffer"
+            )
+        };
+        let (z, op_buf) = match t_next {
+            Some(_) => (rest.first().copied(), &rest[1..]),
+            None => (None, rest),
+        };
+        let q = Problem {
+            y,
+            op: p.op.rebind(op_buf.first().copied()),
+            ..*p
+        };
+        let (x, stats) = step(&q, params, x, emb, mu, (t, t_next), z)?;
+        Ok(vec![x, stats])
+    })?;
+    let [next, stats]: [B::Buf; 2] = out
+        .try_into()
+        .map_err(|_| Error::internal("a published DiffPIR step's replay gave not two outputs"))?;
+    Ok((next, stats))
 }
 
 /// One step from t: denoise, solve the data subproblem (device work on a backend that runs CG
