@@ -3,7 +3,7 @@
 # here: the device has no Rust toolchain and no network) and runs ON THE DEVICE, from the
 # repository root:
 #
-#   device run: command="bash scripts/gpu-check.sh", carry=[".gpu"], timeout_s=480
+#   device run: command="bash scripts/gpu-check.sh", carry=[".gpu"], timeout_s=540
 #
 # Every step is bounded by `timeout`, logged under $OUT, and the script goes on after a failed
 # step. Steps, in order of value:
@@ -54,7 +54,9 @@
 # Exit status: 0 when it ran to the end on a GPU (failures are in summary.md), 3 when no GPU
 # was found, 1 when .gpu/ was not prepared. Here (no GPU): `OUT=/tmp/gpuout bash
 # scripts/gpu-check.sh` runs every step; the GPU steps fail or SKIP and summary.md says NO GPU
-# FOUND.
+# FOUND. The binaries travel packed (.gpu/binaries.tar.xz, ~4 MB; scripts/gpu-unpack.sh, run
+# first, unpacks them to ~63 MB): after a dry run here, rerun scripts/gpu-prepare.sh before
+# carrying .gpu, or it is over the carry limit.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -507,6 +509,7 @@ PYEOF
 note "gpu-check: repo $REPO, OUT=$OUT, budget ${BUDGET}s, $(date -u +%FT%TZ)"
 
 # ---------------------------------------------------------------- prerequisites
+bash "$REPO/scripts/gpu-unpack.sh" "$G"
 if [[ ! -f "$G/manifest.txt" || ! -f "$G/diffrecon" ]]; then
     note "error: $G/manifest.txt or $G/diffrecon missing: run scripts/gpu-prepare.sh on the build machine and carry .gpu"
     echo "have_gpu: 0" >"$TMP/env.txt"

@@ -155,6 +155,16 @@ glibc_need="$(objdump -T "$dest/diffrecon" "$dest/cuda_parity" "$dest/golden" "$
     "$dest/precision" "$dest/cuda_checks" 2>/dev/null |
     grep -o 'GLIBC_[0-9.]*' | sort -V -u | tail -n 1 || true)"
 
+step "pack the binaries"
+# Each binary embeds the same kernel fatbins: one solid xz archive holds them in ~4 MB instead of
+# ~63 MB. scripts/gpu-unpack.sh (called first by gpu-check.sh and gpu-train.sh) unpacks it on the
+# device. The manifest below lists the binaries themselves.
+bins=(diffrecon cuda_parity golden batch precision cuda_checks)
+(cd "$dest" && tar cf - "${bins[@]}" | xz -9 -T0 >binaries.tar.xz) || {
+    echo "error: could not pack the binaries" >&2
+    exit 1
+}
+
 step "manifest"
 commit="$(git rev-parse HEAD)"
 dirty="$(git status --porcelain --untracked-files=no | awk '{print $2}' | paste -sd, -)"
@@ -174,6 +184,8 @@ dirty="$(git status --porcelain --untracked-files=no | awk '{print $2}' | paste 
         printf '  %s %s %s\n' "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -c1-16)" "${f#./}"
     done)
 } >"$dest/manifest.txt"
+# What travels: the archive instead of the binaries (listed above with their hashes).
+(cd "$dest" && rm -f "${bins[@]}")
 
 bytes="$(du -sb "$dest" | cut -f1)"
 mib="$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')"

@@ -108,6 +108,7 @@ T0=$SECONDS
 note() { echo "$*" | tee -a "$LOG"; }
 left() { echo $((TOTAL - (SECONDS - T0))); }
 export PYTHONUNBUFFERED=1
+bash "$REPO/scripts/gpu-unpack.sh" "$G" 2>>"$LOG"
 chmod +x "$ENGINE" 2>/dev/null
 [[ "$DEVICE" == cuda ]] && ENGINE_DEVICE=cuda || ENGINE_DEVICE=cpu
 
