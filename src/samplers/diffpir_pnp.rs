@@ -142,11 +142,7 @@ fn replayed_step<B: Backend>(
             Some(_) => (rest.first().copied(), &rest[1..]),
             None => (None, rest),
         };
-        let q = Problem {
-            y,
-            op: p.op.rebind(op_buf.first().copied()),
-            ..*p
-        };
+        let q = p.rebound(y, op_buf);
         let (x, stats) = step(&q, params, x, emb, mu, (t, t_next), z)?;
         Ok(vec![x, stats])
     })?;

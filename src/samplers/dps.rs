@@ -114,11 +114,7 @@ pub fn step<B: Backend>(
         let &[x, emb, y, ref op_buf @ ..] = inputs else {
             unreachable!("replay passes x, the embedding, y and the operator's buffer")
         };
-        let q = Problem {
-            y,
-            op: p.op.rebind(op_buf.first().copied()),
-            ..*p
-        };
+        let q = p.rebound(y, op_buf);
         let g = scaled_gradient_emb(&q, x, emb, t, scale)?;
         let prior = q.ddim(&g.x0, &g.eps, Some(t_next))?;
         let mut x = be.lincomb(&prior, 1.0, &g.grad, -guidance as f32)?;

@@ -108,11 +108,7 @@ fn step<B: Backend>(
             Some(_) => (rest.first().copied(), &rest[1..]),
             None => (None, rest),
         };
-        let q = Problem {
-            y,
-            op: p.op.rebind(op_buf.first().copied()),
-            ..*p
-        };
+        let q = p.rebound(y, op_buf);
         let g = dps::scaled_gradient_emb(&q, x, emb, t, 1.0)?;
         let r = q.residual(&g.x0)?;
         let prior = match coeffs {

@@ -27,7 +27,7 @@ pub struct Problem<'a, B: Backend> {
     pub op: LinOp<'a, B>,
 }
 
-impl<B: Backend> Problem<'_, B> {
+impl<'a, B: Backend> Problem<'a, B> {
     /// The shape (N, 1, H, W) of the images this problem reconstructs.
     pub fn image_shape(&self) -> Result<Vec<usize>> {
         self.op.image_shape(self.be.shape(self.y))
@@ -49,6 +49,19 @@ impl<B: Backend> Problem<'_, B> {
             );
         }
         Ok(image)
+    }
+
+    /// This problem over a replay's copies of y and of the operator's buffer (`op_buf`: the
+    /// operator's `buffer()`, if it has one, as `Backend::replay` passed it).
+    pub fn rebound<'b>(&self, y: &'b B::Buf, op_buf: &[&'b B::Buf]) -> Problem<'b, B>
+    where
+        'a: 'b,
+    {
+        Problem {
+            y,
+            op: self.op.rebind(op_buf.first().copied()),
+            ..*self
+        }
     }
 
     /// A x − y.
