@@ -88,12 +88,6 @@ extern "C" __global__ void split_channels(const float* x, float* a, float* b, in
         b[img * lb + (r - la)] = x[i];
 }
 
-// c[b][r][j] = bias[r] for batch matrices of rows × cols: the bias a GEMM then adds onto.
-extern "C" __global__ void fill_rows(float* c, const float* bias, int rows, int cols, int batch) {
-    const int i = flat_index();
-    if (i < batch * rows * cols) c[i] = bias[(i / cols) % rows];
-}
-
 // b[o] + Σ_k act(x[row][k])·w[o][k], act = SiLU when silu_input, on lane 0 of the warp (the
 // other lanes hold partial sums): lane l sums k = l, l + 32, ... with fmaf, then the lanes'
 // partial sums meet in a shuffle tree, so the reads of a row of w are coalesced. The whole warp

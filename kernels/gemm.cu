@@ -1,11 +1,13 @@
 // Strided, batched single-precision GEMM; reference: src/backend/cpu/gemm.rs.
 //
-// C_z = A_z·B_z + beta·C_z for z = blockIdx.z, with A_z = a + zi·a_bs + zo·a_os (element (i, p)
+// C_z = A_z·B_z (+ row_bias[i] on row i) for z = blockIdx.z, with A_z = a + zi·a_bs + zo·a_os (element (i, p)
 // at i·a_rs + p·a_cs), B_z likewise, C_z = c + zi·c_bs + zo·c_os row-major with row stride c_rs,
 // where z = zo·inner + zi: a batch of `inner` matrices at one stride (the heads of an image)
 // repeated at another (the images). inner = batch and zero outer strides: one stride.
-// Any strides, so transposed views need no copy. When beta == 0, C is never read (it may hold
-// NaN poison). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
+// Any strides, so transposed views need no copy. C is only written (it may hold NaN poison);
+// row_bias (m values, the same for every matrix of the batch) may be null. The bias is added
+// with fmaf(1, bias, acc), one rounding: the bits of a C filled with the bias and accumulated
+// into with beta 1, as the attention projections did before (no separate fill launch). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
 //
 // Launch: grid = (ceil(n/T), ceil(m/T), batch), block = 256, T = 64 (sgemm_strided) or 32
 // (sgemm_strided_32: four times the blocks for the small products of batch 1). Each block owns a
@@ -31,7 +33,7 @@ struct NoTile {};  // stands in for tc::TcTile on the f32 path
 template <int T, int P>
 __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, int a_rs,
                                            int a_cs, const float* b, int b_rs, int b_cs,
-                                           float* c, int c_rs, float beta, long long a_bs,
+                                           float* c, int c_rs, const float* row_bias, long long a_bs,
                                            long long b_bs, long long c_bs, int inner,
                                            long long a_os, long long b_os, long long c_os) {
     constexpr int R = T / 16;               // rows and columns per thread
@@ -120,8 +122,7 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
             const int j = j0 + tx + 16 * q;
             if (j >= n) continue;
             float* cp = c + i * c_rs + j;
-            // beta == 0 must not read C: 0·NaN would poison the result.
-            *cp = (beta == 0.0f) ? acc[r][q] : fmaf(beta, *cp, acc[r][q]);
+            *cp = row_bias == nullptr ? acc[r][q] : fmaf(1.0f, __ldg(row_bias + i), acc[r][q]);
         }
     }
 }
@@ -133,10 +134,10 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
 #define DIFFRECON_SGEMM(NAME, T, P)                                                          \
     extern "C" __global__ void __launch_bounds__(kBlock)                                     \
         NAME(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,        \
-             int b_rs, int b_cs, float* c, int c_rs, float beta, long long a_bs,             \
+             int b_rs, int b_cs, float* c, int c_rs, const float* row_bias, long long a_bs,   \
              long long b_bs, long long c_bs, int inner, long long a_os, long long b_os,      \
              long long c_os) {                                                               \
-        sgemm_tile<T, P>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, beta, a_bs, b_bs,   \
+        sgemm_tile<T, P>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, row_bias, a_bs, b_bs, \
                          c_bs, inner, a_os, b_os, c_os);                                     \
     }
 DIFFRECON_SGEMM(sgemm_strided, 64, kF32)

@@ -1,7 +1,8 @@
 // The strided batched SGEMM of kernels/gemm.cu (both tiles, f32 and the tensor-core paths TF32
 // and BF16) on the CPU through shim.h against a double-precision product of the operands rounded
-// as each precision stages them: plain and transposed operand views, beta 0 (C starts as NaN and
-// must not be read) and beta 1, sizes off the tile edges, one batch stride and two (`outer`
+// as each precision stages them: plain and transposed operand views, with and without a row bias
+// (C starts as NaN where it is written: it must never be read), sizes off the tile edges, one
+// batch stride and two (`outer`
 // repeats of `batch` matrices, the repeats further apart than the batch spans). Built and run by
 // tests/kernel_emulation.rs; exits 1 on any mismatch.
 #include "shim.h"
@@ -14,18 +15,18 @@
 struct Case {
     int m, n, k, batch;
     bool a_t, b_t;  // A stored k-major (transposed view), B stored n-major
-    float beta;     // f32's; the tensor-core paths run both 0 and 1
+    bool bias;      // f32's row bias or none; the tensor-core paths run both
     int outer = 1;  // repeats of the batch at the outer strides
 };
 
 int main() {
     std::mt19937 rng(7);
     std::normal_distribution<float> nd;
-    const Case cases[] = {{5, 7, 3, 1, false, false, 0.0f},    {70, 33, 19, 2, true, false, 0.0f},
-                          {33, 70, 40, 3, false, true, 1.0f},  {64, 64, 16, 1, true, true, 0.0f},
-                          {65, 31, 17, 2, false, false, 1.0f}, {1, 100, 9, 1, true, false, 0.0f},
-                          {33, 40, 24, 3, true, false, 0.0f, 2},
-                          {20, 70, 9, 2, false, true, 1.0f, 3}};
+    const Case cases[] = {{5, 7, 3, 1, false, false, false},    {70, 33, 19, 2, true, false, false},
+                          {33, 70, 40, 3, false, true, true},  {64, 64, 16, 1, true, true, false},
+                          {65, 31, 17, 2, false, false, true}, {1, 100, 9, 1, true, false, false},
+                          {33, 40, 24, 3, true, false, false, 2},
+                          {20, 70, 9, 2, false, true, true, 3}};
     // The entry points by precision (kF32, kTf32, kBf16) and tile (32, 64).
     using Sgemm = decltype(&sgemm_strided);
     const Sgemm kernels[3][2] = {{sgemm_strided_32, sgemm_strided},
@@ -42,12 +43,12 @@ int main() {
         const long long a_os = a_bs * c.batch + 5, b_os = b_bs * c.batch + 3,
                         c_os = c_bs * c.batch + 7;
         const int count = c.batch * c.outer;
-        std::vector<float> a(a_os * c.outer), b(b_os * c.outer), c0(c_os * c.outer);
-        for (auto* v : {&a, &b, &c0})
+        std::vector<float> a(a_os * c.outer), b(b_os * c.outer), c0(c_os * c.outer), bias(c.m);
+        for (auto* v : {&a, &b, &c0, &bias})
             for (auto& e : *v)
                 e = nd(rng);
-        // A·B + beta·C in double, rounded to f32 once.
-        auto reference = [&](const std::vector<float>& a, const std::vector<float>& b, float beta) {
+        // A·B (+ bias[i]) in double, rounded to f32 once.
+        auto reference = [&](const std::vector<float>& a, const std::vector<float>& b, bool with_bias) {
             std::vector<float> want = c0;  // the gaps keep their values
             for (int z = 0; z < count; ++z) {
                 const int zo = z / c.batch, zi = z % c.batch;
@@ -59,7 +60,7 @@ int main() {
                         for (int p = 0; p < c.k; ++p)
                             acc += (double)a[ao + i * a_rs + p * a_cs] * b[bo + p * b_rs + j * b_cs];
                         const long long o = co + (long long)i * c.n + j;
-                        want[o] = (float)(acc + (beta != 0.0f ? beta * c0[o] : 0.0));
+                        want[o] = (float)(acc + (with_bias ? (double)bias[i] : 0.0));
                     }
             }
             return want;
@@ -67,25 +68,26 @@ int main() {
         for (int prec : {kF32, kTf32, kBf16}) {
             // The operands as the kernel stages them (the zero padding stays zero).
             const std::vector<float> aq = rounded(prec, a), bq = rounded(prec, b);
-            for (float beta : prec == kF32 ? std::vector<float>{c.beta} : std::vector{0.0f, 1.0f}) {
-                const std::vector<float> want = reference(aq, bq, beta),
-                                         unrounded = reference(a, b, beta);
+            for (bool with_bias : prec == kF32 ? std::vector<bool>{c.bias} : std::vector{false, true}) {
+                const std::vector<float> want = reference(aq, bq, with_bias),
+                                         unrounded = reference(a, b, with_bias);
+                const float* row_bias = with_bias ? bias.data() : nullptr;
                 for (int tile : {32, 64}) {
                     std::vector<float> out = c0;
-                    if (beta == 0.0f)  // NaN where C is written (must not be read), not the gaps
-                        for (int z = 0; z < count; ++z)
-                            std::fill_n(out.begin() + (z % c.batch) * c_bs + (z / c.batch) * c_os,
-                                        c_bs, NAN);
+                    // NaN where C is written (it must not be read), not the gaps.
+                    for (int z = 0; z < count; ++z)
+                        std::fill_n(out.begin() + (z % c.batch) * c_bs + (z / c.batch) * c_os,
+                                    c_bs, NAN);
                     const dim3 grid{(unsigned)((c.n + tile - 1) / tile),
                                     (unsigned)((c.m + tile - 1) / tile), (unsigned)count};
                     launch(grid, {256, 1, 1}, [&] {
                         kernels[prec][tile == 64](c.m, c.n, c.k, a.data(), a_rs, a_cs, b.data(),
-                                                  b_rs, b_cs, out.data(), c.n, beta, a_bs, b_bs,
+                                                  b_rs, b_cs, out.data(), c.n, row_bias, a_bs, b_bs,
                                                   c_bs, c.batch, a_os, b_os, c_os);
                     });
-                    std::printf("sgemm %s %dx%dx%d batch %d x %d a_t %d b_t %d beta %g tile %d",
+                    std::printf("sgemm %s %dx%dx%d batch %d x %d a_t %d b_t %d bias %d tile %d",
                                 prec_name(prec), c.m, c.n, c.k, c.batch, c.outer, c.a_t, c.b_t,
-                                beta, tile);
+                                (int)with_bias, tile);
                     bad += !verdict(prec, out, want, unrounded);
                 }
             }

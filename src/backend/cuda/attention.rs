@@ -115,18 +115,19 @@ pub(super) fn attention_group_from_env() -> Result<Option<usize>> {
 type Rows<'a, 'b> = (&'a CudaView<'b, f32>, usize);
 
 impl CudaBackend {
-    /// Per image, batched over n: out (m × t) = W·x + beta·out, or Wᵀ·x when `transposed`, for
-    /// a projection's weight W (m × k, or k × m transposed) and x (k × t per image). Transposed,
-    /// A(i, e) = W[e][i].
+    /// Per image, batched over n: out (m × t) = W·x (+ bias[i] on row i), or Wᵀ·x when
+    /// `transposed`, for a projection's weight W (m × k, or k × m transposed) and x (k × t per
+    /// image). Transposed, A(i, e) = W[e][i].
     fn per_image_weight(
         &self,
         (m, t, k, n): (usize, usize, usize, usize),
         (w, transposed): (&CudaTensor, bool),
         x: &CudaTensor,
         out: &mut CudaTensor,
-        beta: f32,
+        bias: Option<&CudaTensor>,
     ) -> Result<()> {
         let (row_stride, col_stride) = if transposed { (1, m) } else { (k, 1) };
+        let bias = bias.map(|b| b.dev().map(|d| d.as_view())).transpose()?;
         self.gemm(
             (m, t, k),
             (&w.dev()?.as_view(), row_stride, col_stride, [0, 0]),
@@ -134,7 +135,7 @@ impl CudaBackend {
             &mut out.dev_mut()?.as_view_mut(),
             t,
             [m * t, 0],
-            beta,
+            bias.as_ref(),
             Batch::flat(n),
         )
     }
@@ -156,7 +157,7 @@ impl CudaBackend {
             &mut out.dev_mut()?.as_view_mut(),
             t,
             [tt, heads * tt],
-            0.0,
+            None,
             Batch {
                 inner: heads,
                 outer: g,
@@ -187,7 +188,7 @@ impl CudaBackend {
             out,
             t,
             [dt, out_img],
-            0.0,
+            None,
             Batch {
                 inner: heads,
                 outer: g,
@@ -293,8 +294,13 @@ impl CudaBackend {
         let (n, c, h, w) = dims4(y, "attention")?;
         let t = h * w;
         let mut qkv = self.output(&[n, 3 * c, t])?;
-        self.fill_rows(qkv.dev_mut()?, p.in_b.dev()?, 3 * c, t, n)?;
-        self.per_image_weight((3 * c, t, c, n), (&p.in_w, false), y, &mut qkv, 1.0)?;
+        self.per_image_weight(
+            (3 * c, t, c, n),
+            (&p.in_w, false),
+            y,
+            &mut qkv,
+            Some(&p.in_b),
+        )?;
         Ok(qkv)
     }
 
@@ -330,8 +336,13 @@ impl CudaBackend {
         };
         // out (n, c, t) = out_w · ctx + out_b.
         let mut out = self.output(&y.shape)?;
-        self.fill_rows(out.dev_mut()?, p.out_b.dev()?, c, t, n)?;
-        self.per_image_weight((c, t, c, n), (&p.out_w, false), &ctx, &mut out, 1.0)?;
+        self.per_image_weight(
+            (c, t, c, n),
+            (&p.out_w, false),
+            &ctx,
+            &mut out,
+            Some(&p.out_b),
+        )?;
         Ok(out)
     }
 
@@ -364,7 +375,7 @@ impl CudaBackend {
         let qkv = self.project_in(y, p)?;
         // dctx (n, c, t) = out_wᵀ · dout.
         let mut dctx = self.output(&[n, c, t])?;
-        self.per_image_weight((c, t, c, n), (&p.out_w, true), dout, &mut dctx, 0.0)?;
+        self.per_image_weight((c, t, c, n), (&p.out_w, true), dout, &mut dctx, None)?;
         let mut dqkv = self.output(&[n, 3 * c, t])?;
         let group = images_per_group(n, heads, t, self.attention_group);
         let mut probs = self.output(&[group, heads, t, t])?;
@@ -408,7 +419,7 @@ impl CudaBackend {
         }
         // dy (n, c, t) = in_wᵀ · dqkv, over the 3c rows of qkv.
         let mut dy = self.output(&y.shape)?;
-        self.per_image_weight((c, t, 3 * c, n), (&p.in_w, true), &dqkv, &mut dy, 0.0)?;
+        self.per_image_weight((c, t, 3 * c, n), (&p.in_w, true), &dqkv, &mut dy, None)?;
         Ok(dy)
     }
 }

@@ -38,7 +38,6 @@ pub(super) const KERNELS: &[&str] = &[
     "upsample2x_vjp",
     "concat_channels",
     "split_channels",
-    "fill_rows",
     "linear",
     "linear_split",
     "sum_sq_per_item",
@@ -61,31 +60,6 @@ impl CudaBackend {
             launch(&mut out, cfg).and_then(|()| self.stream.clone_dtoh(&out).map_err(cuda_err));
         self.active_pool().give_f64(out);
         result
-    }
-
-    /// rows × cols bias rows for each of `batch` matrices: c[b][r][j] = bias[r].
-    pub(super) fn fill_rows(
-        &self,
-        c: &mut CudaSlice<f32>,
-        bias: &CudaSlice<f32>,
-        rows: usize,
-        cols: usize,
-        batch: usize,
-    ) -> Result<()> {
-        let (r, co, b) = (dim(rows, "rows")?, dim(cols, "cols")?, dim(batch, "batch")?);
-        let len = rows.checked_mul(cols).and_then(|v| v.checked_mul(batch));
-        let len = dim(len.unwrap_or(usize::MAX), "fill_rows length")? as usize;
-        if bias.len() < rows || c.len() < len {
-            return Err(Error::internal(format!(
-                "fill_rows: {} bias values and {} outputs for {batch} × {rows} × {cols}",
-                bias.len(),
-                c.len()
-            )));
-        }
-        let mut l = self.stream.launch_builder(self.f("fill_rows"));
-        l.arg(c).arg(bias).arg(&r).arg(&co).arg(&b);
-        self.run(l, grid1d(len)?)?;
-        Ok(())
     }
 
     /// ca[i]·a + cb[i]·b with the coefficients already on the device: `coef` = [ca | cb], 2n

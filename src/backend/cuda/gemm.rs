@@ -64,10 +64,11 @@ impl Batch {
 }
 
 impl CudaBackend {
-    /// C = A·B + beta·C over a `batch` of matrices with strides, through sgemm_strided. A is
-    /// (view, row stride, column stride, [inner, outer] batch strides), B likewise; C is
-    /// row-major with row stride `c_rs` and batch strides `c_bs`. Every view must hold every
-    /// element the kernel touches (checked: the kernel has no bounds of its own beyond m, n, k).
+    /// C = A·B (+ row_bias[i] on row i of every matrix) over a `batch` of matrices with strides,
+    /// through sgemm_strided; C is only written. A is (view, row stride, column stride, [inner,
+    /// outer] batch strides), B likewise; C is row-major with row stride `c_rs` and batch
+    /// strides `c_bs`. Every view must hold every element the kernel touches (checked: the
+    /// kernel has no bounds of its own beyond m, n, k).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm(
         &self,
@@ -77,7 +78,7 @@ impl CudaBackend {
         c: &mut CudaViewMut<'_, f32>,
         c_rs: usize,
         c_bs: [usize; 2],
-        beta: f32,
+        row_bias: Option<&CudaView<'_, f32>>,
         batch: Batch,
     ) -> Result<()> {
         if m == 0 || n == 0 || k == 0 || batch.inner == 0 || batch.outer == 0 {
@@ -107,6 +108,12 @@ impl CudaBackend {
                     "gemm ({m}×{k})·({k}×{n}) × {batch:?}: operand {what} reaches {need:?} of {have} values"
                 )));
             }
+        }
+        if let Some(bias) = row_bias.filter(|v| v.len() < m) {
+            return Err(Error::internal(format!(
+                "gemm: {} row-bias values for {m} rows",
+                bias.len()
+            )));
         }
         let (mi, ni, ki) = (dim(m, "m")?, dim(n, "n")?, dim(k, "k")?);
         // Offsets inside one matrix are ints in the kernel; batch offsets are 64-bit.
@@ -159,10 +166,14 @@ impl CudaBackend {
             .arg(b.0)
             .arg(&b_rs)
             .arg(&b_cs);
-        l.arg(c)
-            .arg(&c_rs)
-            .arg(&beta)
-            .arg(&a_bs)
+        // A null pointer: no row bias.
+        let null_ptr: u64 = 0;
+        l.arg(c).arg(&c_rs);
+        match row_bias {
+            Some(bias) => l.arg(bias),
+            None => l.arg(&null_ptr),
+        };
+        l.arg(&a_bs)
             .arg(&b_bs)
             .arg(&c_bs)
             .arg(&inner)
