@@ -345,10 +345,11 @@ impl<'a, B: Backend> LinOp<'a, B> {
         }
     }
 
-    /// Values a captured CUDA graph depends on besides its inputs' shapes (scalars the
-    /// operator's kernels take as arguments).
+    /// Values a captured CUDA graph depends on besides its inputs' shapes: scalars the
+    /// operator's kernels take as arguments, and ‖A‖, which a sampler's step sizes divide by
+    /// (a blur's bound depends on its kernel's values, which are an input, not a shape).
     pub fn key_values(&self) -> Vec<u64> {
-        match self.op {
+        let mut values = match self.op {
             Operator::Blur(_) => vec![1],
             Operator::Ct(c) => {
                 let g = &c.geometry;
@@ -357,7 +358,9 @@ impl<'a, B: Backend> LinOp<'a, B> {
             }
             Operator::Inpaint(_) => vec![3],
             Operator::Downsample(f) => vec![4, *f as u64],
-        }
+        };
+        values.push(self.norm().to_bits());
+        values
     }
 
     /// Checks an image of (h, w) fits the operator.

@@ -75,6 +75,30 @@ fn graph_replay_matches_the_eager_forward() {
     };
     let passes = [("eager", (0, 0)), ("capture", (3, 0)), ("replay", (0, 3))];
     check_passes("diffpir", &run(&eager), passes, || run(&graphed), &graphed);
+    // A kernel of the same shape with another ‖A‖ bound (its step size is a kernel argument):
+    // new keys, so no replay of the graphs above.
+    let kt_half = Tensor::new(
+        kt.shape().to_vec(),
+        kt.data().iter().map(|v| 0.5 * v).collect(),
+    )
+    .unwrap();
+    let run_half = |e: &Engine<CudaBackend>| {
+        on(e, &y, &kt_half, |p| {
+            diffpir::run(p, &params, &mut |_, _| {})
+        })
+    };
+    let before = graphed.be.graph_stats();
+    assert_eq!(
+        run_half(&graphed).data(),
+        run_half(&eager).data(),
+        "diffpir, ‖A‖ halved"
+    );
+    assert_eq!(
+        graphed.be.graph_stats().replays,
+        before.replays,
+        "a stale graph replayed"
+    );
+    println!("parity graph diffpir with another kernel norm: relative error 0.00e0");
 
     // DPS: one graph per step as well; its final forward (a shape the forwards above did not
     // use) is the UNet's own graph: (captures, replays) added by each run.
