@@ -459,16 +459,28 @@ for fname, what in (("torch_tf32.json", "PyTorch eager, TF32 allowed"),
         what, " mode=" + mode if mode else "", fname,
         i.get("compile_max_abs_diff") or "not compiled"))
     w("")
-    w("| op | batch | PyTorch median ms | diffrecon f32 median ms | diffrecon / PyTorch |")
-    w("|---|---|---|---|---|")
+    # Against PyTorch's TF32 also diffrecon's own --precision tf32 rows: bench_cuda_tf32 (batch
+    # 1 and 8), else the forced igemm64x128:tf32 step (batch 64: the tile the size rule picks).
+    tf32 = {}
+    if fname == "torch_tf32.json":
+        tf32 = md_rows(steplog.get("bench_cuda_tile_igemm64x128_tf32", ""))
+        tf32.update(md_rows(steplog.get("bench_cuda_tf32", "")))
+    def ratio(d, t):
+        try:
+            return "%.2fx" % (float(d) / t)
+        except ValueError:
+            return "-"
+    head = "| op | batch | PyTorch median ms | diffrecon f32 median ms | diffrecon / PyTorch |"
+    w(head + (" diffrecon tf32 median ms | tf32 / PyTorch |" if tf32 else ""))
+    w("|---|---|---|---|---|" + ("---|---|" if tf32 else ""))
     for r in pj["results"]:
         base = "forward" if r["op"].startswith("forward") else r["op"]
         d = dr.get((base, r["batch"]), ("-", "-"))[0]
-        try:
-            ratio = "%.2fx" % (float(d) / r["median_ms"])
-        except ValueError:
-            ratio = "-"
-        w("| %s | %d | %.3f | %s | %s |" % (r["op"], r["batch"], r["median_ms"], d, ratio))
+        row = "| %s | %d | %.3f | %s | %s |" % (r["op"], r["batch"], r["median_ms"], d, ratio(d, r["median_ms"]))
+        if tf32:
+            d32 = tf32.get((base, r["batch"]), ("-", "-"))[0]
+            row += " %s | %s |" % (d32, ratio(d32, r["median_ms"]))
+        w(row)
     w("")
 notrun = [(k, v[0]) for k, v in dr.items() if v[0].startswith("not run")]
 if notrun:
