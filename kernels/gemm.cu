@@ -1,13 +1,15 @@
 // Strided, batched single-precision GEMM; reference: src/backend/cpu/gemm.rs.
 //
-// C_z = A_z·B_z (+ row_bias[i] on row i) for z = blockIdx.z, with A_z = a + zi·a_bs + zo·a_os (element (i, p)
+// C_z = A_z·B_z (+ row_bias[i] on row i) (+ residual_z) for z = blockIdx.z, with A_z = a + zi·a_bs + zo·a_os (element (i, p)
 // at i·a_rs + p·a_cs), B_z likewise, C_z = c + zi·c_bs + zo·c_os row-major with row stride c_rs,
 // where z = zo·inner + zi: a batch of `inner` matrices at one stride (the heads of an image)
 // repeated at another (the images). inner = batch and zero outer strides: one stride.
 // Any strides, so transposed views need no copy. C is only written (it may hold NaN poison);
 // row_bias (m values, the same for every matrix of the batch) may be null. The bias is added
 // with fmaf(1, bias, acc), one rounding: the bits of a C filled with the bias and accumulated
-// into with beta 1, as the attention projections did before (no separate fill launch). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
+// into with beta 1, as the attention projections did before (no separate fill launch). Then,
+// when `residual` (laid out as C: same strides) is not null, its element is added, rounded: the
+// bits of an add_assign after the GEMM (the attention block's skip connection). Offsets inside one matrix must fit in an int; batch offsets are 64-bit.
 //
 // Launch: grid = (ceil(n/T), ceil(m/T), batch), block = 256, T = 64 (sgemm_strided) or 32
 // (sgemm_strided_32: four times the blocks for the small products of batch 1). Each block owns a
@@ -33,7 +35,8 @@ struct NoTile {};  // stands in for tc::TcTile on the f32 path
 template <int T, int P>
 __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, int a_rs,
                                            int a_cs, const float* b, int b_rs, int b_cs,
-                                           float* c, int c_rs, const float* row_bias, long long a_bs,
+                                           float* c, int c_rs, const float* row_bias,
+                                           const float* residual, long long a_bs,
                                            long long b_bs, long long c_bs, int inner,
                                            long long a_os, long long b_os, long long c_os) {
     constexpr int R = T / 16;               // rows and columns per thread
@@ -51,6 +54,7 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
     a += zi * a_bs + zo * a_os;
     b += zi * b_bs + zo * b_os;
     c += zi * c_bs + zo * c_os;
+    if (residual != nullptr) residual += zi * c_bs + zo * c_os;
     const int i0 = blockIdx.y * T, j0 = blockIdx.x * T;
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
@@ -122,7 +126,9 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
             const int j = j0 + tx + 16 * q;
             if (j >= n) continue;
             float* cp = c + i * c_rs + j;
-            *cp = row_bias == nullptr ? acc[r][q] : fmaf(1.0f, __ldg(row_bias + i), acc[r][q]);
+            float v = row_bias == nullptr ? acc[r][q] : fmaf(1.0f, __ldg(row_bias + i), acc[r][q]);
+            if (residual != nullptr) v = __fadd_rn(v, __ldg(residual + i * c_rs + j));
+            *cp = v;
         }
     }
 }
@@ -134,11 +140,12 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
 #define DIFFRECON_SGEMM(NAME, T, P)                                                          \
     extern "C" __global__ void __launch_bounds__(kBlock)                                     \
         NAME(int m, int n, int k, const float* a, int a_rs, int a_cs, const float* b,        \
-             int b_rs, int b_cs, float* c, int c_rs, const float* row_bias, long long a_bs,   \
+             int b_rs, int b_cs, float* c, int c_rs, const float* row_bias,                   \
+             const float* residual, long long a_bs,                                           \
              long long b_bs, long long c_bs, int inner, long long a_os, long long b_os,      \
              long long c_os) {                                                               \
-        sgemm_tile<T, P>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, row_bias, a_bs, b_bs, \
-                         c_bs, inner, a_os, b_os, c_os);                                     \
+        sgemm_tile<T, P>(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, row_bias, residual,  \
+                         a_bs, b_bs, c_bs, inner, a_os, b_os, c_os);                         \
     }
 DIFFRECON_SGEMM(sgemm_strided, 64, kF32)
 DIFFRECON_SGEMM(sgemm_strided_32, 32, kF32)

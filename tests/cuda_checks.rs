@@ -257,6 +257,13 @@ fn mismatched_operands_are_refused() {
         refused(what, g.attention_vjp(&y, &p, 2, &y), "internal", what);
     }
     refused("heads", g.attention(&y, &good, 3), "internal", "3 heads");
+    assert!(g.attention_residual(&y, &good, 2, &y).is_ok());
+    refused(
+        "attention residual",
+        g.attention_residual(&y, &good, 2, &up(&[1, 8, 4, 3])),
+        "internal",
+        "residual",
+    );
     // Refusals launch nothing: the stream is still usable.
     let s = g.lincomb(&a, 1.0, &a, 1.0).unwrap();
     assert_eq!(g.download(&s).unwrap().shape(), &[2, 3, 5, 7]);

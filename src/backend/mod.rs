@@ -143,6 +143,20 @@ pub trait Backend: Sync {
         p: &AttnParams<Self::Buf>,
         heads: usize,
     ) -> Result<Self::Buf>;
+    /// `attention(y) + residual` (residual shaped as y: the attention block's skip connection).
+    /// The default adds with `add_assign`; the CUDA backend adds in the out-projection's store
+    /// (the same bits, one launch fewer).
+    fn attention_residual(
+        &self,
+        y: &Self::Buf,
+        p: &AttnParams<Self::Buf>,
+        heads: usize,
+        residual: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let mut out = self.attention(y, p, heads)?;
+        self.add_assign(&mut out, residual)?;
+        Ok(out)
+    }
     fn attention_vjp(
         &self,
         y: &Self::Buf,

@@ -610,8 +610,7 @@ impl<B: Backend> UNet<B> {
         record: bool,
     ) -> Traced<B::Buf, AttnTape<B::Buf>> {
         let y = be.group_norm(&x, &a.norm.gamma, &a.norm.beta, a.norm.groups, false)?;
-        let mut out = be.attention(&y, &a.p, self.cfg.num_heads)?;
-        be.add_assign(&mut out, &x)?;
+        let out = be.attention_residual(&y, &a.p, self.cfg.num_heads, &x)?;
         Ok((out, record.then_some(AttnTape { x, y })))
     }
 

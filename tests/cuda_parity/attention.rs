@@ -68,7 +68,24 @@ fn attention_forward() {
                 .with_attention_core(path)
                 .with_gemm_tile(tile);
             let pg = upload_params(&gp, &p);
-            let got = gp.attention(&gp.upload(&y).unwrap(), &pg, heads).unwrap();
+            let gy = gp.upload(&y).unwrap();
+            let got = gp.attention(&gy, &pg, heads).unwrap();
+            // With the skip connection added in the out-projection's store: the bits of the
+            // attention plus an add_assign on the device.
+            let x = rand(&[n, c, h, w], 80 + i as u64);
+            let gx = gp.upload(&x).unwrap();
+            let fused = gp.attention_residual(&gy, &pg, heads, &gx).unwrap();
+            let mut added = gp.attention(&gy, &pg, heads).unwrap();
+            gp.add_assign(&mut added, &gx).unwrap();
+            let (fused, added) = (gp.download(&fused).unwrap(), gp.download(&added).unwrap());
+            assert!(
+                fused
+                    .data()
+                    .iter()
+                    .zip(added.data())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "attention_residual {path:?} tile {tile:?} n{n} c{c}: not attention + add_assign"
+            );
             check(
                 &format!(
                     "attention {path:?} gemm tile {tile:?} n{n} c{c} heads{heads} tokens{}",

@@ -1,8 +1,8 @@
 // The strided batched SGEMM of kernels/gemm.cu (both tiles, f32 and the tensor-core paths TF32
 // and BF16) on the CPU through shim.h against a double-precision product of the operands rounded
 // as each precision stages them: plain and transposed operand views, with and without a row bias
-// (C starts as NaN where it is written: it must never be read), sizes off the tile edges, one
-// batch stride and two (`outer`
+// and a residual laid out as C (C starts as NaN where it is written: it must never be read), sizes
+// off the tile edges, one batch stride and two (`outer`
 // repeats of `batch` matrices, the repeats further apart than the batch spans). Built and run by
 // tests/kernel_emulation.rs; exits 1 on any mismatch.
 #include "shim.h"
@@ -15,7 +15,7 @@
 struct Case {
     int m, n, k, batch;
     bool a_t, b_t;  // A stored k-major (transposed view), B stored n-major
-    bool bias;      // f32's row bias or none; the tensor-core paths run both
+    bool bias;      // f32's row bias and residual, or neither; the tensor-core paths run both
     int outer = 1;  // repeats of the batch at the outer strides
 };
 
@@ -43,12 +43,14 @@ int main() {
         const long long a_os = a_bs * c.batch + 5, b_os = b_bs * c.batch + 3,
                         c_os = c_bs * c.batch + 7;
         const int count = c.batch * c.outer;
-        std::vector<float> a(a_os * c.outer), b(b_os * c.outer), c0(c_os * c.outer), bias(c.m);
-        for (auto* v : {&a, &b, &c0, &bias})
+        std::vector<float> a(a_os * c.outer), b(b_os * c.outer), c0(c_os * c.outer), bias(c.m),
+            res(c_os * c.outer);
+        for (auto* v : {&a, &b, &c0, &bias, &res})
             for (auto& e : *v)
                 e = nd(rng);
-        // A·B (+ bias[i]) in double, rounded to f32 once.
+        // A·B (+ bias[i]) (+ the residual) in double, rounded to f32 once.
         auto reference = [&](const std::vector<float>& a, const std::vector<float>& b, bool with_bias) {
+            const bool with_res = with_bias;  // the bias cases also add the residual
             std::vector<float> want = c0;  // the gaps keep their values
             for (int z = 0; z < count; ++z) {
                 const int zo = z / c.batch, zi = z % c.batch;
@@ -60,7 +62,8 @@ int main() {
                         for (int p = 0; p < c.k; ++p)
                             acc += (double)a[ao + i * a_rs + p * a_cs] * b[bo + p * b_rs + j * b_cs];
                         const long long o = co + (long long)i * c.n + j;
-                        want[o] = (float)(acc + (with_bias ? (double)bias[i] : 0.0));
+                        want[o] = (float)(acc + (with_bias ? (double)bias[i] : 0.0) +
+                                          (with_res ? (double)res[o] : 0.0));
                     }
             }
             return want;
@@ -72,6 +75,7 @@ int main() {
                 const std::vector<float> want = reference(aq, bq, with_bias),
                                          unrounded = reference(a, b, with_bias);
                 const float* row_bias = with_bias ? bias.data() : nullptr;
+                const float* residual = with_bias ? res.data() : nullptr;
                 for (int tile : {32, 64}) {
                     std::vector<float> out = c0;
                     // NaN where C is written (it must not be read), not the gaps.
@@ -82,10 +86,10 @@ int main() {
                                     (unsigned)((c.m + tile - 1) / tile), (unsigned)count};
                     launch(grid, {256, 1, 1}, [&] {
                         kernels[prec][tile == 64](c.m, c.n, c.k, a.data(), a_rs, a_cs, b.data(),
-                                                  b_rs, b_cs, out.data(), c.n, row_bias, a_bs, b_bs,
+                                                  b_rs, b_cs, out.data(), c.n, row_bias, residual, a_bs, b_bs,
                                                   c_bs, c.batch, a_os, b_os, c_os);
                     });
-                    std::printf("sgemm %s %dx%dx%d batch %d x %d a_t %d b_t %d bias %d tile %d",
+                    std::printf("sgemm %s %dx%dx%d batch %d x %d a_t %d b_t %d bias+residual %d tile %d",
                                 prec_name(prec), c.m, c.n, c.k, c.batch, c.outer, c.a_t, c.b_t,
                                 (int)with_bias, tile);
                     bad += !verdict(prec, out, want, unrounded);

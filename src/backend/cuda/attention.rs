@@ -115,19 +115,19 @@ pub(super) fn attention_group_from_env() -> Result<Option<usize>> {
 type Rows<'a, 'b> = (&'a CudaView<'b, f32>, usize);
 
 impl CudaBackend {
-    /// Per image, batched over n: out (m × t) = W·x (+ bias[i] on row i), or Wᵀ·x when
-    /// `transposed`, for a projection's weight W (m × k, or k × m transposed) and x (k × t per
-    /// image). Transposed, A(i, e) = W[e][i].
+    /// Per image, batched over n: out (m × t) = W·x (+ bias[i] on row i) (+ residual, shaped as
+    /// out), or Wᵀ·x when `transposed`, for a projection's weight W (m × k, or k × m transposed)
+    /// and x (k × t per image). Transposed, A(i, e) = W[e][i].
     fn per_image_weight(
         &self,
         (m, t, k, n): (usize, usize, usize, usize),
         (w, transposed): (&CudaTensor, bool),
         x: &CudaTensor,
         out: &mut CudaTensor,
-        bias: Option<&CudaTensor>,
+        (bias, residual): (Option<&CudaTensor>, Option<&CudaTensor>),
     ) -> Result<()> {
         let (row_stride, col_stride) = if transposed { (1, m) } else { (k, 1) };
-        let bias = bias.map(|b| b.dev().map(|d| d.as_view())).transpose()?;
+        let (bias, residual) = (view_of(bias)?, view_of(residual)?);
         self.gemm(
             (m, t, k),
             (&w.dev()?.as_view(), row_stride, col_stride, [0, 0]),
@@ -136,6 +136,7 @@ impl CudaBackend {
             t,
             [m * t, 0],
             bias.as_ref(),
+            residual.as_ref(),
             Batch::flat(n),
         )
     }
@@ -157,6 +158,7 @@ impl CudaBackend {
             &mut out.dev_mut()?.as_view_mut(),
             t,
             [tt, heads * tt],
+            None,
             None,
             Batch {
                 inner: heads,
@@ -188,6 +190,7 @@ impl CudaBackend {
             out,
             t,
             [dt, out_img],
+            None,
             None,
             Batch {
                 inner: heads,
@@ -299,7 +302,7 @@ impl CudaBackend {
             (&p.in_w, false),
             y,
             &mut qkv,
-            Some(&p.in_b),
+            (Some(&p.in_b), None),
         )?;
         Ok(qkv)
     }
@@ -314,13 +317,22 @@ impl CudaBackend {
         self.run(l, cfg)
     }
 
+    /// Multi-head self-attention of y, plus `residual` (y's shape) when given: added in the
+    /// out-projection's store, the bits of an add_assign after it.
     pub(super) fn attention(
         &self,
         y: &CudaTensor,
         p: &AttnParams<CudaTensor>,
         heads: usize,
+        residual: Option<&CudaTensor>,
     ) -> Result<CudaTensor> {
         let (n, c, h, w) = check_attention("attention", &y.shape, param_shapes(p), heads)?;
+        if let Some(r) = residual.filter(|r| r.shape != y.shape) {
+            return Err(Error::internal(format!(
+                "attention: residual {:?} for tokens {:?}",
+                r.shape, y.shape
+            )));
+        }
         let t = h * w;
         check_attention_sizes(n, c, t, heads)?;
         self.f32_only_kernels_unused()?;
@@ -334,14 +346,14 @@ impl CudaBackend {
             AttentionCore::Fused => self.attention_core_fused(&qkv, n, c, t, heads)?,
             AttentionCore::Gemm => self.attention_core_gemm(&qkv, n, c, t, heads)?,
         };
-        // out (n, c, t) = out_w · ctx + out_b.
+        // out (n, c, t) = out_w · ctx + out_b (+ residual).
         let mut out = self.output(&y.shape)?;
         self.per_image_weight(
             (c, t, c, n),
             (&p.out_w, false),
             &ctx,
             &mut out,
-            Some(&p.out_b),
+            (Some(&p.out_b), residual),
         )?;
         Ok(out)
     }
@@ -375,7 +387,13 @@ impl CudaBackend {
         let qkv = self.project_in(y, p)?;
         // dctx (n, c, t) = out_wᵀ · dout.
         let mut dctx = self.output(&[n, c, t])?;
-        self.per_image_weight((c, t, c, n), (&p.out_w, true), dout, &mut dctx, None)?;
+        self.per_image_weight(
+            (c, t, c, n),
+            (&p.out_w, true),
+            dout,
+            &mut dctx,
+            (None, None),
+        )?;
         let mut dqkv = self.output(&[n, 3 * c, t])?;
         let group = images_per_group(n, heads, t, self.attention_group);
         let mut probs = self.output(&[group, heads, t, t])?;
@@ -419,9 +437,20 @@ impl CudaBackend {
         }
         // dy (n, c, t) = in_wᵀ · dqkv, over the 3c rows of qkv.
         let mut dy = self.output(&y.shape)?;
-        self.per_image_weight((c, t, 3 * c, n), (&p.in_w, true), &dqkv, &mut dy, None)?;
+        self.per_image_weight(
+            (c, t, 3 * c, n),
+            (&p.in_w, true),
+            &dqkv,
+            &mut dy,
+            (None, None),
+        )?;
         Ok(dy)
     }
+}
+
+/// A tensor's device view, if there is a tensor.
+fn view_of(t: Option<&CudaTensor>) -> Result<Option<CudaView<'_, f32>>> {
+    t.map(|t| t.dev().map(|d| d.as_view())).transpose()
 }
 
 #[cfg(test)]

@@ -64,8 +64,8 @@ impl Batch {
 }
 
 impl CudaBackend {
-    /// C = A·B (+ row_bias[i] on row i of every matrix) over a `batch` of matrices with strides,
-    /// through sgemm_strided; C is only written. A is (view, row stride, column stride, [inner,
+    /// C = A·B (+ row_bias[i] on row i of every matrix) (+ residual, laid out as C) over a
+    /// `batch` of matrices with strides, through sgemm_strided; C is only written. A is (view, row stride, column stride, [inner,
     /// outer] batch strides), B likewise; C is row-major with row stride `c_rs` and batch
     /// strides `c_bs`. Every view must hold every element the kernel touches (checked: the
     /// kernel has no bounds of its own beyond m, n, k).
@@ -79,6 +79,7 @@ impl CudaBackend {
         c_rs: usize,
         c_bs: [usize; 2],
         row_bias: Option<&CudaView<'_, f32>>,
+        residual: Option<&CudaView<'_, f32>>,
         batch: Batch,
     ) -> Result<()> {
         if m == 0 || n == 0 || k == 0 || batch.inner == 0 || batch.outer == 0 {
@@ -102,6 +103,11 @@ impl CudaBackend {
             ("A", span(m, k, a.1, a.2, a.3), a.0.len()),
             ("B", span(k, n, b.1, b.2, b.3), b.0.len()),
             ("C", span(m, n, c_rs, 1, c_bs), c.len()),
+            (
+                "the residual",
+                span(m, n, c_rs, 1, c_bs),
+                residual.map_or(usize::MAX, |r| r.len()),
+            ),
         ] {
             if need.is_none_or(|need| need > have) {
                 return Err(Error::internal(format!(
@@ -166,13 +172,15 @@ impl CudaBackend {
             .arg(b.0)
             .arg(&b_rs)
             .arg(&b_cs);
-        // A null pointer: no row bias.
+        // A null pointer: no row bias, no residual.
         let null_ptr: u64 = 0;
         l.arg(c).arg(&c_rs);
-        match row_bias {
-            Some(bias) => l.arg(bias),
-            None => l.arg(&null_ptr),
-        };
+        for addend in [row_bias, residual] {
+            match addend {
+                Some(v) => l.arg(v),
+                None => l.arg(&null_ptr),
+            };
+        }
         l.arg(&a_bs)
             .arg(&b_bs)
             .arg(&c_bs)

@@ -441,7 +441,17 @@ impl Backend for CudaBackend {
         p: &AttnParams<CudaTensor>,
         heads: usize,
     ) -> Result<CudaTensor> {
-        CudaBackend::attention(self, y, p, heads)
+        CudaBackend::attention(self, y, p, heads, None)
+    }
+
+    fn attention_residual(
+        &self,
+        y: &CudaTensor,
+        p: &AttnParams<CudaTensor>,
+        heads: usize,
+        residual: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        CudaBackend::attention(self, y, p, heads, Some(residual))
     }
 
     fn attention_vjp(
