@@ -1,6 +1,6 @@
 //! Self-attention, forward and the VJP of its input.
 
-use super::{check, stale_buffer, OP_BOUND};
+use super::{check, same_bits, stale_buffer, OP_BOUND};
 use crate::common::{gpu, rand, rand_scaled};
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::{AttentionCore, CudaBackend, CudaTensor};
@@ -77,15 +77,9 @@ fn attention_forward() {
             let fused = gp.attention_residual(&gy, &pg, heads, &gx).unwrap();
             let mut added = gp.attention(&gy, &pg, heads).unwrap();
             gp.add_assign(&mut added, &gx).unwrap();
-            let (fused, added) = (gp.download(&fused).unwrap(), gp.download(&added).unwrap());
-            assert!(
-                fused
-                    .data()
-                    .iter()
-                    .zip(added.data())
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "attention_residual {path:?} tile {tile:?} n{n} c{c}: not attention + add_assign"
-            );
+            let what =
+                format!("attention_residual {path:?} tile {tile:?} n{n} c{c} vs + add_assign");
+            same_bits(&what, &gp, &fused, &gp.download(&added).unwrap());
             check(
                 &format!(
                     "attention {path:?} gemm tile {tile:?} n{n} c{c} heads{heads} tokens{}",

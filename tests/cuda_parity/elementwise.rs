@@ -1,7 +1,7 @@
 //! The small ops: elementwise, the per-item dot and linear combination, blur and the fused
 //! DiffPIR steps.
 
-use super::{check, stale_buffer, OP_BOUND};
+use super::{check, same_bits, stale_buffer, OP_BOUND};
 use crate::common::{gpu, rand};
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::Backend;
@@ -100,23 +100,21 @@ fn small_ops() {
         .unwrap();
     let mut first = 0;
     for (part, &c) in parts.iter().zip(&widths) {
-        let got = g.download(part).unwrap();
-        assert_eq!(got.shape(), [3, c]);
         let want: Vec<f32> = whole
             .data()
             .chunks(fout)
             .flat_map(|row| &row[first..first + c])
             .copied()
             .collect();
-        let same = got
-            .data()
-            .iter()
-            .zip(&want)
-            .all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "linear_split group of width {c}: not linear's bits");
+        let want = Tensor::new(vec![3, c], want).unwrap();
+        same_bits(
+            &format!("linear_split group of width {c} vs linear"),
+            &g,
+            part,
+            &want,
+        );
         first += c;
     }
-    println!("parity linear_split 40 groups: linear's bits, relative error 0.00e0");
     assert!(g
         .linear_split(&up(&x), &up(&w), &up(&bias), true, &[fout - 1])
         .is_err());

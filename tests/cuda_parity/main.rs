@@ -42,6 +42,35 @@ const CONV_KERNELS: [ConvKernel; 6] = [
     ConvKernel::Direct,
 ];
 
+/// The device result has `want`'s shape and bits, every value written (outputs are poisoned).
+pub(crate) fn same_bits(
+    name: &str,
+    g: &CudaBackend,
+    got: &<CudaBackend as Backend>::Buf,
+    want: &Tensor,
+) {
+    let got = g.download(got).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{name}: shape");
+    assert!(
+        got.data().iter().all(|v| !v.is_nan()),
+        "{name}: unwritten (NaN) outputs"
+    );
+    let differ = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    if let Some(i) = differ {
+        panic!(
+            "{name}: value {i} of {} differs: {:e} on the GPU, {:e} expected",
+            want.len(),
+            got.data()[i],
+            want.data()[i]
+        );
+    }
+    println!("parity {name}: bit for bit ({} values)", want.len());
+}
+
 fn check(
     name: &str,
     g: &CudaBackend,

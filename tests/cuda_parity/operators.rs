@@ -5,36 +5,12 @@
 //! (tests/kernel_emulation.rs with tests/emu/ops.cpp) reproduced the CPU functions bit for bit.
 //! So here they are compared by bits, not by a tolerance.
 
+use super::same_bits;
 use crate::common::{gpu, rand, rand_scaled};
 use diffrecon::backend::cpu::CpuBackend;
-use diffrecon::backend::cuda::CudaBackend;
 use diffrecon::backend::{Backend, CtGeometry};
 use diffrecon::rng::Rng;
 use diffrecon::tensor::Tensor;
-
-/// The device result has `want`'s shape and bits, every value written (outputs are poisoned).
-fn same_bits(name: &str, g: &CudaBackend, got: &<CudaBackend as Backend>::Buf, want: &Tensor) {
-    let got = g.download(got).unwrap();
-    assert_eq!(got.shape(), want.shape(), "{name}: shape");
-    assert!(
-        got.data().iter().all(|v| !v.is_nan()),
-        "{name}: unwritten (NaN) outputs"
-    );
-    let differ = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .position(|(a, b)| a.to_bits() != b.to_bits());
-    if let Some(i) = differ {
-        panic!(
-            "{name}: value {i} of {} differs: {:e} on the GPU, {:e} on the CPU",
-            want.len(),
-            got.data()[i],
-            want.data()[i]
-        );
-    }
-    println!("parity {name}: bit for bit ({} values)", want.len());
-}
 
 /// ⟨a, b⟩ over all values, in f64.
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
