@@ -836,17 +836,20 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
 // counters, left zeroed), the block that finishes a tile's slices last adds them to the bias in
 // slice order and applies the epilogue; with tiles_done = nullptr, y is not written here and
 // conv2d_splitk_reduce does that. k_split = 1: `partial` and `tiles_done` are not touched.
-#define DIFFRECON_CONV_IGEMM(NAME, BM, P)                                                          \
-    extern "C" __global__ void __launch_bounds__(kBlock)                                           \
+// Every forward entry point (both tile families) takes these arguments: BOUNDS is its
+// (parenthesised) launch bounds, the rest the dispatch instance it runs.
+#define DIFFRECON_CONV_FWD_ENTRY(NAME, BOUNDS, ...)                                               \
+    extern "C" __global__ void __launch_bounds__ BOUNDS                                            \
         NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
              const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
              float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
              int pad, int ho, int wo, int k_split, float* __restrict__ partial,                    \
              unsigned* __restrict__ tiles_done) {                                                  \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        conv_igemm_dispatch<ConvMode::Forward, BM, BM, P>(x, w, bias, extra, epi, y, g,            \
-                                                          k_split, partial, tiles_done);           \
+        __VA_ARGS__(x, w, bias, extra, epi, y, g, k_split, partial, tiles_done);                   \
     }
+#define DIFFRECON_CONV_IGEMM(NAME, BM, P)                                                          \
+    DIFFRECON_CONV_FWD_ENTRY(NAME, (kBlock), conv_igemm_dispatch<ConvMode::Forward, BM, BM, P>)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64, kF32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32, kF32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64_tf32, 64, kTf32)
@@ -857,31 +860,25 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 // The wide f32 tiles, same arguments. MIN_BLOCKS = 2 caps registers at 128 (two blocks per
 // multiprocessor); the 128×128 tiles would spill there (their epilogue operands), so they keep 1.
 #define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                     \
-    extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
-        NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
-             const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
-             float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
-             int pad, int ho, int wo, int k_split, float* __restrict__ partial,                    \
-             unsigned* __restrict__ tiles_done) {                                                  \
-        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P>(x, w, bias, extra, epi, y, g,       \
-                                                               k_split, partial, tiles_done);      \
-    }
+    DIFFRECON_CONV_FWD_ENTRY(NAME, (kBlock, MIN_BLOCKS),                                           \
+                             conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P>)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_tf32, 64, 128, kTf32, 2)
 
-// Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair.
-#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                      \
-    extern "C" __global__ void __launch_bounds__(kBlock)                                           \
+// Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair, for
+// both tile families (BOUNDS and the dispatch instance as in the forward).
+#define DIFFRECON_CONV_BWD_ENTRY(NAME, BOUNDS, ...)                                               \
+    extern "C" __global__ void __launch_bounds__ BOUNDS                                            \
         NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,    \
              int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,          \
              int wo, int k_split, float* __restrict__ partial,                                     \
              unsigned* __restrict__ tiles_done) {                                                  \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P>(dy, w, nullptr, nullptr, 0, dx,     \
-                                                               g, k_split, partial, tiles_done);   \
+        __VA_ARGS__(dy, w, nullptr, nullptr, 0, dx, g, k_split, partial, tiles_done);              \
     }
+#define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                      \
+    DIFFRECON_CONV_BWD_ENTRY(NAME, (kBlock), conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P>)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64, kF32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32, kF32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_tf32, 64, kTf32)
@@ -890,16 +887,8 @@ DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_bf16, 64, kBf16)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
 
 #define DIFFRECON_CONV_BWD_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                 \
-    extern "C" __global__ void __launch_bounds__(kBlock, MIN_BLOCKS)                               \
-        NAME(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,    \
-             int n, int cin, int h, int wd, int cout, int k, int stride, int pad, int ho,          \
-             int wo, int k_split, float* __restrict__ partial,                                     \
-             unsigned* __restrict__ tiles_done) {                                                  \
-        const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN, P>(dy, w, nullptr, nullptr, 0,    \
-                                                                    dx, g, k_split, partial,       \
-                                                                    tiles_done);                   \
-    }
+    DIFFRECON_CONV_BWD_ENTRY(NAME, (kBlock, MIN_BLOCKS),                                           \
+                             conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN, P>)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128_tf32, 64, 128, kTf32, 2)

@@ -85,28 +85,29 @@ pub fn prox_solve<B: Backend>(
     cg: &CgSettings,
 ) -> Result<(B::Buf, CgReport)> {
     let mu = be.upload(&Tensor::new(vec![mu.len()], mu.to_vec())?)?;
-    let (x, stats) = prox_solve_on_device(be, op, y, x0, &mu, cg)?;
+    let aty = op.adjoint(be, y)?;
+    let (x, stats) = prox_solve_on_device(be, op, &aty, x0, &mu, cg)?;
     Ok((x, CgReport::from_stats(&be.download(&stats)?)?))
 }
 
-/// As `prox_solve` with μ as an [N] buffer, returning the [N, CG_STATS] statistics as a buffer:
-/// device work where the backend runs the loop itself (the GPU: no host round trip per
-/// iteration, so a sampler step can run under `replay_many`), else the generic loop.
+/// As `prox_solve` from Aᵀy (a sampler computes it once per run) with μ as an [N] buffer,
+/// returning the [N, CG_STATS] statistics as a buffer: device work where the backend runs the
+/// loop itself (the GPU: no host round trip per iteration, so a sampler step can run under
+/// `replay_many`), else the generic loop.
 pub fn prox_solve_on_device<B: Backend>(
     be: &B,
     op: LinOp<B>,
-    y: &B::Buf,
+    aty: &B::Buf,
     x0: &B::Buf,
     mu: &B::Buf,
     cg: &CgSettings,
 ) -> Result<(B::Buf, B::Buf)> {
-    let aty = op.adjoint(be, y)?;
     let normal = |v: &B::Buf| op.normal(be, v);
-    if let Some(done) = be.prox_cg(&normal, &aty, x0, mu, cg.max_iters, cg.tol)? {
+    if let Some(done) = be.prox_cg(&normal, aty, x0, mu, cg.max_iters, cg.tol)? {
         return Ok(done);
     }
     let mu = be.download(mu)?;
-    let (x, slices) = generic_solve(be, &normal, &aty, x0, mu.data(), cg)?;
+    let (x, slices) = generic_solve(be, &normal, aty, x0, mu.data(), cg)?;
     let stats: Vec<f32> = slices
         .iter()
         .flat_map(|s| [s.iters as f32, s.rr as f32, s.bb as f32])

@@ -10,6 +10,7 @@ use super::{check_param, check_range, Problem, Progress, MAX_NOISE_LEVEL};
 use crate::backend::Backend;
 use crate::bail;
 use crate::error::{Error, Result};
+use crate::operators::LinOp;
 use crate::rng::slice_noise;
 use crate::schedule::Skip;
 use crate::tensor::Tensor;
@@ -91,6 +92,8 @@ pub fn run<B: Backend>(
     let (sab0, s1m0) = p.schedule.coeffs(ts[0]);
     let start = p.op.initial_estimate(be, p.y)?;
     let mut x = be.lincomb(&start, sab0, &noise(0)?, s1m0)?;
+    // Aᵀy, the right-hand side's data term of every step's proximal solve.
+    let aty = p.op.adjoint(be, p.y)?;
     let mut stats = Vec::with_capacity(ts.len());
     for (i, &t) in ts.iter().enumerate() {
         // μ = ρ_t·σ_n² = λ·σ_n²/σ̄_t² multiplies ‖x − x0‖² once ‖Ax − y‖² is unscaled.
@@ -103,7 +106,8 @@ pub fn run<B: Backend>(
         let mu = be.upload(&Tensor::new(vec![mu.len()], mu)?)?;
         let t_next = ts.get(i + 1).copied();
         let z = t_next.map(|_| noise(i as u64 + 1)).transpose()?;
-        let (next, step_stats) = replayed_step(p, params, &x, (t, t_next), &mu, z.as_ref())?;
+        let (next, step_stats) =
+            replayed_step(p, params, &x, (t, t_next), (&aty, &mu), z.as_ref())?;
         stats.push(step_stats);
         x = next;
         progress(i + 1, ts.len());
@@ -117,33 +121,33 @@ pub fn run<B: Backend>(
 }
 
 /// `step` after the embedding's upload, as device work handed to `Backend::replay_many` with
-/// x, the embedding, y, μ, the noise and the operator's buffer as inputs: a CUDA backend replays
-/// one graph per step from a run's second pass with the same schedule on.
+/// x, the embedding, Aᵀy, μ, the noise and the operator's buffer as inputs: a CUDA backend
+/// replays one graph per step from a run's second pass with the same schedule on.
 fn replayed_step<B: Backend>(
     p: &Problem<B>,
     params: &DiffPirPnpParams,
     x: &B::Buf,
     (t, t_next): (usize, Option<usize>),
-    mu: &B::Buf,
+    (aty, mu): (&B::Buf, &B::Buf),
     z: Option<&B::Buf>,
 ) -> Result<(B::Buf, B::Buf)> {
     let emb = p.net.embedding(p.be, x, &[t as f32])?;
-    let mut inputs = vec![x, &emb, p.y, mu];
+    let mut inputs = vec![x, &emb, aty, mu];
     inputs.extend(z);
     inputs.extend(p.op.buffer());
     let key = step_key(p, params, t, t_next);
     let out = p.be.replay_many(key, &inputs, &|inputs| {
-        let &[x, emb, y, mu, ref rest @ ..] = inputs else {
+        let &[x, emb, aty, mu, ref rest @ ..] = inputs else {
             unreachable!(
-                "replay passes x, the embedding, y, μ, the noise and the operator's buffer"
+                "replay passes x, the embedding, Aᵀy, μ, the noise and the operator's buffer"
             )
         };
         let (z, op_buf) = match t_next {
             Some(_) => (rest.first().copied(), &rest[1..]),
             None => (None, rest),
         };
-        let q = p.rebound(y, op_buf);
-        let (x, stats) = step(&q, params, x, emb, mu, (t, t_next), z)?;
+        let op = p.op.rebind(op_buf.first().copied());
+        let (x, stats) = step(p, op, params, (x, emb), (aty, mu), (t, t_next), z)?;
         Ok(vec![x, stats])
     })?;
     let [next, stats]: [B::Buf; 2] = out
@@ -152,15 +156,15 @@ fn replayed_step<B: Backend>(
     Ok((next, stats))
 }
 
-/// One step from t: denoise, solve the data subproblem (device work on a backend that runs CG
-/// itself), then step to t_next with fresh noise `z` (x̂0 itself at the last step). Returns the
-/// next x and the solve's statistics.
+/// One step from t: denoise, solve the data subproblem with operator `op` (device work on a
+/// backend that runs CG itself), then step to t_next with fresh noise `z` (x̂0 itself at the
+/// last step). Returns the next x and the solve's statistics.
 fn step<B: Backend>(
     p: &Problem<B>,
+    op: LinOp<B>,
     params: &DiffPirPnpParams,
-    x: &B::Buf,
-    emb: &B::Buf,
-    mu: &B::Buf,
+    (x, emb): (&B::Buf, &B::Buf),
+    (aty, mu): (&B::Buf, &B::Buf),
     (t, t_next): (usize, Option<usize>),
     z: Option<&B::Buf>,
 ) -> Result<(B::Buf, B::Buf)> {
@@ -169,7 +173,7 @@ fn step<B: Backend>(
     let (sab, s1m) = p.schedule.coeffs(t);
     let mut x0 = be.predict_x0(x, &eps, sab, s1m)?;
     be.clamp(&mut x0, -1.0, 1.0)?;
-    let (mut x0_data, stats) = cg::prox_solve_on_device(be, p.op, p.y, &x0, mu, &params.cg)?;
+    let (mut x0_data, stats) = cg::prox_solve_on_device(be, op, aty, &x0, mu, &params.cg)?;
     be.clamp(&mut x0_data, -1.0, 1.0)?;
     let next = match (t_next, z) {
         (Some(t_next), Some(z)) => {

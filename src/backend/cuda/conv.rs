@@ -156,8 +156,8 @@ impl Tile {
 
 /// The implicit GEMM's tile for an M × N output at precision `p`, unless `kernel` forces one.
 /// By size: at f32 and TF32, 64×128 while its blocks still give two per multiprocessor (the
-/// occupancy its 109–128 registers allow), else the 64 or 32 tile as the SGEMM picks them. The
-/// 128×128 tile (1 block per multiprocessor at 168–203 registers) runs only when forced until a GPU
+/// occupancy its 108–118 registers allow), else the 64 or 32 tile as the SGEMM picks them. The
+/// 128×128 tile (1 block per multiprocessor at 148–167 registers) runs only when forced until a GPU
 /// run says where it pays.
 pub(super) fn igemm_tile(kernel: ConvKernel, p: Precision, m: usize, n: usize, sms: usize) -> Tile {
     match kernel {

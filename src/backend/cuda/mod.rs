@@ -235,7 +235,6 @@ impl CudaBackend {
         self.precision
     }
 
-    /// Force the SGEMM tile edge: Some(32) or Some(64) (kernel tests); None chooses by size.
     /// Force the attention GEMM path's images per group (None: by the score budget; 1: one
     /// image at a time, as before grouping). Results are the same bits either way.
     pub fn with_attention_group(mut self, images: Option<usize>) -> Self {
@@ -243,6 +242,7 @@ impl CudaBackend {
         self
     }
 
+    /// Force the SGEMM tile edge: Some(32) or Some(64) (kernel tests); None chooses by size.
     pub fn with_gemm_tile(mut self, tile: Option<usize>) -> Self {
         self.gemm_tile = tile.filter(|t| *t == 32 || *t == 64);
         self
@@ -254,9 +254,10 @@ impl CudaBackend {
         self
     }
 
-    /// The direct conv kernels, the 128×128 implicit-GEMM tile and the fused attention kernel have
-    /// no tensor-core path (the 64×128 tile has no BF16 one): forcing one there is an error, checked when the precision is
-    /// set and again at use (the `with_*` calls may come in either order).
+    /// The direct conv kernels, the 128×128 implicit-GEMM tile and the fused attention kernel
+    /// have no tensor-core path (the 64×128 tile has no BF16 one): forcing one there is an
+    /// error, checked when the precision is set and again at use (the `with_*` calls may come in
+    /// either order).
     fn f32_only_kernels_unused(&self) -> Result<()> {
         let p = self.precision;
         if !self.conv_kernel.supports(p) {
