@@ -28,6 +28,14 @@ __device__ __forceinline__ float silu_grad(float z) {
     return __fmul_rn(s, __fadd_rn(1.0f, __fmul_rn(z, __fsub_rn(1.0f, s))));
 }
 
+// GroupNorm's per-element step, y = x·scale + shift (rounded product, then sum: no FMA, as the
+// CPU) and SiLU when `silu`: group_norm_fwd's output and the conv's fold of it (conv.cu, `norm`)
+// both call this, so the conv gathers the bits the norm would have written.
+__device__ __forceinline__ float norm_affine(float x, float scale, float shift, bool silu_out) {
+    const float z = __fadd_rn(__fmul_rn(x, scale), shift);
+    return silu_out ? silu(z) : z;
+}
+
 // clamp that lets NaN through, as Rust's f32::clamp does (fminf/fmaxf would replace it).
 __device__ __forceinline__ float clamp_nan(float v, float lo, float hi) {
     return v < lo ? lo : (v > hi ? hi : v);

@@ -435,6 +435,7 @@ struct Column {
     const float* img;  // the gathered tensor's image
     int y, x;          // the pixel
     bool live;         // inside the N columns
+    int n;             // the image's index
 };
 
 __device__ __forceinline__ Column column_at(const float* __restrict__ in, int col, int N,
@@ -442,15 +443,16 @@ __device__ __forceinline__ Column column_at(const float* __restrict__ in, int co
     const bool live = col < N;
     const int img = live ? col / out_pix : 0;
     const int pix = live ? col - img * out_pix : 0;
-    return {in + (long long)img * in_plane, pix / out_w, pix - (pix / out_w) * out_w, live};
+    return {in + (long long)img * in_plane, pix / out_w, pix - (pix / out_w) * out_w, live, img};
 }
 
 // Where operand B's element (term gq, column c) lives, or nullptr where it is zero (zero padding;
-// for the backward, a tap no output reaches). The caller checks c.live and gq < K.
+// for the backward, a tap no output reaches); `ch` is the gathered channel. The caller checks
+// c.live and gq < K.
 template <ConvMode MODE, int K_>
 __device__ __forceinline__ const float* gather_at(const Column& c, int gq, int k,
-                                                  const ConvGeom& g, int in_h, int in_w) {
-    int ch, ky, kx;
+                                                  const ConvGeom& g, int in_h, int in_w, int& ch) {
+    int ky, kx;
     split_tap<K_>(gq, k, ch, ky, kx);
     if (MODE == ConvMode::Forward) {
         const int iy = c.y * g.stride - g.pad + ky, ix = c.x * g.stride - g.pad + kx;
@@ -467,13 +469,29 @@ __device__ __forceinline__ const float* gather_at(const Column& c, int gq, int k
     return nullptr;
 }
 
-template <ConvMode MODE, int BM, int BN, int K_, int P>
+// A GroupNorm (+SiLU) folded into the forward's gather: the conv reads x and convolves
+// norm_affine(x, scale, shift, silu) with (scale, shift) = ss[2·(img·cin + ch)..] from
+// group_norm_scale_shift, the bits group_norm_fwd would have written; the zero padding stays
+// zero (the norm's output is what is padded). Only the FOLD instances read it; the backward has
+// none.
+struct NormFold {
+    const float* __restrict__ ss;
+    bool silu;
+
+    // The (scale, shift) of column c's image at channel ch.
+    __device__ __forceinline__ const float* at(const Column& c, int in_c, int ch) const {
+        return ss + 2 * ((long long)c.n * in_c + ch);
+    }
+};
+
+template <ConvMode MODE, int BM, int BN, int K_, int P, bool FOLD>
 __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& sh,
                                            const float* __restrict__ in,
                                            const float* __restrict__ w,
                                            const float* __restrict__ bias,
                                            const float* __restrict__ extra, int epi,
-                                           float* __restrict__ out, const ConvGeom g,
+                                           const NormFold fold, float* __restrict__ out,
+                                           const ConvGeom g,
                                            int k_split, float* __restrict__ partial,
                                            unsigned* __restrict__ tiles_done) {
     constexpr int TM = BM / (kBlock / IG_TX);  // rows per thread
@@ -504,7 +522,10 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
     const int bk0 = tid / BN;
     const Column bcol = column_at(in, n0 + bj, N, out_pix, out_w, in_c * in_h * in_w);
 
-    float a_reg[A_PER], b_reg[B_PER];
+    // Folding a norm, each B value travels with its channel's (scale, shift), loaded with it and
+    // applied as it is staged; a padding zero gets (0, 0), and norm_affine(0, 0, 0) is +0.
+    static_assert(!FOLD || MODE == ConvMode::Forward, "the backward folds nothing");
+    float a_reg[A_PER], b_reg[B_PER], b_scale[B_PER] = {}, b_shift[B_PER] = {};
     auto load = [&](int k0) {
 #pragma unroll
         for (int s = 0; s < A_PER; ++s) {
@@ -517,9 +538,16 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
 #pragma unroll
         for (int s = 0; s < B_PER; ++s) {
             const int gq = k0 + bk0 + s * B_KSTEP;
-            const float* p =
-                bcol.live && gq < k_end ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w) : nullptr;
+            int ch = 0;
+            const float* p = bcol.live && gq < k_end
+                                 ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w, ch)
+                                 : nullptr;
             b_reg[s] = p != nullptr ? __ldg(p) : 0.0f;
+            if constexpr (FOLD) {
+                const float* ss = fold.at(bcol, in_c, ch);
+                b_scale[s] = p != nullptr ? __ldg(ss) : 0.0f;
+                b_shift[s] = p != nullptr ? __ldg(ss + 1) : 0.0f;
+            }
         }
     };
 
@@ -545,7 +573,11 @@ __device__ __forceinline__ void conv_igemm(tc::SharedTiles<BM, BN, P, IG_PAD>& s
             As[e % IG_BK][e / IG_BK] = tc::to_operand<P>(a_reg[s]);
         }
 #pragma unroll
-        for (int s = 0; s < B_PER; ++s) Bs[bk0 + s * B_KSTEP][bj] = tc::to_operand<P>(b_reg[s]);
+        for (int s = 0; s < B_PER; ++s) {
+            const float v =
+                FOLD ? norm_affine(b_reg[s], b_scale[s], b_shift[s], fold.silu) : b_reg[s];
+            Bs[bk0 + s * B_KSTEP][bj] = tc::to_operand<P>(v);
+        }
         __syncthreads();
         if (k0 + IG_BK < k_end) load(k0 + IG_BK);  // in flight during the products below
         if constexpr (P == kF32) {
@@ -612,11 +644,12 @@ __device__ __forceinline__ void with_kernel_size(int k, F f) {
     else f(std::integral_constant<int, 0>{});
 }
 
-template <ConvMode MODE, int BM, int BN, int P>
+template <ConvMode MODE, int BM, int BN, int P, bool FOLD>
 __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in,
                                                     const float* __restrict__ w,
                                                     const float* __restrict__ bias,
                                                     const float* __restrict__ extra, int epi,
+                                                    const NormFold fold,
                                                     float* __restrict__ out, const ConvGeom& g,
                                                     int k_split, float* __restrict__ partial,
                                                     unsigned* __restrict__ tiles_done) {
@@ -624,8 +657,8 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
     // Declared here, once for the three kernel-size instantiations below.
     __shared__ __align__(32) tc::SharedTiles<BM, BN, P, IG_PAD> sh;
     with_kernel_size(g.k, [&](auto kc) {
-        conv_igemm<MODE, BM, BN, decltype(kc)::value, P>(sh, in, w, bias, extra, epi, out, g,
-                                                         k_split, partial, tiles_done);
+        conv_igemm<MODE, BM, BN, decltype(kc)::value, P, FOLD>(sh, in, w, bias, extra, epi, fold, out,
+                                                         g, k_split, partial, tiles_done);
     });
 }
 
@@ -655,13 +688,14 @@ template <int BM, int BN, int P> struct PipeTiles {
     };
 };
 
-template <ConvMode MODE, int BM, int BN, int K_, int P>
+template <ConvMode MODE, int BM, int BN, int K_, int P, bool FOLD>
 __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
                                                 const float* __restrict__ in,
                                                 const float* __restrict__ w,
                                                 const float* __restrict__ bias,
                                                 const float* __restrict__ extra, int epi,
-                                                float* __restrict__ out, const ConvGeom g,
+                                                const NormFold fold, float* __restrict__ out,
+                                                const ConvGeom g,
                                                 int k_split, float* __restrict__ partial,
                                                 unsigned* __restrict__ tiles_done) {
     constexpr int TM = BM / IG_TX, TN = BN / IG_TX;  // 16 × 16 threads
@@ -701,10 +735,29 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
 #pragma unroll
         for (int s = 0; s < B_PER; ++s) {
             const int gq = k0 + bk0 + s * B_KSTEP;
-            const float* p =
-                bcol.live && gq < k_end ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w) : nullptr;
+            int ch;
+            const float* p = bcol.live && gq < k_end
+                                 ? gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w, ch)
+                                 : nullptr;
             cp_async_f32(&sh.op.b[st][bk0 + s * B_KSTEP][bj], p != nullptr ? p : in,
                          p != nullptr);
+        }
+    };
+    // Folding a norm: once chunk k0 has landed in stage st, each thread normalises the B values it
+    // copied, finding their channels again (the copy cannot transform); the padding's zero-fill
+    // stays zero. Before round_own: the norm's output is what TF32 rounds.
+    static_assert(!FOLD || MODE == ConvMode::Forward, "the backward folds nothing");
+    auto normalize_own = [&](int st, int k0) {
+#pragma unroll
+        for (int s = 0; s < B_PER; ++s) {
+            const int gq = k0 + bk0 + s * B_KSTEP;
+            int ch;
+            if (!bcol.live || gq >= k_end ||
+                gather_at<MODE, K_>(bcol, gq, k, g, in_h, in_w, ch) == nullptr)
+                continue;
+            const float* ss = fold.at(bcol, in_c, ch);
+            float& v = sh.op.b[st][bk0 + s * B_KSTEP][bj];
+            v = norm_affine(v, __ldg(ss), __ldg(ss + 1), fold.silu);
         }
     };
     // TF32: each thread rounds the values it copied, once they have landed (its own copies are
@@ -747,6 +800,7 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
         // thread has also finished chunk c − 1, whose stage the next issue refills.
         const int st = c % IGW_STAGES;
         cp_async_wait<IGW_STAGES - 2>();
+        if constexpr (FOLD) normalize_own(st, k_begin + c * IG_BK);
         if constexpr (P != kF32) round_own(st);
         __syncthreads();
         const int ahead = c + IGW_STAGES - 1;
@@ -808,12 +862,13 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
     sink.finish_split<TM, TN>([&](int r) { return m0 + row(r); }, [&](int q) { return n0 + col(q); });
 }
 
-template <ConvMode MODE, int BM, int BN, int P>
+template <ConvMode MODE, int BM, int BN, int P, bool FOLD>
 __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict__ in,
                                                          const float* __restrict__ w,
                                                          const float* __restrict__ bias,
                                                          const float* __restrict__ extra,
-                                                         int epi, float* __restrict__ out,
+                                                         int epi, const NormFold fold,
+                                                         float* __restrict__ out,
                                                          const ConvGeom& g, int k_split,
                                                          float* __restrict__ partial,
                                                          unsigned* __restrict__ tiles_done) {
@@ -821,8 +876,8 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
     // 32-byte alignment: WMMA's fragment pointers (the stages' rows keep it, see kernels/README).
     __shared__ __align__(32) PipeTiles<BM, BN, P> sh;
     with_kernel_size(g.k, [&](auto kc) {
-        conv_igemm_wide<MODE, BM, BN, decltype(kc)::value, P>(sh, in, w, bias, extra, epi, out,
-                                                              g, k_split, partial, tiles_done);
+        conv_igemm_wide<MODE, BM, BN, decltype(kc)::value, P, FOLD>(sh, in, w, bias, extra, epi, fold,
+                                                              out, g, k_split, partial, tiles_done);
     });
 }
 
@@ -836,20 +891,31 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
 // counters, left zeroed), the block that finishes a tile's slices last adds them to the bias in
 // slice order and applies the epilogue; with tiles_done = nullptr, y is not written here and
 // conv2d_splitk_reduce does that. k_split = 1: `partial` and `tiles_done` are not touched.
+// norm (read by the _gn entry points only): group_norm_scale_shift's (n, cin, 2) scale and
+// shift of x, folding that GroupNorm (and SiLU when norm_silu != 0) into the gather:
+// y = conv(GN(x)) + bias + epilogue, with GN(x) never written (NormFold).
 // Every forward entry point (both tile families) takes these arguments: BOUNDS is its
 // (parenthesised) launch bounds, the rest the dispatch instance it runs.
 #define DIFFRECON_CONV_FWD_ENTRY(NAME, BOUNDS, ...)                                               \
     extern "C" __global__ void __launch_bounds__ BOUNDS                                            \
         NAME(const float* __restrict__ x, const float* __restrict__ w,                             \
              const float* __restrict__ bias, const float* __restrict__ extra, int epi,             \
-             float* __restrict__ y, int n, int cin, int h, int wd, int cout, int k, int stride,    \
-             int pad, int ho, int wo, int k_split, float* __restrict__ partial,                    \
-             unsigned* __restrict__ tiles_done) {                                                  \
+             const float* __restrict__ norm, int norm_silu, float* __restrict__ y, int n, int cin, \
+             int h, int wd, int cout, int k, int stride, int pad, int ho, int wo, int k_split,     \
+             float* __restrict__ partial, unsigned* __restrict__ tiles_done) {                     \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        __VA_ARGS__(x, w, bias, extra, epi, y, g, k_split, partial, tiles_done);                   \
+        __VA_ARGS__(x, w, bias, extra, epi, NormFold{norm, norm_silu != 0}, y, g, k_split,         \
+                    partial, tiles_done);                                                          \
     }
+// Each forward tile comes twice: NAME ignores `norm`, NAME_gn folds it (its own entry point, so
+// the fold's registers, 20–40 more, never cost the plain conv occupancy). The twins' bound of 2
+// blocks per multiprocessor lets ptxas use up to 128 registers: left to itself it held the 64
+// tile's twins at 80 and spilled.
 #define DIFFRECON_CONV_IGEMM(NAME, BM, P)                                                          \
-    DIFFRECON_CONV_FWD_ENTRY(NAME, (kBlock), conv_igemm_dispatch<ConvMode::Forward, BM, BM, P>)
+    DIFFRECON_CONV_FWD_ENTRY(NAME, (kBlock),                                                       \
+                             conv_igemm_dispatch<ConvMode::Forward, BM, BM, P, false>)             \
+    DIFFRECON_CONV_FWD_ENTRY(NAME##_gn, (kBlock, 2),                                               \
+                             conv_igemm_dispatch<ConvMode::Forward, BM, BM, P, true>)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64, 64, kF32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32, 32, kF32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64_tf32, 64, kTf32)
@@ -861,7 +927,9 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 // multiprocessor); the 128×128 tiles would spill there (their epilogue operands), so they keep 1.
 #define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                     \
     DIFFRECON_CONV_FWD_ENTRY(NAME, (kBlock, MIN_BLOCKS),                                           \
-                             conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P>)
+                             conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P, false>)        \
+    DIFFRECON_CONV_FWD_ENTRY(NAME##_gn, (kBlock, MIN_BLOCKS),                                      \
+                             conv_igemm_wide_dispatch<ConvMode::Forward, BM, BN, P, true>)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_tf32, 64, 128, kTf32, 2)
@@ -875,10 +943,12 @@ DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_tf32, 64, 128, kTf32, 2)
              int wo, int k_split, float* __restrict__ partial,                                     \
              unsigned* __restrict__ tiles_done) {                                                  \
         const ConvGeom g{n, cin, h, wd, cout, k, stride, pad, ho, wo};                             \
-        __VA_ARGS__(dy, w, nullptr, nullptr, 0, dx, g, k_split, partial, tiles_done);              \
+        __VA_ARGS__(dy, w, nullptr, nullptr, 0, NormFold{nullptr, false}, dx, g, k_split, partial, \
+                    tiles_done);                                                                   \
     }
 #define DIFFRECON_CONV_BWD_IGEMM(NAME, BM, P)                                                      \
-    DIFFRECON_CONV_BWD_ENTRY(NAME, (kBlock), conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P>)
+    DIFFRECON_CONV_BWD_ENTRY(NAME, (kBlock),                                                       \
+                             conv_igemm_dispatch<ConvMode::BackwardData, BM, BM, P, false>)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64, 64, kF32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32, 32, kF32)
 DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_64_tf32, 64, kTf32)
@@ -888,7 +958,7 @@ DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
 
 #define DIFFRECON_CONV_BWD_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                 \
     DIFFRECON_CONV_BWD_ENTRY(NAME, (kBlock, MIN_BLOCKS),                                           \
-                             conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN, P>)
+                             conv_igemm_wide_dispatch<ConvMode::BackwardData, BM, BN, P, false>)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128_tf32, 64, 128, kTf32, 2)

@@ -49,6 +49,17 @@ __device__ __forceinline__ void group_stats(const float* __restrict__ xg, int le
     rstd = 1.0 / sqrt(var + GN_EPS);
 }
 
+// Channel ch's scale = γ·rstd and shift = β − (mean·γ)·rstd in the CPU's order (no fused
+// multiply-add), computed in double and rounded to float: y = x·scale + shift is the norm.
+__device__ __forceinline__ void channel_affine(const float* __restrict__ gamma,
+                                               const float* __restrict__ beta, int ch,
+                                               double mean, double rstd, float& scale,
+                                               float& shift) {
+    const double gam = (double)gamma[ch];
+    scale = (float)__dmul_rn(gam, rstd);
+    shift = (float)__dsub_rn((double)beta[ch], __dmul_rn(__dmul_rn(mean, gam), rstd));
+}
+
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(kBlock)
@@ -70,23 +81,35 @@ extern "C" __global__ void __launch_bounds__(kBlock)
     for (int cb = c0; cb < c1; cb += CH_STAGE) {
         const int nch = min(CH_STAGE, c1 - cb);
         if ((int)threadIdx.x < nch) {
-            const int ch = cb + threadIdx.x;
-            const double gam = (double)gamma[ch];
-            // The CPU's order: scale = γ·rstd, shift = β − (mean·γ)·rstd, no fused multiply-add.
-            s_scale[threadIdx.x] = (float)__dmul_rn(gam, rstd);
-            s_shift[threadIdx.x] =
-                (float)__dsub_rn((double)beta[ch], __dmul_rn(__dmul_rn(mean, gam), rstd));
+            channel_affine(gamma, beta, cb + threadIdx.x, mean, rstd, s_scale[threadIdx.x],
+                           s_shift[threadIdx.x]);
         }
         __syncthreads();
         const int off = (cb - c0) * hw;
         const int n_el = nch * hw;
         for (int j = threadIdx.x; j < n_el; j += kBlock) {
             const int lc = j / hw;
-            const float z = __fadd_rn(__fmul_rn(xg[off + j], s_scale[lc]), s_shift[lc]);
-            yg[off + j] = silu_out ? silu(z) : z;
+            yg[off + j] = norm_affine(xg[off + j], s_scale[lc], s_shift[lc], silu_out != 0);
         }
         __syncthreads();
     }
+}
+
+// The norm as a conv's input fold (kernels/conv.cu, `norm`): only each (image, channel)'s
+// scale and shift, ss[2·(img·c + ch)] and ss[2·(img·c + ch) + 1], group_norm_fwd's bits, so that
+// the conv computes y = x·scale + shift (and SiLU) as it gathers x and never reads a normalised
+// copy. Launch as group_norm_fwd.
+extern "C" __global__ void __launch_bounds__(kBlock)
+    group_norm_scale_shift(const float* __restrict__ x, const float* __restrict__ gamma,
+                           const float* __restrict__ beta, float* __restrict__ ss, int c, int hw,
+                           int groups) {
+    __shared__ double scratch[kBlock / kWarp];
+    const GroupSpan sp = group_span(c, hw, groups);
+    double mean, rstd;
+    group_stats(x + sp.base, sp.len, scratch, mean, rstd);
+    float* ssi = ss + 2 * ((long long)blockIdx.y * c);
+    for (int ch = sp.c0 + (int)threadIdx.x; ch < sp.c1; ch += kBlock)
+        channel_affine(gamma, beta, ch, mean, rstd, ssi[2 * ch], ssi[2 * ch + 1]);
 }
 
 // GroupNorm input-VJP; reference: group_norm_vjp in src/backend/cpu/groupnorm.rs, step for step.

@@ -13,14 +13,15 @@
 #                 (operand checks), .gpu/batch (slices of a batch) and .gpu/precision (the
 #                 tensor-core path vs the CPU's emulation); the GPU tests are #[ignore]d, so
 #                 every call passes --include-ignored;
-#   c. sanitizer  compute-sanitizer memcheck (eps, DiffPIR-style 4 steps, DPS 4 steps) and
+#   c. sanitizer  compute-sanitizer memcheck (eps, eps with the GroupNorm fold, whose output
+#                 must cmp equal to eps's, DiffPIR-style 4 steps, DPS 4 steps) and
 #                 racecheck (eps, DiffPIR-style) on the small golden weights and inputs
 #                 (tests/golden, 32x32, --device cuda); the CLI outputs of the memcheck runs are
 #                 then compared with the PyTorch golden outputs (cli_vs_golden);
 #   d. bench      first the batch-1 A/B (the direct kernels without graphs, then today's kernels
 #                 without graphs, then --precision tf32 and bf16 at batch 1 and 8, then the
 #                 conv tiles forced one at a time at batch 8 and 64 with 2 sampler steps, the
-#                 attention path one image at a time against its groups at batch 8, in
+#                 GroupNorm fold at batch 1, 8 and 64 (2 steps), the attention path one image at a time against its groups at batch 8, in
 #                 steps.log), then diffrecon bench --device cuda --steps 40
 #                 --repeats 5, one call per batch (1, 8, 64) so that a slow batch cannot cost
 #                 the others;
@@ -482,6 +483,24 @@ for fname, what in (("torch_tf32.json", "PyTorch eager, TF32 allowed"),
             row += " %s | %s |" % (d32, ratio(d32, r["median_ms"]))
         w(row)
     w("")
+# The GroupNorm fold (DIFFRECON_GN_FOLD=1: the same bits, parity-tested) against the default
+# rows above, forward and VJP only (its samplers ran 2 steps, the main rows more).
+fold = md_rows(steplog.get("bench_cuda_gn_fold", ""))
+if fold:
+    w("GroupNorm folded into the conv that reads it (DIFFRECON_GN_FOLD=1) against the unfolded default, f32:")
+    w("")
+    w("| op | batch | folded median ms | unfolded median ms | folded / unfolded |")
+    w("|---|---|---|---|---|")
+    for (op, b), (med, _) in sorted(fold.items()):
+        if op not in ("forward", "vjp"):
+            continue
+        d = dr.get((op, b), ("-", "-"))[0]
+        try:
+            q = "%.2fx" % (float(med) / float(d))
+        except ValueError:
+            q = "-"
+        w("| %s | %d | %s | %s | %s |" % (op, b, med, d, q))
+    w("")
 notrun = [(k, v[0]) for k, v in dr.items() if v[0].startswith("not run")]
 if notrun:
     w("diffrecon ops not run on the GPU: " + "; ".join("%s b%d (%s)" % (k[0], k[1], v[9:].strip(": ")[:120]) for k, v in notrun))
@@ -644,6 +663,12 @@ san() { # NAME TOOL CAP -- diffrecon args...
 san memcheck_eps memcheck 60 -- "${EPS_ARGS[@]}" --out "$TMP/eps.npy"
 san memcheck_diffpir4 memcheck 60 -- "${PIR_ARGS[@]}" --out "$TMP/diffpir.npy"
 san memcheck_dps4 memcheck 90 -- "${DPS_ARGS[@]}" --out "$TMP/dps.npy"
+# The GroupNorm fold's _gn conv kernels under memcheck, and their eps cmp-equal to the default's.
+(
+    export DIFFRECON_GN_FOLD=1
+    san memcheck_eps_gn_fold memcheck 60 -- "${EPS_ARGS[@]}" --out "$TMP/eps_gn.npy"
+)
+[[ -n "$CS" ]] && run_step cmp_eps_gn_fold 10 170 "$SAN_LOG" -- cmp "$TMP/eps.npy" "$TMP/eps_gn.npy"
 san racecheck_eps racecheck 90 -- "${EPS_ARGS[@]}" --out "$TMP/eps_rc.npy"
 san racecheck_diffpir4 racecheck 90 -- "${PIR_ARGS[@]}" --out "$TMP/diffpir_rc.npy"
 # Without the sanitizer, the same CLI runs still give the outputs to compare.
@@ -704,6 +729,10 @@ for t in igemm64 igemm64x128 igemm128 igemm64:tf32 igemm64x128:tf32; do
         env DIFFRECON_CONV="${t%%:*}" "$DR" bench --device cuda --precision "$p" --batches 8,64 \
         --steps 2 --repeats "$REPEATS"
 done
+# The GroupNorm fold (DIFFRECON_GN_FOLD=1, the same bits) at batch 1, 8 and 64: its forward and
+# VJP rows against the default's in the main rows below (summary: "GroupNorm folded").
+run_step bench_cuda_gn_fold 40 150 "$OUT/steps.log" -- \
+    env DIFFRECON_GN_FOLD=1 "$DR" bench --device cuda --batches 1,8,64 --steps 2 --repeats "$REPEATS"
 # The attention GEMM path one image at a time (DIFFRECON_ATTENTION_GROUP=1, the loop of ff8bd26)
 # against its image groups, at batch 8 with 10 sampler steps (DPS's VJP is where it counts).
 for grp in 1 auto; do

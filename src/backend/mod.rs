@@ -30,6 +30,44 @@ pub struct AttnParams<B> {
     pub out_b: B,
 }
 
+/// A GroupNorm (affine, eps 1e-5) and whether SiLU follows it, as `Backend::group_norm` takes
+/// them.
+pub struct NormArgs<'a, B> {
+    pub gamma: &'a B,
+    pub beta: &'a B,
+    pub groups: usize,
+    pub silu: bool,
+}
+
+/// What a conv adds to conv(x) + bias as it stores its output: nothing, v[image, channel]
+/// ((n, cout): a ResBlock's time-embedding add) or a tensor of the output's shape (its residual).
+pub enum ConvAdd<'a, B> {
+    Nothing,
+    Channel(&'a B),
+    Residual(&'a B),
+}
+
+/// conv2d(group_norm(x)) + `add`, as two ops: `Backend::norm_conv2d`'s default, and what a
+/// backend that can fold the norm into its conv falls back to.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_then_conv<B: Backend + ?Sized>(
+    be: &B,
+    x: &B::Buf,
+    norm: &NormArgs<'_, B::Buf>,
+    w: &B::ConvWeight,
+    b: &B::Buf,
+    stride: usize,
+    pad: usize,
+    add: ConvAdd<'_, B::Buf>,
+) -> Result<B::Buf> {
+    let a = be.group_norm(x, norm.gamma, norm.beta, norm.groups, norm.silu)?;
+    match add {
+        ConvAdd::Nothing => be.conv2d(&a, w, b, stride, pad),
+        ConvAdd::Channel(v) => be.conv2d_add_channel_bias(&a, w, b, stride, pad, v),
+        ConvAdd::Residual(r) => be.conv2d_add_residual(&a, w, b, stride, pad, r),
+    }
+}
+
 /// Tensors are NCHW f32 at the interface. Ops allocate their outputs; shapes are validated by
 /// the callers (the UNet and samplers check their inputs once at the top).
 /// Device work over buffers, as `Backend::replay` takes it.
@@ -136,6 +174,23 @@ pub trait Backend: Sync {
         silu: bool,
         dy: &Self::Buf,
     ) -> Result<Self::Buf>;
+    /// conv2d(group_norm(x)) + `add`: a norm (and SiLU) feeding a conv, as every ResBlock conv
+    /// and the output head read their input. The default runs the norm, then the conv; the CUDA
+    /// backend can fold the norm into the conv's gather (DIFFRECON_GN_FOLD=1), the same bits
+    /// without writing the normalised tensor.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_conv2d(
+        &self,
+        x: &Self::Buf,
+        norm: &NormArgs<'_, Self::Buf>,
+        w: &Self::ConvWeight,
+        b: &Self::Buf,
+        stride: usize,
+        pad: usize,
+        add: ConvAdd<'_, Self::Buf>,
+    ) -> Result<Self::Buf> {
+        norm_then_conv(self, x, norm, w, b, stride, pad, add)
+    }
     /// Multi-head self-attention over the h·w tokens (no residual).
     fn attention(
         &self,

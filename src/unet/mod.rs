@@ -5,7 +5,7 @@
 pub mod config;
 pub mod weights;
 
-use crate::backend::{AttnParams, Backend};
+use crate::backend::{AttnParams, Backend, ConvAdd, NormArgs};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -22,6 +22,18 @@ struct Norm<T> {
     gamma: T,
     beta: T,
     groups: usize,
+}
+
+impl<T> Norm<T> {
+    /// This norm as `Backend::norm_conv2d` takes it, with SiLU after it when `silu`.
+    fn args(&self, silu: bool) -> NormArgs<'_, T> {
+        NormArgs {
+            gamma: &self.gamma,
+            beta: &self.beta,
+            groups: self.groups,
+            silu,
+        }
+    }
 }
 
 struct ResBlock<W, T> {
@@ -451,14 +463,8 @@ impl<B: Backend> UNet<B> {
             (h, lt) = self.level_forward(be, level, h, &tps, record)?;
             up_t.extend(lt);
         }
-        let a = be.group_norm(
-            &h,
-            &self.out_norm.gamma,
-            &self.out_norm.beta,
-            self.out_norm.groups,
-            true,
-        )?;
-        let eps = be.conv2d(&a, &self.out_conv.w, &self.out_conv.b, 1, 1)?;
+        let (head, norm) = (&self.out_conv, self.out_norm.args(true));
+        let eps = be.norm_conv2d(&h, &norm, &head.w, &head.b, 1, 1, ConvAdd::Nothing)?;
         if let Some(slot) = tape_out {
             *slot = Some(Tape {
                 x_shape: be.shape(x).to_vec(),
@@ -549,21 +555,22 @@ impl<B: Backend> UNet<B> {
         tps: &[B::Buf],
         record: bool,
     ) -> Traced<B::Buf, ResTape<B::Buf>> {
-        let a = be.group_norm(&x, &rb.norm1.gamma, &rb.norm1.beta, rb.norm1.groups, true)?;
         let tp = tps
             .get(rb.tp)
             .ok_or_else(|| Error::internal("no time projection"))?;
-        // h = conv1(a) + tp[n, c], the time-embedding add fused into conv1's epilogue: h is
-        // still materialised, as the tape (norm2's input) needs it.
-        let h = be.conv2d_add_channel_bias(&a, &rb.conv1.w, &rb.conv1.b, 1, 1, tp)?;
-        let b = be.group_norm(&h, &rb.norm2.gamma, &rb.norm2.beta, rb.norm2.groups, true)?;
-        // out = conv2(b) + (skip(x) or x), the residual add fused into conv2's epilogue.
+        // h = conv1(silu(norm1(x))) + tp[n, c], the time-embedding add fused into conv1's
+        // epilogue: h is still materialised, as the tape (norm2's input) needs it.
+        let (c1, n1) = (&rb.conv1, rb.norm1.args(true));
+        let h = be.norm_conv2d(&x, &n1, &c1.w, &c1.b, 1, 1, ConvAdd::Channel(tp))?;
+        // out = conv2(silu(norm2(h))) + (skip(x) or x), the residual add fused into conv2's
+        // epilogue.
+        let (c2, n2) = (&rb.conv2, rb.norm2.args(true));
         let out = match &rb.skip {
             Some(s) => {
                 let skip = be.conv2d(&x, &s.w, &s.b, 1, 0)?;
-                be.conv2d_add_residual(&b, &rb.conv2.w, &rb.conv2.b, 1, 1, &skip)?
+                be.norm_conv2d(&h, &n2, &c2.w, &c2.b, 1, 1, ConvAdd::Residual(&skip))?
             }
-            None => be.conv2d_add_residual(&b, &rb.conv2.w, &rb.conv2.b, 1, 1, &x)?,
+            None => be.norm_conv2d(&h, &n2, &c2.w, &c2.b, 1, 1, ConvAdd::Residual(&x))?,
         };
         Ok((out, record.then_some(ResTape { x, h })))
     }

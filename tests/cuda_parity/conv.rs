@@ -1,11 +1,13 @@
-//! The convolutions: forward with every kernel, the fused epilogues and the VJP.
+//! The convolutions: forward with every kernel, the fused epilogues, the GroupNorm fold and the
+//! VJP.
 
 use super::{check, stale_buffer, CONV_KERNELS, OP_BOUND};
 use crate::common::{gpu, rand};
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::ConvKernel;
-use diffrecon::backend::Backend;
+use diffrecon::backend::{norm_then_conv, Backend, ConvAdd, NormArgs};
 use diffrecon::precision::Precision;
+use diffrecon::tensor::Tensor;
 
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
@@ -290,5 +292,134 @@ fn conv_igemm_tiles_agree_bit_for_bit() {
                 println!("parity conv tiles {tag}: same bits as Igemm32");
             }
         }
+    }
+}
+
+/// A GroupNorm folded into the conv that reads it (`norm_conv2d` with the fold on) gives the
+/// bits of the norm kernel followed by the conv: each tile at each precision it has, with and
+/// without SiLU, with each epilogue (the direct kernels compose the two ops, so the same bits
+/// trivially). Also within OP_BOUND of the CPU's norm then conv, and the whole UNet forward
+/// with every ResBlock's norms and the output head's folded equals the unfolded forward's bits.
+#[test]
+#[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
+fn norm_conv2d_fold_gives_the_unfolded_bits() {
+    let name = "norm_conv2d_fold_gives_the_unfolded_bits";
+    if gpu(name).is_none() {
+        return;
+    }
+    let cpu = CpuBackend::default();
+    for (i, &(n, cin, h, w, cout, k, pad, groups)) in [
+        (2, 8, 13, 11, 5, 3, 1, 4),
+        (8, 64, 64, 64, 64, 3, 1, 32),
+        (1, 130, 9, 9, 24, 3, 1, 2),
+        (3, 20, 9, 8, 7, 1, 0, 5),
+    ]
+    .iter()
+    .enumerate()
+    {
+        // Per-channel offsets and scales, so that the norm has something to undo.
+        let x = rand(&[n, cin, h, w], 210 + i as u64);
+        let x = Tensor::new(
+            x.shape().to_vec(),
+            x.data()
+                .iter()
+                .enumerate()
+                .map(|(j, v)| 3.0 * v + ((j / (h * w)) % cin) as f32 - 2.0)
+                .collect(),
+        )
+        .unwrap();
+        let wt = rand(&[cout, cin, k, k], 220 + i as u64);
+        let b = rand(&[cout], 230 + i as u64);
+        let gamma = rand(&[cin], 240 + i as u64);
+        let beta = rand(&[cin], 250 + i as u64);
+        let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+        let v = rand(&[n, cout], 260 + i as u64);
+        let r = rand(&[n, cout, ho, wo], 270 + i as u64);
+        for silu in [false, true] {
+            let cw = cpu.conv_weight(wt.clone()).unwrap();
+            let cpu_norm = NormArgs {
+                gamma: &gamma,
+                beta: &beta,
+                groups,
+                silu,
+            };
+            let want_cpu =
+                norm_then_conv(&cpu, &x, &cpu_norm, &cw, &b, 1, pad, ConvAdd::Residual(&r))
+                    .unwrap();
+            for p in [Precision::F32, Precision::Tf32, Precision::Bf16] {
+                for kernel in CONV_KERNELS.into_iter().filter(|k| k.supports(p)) {
+                    let on = |fold: bool| {
+                        let g = gpu(name)
+                            .unwrap()
+                            .with_conv_kernel(kernel)
+                            .with_precision(p)
+                            .unwrap()
+                            .with_gn_fold(fold);
+                        let up = |t: &Tensor| g.upload(t).unwrap();
+                        let (gx, gw, gb, gv, gr) = (up(&x), up(&wt), up(&b), up(&v), up(&r));
+                        let (gg, gbeta) = (up(&gamma), up(&beta));
+                        let norm = NormArgs {
+                            gamma: &gg,
+                            beta: &gbeta,
+                            groups,
+                            silu,
+                        };
+                        let outs = [
+                            g.norm_conv2d(&gx, &norm, &gw, &gb, 1, pad, ConvAdd::Nothing),
+                            g.norm_conv2d(&gx, &norm, &gw, &gb, 1, pad, ConvAdd::Channel(&gv)),
+                            g.norm_conv2d(&gx, &norm, &gw, &gb, 1, pad, ConvAdd::Residual(&gr)),
+                        ];
+                        outs.map(|o| g.download(&o.unwrap()).unwrap())
+                    };
+                    let (folded, composed) = (on(true), on(false));
+                    let tag = format!(
+                        "{p} {kernel:?} {cin}->{cout} k{k} {h}x{w} n{n} groups {groups} silu {silu}"
+                    );
+                    for (what, (got, want)) in ["plain", "channel add", "residual"]
+                        .iter()
+                        .zip(folded.iter().zip(&composed))
+                    {
+                        assert!(got.data().iter().all(|v| !v.is_nan()), "{tag} {what}: NaN");
+                        let same = got
+                            .data()
+                            .iter()
+                            .zip(want.data())
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{tag} {what}: the fold changed the bits");
+                    }
+                    println!("parity norm_conv2d fold {tag}: bit for bit the unfolded");
+                    if p == Precision::F32 {
+                        let e = crate::common::rel_l2(&folded[2], &want_cpu);
+                        println!("parity norm_conv2d fold {tag}: vs CPU {e:.2e}");
+                        assert!(e <= OP_BOUND, "{tag}: {e:.2e} from the CPU");
+                    }
+                }
+            }
+        }
+    }
+    // The whole forward, every norm → conv pair folded, at batch 1 and 8 (narrow tiles, split-K
+    // and the size rule's choices).
+    for batch in [1, 8] {
+        let fwd = |fold: bool| {
+            let g = gpu(name).unwrap().with_gn_fold(fold);
+            let (e, _) = super::golden_engines(g);
+            let m = e.net.cfg.size_multiple();
+            let res = 32usize.div_ceil(m) * m;
+            let x = rand(&[batch, e.net.cfg.in_ch, res, res], 300 + batch as u64);
+            let t = vec![0.37f32; batch];
+            let out = e.net.forward(&e.be, &e.be.upload(&x).unwrap(), &t).unwrap();
+            e.be.download(&out).unwrap()
+        };
+        let (folded, composed) = (fwd(true), fwd(false));
+        let same = folded
+            .data()
+            .iter()
+            .zip(composed.data())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "UNet forward batch {batch}: the fold changed the bits"
+        );
+        println!("parity UNet forward batch {batch} with the GroupNorm fold: bit for bit");
     }
 }

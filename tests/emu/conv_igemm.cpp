@@ -2,12 +2,14 @@
 // backward data: the 32 and 64 tiles at f32 and on the tensor-core paths TF32 and BF16, and the
 // wide cp.async tiles 64×128 and 128×128 at f32 and 64×128 at TF32, which must also give the
 // 32/64 tiles' bits) run on the CPU through shim.h against a double-precision direct
-// convolution of the operands rounded as each precision stages them. Built and run by
-// tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs start as NaN, so an element no
-// block writes fails.
+// convolution of the operands rounded as each precision stages them; each forward tile's _gn
+// twin (the GroupNorm fold) must give its plain tile's bits on group_norm_fwd's output. Built
+// and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs start as NaN, so an
+// element no block writes fails.
 // shim.h first: it defines the CUDA vocabulary conv.cu is written in.
 #include "shim.h"
 #include "conv.cu"
+#include "groupnorm.cu"
 #include "check.h"
 
 #include <cstdio>
@@ -79,25 +81,97 @@ static bool counters_zeroed(const std::vector<unsigned>& c) {
     return true;
 }
 
+// Images, channels, size, kernel, stride and padding.
+struct Case {
+    int n, cin, h, wd, cout, k, s, p;
+};
+
+using Fwd = decltype(&conv2d_igemm_64);
+
+// One forward tile: its plain and its _gn (norm-folding) entry point, and (columns, rows).
+struct FoldTile {
+    Fwd plain, gn;
+    dim3 tile;
+};
+
+// A GroupNorm (+SiLU) folded into the forward's gather (NormFold): the _gn entry point's conv of
+// x must give the bits of the plain one's conv of group_norm_fwd(x), for each forward tile of
+// one precision, with and without SiLU,
+// unsplit with no epilogue and the channel add, and split 3 ways with the residual (finished in the kernel). Returns the failures.
+static int fold_checks(int prec, const Case& c, const std::vector<FoldTile>& kernels,
+                       const std::vector<float>& x, const std::vector<float>& w,
+                       const std::vector<float>& b, const std::vector<float>& v,
+                       const std::vector<float>& r, std::mt19937& rng) {
+    const int ho = (c.h + 2 * c.p - c.k) / c.s + 1, wo = (c.wd + 2 * c.p - c.k) / c.s + 1;
+    const int hw = c.h * c.wd;
+    int groups = 1;
+    for (int g : {4, 3, 2})
+        if (c.cin % g == 0) {
+            groups = g;
+            break;
+        }
+    std::normal_distribution<float> nd;
+    std::vector<float> gamma(c.cin), beta(c.cin);
+    for (auto& e : gamma) e = 1.0f + 0.3f * nd(rng);
+    for (auto& e : beta) e = 0.5f * nd(rng);
+    // x shifted and scaled per channel, so that the norm has something to undo.
+    std::vector<float> xs(x.size());
+    for (size_t i = 0; i < x.size(); i++) xs[i] = 3.0f * x[i] + (float)((i / hw) % c.cin) - 2.0f;
+    int bad = 0;
+    for (int silu : {0, 1}) {
+        std::vector<float> xn(x.size(), NAN), ss(2 * c.n * c.cin, NAN);
+        const dim3 gg{(unsigned)groups, (unsigned)c.n, 1};
+        launch(gg, {256, 1, 1}, [&] {
+            group_norm_fwd(xs.data(), gamma.data(), beta.data(), xn.data(), c.cin, hw, groups, silu);
+        });
+        launch(gg, {256, 1, 1}, [&] {
+            group_norm_scale_shift(xs.data(), gamma.data(), beta.data(), ss.data(), c.cin, hw,
+                                   groups);
+        });
+        const int out_len = c.n * c.cout * ho * wo;
+        for (auto [plain, gn, tile] : kernels)
+            for (auto [split, epi] : {std::pair{1, 0}, {1, 1}, {3, 2}}) {
+                const dim3 g{(unsigned)((c.n * ho * wo + tile.x - 1) / tile.x),
+                             (unsigned)((c.cout + tile.y - 1) / tile.y), (unsigned)split};
+                const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
+                auto run = [&](Fwd kernel, const std::vector<float>& in, const float* norm) {
+                    std::vector<float> y(out_len, NAN), part(split * out_len, NAN);
+                    std::vector<unsigned> done(g.x * g.y, 0);
+                    launch(g, {256, 1, 1}, [&] {
+                        kernel(in.data(), w.data(), b.data(), extra, epi, norm, silu, y.data(),
+                               c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split,
+                               part.data(), done.data());
+                    });
+                    return y;
+                };
+                printf("fold %s n%d %d->%d k%d s%d p%d groups%d silu%d tile%ux%u split%d epi%d:",
+                       prec_name(prec), c.n, c.cin, c.cout, c.k, c.s, c.p, groups, silu, tile.y,
+                       tile.x, split, epi);
+                bad += !same_bits(run(gn, xs, ss.data()), run(plain, xn, nullptr),
+                                  "the unfolded norm's");
+            }
+    }
+    return bad;
+}
+
 int main() {
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
-    // Images, channels, size, kernel, stride and padding: k 1, 3 and 5, stride 1 and 2, odd and
-    // even sizes, sizes whose last rows no output reads, and K over several 16-term chunks.
-    struct Case {
-        int n, cin, h, wd, cout, k, s, p;
-    };
+    // k 1, 3 and 5, stride 1 and 2, odd and even sizes, sizes whose last rows no output reads,
+    // and K over several 16-term chunks.
     const Case cases[] = {{2, 3, 13, 11, 5, 3, 1, 1}, {1, 17, 16, 16, 33, 3, 2, 1},
                           {2, 8, 9, 7, 20, 1, 1, 0},  {1, 5, 11, 13, 7, 3, 2, 1},
                           {1, 4, 11, 9, 3, 5, 1, 2},  {2, 9, 11, 7, 4, 1, 2, 0},
                           {2, 3, 12, 9, 5, 3, 2, 0},  {1, 70, 8, 8, 40, 3, 1, 1},
                           {2, 20, 12, 12, 136, 3, 1, 1}, {1, 130, 9, 9, 24, 3, 1, 1}};
     // The entry points by precision (kF32, kTf32, kBf16) and tile (32, 64).
-    using Fwd = decltype(&conv2d_igemm_64);
     using Bwd = decltype(&conv2d_bwd_igemm_64);
     const Fwd fwd_kernels[3][2] = {{conv2d_igemm_32, conv2d_igemm_64},
                                    {conv2d_igemm_32_tf32, conv2d_igemm_64_tf32},
                                    {conv2d_igemm_32_bf16, conv2d_igemm_64_bf16}};
+    const Fwd fwd_gn[3][2] = {{conv2d_igemm_32_gn, conv2d_igemm_64_gn},
+                              {conv2d_igemm_32_tf32_gn, conv2d_igemm_64_tf32_gn},
+                              {conv2d_igemm_32_bf16_gn, conv2d_igemm_64_bf16_gn}};
     const Bwd bwd_kernels[3][2] = {{conv2d_bwd_igemm_32, conv2d_bwd_igemm_64},
                                    {conv2d_bwd_igemm_32_tf32, conv2d_bwd_igemm_64_tf32},
                                    {conv2d_bwd_igemm_32_bf16, conv2d_bwd_igemm_64_bf16}};
@@ -111,6 +185,8 @@ int main() {
     // epilogue: f32 at 64 and 128 rows, TF32 at 64 (nullptr: no such entry point).
     const Fwd wide_fwd[2][2] = {{conv2d_igemm_64x128, conv2d_igemm_128},
                                 {conv2d_igemm_64x128_tf32, nullptr}};
+    const Fwd wide_fwd_gn[2][2] = {{conv2d_igemm_64x128_gn, conv2d_igemm_128_gn},
+                                   {conv2d_igemm_64x128_tf32_gn, nullptr}};
     const Bwd wide_bwd[2][2] = {{conv2d_bwd_igemm_64x128, conv2d_bwd_igemm_128},
                                 {conv2d_bwd_igemm_64x128_tf32, nullptr}};
     const int wide_rows[2] = {64, 128};
@@ -157,7 +233,7 @@ int main() {
                 const float* extra = epi == 1 ? v.data() : epi == 2 ? r.data() : b.data();
                 // Split: the partial sums, then conv2d_splitk_reduce (no tile counters).
                 launch(g, {256, 1, 1}, [&] {
-                    fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi,
+                    fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi, nullptr, 0,
                                                   y.data(), c.n, c.cin, c.h, c.wd, c.cout, c.k, c.s,
                                                   c.p, ho, wo, split, part.data(), nullptr);
                 });
@@ -171,7 +247,7 @@ int main() {
                     std::vector<float> y2(want.size(), NAN), part2(part.size(), NAN);
                     std::vector<unsigned> done(g.x * g.y, 0);
                     launch(g, {256, 1, 1}, [&] {
-                        fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi,
+                        fwd_kernels[prec][tile == 64](x.data(), w.data(), b.data(), extra, epi, nullptr, 0,
                                                       y2.data(), c.n, c.cin, c.h, c.wd, c.cout,
                                                       c.k, c.s, c.p, ho, wo, split, part2.data(),
                                                       done.data());
@@ -199,7 +275,7 @@ int main() {
                     // narrow tiles' conv2d_splitk_reduce.
                     std::vector<unsigned> done(g.x * g.y, 0);
                     launch(g, {256, 1, 1}, [&] {
-                        wide_fwd[prec][t](x.data(), w.data(), b.data(), extra, epi, y.data(), c.n,
+                        wide_fwd[prec][t](x.data(), w.data(), b.data(), extra, epi, nullptr, 0, y.data(), c.n,
                                           c.cin, c.h, c.wd, c.cout, c.k, c.s, c.p, ho, wo, split,
                                           part.data(), done.data());
                     });
@@ -263,6 +339,15 @@ int main() {
                     bad += !verdict(prec, dx, dxw, dxw_f32);
                     bad += !same_bits(dx, narrow_bwd[split]);
                 }
+            // Every forward tile at this precision.
+            std::vector<FoldTile> fold_kernels = {
+                {fwd_kernels[prec][0], fwd_gn[prec][0], {32, 32, 1}},
+                {fwd_kernels[prec][1], fwd_gn[prec][1], {64, 64, 1}}};
+            for (int t = 0; prec != kBf16 && t < 2; t++)
+                if (wide_fwd[prec][t] != nullptr)
+                    fold_kernels.push_back(
+                        {wide_fwd[prec][t], wide_fwd_gn[prec][t], {128, (unsigned)wide_rows[t], 1}});
+            bad += fold_checks(prec, c, fold_kernels, x, w, b, v, r, rng);
         }
     }
     printf("%s\n", bad ? "FAILURES" : "ALL OK");

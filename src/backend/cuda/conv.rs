@@ -1,10 +1,12 @@
-//! conv2d, its fused ResBlock epilogues and its input-VJP (kernels/conv.cu; CPU twin:
-//! src/backend/cpu/conv.rs): the implicit GEMM with optional split-K, or the direct kernels.
+//! conv2d, its fused ResBlock epilogues, its GroupNorm fold and its input-VJP (kernels/conv.cu;
+//! CPU twin: src/backend/cpu/conv.rs): the implicit GEMM with optional split-K, or the direct
+//! kernels.
 
 use super::checks::{check_len, conv_out, nchw, numel};
 use super::gemm::{entry_points, tile_edge, EntryPoints};
 use super::launch::{dim, dims4, grid1d, grid_x, grid_yz, BLOCK};
 use super::{CudaBackend, CudaTensor};
+use crate::backend::ConvAdd;
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -35,6 +37,15 @@ pub(super) const KERNELS: &[&str] = &[
     "conv2d_bwd_igemm_128",
     "conv2d_bwd_igemm_64x128_tf32",
     "conv2d_splitk_reduce",
+    "conv2d_igemm_64_gn",
+    "conv2d_igemm_32_gn",
+    "conv2d_igemm_64_tf32_gn",
+    "conv2d_igemm_32_tf32_gn",
+    "conv2d_igemm_64_bf16_gn",
+    "conv2d_igemm_32_bf16_gn",
+    "conv2d_igemm_64x128_gn",
+    "conv2d_igemm_128_gn",
+    "conv2d_igemm_64x128_tf32_gn",
 ];
 
 /// The direct kernels' limit (kernels/conv.cu writes nothing beyond it).
@@ -71,6 +82,16 @@ pub(super) const CONV_FWD: ConvEntryPoints = ConvEntryPoints {
     ],
     wide_64x128: ["conv2d_igemm_64x128", "conv2d_igemm_64x128_tf32"],
     wide_128: "conv2d_igemm_128",
+};
+/// The forward tiles that fold a GroupNorm (+SiLU) into their gather (`norm` read, NormFold).
+pub(super) const CONV_FWD_GN: ConvEntryPoints = ConvEntryPoints {
+    narrow: [
+        ["conv2d_igemm_64_gn", "conv2d_igemm_32_gn"],
+        ["conv2d_igemm_64_tf32_gn", "conv2d_igemm_32_tf32_gn"],
+        ["conv2d_igemm_64_bf16_gn", "conv2d_igemm_32_bf16_gn"],
+    ],
+    wide_64x128: ["conv2d_igemm_64x128_gn", "conv2d_igemm_64x128_tf32_gn"],
+    wide_128: "conv2d_igemm_128_gn",
 };
 pub(super) const CONV_BWD: ConvEntryPoints = ConvEntryPoints {
     narrow: [
@@ -122,6 +143,20 @@ pub(super) fn conv_kernel_from_env() -> Result<ConvKernel> {
         Ok("direct") => Ok(ConvKernel::Direct),
         Ok(other) => Err(Error::input(format!(
             "DIFFRECON_CONV={other}: expected igemm, igemm32, igemm64, igemm64x128, igemm128 or direct"
+        ))),
+    }
+}
+
+/// DIFFRECON_GN_FOLD=1 folds each GroupNorm that feeds a conv into the conv's gather
+/// (`Backend::norm_conv2d`; the same bits); 0 or unset runs the norm kernel, then the conv. Off
+/// by default until a GPU run shows where it pays: it saves the normalised tensor's write and
+/// read but repeats the norm (and SiLU) for each of a 3×3 conv's nine taps.
+pub(super) fn gn_fold_from_env() -> Result<bool> {
+    match std::env::var("DIFFRECON_GN_FOLD").as_deref() {
+        Err(_) | Ok("") | Ok("0") => Ok(false),
+        Ok("1") => Ok(true),
+        Ok(other) => Err(Error::input(format!(
+            "DIFFRECON_GN_FOLD={other}: expected 1 (fold GroupNorm into the conv) or 0"
         ))),
     }
 }
@@ -188,18 +223,14 @@ pub(super) fn igemm_k_split(rows: usize, pix: usize, kterms: usize, sms: usize) 
 /// finishes with conv2d_splitk_reduce instead.
 pub(super) const SPLIT_TILE_COUNTERS: usize = 1 << 16;
 
-/// What the conv kernel adds to conv(x) + bias before it stores an output.
-pub(super) enum Epilogue<'a> {
-    None,
-    /// v[image, channel], (n, cout): the time-embedding add of a ResBlock's conv1.
-    Channel(&'a CudaTensor),
-    /// A tensor of the output's shape: the residual add of a ResBlock's conv2.
-    Residual(&'a CudaTensor),
-}
+/// A GroupNorm folded into a conv's gather: group_norm_scale_shift's (n, cin, 2) scale and
+/// shift of the conv's input, and whether SiLU follows the norm.
+pub(super) type NormFold<'a> = Option<(&'a CudaTensor, bool)>;
 
 impl CudaBackend {
     /// conv2d_fwd and its fused variants (kernels/conv.cu): y = conv(x) + bias, plus the
-    /// epilogue's term.
+    /// epilogue's term; with `fold`, conv(GN(x)) by the implicit GEMM's _gn entry points.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn conv(
         &self,
         x: &CudaTensor,
@@ -207,7 +238,8 @@ impl CudaBackend {
         b: &CudaTensor,
         stride: usize,
         pad: usize,
-        epi: Epilogue<'_>,
+        epi: ConvAdd<'_, CudaTensor>,
+        fold: NormFold<'_>,
     ) -> Result<CudaTensor> {
         let (ho, wo) = conv_out("conv2d", &x.shape, &w.shape, stride, pad)?;
         let (n, cin, h, wd) = dims4(x, "conv2d")?;
@@ -217,11 +249,25 @@ impl CudaBackend {
             bail!("conv kernel size {k} exceeds the direct CUDA kernel's limit of {MAX_CONV_KERNEL}; use DIFFRECON_CONV=igemm or --device cpu");
         }
         let out_shape = [n, cout, ho, wo];
+        if let Some((ss, _)) = fold {
+            // The kernel reads ss by (image, channel) of x with no bounds of its own.
+            if ss.shape != [n, cin, 2] {
+                return Err(Error::internal(format!(
+                    "conv2d: norm scale/shift {:?} for an input of {:?}",
+                    ss.shape, x.shape
+                )));
+            }
+            if self.conv_kernel == ConvKernel::Direct {
+                return Err(Error::internal(
+                    "the direct conv kernels fold no GroupNorm (norm_conv2d composes there)",
+                ));
+            }
+        }
         // The epilogue's operand must match the output exactly: the kernel indexes it by the
         // output's (image, channel, pixel) without bounds of its own.
         let (direct_kernel, epi_code, extra) = match epi {
-            Epilogue::None => ("conv2d_fwd", 0i32, None),
-            Epilogue::Channel(v) => {
+            ConvAdd::Nothing => ("conv2d_fwd", 0i32, None),
+            ConvAdd::Channel(v) => {
                 if numel(&v.shape) != Some(n * cout) {
                     return Err(Error::internal(format!(
                         "conv2d_add_channel_bias: {:?} values for an output of {out_shape:?}",
@@ -230,7 +276,7 @@ impl CudaBackend {
                 }
                 ("conv2d_fwd_chan", 1, Some(v))
             }
-            Epilogue::Residual(r) => {
+            ConvAdd::Residual(r) => {
                 if r.shape != out_shape {
                     return Err(Error::internal(format!(
                         "conv2d_add_residual: residual {:?} for an output of {out_shape:?}",
@@ -254,8 +300,12 @@ impl CudaBackend {
             | ConvKernel::Igemm64
             | ConvKernel::Igemm64x128
             | ConvKernel::Igemm128 => self.igemm(
-                &CONV_FWD,
-                (x, w, Some(b), extra, epi_code),
+                if fold.is_some() {
+                    &CONV_FWD_GN
+                } else {
+                    &CONV_FWD
+                },
+                (x, w, Some(b), extra, epi_code, fold),
                 &mut y,
                 &args,
                 (cout, ho * wo, cin * k * k),
@@ -293,17 +343,19 @@ impl CudaBackend {
     /// workspace; the block that finishes a tile's slices last adds them to the bias and applies
     /// the epilogue (counted in `split_tiles_done`), or, past SPLIT_TILE_COUNTERS tiles,
     /// conv2d_splitk_reduce does.
-    /// `kernels` names the direction's entry points.
+    /// `kernels` names the direction's entry points (for the forward, `fold` is the norm the
+    /// _gn entry points fold, which the plain ones ignore).
     #[allow(clippy::type_complexity)]
     pub(super) fn igemm(
         &self,
         kernels: &ConvEntryPoints,
-        (input, w, bias, extra, epi): (
+        (input, w, bias, extra, epi, fold): (
             &CudaTensor,
             &CudaTensor,
             Option<&CudaTensor>,
             Option<&CudaTensor>,
             i32,
+            NormFold<'_>,
         ),
         out: &mut CudaTensor,
         args: &[i32],
@@ -342,6 +394,10 @@ impl CudaBackend {
         let tiles = cfg.grid_dim.0 as usize * cfg.grid_dim.1 as usize;
         let finish_in_kernel = k_split > 1 && tiles <= SPLIT_TILE_COUNTERS;
         let ks = dim(k_split, "split-K slices")?;
+        // A null pointer: no tile counters, no norm (below: the backward's bias and epilogue
+        // operand).
+        let null_ptr: u64 = 0;
+        let norm_silu = fold.is_some_and(|(_, silu)| silu) as i32;
         let mut l = self.stream.launch_builder(self.f(name));
         l.arg(input.dev()?).arg(w.dev()?);
         if let Some(b) = bias {
@@ -349,6 +405,11 @@ impl CudaBackend {
             l.arg(b.dev()?)
                 .arg(extra.map_or(b.dev(), |e| e.dev())?)
                 .arg(&epi);
+            match fold {
+                Some((ss, _)) => l.arg(ss.dev()?),
+                None => l.arg(&null_ptr),
+            };
+            l.arg(&norm_silu);
         }
         l.arg(out.dev_mut()?);
         for a in args {
@@ -360,8 +421,6 @@ impl CudaBackend {
             Some(p) => l.arg(p.dev_mut()?),
             None => l.arg(w.dev()?),
         };
-        // A null pointer: no tile counters (below: the backward's bias and epilogue operand).
-        let null_ptr: u64 = 0;
         if finish_in_kernel {
             l.arg(&self.split_tiles_done);
         } else {
@@ -429,7 +488,7 @@ impl CudaBackend {
             | ConvKernel::Igemm64x128
             | ConvKernel::Igemm128 => self.igemm(
                 &CONV_BWD,
-                (dy, w, None, None, 0),
+                (dy, w, None, None, 0, None),
                 &mut dx,
                 &args,
                 (cin, h * wd, cout * k * k),
@@ -497,10 +556,15 @@ mod tests {
         let names: Vec<&str> = tiles
             .iter()
             .flat_map(|&t| precisions.map(|p| (t, p)))
-            .flat_map(|(t, p)| [CONV_FWD.name(t, p), CONV_BWD.name(t, p)])
+            .flat_map(|(t, p)| {
+                [CONV_FWD, CONV_FWD_GN, CONV_BWD]
+                    .iter()
+                    .map(|e| e.name(t, p))
+                    .collect::<Vec<_>>()
+            })
             .flatten()
             .collect();
-        assert_eq!(names.len(), 2 * (2 * 3 + 2 + 1));
+        assert_eq!(names.len(), 3 * (2 * 3 + 2 + 1));
         for (i, n) in names.iter().enumerate() {
             assert!(KERNELS.contains(n), "{n} is not registered");
             assert!(!names[..i].contains(n), "{n} named twice");
@@ -514,6 +578,12 @@ mod tests {
             for k in [ConvKernel::Igemm64x128, ConvKernel::Igemm128] {
                 let t = igemm_tile(k, p, 64, 4096, H200_SMS);
                 assert_eq!(CONV_FWD.name(t, p).is_some(), k.supports(p), "{k:?} at {p}");
+                // The folding twins cover exactly the plain forward's tiles.
+                assert_eq!(
+                    CONV_FWD_GN.name(t, p).is_some(),
+                    k.supports(p),
+                    "{k:?} at {p}"
+                );
             }
         }
         assert_eq!(
@@ -521,5 +591,9 @@ mod tests {
             Some("conv2d_igemm_64_tf32")
         );
         assert_eq!(CONV_FWD.name(Tile::T128, Precision::Tf32), None);
+        assert_eq!(
+            CONV_FWD_GN.name(Tile::T64x128, Precision::Tf32),
+            Some("conv2d_igemm_64x128_tf32_gn")
+        );
     }
 }

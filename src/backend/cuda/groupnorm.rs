@@ -1,5 +1,5 @@
-//! GroupNorm with optional fused SiLU and its input-VJP (kernels/groupnorm.cu; CPU twin:
-//! src/backend/cpu/groupnorm.rs).
+//! GroupNorm with optional fused SiLU, its input-VJP, and its per-channel scale and shift for a
+//! conv that folds it (kernels/groupnorm.cu; CPU twin: src/backend/cpu/groupnorm.rs).
 
 use super::checks::check_group_norm;
 use super::launch::{dim, dims4, grid_x, grid_yz, BLOCK};
@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 /// The kernels of kernels/groupnorm.cu.
-pub(super) const KERNELS: &[&str] = &["group_norm_fwd", "group_norm_vjp"];
+pub(super) const KERNELS: &[&str] = &["group_norm_fwd", "group_norm_vjp", "group_norm_scale_shift"];
 
 /// One block of BLOCK threads per (group, image): the GroupNorm kernels.
 /// Batches over 65,535 images (grid y) are refused.
@@ -56,6 +56,32 @@ impl CudaBackend {
             .arg(&s);
         self.run(l, cfg)?;
         Ok(y)
+    }
+
+    /// The norm's (scale, shift) per (image, channel), (n, c, 2): what group_norm_fwd
+    /// multiplies and adds (its bits), for a conv that folds the norm into its gather.
+    pub(super) fn group_norm_scale_shift(
+        &self,
+        x: &CudaTensor,
+        gamma: &CudaTensor,
+        beta: &CudaTensor,
+        groups: usize,
+    ) -> Result<CudaTensor> {
+        let op = "group_norm";
+        let (n, c, ..) = check_group_norm(op, &x.shape, &gamma.shape, &beta.shape, groups)?;
+        let [ci, hw, g, _] = int_args(x, groups, false)?;
+        let cfg = per_group_cfg(groups, n)?;
+        let mut ss = self.output(&[n, c, 2])?;
+        let mut l = self.stream.launch_builder(self.f("group_norm_scale_shift"));
+        l.arg(x.dev()?)
+            .arg(gamma.dev()?)
+            .arg(beta.dev()?)
+            .arg(ss.dev_mut()?)
+            .arg(&ci)
+            .arg(&hw)
+            .arg(&g);
+        self.run(l, cfg)?;
+        Ok(ss)
     }
 
     pub(super) fn group_norm_vjp(

@@ -37,12 +37,11 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-use super::{AttnParams, Backend, CtGeometry};
+use super::{norm_then_conv, AttnParams, Backend, ConvAdd, CtGeometry, NormArgs};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 use crate::tensor::Tensor;
-use conv::Epilogue;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::Ptx;
 use pool::DevicePool;
@@ -101,6 +100,8 @@ pub struct CudaBackend {
     attention_core: Option<AttentionCore>,
     /// The conv kernels (DIFFRECON_CONV, with_conv_kernel).
     conv_kernel: ConvKernel,
+    /// Fold GroupNorm into the conv that reads it (DIFFRECON_GN_FOLD, with_gn_fold).
+    gn_fold: bool,
     /// The SGEMM tile edge when forced (32 or 64; with_gemm_tile), else chosen by size.
     gemm_tile: Option<usize>,
     /// Images per group of the attention GEMM path when forced (DIFFRECON_ATTENTION_GROUP,
@@ -195,6 +196,7 @@ impl CudaBackend {
             sm_count,
             attention_core: attention::attention_core_from_env()?,
             conv_kernel: conv::conv_kernel_from_env()?,
+            gn_fold: conv::gn_fold_from_env()?,
             gemm_tile: None,
             attention_group: attention::attention_group_from_env()?,
             split_tiles_done,
@@ -217,6 +219,14 @@ impl CudaBackend {
     /// Choose the conv kernels (forward and backward data).
     pub fn with_conv_kernel(mut self, kernel: ConvKernel) -> Self {
         self.conv_kernel = kernel;
+        self
+    }
+
+    /// Fold each GroupNorm that feeds a conv into that conv's gather (`Backend::norm_conv2d`):
+    /// the same bits, the normalised tensor never written. Needs the implicit-GEMM kernels (the
+    /// direct ones compose the two ops).
+    pub fn with_gn_fold(mut self, on: bool) -> Self {
+        self.gn_fold = on;
         self
     }
 
@@ -375,7 +385,7 @@ impl Backend for CudaBackend {
         stride: usize,
         pad: usize,
     ) -> Result<CudaTensor> {
-        self.conv(x, w, b, stride, pad, Epilogue::None)
+        self.conv(x, w, b, stride, pad, ConvAdd::Nothing, None)
     }
 
     fn conv2d_add_channel_bias(
@@ -387,7 +397,7 @@ impl Backend for CudaBackend {
         pad: usize,
         v: &CudaTensor,
     ) -> Result<CudaTensor> {
-        self.conv(x, w, b, stride, pad, Epilogue::Channel(v))
+        self.conv(x, w, b, stride, pad, ConvAdd::Channel(v), None)
     }
 
     fn conv2d_add_residual(
@@ -399,7 +409,7 @@ impl Backend for CudaBackend {
         pad: usize,
         residual: &CudaTensor,
     ) -> Result<CudaTensor> {
-        self.conv(x, w, b, stride, pad, Epilogue::Residual(residual))
+        self.conv(x, w, b, stride, pad, ConvAdd::Residual(residual), None)
     }
 
     fn conv2d_vjp(
@@ -434,6 +444,26 @@ impl Backend for CudaBackend {
         dy: &CudaTensor,
     ) -> Result<CudaTensor> {
         CudaBackend::group_norm_vjp(self, x, gamma, beta, groups, silu, dy)
+    }
+
+    /// With the fold on (DIFFRECON_GN_FOLD=1, with_gn_fold) and the implicit GEMM: the norm's
+    /// scale and shift per (image, channel) (a small launch), then the conv's _gn entry point,
+    /// which normalises x as it gathers it. Else the norm kernel, then the conv.
+    fn norm_conv2d(
+        &self,
+        x: &CudaTensor,
+        norm: &NormArgs<'_, CudaTensor>,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        stride: usize,
+        pad: usize,
+        add: ConvAdd<'_, CudaTensor>,
+    ) -> Result<CudaTensor> {
+        if !self.gn_fold || self.conv_kernel == ConvKernel::Direct {
+            return norm_then_conv(self, x, norm, w, b, stride, pad, add);
+        }
+        let ss = self.group_norm_scale_shift(x, norm.gamma, norm.beta, norm.groups)?;
+        self.conv(x, w, b, stride, pad, add, Some((&ss, norm.silu)))
     }
 
     fn attention(
