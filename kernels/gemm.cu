@@ -15,7 +15,8 @@
 // (sgemm_strided_32: four times the blocks for the small products of batch 1). Each block owns a
 // T×T tile of C; each thread a (T/16)×(T/16) sub-tile (rows ty·T/16.., columns tx + 16·c)
 // accumulated in f32 with fmaf in increasing k order, so both tiles give the same bits.
-// K is staged through shared memory 16 at a time.
+// K is staged through shared memory 16 at a time, the next chunk's global loads issued into
+// registers before the current chunk's products.
 // The _tf32 / _bf16 entry points take the tensor-core path of tensor_core.cuh: operands rounded
 // to TF32 / BF16 as they are staged, warp MMAs with f32 accumulators, then the same store.
 #include "common.cuh"
@@ -72,21 +73,45 @@ __device__ __forceinline__ void sgemm_tile(int m, int n, int k, const float* a, 
     std::conditional_t<P == kF32, NoTile, tc::TcTile<T, T, P>> tile;
     if constexpr (P != kF32) tile.zero();
 
+    // Element s of this thread's share of a K chunk: its place (row or column, term) in the
+    // staged tiles.
+    auto a_at = [&](int s, int& ai, int& ap) {
+        const int e = tid + s * kBlock;  // over the T×16 tile
+        ai = a_along_p ? e / TK : e % T;
+        ap = a_along_p ? e % TK : e / T;
+    };
+    auto b_at = [&](int s, int& bj, int& bp) {
+        const int e = tid + s * kBlock;
+        bj = b_along_p ? e / TK : e % T;
+        bp = b_along_p ? e % TK : e / T;
+    };
+    // The next chunk's values are loaded into registers before the current chunk's products
+    // (software pipelining, as the conv's narrow tiles do) and staged after them.
+    float a_reg[PER], b_reg[PER];
+    auto load = [&](int p0) {
+#pragma unroll
+        for (int s = 0; s < PER; ++s) {
+            int ai, ap, bj, bp;
+            a_at(s, ai, ap);
+            b_at(s, bj, bp);
+            const int gi = i0 + ai, gp = p0 + ap, gj = j0 + bj, gq = p0 + bp;
+            a_reg[s] = (gi < m && gp < k) ? a[gi * a_rs + gp * a_cs] : 0.0f;
+            b_reg[s] = (gj < n && gq < k) ? b[gq * b_rs + gj * b_cs] : 0.0f;
+        }
+    };
+
+    if (k > 0) load(0);
     for (int p0 = 0; p0 < k; p0 += TK) {
 #pragma unroll
         for (int s = 0; s < PER; ++s) {
-            const int e = tid + s * kBlock;  // over the T×16 tile
-            const int ai = a_along_p ? e / TK : e % T;
-            const int ap = a_along_p ? e % TK : e / T;
-            const int gi = i0 + ai, gp = p0 + ap;
-            As[ap][ai] = tc::to_operand<P>((gi < m && gp < k) ? a[gi * a_rs + gp * a_cs] : 0.0f);
-
-            const int bj = b_along_p ? e / TK : e % T;
-            const int bp = b_along_p ? e % TK : e / T;
-            const int gj = j0 + bj, gq = p0 + bp;
-            Bs[bp][bj] = tc::to_operand<P>((gj < n && gq < k) ? b[gq * b_rs + gj * b_cs] : 0.0f);
+            int ai, ap, bj, bp;
+            a_at(s, ai, ap);
+            b_at(s, bj, bp);
+            As[ap][ai] = tc::to_operand<P>(a_reg[s]);
+            Bs[bp][bj] = tc::to_operand<P>(b_reg[s]);
         }
         __syncthreads();
+        if (p0 + TK < k) load(p0 + TK);  // in flight during the products below
         if constexpr (P == kF32) {
 #pragma unroll
             for (int p = 0; p < TK; ++p) {

@@ -3,13 +3,15 @@
 // as each precision stages them: plain and transposed operand views, with and without a row bias
 // and a residual laid out as C (C starts as NaN where it is written: it must never be read), sizes
 // off the tile edges, one batch stride and two (`outer`
-// repeats of `batch` matrices, the repeats further apart than the batch spans). Built and run by
-// tests/kernel_emulation.rs; exits 1 on any mismatch.
+// repeats of `batch` matrices, the repeats further apart than the batch spans); at f32 the two
+// tiles must also give the same bits. Built and run by tests/kernel_emulation.rs; exits 1 on
+// any mismatch.
 #include "shim.h"
 #include "gemm.cu"
 #include "check.h"
 
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 struct Case {
@@ -76,6 +78,7 @@ int main() {
                                          unrounded = reference(a, b, with_bias);
                 const float* row_bias = with_bias ? bias.data() : nullptr;
                 const float* residual = with_bias ? res.data() : nullptr;
+                std::vector<float> tile32;  // the 32 tile's output, for the f32 bit comparison
                 for (int tile : {32, 64}) {
                     std::vector<float> out = c0;
                     // NaN where C is written (it must not be read), not the gaps.
@@ -93,6 +96,14 @@ int main() {
                                 prec_name(prec), c.m, c.n, c.k, c.batch, c.outer, c.a_t, c.b_t,
                                 (int)with_bias, tile);
                     bad += !verdict(prec, out, want, unrounded);
+                    // At f32 both tiles add each output's terms in the same order: the same bits.
+                    if (prec == kF32 && tile == 32) tile32 = out;
+                    if (prec == kF32 && tile == 64) {
+                        const bool same = std::memcmp(out.data(), tile32.data(),
+                                                      out.size() * sizeof(float)) == 0;
+                        std::printf("   tile 64 %s tile 32\n", same ? "same bits as" : "BITS DIFFER from");
+                        bad += !same;
+                    }
                 }
             }
         }
