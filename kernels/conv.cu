@@ -675,8 +675,9 @@ constexpr int IGW_STAGES = 2;  // 128×128: 2 × 16.9 KB of static shared memory
 constexpr int IGW_RUN = 4;     // a thread's rows (and columns) in runs of 4, one float4 each
 constexpr int IGW_RUN_GAP = 64;  // 16 threads × 4: the runs of one thread lie 64 apart
 
-// The stages, and on the TF32 path the C tile the accumulators go through after the K loop
-// (row-major, leading dimension BN + 4, over the stages' space: 33.8 KB at 64 × 128).
+// The stages, and on the tensor-core paths the C tile the accumulators go through after the K
+// loop (row-major, leading dimension BN + 4, over the stages' space: 33.8 KB at 64 × 128).
+// cp.async copies raw f32, which TF32 rounds in place.
 template <int BM, int BN, int P> struct PipeTiles {
     static constexpr int kLdc = BN + 4;
     union {
@@ -685,6 +686,25 @@ template <int BM, int BN, int P> struct PipeTiles {
             float b[IGW_STAGES][IG_BK][BN + IG_PAD];
         } op;
         float c[P == kF32 ? 1 : BM][kLdc];
+    };
+};
+
+// BF16 also converts each landed stage into 16-bit tiles of its own (h.a, h.b, one per stage:
+// 13.3 KB more at 64 × 128, 38.9 KB in all), which the warps' MMAs read.
+template <int BM, int BN> struct PipeTiles<BM, BN, kBf16> {
+    static constexpr int kLdc = BN + 4;
+    static constexpr int kHPad = tc::Operand<kBf16>::kPad;
+    using H = tc::Operand<kBf16>::T;
+    union {
+        struct {
+            float a[IGW_STAGES][IG_BK][BM + IG_PAD];
+            float b[IGW_STAGES][IG_BK][BN + IG_PAD];
+            struct {
+                H a[IGW_STAGES][IG_BK][BM + kHPad];
+                H b[IGW_STAGES][IG_BK][BN + kHPad];
+            } h;
+        } op;
+        float c[BM][kLdc];
     };
 };
 
@@ -704,7 +724,6 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
     static_assert(TM % IGW_RUN == 0 && TN % IGW_RUN == 0 && IG_TX * IGW_RUN == IGW_RUN_GAP, "runs");
     static_assert(A_PER * kBlock == BM * IG_BK && B_PER * B_KSTEP == IG_BK, "staging map");
     static_assert((BM + IG_PAD) % 4 == 0 && (BN + IG_PAD) % 4 == 0, "float4 rows");
-    static_assert(P == kF32 || P == kTf32, "BF16 operands cannot be staged by cp.async");
 
     const ConvGemm cg = conv_gemm<MODE, K_>(g, k_split);
     const bool fwd = cg.fwd;
@@ -760,19 +779,24 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
             v = norm_affine(v, __ldg(ss), __ldg(ss + 1), fold.silu);
         }
     };
-    // TF32: each thread rounds the values it copied, once they have landed (its own copies are
-    // visible to it after the wait; the barrier that follows publishes the rounded values).
+    // The tensor-core paths: each thread rounds the values it copied, once they have landed (its
+    // own copies are visible to it after the wait; the barrier that follows publishes them), TF32
+    // in place, BF16 into the stage's 16-bit tiles.
     auto round_own = [&](int st) {
 #pragma unroll
         for (int s = 0; s < A_PER; ++s) {
             const int e = tid + s * kBlock;
-            float& v = sh.op.a[st][e % IG_BK][e / IG_BK];
-            v = tc::to_operand<P>(v);
+            const int aq = e % IG_BK, am = e / IG_BK;
+            float& v = sh.op.a[st][aq][am];
+            if constexpr (P == kBf16) sh.op.h.a[st][aq][am] = tc::to_operand<P>(v);
+            else v = tc::to_operand<P>(v);
         }
 #pragma unroll
         for (int s = 0; s < B_PER; ++s) {
-            float& v = sh.op.b[st][bk0 + s * B_KSTEP][bj];
-            v = tc::to_operand<P>(v);
+            const int bq = bk0 + s * B_KSTEP;
+            float& v = sh.op.b[st][bq][bj];
+            if constexpr (P == kBf16) sh.op.h.b[st][bq][bj] = tc::to_operand<P>(v);
+            else v = tc::to_operand<P>(v);
         }
     };
 
@@ -806,7 +830,11 @@ __device__ __forceinline__ void conv_igemm_wide(PipeTiles<BM, BN, P>& sh,
         const int ahead = c + IGW_STAGES - 1;
         if (ahead < chunks) issue(ahead % IGW_STAGES, k_begin + ahead * IG_BK);
         cp_async_commit();
-        if constexpr (P != kF32) {
+        if constexpr (P == kBf16) {
+            constexpr int hpad = PipeTiles<BM, BN, P>::kHPad;
+            tile.template mma_chunk<IG_BK>(&sh.op.h.a[st][0][0], BM + hpad, &sh.op.h.b[st][0][0],
+                                           BN + hpad);
+        } else if constexpr (P == kTf32) {
             tile.template mma_chunk<IG_BK>(&sh.op.a[st][0][0], BM + IG_PAD, &sh.op.b[st][0][0],
                                            BN + IG_PAD);
         } else {
@@ -933,6 +961,7 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_tf32, 64, 128, kTf32, 2)
+DIFFRECON_CONV_IGEMM_WIDE(conv2d_igemm_64x128_bf16, 64, 128, kBf16, 2)
 
 // Backward data: dx = convᵀ(dy), the arguments of conv2d_bwd_data plus the split-K pair, for
 // both tile families (BOUNDS and the dispatch instance as in the forward).
@@ -962,6 +991,7 @@ DIFFRECON_CONV_BWD_IGEMM(conv2d_bwd_igemm_32_bf16, 32, kBf16)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_128, 128, 128, kF32, 1)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128, 64, 128, kF32, 2)
 DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128_tf32, 64, 128, kTf32, 2)
+DIFFRECON_CONV_BWD_IGEMM_WIDE(conv2d_bwd_igemm_64x128_bf16, 64, 128, kBf16, 2)
 
 // out[i] = (bias[m] or 0) + partial[0][i] + ... + partial[k_split − 1][i] in that order, then the
 // epilogue as above; i over the `total` = n·rows·pix outputs, m = (i / pix) % rows. One thread

@@ -720,9 +720,9 @@ for p in tf32 bf16; do
 done
 # The implicit GEMM's tiles forced one at a time, at batch 8 and 64 (the forward and VJP rows;
 # samplers at 2 steps, bench's least): at f32 the 64 tile of ff8bd26 against the cp.async 64x128
-# and 128x128 tiles (all the same bits), at tf32 the 64 tile against 64x128. The size rule
-# (igemm_tile) is in the main rows below.
-for t in igemm64 igemm64x128 igemm128 igemm64:tf32 igemm64x128:tf32; do
+# and 128x128 tiles (all the same bits), at tf32 and bf16 the 64 tile against 64x128. The size
+# rule (igemm_tile) is in the main rows below.
+for t in igemm64 igemm64x128 igemm128 igemm64:tf32 igemm64x128:tf32 igemm64:bf16 igemm64x128:bf16; do
     p=f32
     [[ "$t" == *:* ]] && p=${t#*:}
     run_step "bench_cuda_tile_${t/:/_}" 40 150 "$OUT/steps.log" -- \

@@ -259,7 +259,7 @@ fn tensor_core_ops_match_the_cpu_emulation() {
                 cpu.conv_weight(wt.clone()).unwrap(),
                 exact.conv_weight(wt.clone()).unwrap(),
             );
-            // Every tile with a kernel at p (the cp.async 64×128 tile has TF32, not BF16).
+            // Every tile with a kernel at p (the cp.async 64×128 tile at every precision).
             let kernels = [
                 ConvKernel::Igemm,
                 ConvKernel::Igemm32,

@@ -208,8 +208,8 @@ fn conv2d_vjp_backward_data() {
 
 /// Every implicit-GEMM tile sums each output's K terms in the same order from the same start, so
 /// all tiles of a precision give the same bits, forward (each epilogue, split or not) and
-/// backward: at f32 every tile; at TF32 (the same WMMA calls on the same staged chunks) the 32,
-/// 64 and 64×128 tiles. A 64-channel 64×64 layer at batch 8 is where the size rule changes tiles.
+/// backward: at f32 every tile; at TF32 and BF16 (the same WMMA calls on the same staged chunks)
+/// the 32, 64 and 64×128 tiles. A 64-channel 64×64 layer at batch 8 is where the size rule changes tiles.
 #[test]
 #[ignore = "needs a CUDA device (run with --include-ignored on a GPU)"]
 fn conv_igemm_tiles_agree_bit_for_bit() {
@@ -223,7 +223,7 @@ fn conv_igemm_tiles_agree_bit_for_bit() {
         ConvKernel::Igemm128,
         ConvKernel::Igemm,
     ];
-    let tf32_tiles = [
+    let tc_tiles = [
         ConvKernel::Igemm32,
         ConvKernel::Igemm64,
         ConvKernel::Igemm64x128,
@@ -231,7 +231,8 @@ fn conv_igemm_tiles_agree_bit_for_bit() {
     ];
     let runs = [
         (Precision::F32, &f32_tiles[..]),
-        (Precision::Tf32, &tf32_tiles[..]),
+        (Precision::Tf32, &tc_tiles[..]),
+        (Precision::Bf16, &tc_tiles[..]),
     ];
     for (i, &(n, cin, h, w, cout, k, stride, pad)) in [
         (8, 64, 64, 64, 64, 3, 1, 1),

@@ -1,6 +1,6 @@
 // The implicit-GEMM conv kernels of kernels/conv.cu (forward with its three epilogues, and
 // backward data: the 32 and 64 tiles at f32 and on the tensor-core paths TF32 and BF16, and the
-// wide cp.async tiles 64×128 and 128×128 at f32 and 64×128 at TF32, which must also give the
+// wide cp.async tiles 64×128 and 128×128 at f32 and 64×128 at TF32 and BF16, which must also give the
 // 32/64 tiles' bits) run on the CPU through shim.h against a double-precision direct
 // convolution of the operands rounded as each precision stages them; each forward tile's _gn
 // twin (the GroupNorm fold) must give its plain tile's bits on group_norm_fwd's output. Built
@@ -182,13 +182,16 @@ int main() {
     const int bwd_runs[][2] = {{1, 32}, {1, 64}, {3, 64}, {8, 32}};
     // The wide tiles (rows × 128 columns), each run as above at split 1 (every epilogue), 3 and
     // 8, and compared bit for bit with the 32/64 tiles' output of the same precision, split and
-    // epilogue: f32 at 64 and 128 rows, TF32 at 64 (nullptr: no such entry point).
-    const Fwd wide_fwd[2][2] = {{conv2d_igemm_64x128, conv2d_igemm_128},
-                                {conv2d_igemm_64x128_tf32, nullptr}};
-    const Fwd wide_fwd_gn[2][2] = {{conv2d_igemm_64x128_gn, conv2d_igemm_128_gn},
-                                   {conv2d_igemm_64x128_tf32_gn, nullptr}};
-    const Bwd wide_bwd[2][2] = {{conv2d_bwd_igemm_64x128, conv2d_bwd_igemm_128},
-                                {conv2d_bwd_igemm_64x128_tf32, nullptr}};
+    // epilogue: f32 at 64 and 128 rows, TF32 and BF16 at 64 (nullptr: no such entry point).
+    const Fwd wide_fwd[3][2] = {{conv2d_igemm_64x128, conv2d_igemm_128},
+                                {conv2d_igemm_64x128_tf32, nullptr},
+                                {conv2d_igemm_64x128_bf16, nullptr}};
+    const Fwd wide_fwd_gn[3][2] = {{conv2d_igemm_64x128_gn, conv2d_igemm_128_gn},
+                                   {conv2d_igemm_64x128_tf32_gn, nullptr},
+                                   {conv2d_igemm_64x128_bf16_gn, nullptr}};
+    const Bwd wide_bwd[3][2] = {{conv2d_bwd_igemm_64x128, conv2d_bwd_igemm_128},
+                                {conv2d_bwd_igemm_64x128_tf32, nullptr},
+                                {conv2d_bwd_igemm_64x128_bf16, nullptr}};
     const int wide_rows[2] = {64, 128};
     const int wide_fwd_runs[][2] = {{1, 0}, {1, 1}, {1, 2}, {3, 2}, {8, 0}};  // (split, epi)
     const int wide_bwd_splits[] = {1, 3, 8};
@@ -261,7 +264,7 @@ int main() {
                 bad += !verdict(prec, y, with_epi(want, epi), with_epi(want_f32, epi));
                 narrow_fwd[split * 3 + epi] = y;
             }
-            for (int t = 0; prec != kBf16 && t < 2; t++)
+            for (int t = 0; t < 2; t++)
                 for (auto run : wide_fwd_runs) {
                     if (wide_fwd[prec][t] == nullptr)
                         continue;
@@ -318,7 +321,7 @@ int main() {
                 bad += !verdict(prec, dx, dxw, dxw_f32);
                 narrow_bwd[split] = dx;
             }
-            for (int t = 0; prec != kBf16 && t < 2; t++)
+            for (int t = 0; t < 2; t++)
                 for (int split : wide_bwd_splits) {
                     if (wide_bwd[prec][t] == nullptr)
                         continue;
@@ -343,7 +346,7 @@ int main() {
             std::vector<FoldTile> fold_kernels = {
                 {fwd_kernels[prec][0], fwd_gn[prec][0], {32, 32, 1}},
                 {fwd_kernels[prec][1], fwd_gn[prec][1], {64, 64, 1}}};
-            for (int t = 0; prec != kBf16 && t < 2; t++)
+            for (int t = 0; t < 2; t++)
                 if (wide_fwd[prec][t] != nullptr)
                     fold_kernels.push_back(
                         {wide_fwd[prec][t], wide_fwd_gn[prec][t], {128, (unsigned)wide_rows[t], 1}});

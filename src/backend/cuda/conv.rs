@@ -46,17 +46,20 @@ pub(super) const KERNELS: &[&str] = &[
     "conv2d_igemm_64x128_gn",
     "conv2d_igemm_128_gn",
     "conv2d_igemm_64x128_tf32_gn",
+    "conv2d_igemm_64x128_bf16",
+    "conv2d_igemm_64x128_bf16_gn",
+    "conv2d_bwd_igemm_64x128_bf16",
 ];
 
 /// The direct kernels' limit (kernels/conv.cu writes nothing beyond it).
 pub(super) const MAX_CONV_KERNEL: usize = 19;
 
 /// One direction's implicit-GEMM entry points: the 64 and 32 tiles per precision, and the wide
-/// cp.async tiles: 64×128 at f32 and TF32, 128×128 at f32 (BF16 has none: cp.async cannot
-/// convert as it stages). All take the same arguments.
+/// cp.async tiles: 64×128 at every precision (f32, TF32, BF16), 128×128 at f32. All take the
+/// same arguments.
 pub(super) struct ConvEntryPoints {
     narrow: EntryPoints,
-    wide_64x128: [&'static str; 2],
+    wide_64x128: [&'static str; 3],
     wide_128: &'static str,
 }
 
@@ -68,6 +71,7 @@ impl ConvEntryPoints {
             (Tile::T32, _) => Some(entry_points(&self.narrow, p)[1]),
             (Tile::T64x128, Precision::F32) => Some(self.wide_64x128[0]),
             (Tile::T64x128, Precision::Tf32) => Some(self.wide_64x128[1]),
+            (Tile::T64x128, Precision::Bf16) => Some(self.wide_64x128[2]),
             (Tile::T128, Precision::F32) => Some(self.wide_128),
             _ => None,
         }
@@ -80,7 +84,11 @@ pub(super) const CONV_FWD: ConvEntryPoints = ConvEntryPoints {
         ["conv2d_igemm_64_tf32", "conv2d_igemm_32_tf32"],
         ["conv2d_igemm_64_bf16", "conv2d_igemm_32_bf16"],
     ],
-    wide_64x128: ["conv2d_igemm_64x128", "conv2d_igemm_64x128_tf32"],
+    wide_64x128: [
+        "conv2d_igemm_64x128",
+        "conv2d_igemm_64x128_tf32",
+        "conv2d_igemm_64x128_bf16",
+    ],
     wide_128: "conv2d_igemm_128",
 };
 /// The forward tiles that fold a GroupNorm (+SiLU) into their gather (`norm` read, NormFold).
@@ -90,7 +98,11 @@ pub(super) const CONV_FWD_GN: ConvEntryPoints = ConvEntryPoints {
         ["conv2d_igemm_64_tf32_gn", "conv2d_igemm_32_tf32_gn"],
         ["conv2d_igemm_64_bf16_gn", "conv2d_igemm_32_bf16_gn"],
     ],
-    wide_64x128: ["conv2d_igemm_64x128_gn", "conv2d_igemm_64x128_tf32_gn"],
+    wide_64x128: [
+        "conv2d_igemm_64x128_gn",
+        "conv2d_igemm_64x128_tf32_gn",
+        "conv2d_igemm_64x128_bf16_gn",
+    ],
     wide_128: "conv2d_igemm_128_gn",
 };
 pub(super) const CONV_BWD: ConvEntryPoints = ConvEntryPoints {
@@ -99,7 +111,11 @@ pub(super) const CONV_BWD: ConvEntryPoints = ConvEntryPoints {
         ["conv2d_bwd_igemm_64_tf32", "conv2d_bwd_igemm_32_tf32"],
         ["conv2d_bwd_igemm_64_bf16", "conv2d_bwd_igemm_32_bf16"],
     ],
-    wide_64x128: ["conv2d_bwd_igemm_64x128", "conv2d_bwd_igemm_64x128_tf32"],
+    wide_64x128: [
+        "conv2d_bwd_igemm_64x128",
+        "conv2d_bwd_igemm_64x128_tf32",
+        "conv2d_bwd_igemm_64x128_bf16",
+    ],
     wide_128: "conv2d_bwd_igemm_128",
 };
 
@@ -112,7 +128,7 @@ pub enum ConvKernel {
     Igemm32,
     /// The implicit GEMM with 64×64 tiles (kernel tests, benchmarks).
     Igemm64,
-    /// The implicit GEMM with 64-row × 128-column cp.async tiles (f32 and TF32).
+    /// The implicit GEMM with 64-row × 128-column cp.async tiles (every precision).
     Igemm64x128,
     /// The implicit GEMM with 128×128 cp.async tiles (f32 only; chosen only when forced).
     Igemm128,
@@ -125,8 +141,10 @@ impl ConvKernel {
     pub fn supports(self, p: Precision) -> bool {
         match self {
             ConvKernel::Direct | ConvKernel::Igemm128 => p == Precision::F32,
-            ConvKernel::Igemm64x128 => p != Precision::Bf16,
-            ConvKernel::Igemm | ConvKernel::Igemm32 | ConvKernel::Igemm64 => true,
+            ConvKernel::Igemm
+            | ConvKernel::Igemm32
+            | ConvKernel::Igemm64
+            | ConvKernel::Igemm64x128 => true,
         }
     }
 }
@@ -166,7 +184,7 @@ pub(super) fn gn_fold_from_env() -> Result<bool> {
 pub(super) enum Tile {
     T32,
     T64,
-    /// f32 only: 4 × 8 outputs per thread, cp.async double buffering.
+    /// 4 × 8 outputs per thread (f32), cp.async double buffering; every precision.
     T64x128,
     /// f32 only: 8 × 8 outputs per thread, cp.async double buffering.
     T128,
@@ -189,18 +207,18 @@ impl Tile {
     }
 }
 
-/// The implicit GEMM's tile for an M × N output at precision `p`, unless `kernel` forces one.
-/// By size: at f32 and TF32, 64×128 while its blocks still give two per multiprocessor (the
-/// occupancy its 108–118 registers allow), else the 64 or 32 tile as the SGEMM picks them. The
+/// The implicit GEMM's tile for an M × N output (any precision), unless `kernel` forces one.
+/// By size: 64×128 while its blocks still give two per multiprocessor (the occupancy its 100–126
+/// registers allow), else the 64 or 32 tile as the SGEMM picks them. The
 /// 128×128 tile (1 block per multiprocessor at 148–167 registers) runs only when forced until a GPU
 /// run says where it pays.
-pub(super) fn igemm_tile(kernel: ConvKernel, p: Precision, m: usize, n: usize, sms: usize) -> Tile {
+pub(super) fn igemm_tile(kernel: ConvKernel, m: usize, n: usize, sms: usize) -> Tile {
     match kernel {
         ConvKernel::Igemm32 => Tile::T32,
         ConvKernel::Igemm64 => Tile::T64,
         ConvKernel::Igemm64x128 => Tile::T64x128,
         ConvKernel::Igemm128 => Tile::T128,
-        _ if p != Precision::Bf16 && m.div_ceil(64) * n.div_ceil(128) >= 2 * sms => Tile::T64x128,
+        _ if m.div_ceil(64) * n.div_ceil(128) >= 2 * sms => Tile::T64x128,
         _ if tile_edge(m.div_ceil(64) * n.div_ceil(64), sms) == 64 => Tile::T64,
         _ => Tile::T32,
     }
@@ -363,13 +381,7 @@ impl CudaBackend {
     ) -> Result<()> {
         self.f32_only_kernels_unused()?;
         let total = out.len();
-        let tile = igemm_tile(
-            self.conv_kernel,
-            self.precision,
-            rows,
-            total / rows,
-            self.sm_count,
-        );
+        let tile = igemm_tile(self.conv_kernel, rows, total / rows, self.sm_count);
         let name = kernels.name(tile, self.precision).ok_or_else(|| {
             Error::internal(format!(
                 "no {tile:?} conv kernel at {}: f32_only_kernels_unused lets none through",
@@ -525,19 +537,17 @@ mod tests {
     const H200_SMS: usize = 132;
 
     #[test]
-    fn wide_tiles_only_where_they_fill_the_gpu_at_f32_and_tf32() {
-        let by_size = |p, m, n| igemm_tile(ConvKernel::Igemm, p, m, n, H200_SMS);
+    fn wide_tiles_only_where_they_fill_the_gpu() {
+        // The rule is the same at every precision (each has a 64×128 tile).
+        let by_size = |m, n| igemm_tile(ConvKernel::Igemm, m, n, H200_SMS);
         // The notebook UNet's first level (64 channels, 64×64): batch 1 and 8 keep the narrow
         // tiles (64 and 256 blocks at 64×128, under 2 per SM); batch 64 takes 64×128 (2048).
-        assert_eq!(by_size(Precision::F32, 64, 4096), Tile::T32);
-        assert_eq!(by_size(Precision::F32, 64, 8 * 4096), Tile::T64);
-        assert_eq!(by_size(Precision::F32, 64, 64 * 4096), Tile::T64x128);
+        assert_eq!(by_size(64, 4096), Tile::T32);
+        assert_eq!(by_size(64, 8 * 4096), Tile::T64);
+        assert_eq!(by_size(64, 64 * 4096), Tile::T64x128);
         // 264 blocks of 64×128 is the threshold; one fewer is not.
-        assert_eq!(by_size(Precision::F32, 64, 264 * 128), Tile::T64x128);
-        assert_eq!(by_size(Precision::F32, 64, 263 * 128), Tile::T64);
-        // TF32 takes the wide tile too; BF16 has none.
-        assert_eq!(by_size(Precision::Tf32, 64, 64 * 4096), Tile::T64x128);
-        assert_eq!(by_size(Precision::Bf16, 64, 64 * 4096), Tile::T64);
+        assert_eq!(by_size(64, 264 * 128), Tile::T64x128);
+        assert_eq!(by_size(64, 263 * 128), Tile::T64);
         // 128×128 only when forced; forced tiles win at any size.
         for (kernel, tile) in [
             (ConvKernel::Igemm128, Tile::T128),
@@ -545,7 +555,7 @@ mod tests {
             (ConvKernel::Igemm64, Tile::T64),
             (ConvKernel::Igemm32, Tile::T32),
         ] {
-            assert_eq!(igemm_tile(kernel, Precision::F32, 5, 7, H200_SMS), tile);
+            assert_eq!(igemm_tile(kernel, 5, 7, H200_SMS), tile);
         }
     }
 
@@ -564,7 +574,7 @@ mod tests {
             })
             .flatten()
             .collect();
-        assert_eq!(names.len(), 3 * (2 * 3 + 2 + 1));
+        assert_eq!(names.len(), 3 * (2 * 3 + 3 + 1));
         for (i, n) in names.iter().enumerate() {
             assert!(KERNELS.contains(n), "{n} is not registered");
             assert!(!names[..i].contains(n), "{n} named twice");
@@ -572,11 +582,11 @@ mod tests {
         // The size rule and the forced kernels never ask for a tile a precision lacks.
         for p in precisions {
             for (m, n) in [(64, 4096), (64, 64 * 4096), (256, 64 * 256)] {
-                let by_size = igemm_tile(ConvKernel::Igemm, p, m, n, H200_SMS);
+                let by_size = igemm_tile(ConvKernel::Igemm, m, n, H200_SMS);
                 assert!(CONV_FWD.name(by_size, p).is_some(), "{by_size:?} at {p}");
             }
             for k in [ConvKernel::Igemm64x128, ConvKernel::Igemm128] {
-                let t = igemm_tile(k, p, 64, 4096, H200_SMS);
+                let t = igemm_tile(k, 64, 4096, H200_SMS);
                 assert_eq!(CONV_FWD.name(t, p).is_some(), k.supports(p), "{k:?} at {p}");
                 // The folding twins cover exactly the plain forward's tiles.
                 assert_eq!(

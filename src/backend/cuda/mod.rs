@@ -265,13 +265,13 @@ impl CudaBackend {
     }
 
     /// The direct conv kernels, the 128×128 implicit-GEMM tile and the fused attention kernel
-    /// have no tensor-core path (the 64×128 tile has no BF16 one): forcing one there is an
+    /// have no tensor-core path: forcing one there is an
     /// error, checked when the precision is set and again at use (the `with_*` calls may come in
     /// either order).
     fn f32_only_kernels_unused(&self) -> Result<()> {
         let p = self.precision;
         if !self.conv_kernel.supports(p) {
-            bail!("--precision {p}: the conv kernels DIFFRECON_CONV forces have no {p} path (direct and igemm128 are f32 only, igemm64x128 f32 and tf32): unset DIFFRECON_CONV or use --precision f32");
+            bail!("--precision {p}: the conv kernels DIFFRECON_CONV forces have no {p} path (direct and igemm128 are f32 only): unset DIFFRECON_CONV or use --precision f32");
         }
         if p != Precision::F32 && self.attention_core == Some(AttentionCore::Fused) {
             bail!("--precision {p} needs the attention GEMM path; unset DIFFRECON_ATTENTION=fused or use --precision f32");
