@@ -668,7 +668,6 @@ san memcheck_dps4 memcheck 90 -- "${DPS_ARGS[@]}" --out "$TMP/dps.npy"
     export DIFFRECON_GN_FOLD=1
     san memcheck_eps_gn_fold memcheck 60 -- "${EPS_ARGS[@]}" --out "$TMP/eps_gn.npy"
 )
-[[ -n "$CS" ]] && run_step cmp_eps_gn_fold 10 170 "$SAN_LOG" -- cmp "$TMP/eps.npy" "$TMP/eps_gn.npy"
 san racecheck_eps racecheck 90 -- "${EPS_ARGS[@]}" --out "$TMP/eps_rc.npy"
 san racecheck_diffpir4 racecheck 90 -- "${PIR_ARGS[@]}" --out "$TMP/diffpir_rc.npy"
 # Without the sanitizer, the same CLI runs still give the outputs to compare.
@@ -676,7 +675,11 @@ if [[ -z "$CS" ]]; then
     run_step cli_eps 30 170 "$OUT/steps.log" -- "$DR" "${EPS_ARGS[@]}" --out "$TMP/eps.npy"
     run_step cli_diffpir4 30 170 "$OUT/steps.log" -- "$DR" "${PIR_ARGS[@]}" --out "$TMP/diffpir.npy"
     run_step cli_dps4 30 170 "$OUT/steps.log" -- "$DR" "${DPS_ARGS[@]}" --out "$TMP/dps.npy"
+    run_step cli_eps_gn_fold 30 170 "$OUT/steps.log" -- \
+        env DIFFRECON_GN_FOLD=1 "$DR" "${EPS_ARGS[@]}" --out "$TMP/eps_gn.npy"
 fi
+# The fold must not change a bit of eps.
+run_step cmp_eps_gn_fold 10 170 "$SAN_LOG" -- cmp "$TMP/eps.npy" "$TMP/eps_gn.npy"
 cat >"$TMP/compare.py" <<'PYEOF'
 import sys
 import numpy as np
