@@ -288,8 +288,8 @@ extern "C" __global__ void conv2d_bwd_data(const float* __restrict__ dy,
 // so a slice of a batch gets the bits it gets alone.
 //
 // Launch: grid = (ceil(N / BN), ceil(M / BM), k_split), block = 256; BM = BN = 64 (4×4 outputs
-// per thread) or 32 (2×2) for small problems, or the wide f32 tiles below (BM × BN = 64 × 128 or
-// 128 × 128), chosen on the Rust side by how many blocks fill the GPU.
+// per thread) or 32 (2×2) for small problems, or the wide tiles below (BM × BN = 64 × 128 at
+// every precision, 128 × 128 at f32), chosen on the Rust side by how many blocks fill the GPU.
 // Precision (the _tf32 / _bf16 entry points, tensor_core.cuh): the same staging, with operands
 // rounded to TF32 or BF16 as they are staged and each chunk multiplied by warp MMAs (WMMA) with
 // f32 accumulators from 0; the tile then goes through shared memory to the same epilogue, which
@@ -657,16 +657,17 @@ __device__ __forceinline__ void conv_igemm_dispatch(const float* __restrict__ in
     // Declared here, once for the three kernel-size instantiations below.
     __shared__ __align__(32) tc::SharedTiles<BM, BN, P, IG_PAD> sh;
     with_kernel_size(g.k, [&](auto kc) {
-        conv_igemm<MODE, BM, BN, decltype(kc)::value, P, FOLD>(sh, in, w, bias, extra, epi, fold, out,
-                                                         g, k_split, partial, tiles_done);
+        conv_igemm<MODE, BM, BN, decltype(kc)::value, P, FOLD>(sh, in, w, bias, extra, epi, fold,
+                                                               out, g, k_split, partial,
+                                                               tiles_done);
     });
 }
 
-// The wide f32 tiles (_128: 128×128, _64x128: 64 rows × 128 columns) for problems that fill
-// the GPU with them: each thread computes TM × TN = (BM / 16) × (BN / 16) outputs (8 × 8 or
-// 4 × 8), its rows in runs of 4 that lie 64 apart (row 64·a + 4·ty + r; columns likewise with
-// tx), so that it reads its operands as float4 from shared memory, one read per 4 FMAs for the
-// 8 × 8 tile against one per 2 for the 64-tile's 4 × 4. Operands are staged by cp.async
+// The wide tiles (_128: 128×128 at f32; _64x128: 64 rows × 128 columns, also at TF32 and BF16)
+// for problems that fill the GPU with them: each thread computes TM × TN = (BM / 16) × (BN / 16)
+// outputs (8 × 8 or 4 × 8), its rows in runs of 4 that lie 64 apart (row 64·a + 4·ty + r;
+// columns likewise with tx), so that it reads its operands as float4 from shared memory, one
+// read per 4 FMAs for the 8 × 8 tile against one per 2 for the 64-tile's 4 × 4. Operands are staged by cp.async
 // (async_copy.cuh) in IGW_STAGES shared buffers: the copies of chunk c + 1 are in flight while
 // chunk c is multiplied, with one barrier per chunk. The padding zeros come from the copy's
 // zero-fill. Every output adds its K terms in increasing K order with fmaf from the same initial
@@ -904,8 +905,8 @@ __device__ __forceinline__ void conv_igemm_wide_dispatch(const float* __restrict
     // 32-byte alignment: WMMA's fragment pointers (the stages' rows keep it, see kernels/README).
     __shared__ __align__(32) PipeTiles<BM, BN, P> sh;
     with_kernel_size(g.k, [&](auto kc) {
-        conv_igemm_wide<MODE, BM, BN, decltype(kc)::value, P, FOLD>(sh, in, w, bias, extra, epi, fold,
-                                                              out, g, k_split, partial, tiles_done);
+        conv_igemm_wide<MODE, BM, BN, decltype(kc)::value, P, FOLD>(
+            sh, in, w, bias, extra, epi, fold, out, g, k_split, partial, tiles_done);
     });
 }
 
@@ -951,7 +952,7 @@ DIFFRECON_CONV_IGEMM(conv2d_igemm_32_tf32, 32, kTf32)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_64_bf16, 64, kBf16)
 DIFFRECON_CONV_IGEMM(conv2d_igemm_32_bf16, 32, kBf16)
 
-// The wide f32 tiles, same arguments. MIN_BLOCKS = 2 caps registers at 128 (two blocks per
+// The wide tiles, same arguments. MIN_BLOCKS = 2 caps registers at 128 (two blocks per
 // multiprocessor); the 128×128 tiles would spill there (their epilogue operands), so they keep 1.
 #define DIFFRECON_CONV_IGEMM_WIDE(NAME, BM, BN, P, MIN_BLOCKS)                                     \
     DIFFRECON_CONV_FWD_ENTRY(NAME, (kBlock, MIN_BLOCKS),                                           \

@@ -1,7 +1,7 @@
 //! The convolutions: forward with every kernel, the fused epilogues, the GroupNorm fold and the
 //! VJP.
 
-use super::{check, stale_buffer, CONV_KERNELS, OP_BOUND};
+use super::{check, same_tensor_bits, stale_buffer, CONV_KERNELS, OP_BOUND};
 use crate::common::{gpu, rand};
 use diffrecon::backend::cpu::CpuBackend;
 use diffrecon::backend::cuda::ConvKernel;
@@ -380,15 +380,8 @@ fn norm_conv2d_fold_gives_the_unfolded_bits() {
                         .iter()
                         .zip(folded.iter().zip(&composed))
                     {
-                        assert!(got.data().iter().all(|v| !v.is_nan()), "{tag} {what}: NaN");
-                        let same = got
-                            .data()
-                            .iter()
-                            .zip(want.data())
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{tag} {what}: the fold changed the bits");
+                        same_tensor_bits(&format!("norm_conv2d fold {tag} {what}"), got, want);
                     }
-                    println!("parity norm_conv2d fold {tag}: bit for bit the unfolded");
                     if p == Precision::F32 {
                         let e = crate::common::rel_l2(&folded[2], &want_cpu);
                         println!("parity norm_conv2d fold {tag}: vs CPU {e:.2e}");
@@ -412,15 +405,7 @@ fn norm_conv2d_fold_gives_the_unfolded_bits() {
             e.be.download(&out).unwrap()
         };
         let (folded, composed) = (fwd(true), fwd(false));
-        let same = folded
-            .data()
-            .iter()
-            .zip(composed.data())
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(
-            same,
-            "UNet forward batch {batch}: the fold changed the bits"
-        );
-        println!("parity UNet forward batch {batch} with the GroupNorm fold: bit for bit");
+        let tag = format!("UNet forward batch {batch}, GroupNorm folded");
+        same_tensor_bits(&tag, &folded, &composed);
     }
 }

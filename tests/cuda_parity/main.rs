@@ -49,7 +49,11 @@ pub(crate) fn same_bits(
     got: &<CudaBackend as Backend>::Buf,
     want: &Tensor,
 ) {
-    let got = g.download(got).unwrap();
+    same_tensor_bits(name, &g.download(got).unwrap(), want);
+}
+
+/// `got` has `want`'s shape and bits, and no NaN (an unwritten, poisoned output).
+pub(crate) fn same_tensor_bits(name: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{name}: shape");
     assert!(
         got.data().iter().all(|v| !v.is_nan()),

@@ -1,7 +1,7 @@
 // The implicit-GEMM conv kernels of kernels/conv.cu (forward with its three epilogues, and
 // backward data: the 32 and 64 tiles at f32 and on the tensor-core paths TF32 and BF16, and the
-// wide cp.async tiles 64×128 and 128×128 at f32 and 64×128 at TF32 and BF16, which must also give the
-// 32/64 tiles' bits) run on the CPU through shim.h against a double-precision direct
+// wide cp.async tiles 64×128 and 128×128 at f32 and 64×128 at TF32 and BF16, which must also
+// give the 32/64 tiles' bits) run on the CPU through shim.h against a double-precision direct
 // convolution of the operands rounded as each precision stages them; each forward tile's _gn
 // twin (the GroupNorm fold) must give its plain tile's bits on group_norm_fwd's output. Built
 // and run by tests/kernel_emulation.rs; exits 1 on any mismatch. Outputs start as NaN, so an
@@ -97,7 +97,8 @@ struct FoldTile {
 // A GroupNorm (+SiLU) folded into the forward's gather (NormFold): the _gn entry point's conv of
 // x must give the bits of the plain one's conv of group_norm_fwd(x), for each forward tile of
 // one precision, with and without SiLU,
-// unsplit with no epilogue and the channel add, and split 3 ways with the residual (finished in the kernel). Returns the failures.
+// unsplit with no epilogue and the channel add, and split 3 ways with the residual (finished in
+// the kernel). Returns the failures.
 static int fold_checks(int prec, const Case& c, const std::vector<FoldTile>& kernels,
                        const std::vector<float>& x, const std::vector<float>& w,
                        const std::vector<float>& b, const std::vector<float>& v,
@@ -122,7 +123,8 @@ static int fold_checks(int prec, const Case& c, const std::vector<FoldTile>& ker
         std::vector<float> xn(x.size(), NAN), ss(2 * c.n * c.cin, NAN);
         const dim3 gg{(unsigned)groups, (unsigned)c.n, 1};
         launch(gg, {256, 1, 1}, [&] {
-            group_norm_fwd(xs.data(), gamma.data(), beta.data(), xn.data(), c.cin, hw, groups, silu);
+            group_norm_fwd(xs.data(), gamma.data(), beta.data(), xn.data(), c.cin, hw, groups,
+                           silu);
         });
         launch(gg, {256, 1, 1}, [&] {
             group_norm_scale_shift(xs.data(), gamma.data(), beta.data(), ss.data(), c.cin, hw,
@@ -349,7 +351,8 @@ int main() {
             for (int t = 0; t < 2; t++)
                 if (wide_fwd[prec][t] != nullptr)
                     fold_kernels.push_back(
-                        {wide_fwd[prec][t], wide_fwd_gn[prec][t], {128, (unsigned)wide_rows[t], 1}});
+                        {wide_fwd[prec][t], wide_fwd_gn[prec][t],
+                         {128, (unsigned)wide_rows[t], 1}});
             bad += fold_checks(prec, c, fold_kernels, x, w, b, v, r, rng);
         }
     }

@@ -101,7 +101,8 @@ int main() {
                     if (prec == kF32 && tile == 64) {
                         const bool same = std::memcmp(out.data(), tile32.data(),
                                                       out.size() * sizeof(float)) == 0;
-                        std::printf("   tile 64 %s tile 32\n", same ? "same bits as" : "BITS DIFFER from");
+                        std::printf("   tile 64 %s tile 32\n",
+                                    same ? "same bits as" : "BITS DIFFER from");
                         bad += !same;
                     }
                 }
