@@ -170,10 +170,15 @@ pub(super) fn conv_kernel_from_env() -> Result<ConvKernel> {
 /// by default until a GPU run shows where it pays: it saves the normalised tensor's write and
 /// read but repeats the norm (and SiLU) for each of a 3×3 conv's nine taps.
 pub(super) fn gn_fold_from_env() -> Result<bool> {
-    match std::env::var("DIFFRECON_GN_FOLD").as_deref() {
-        Err(_) | Ok("") | Ok("0") => Ok(false),
-        Ok("1") => Ok(true),
-        Ok(other) => Err(Error::input(format!(
+    gn_fold_setting(std::env::var("DIFFRECON_GN_FOLD").ok().as_deref())
+}
+
+/// DIFFRECON_GN_FOLD's value (None: unset) as the fold's on/off; anything else is refused.
+fn gn_fold_setting(value: Option<&str>) -> Result<bool> {
+    match value {
+        None | Some("") | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => Err(Error::input(format!(
             "DIFFRECON_GN_FOLD={other}: expected 1 (fold GroupNorm into the conv) or 0"
         ))),
     }
@@ -556,6 +561,25 @@ mod tests {
             (ConvKernel::Igemm32, Tile::T32),
         ] {
             assert_eq!(igemm_tile(kernel, 5, 7, H200_SMS), tile);
+        }
+    }
+
+    #[test]
+    fn gn_fold_is_off_unless_set_to_1_and_other_values_are_refused() {
+        for (value, on) in [
+            (None, false),
+            (Some(""), false),
+            (Some("0"), false),
+            (Some("1"), true),
+        ] {
+            assert_eq!(gn_fold_setting(value).unwrap(), on, "{value:?}");
+        }
+        for bad in ["yes", "2", " 1", "true"] {
+            let e = gn_fold_setting(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("DIFFRECON_GN_FOLD") && e.contains("expected 1"),
+                "{e}"
+            );
         }
     }
 
