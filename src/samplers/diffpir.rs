@@ -66,9 +66,9 @@ pub fn step<B: Backend>(
         let &[x, emb, y, ref op_buf @ ..] = inputs else {
             unreachable!("replay passes x, the embedding, y and the operator's buffer")
         };
-        let op = p.op.rebind(op_buf.first().copied());
+        let q = p.rebound(y, op_buf);
         let eps = p.net.forward_emb(be, x, emb)?;
         let prior = be.diffpir_prior(x, &eps, now, next)?;
-        op.gradient_step(be, &prior, y, tau)
+        q.op.gradient_step(be, &prior, q.y, tau)
     })
 }
